@@ -1,0 +1,318 @@
+//! ross settings: the typed [`Settings`] every other crate reads, and the only place that looks
+//! at the process environment.
+//!
+//! Layers, lowest first: built-in defaults, one TOML file (`--config FILE`, else `ROSS_CONFIG`),
+//! then `ROSS__SECTION__KEY` environment variables (lists comma-separated). Loading validates
+//! every key into its type and reports every bad or unknown key at once, each naming the key,
+//! where the value came from and what is allowed. It does not create folders or open sockets.
+#![deny(missing_docs)]
+
+mod error;
+mod reader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors, Origin};
+pub use reader::env_name;
+use reader::{Reader, ENV_PREFIX};
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "ROSS_CONFIG";
+
+/// Widths and heights above this are refused whatever the limits say: a 100k-pixel side is
+/// far beyond any screen and would only serve as a memory attack.
+const HARD_MAX_SIDE: i64 = 100_000;
+
+/// Every setting, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// Where originals are read from.
+    pub source: SourceSettings,
+    /// Rendered variants on disk.
+    pub cache: CacheSettings,
+    /// Folder for the server's own state (loaded plugin copies, later the sled index).
+    pub data_dir: PathBuf,
+    /// Mode plugins.
+    pub plugins: PluginSettings,
+    /// Which sizes may be rendered.
+    pub whitelist: WhitelistSettings,
+    /// Bounds on requests and work.
+    pub limits: Limits,
+    /// Encoding of rendered images.
+    pub output: OutputSettings,
+    /// Whether `GET /{key}` serves the original file unchanged.
+    pub serve_originals: bool,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Address to bind; loopback by default because ross normally sits behind nginx.
+    pub listen: SocketAddr,
+}
+
+/// Where originals come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSettings {
+    /// A folder on local disk; keys are paths under it.
+    Local {
+        /// The media root. Nothing outside it is ever read.
+        root: PathBuf,
+    },
+}
+
+/// Disk cache of rendered variants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// Root folder; a variant lives at `{dir}/{width}/{height}/{mode}/{key}` so nginx can serve
+    /// hits straight from disk.
+    pub dir: PathBuf,
+    /// `Cache-Control: max-age` sent with every image.
+    pub max_age: Duration,
+}
+
+/// Mode plugins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSettings {
+    /// Folder scanned for `*.so` mode plugins at start-up.
+    pub dir: PathBuf,
+}
+
+/// A width and height, written `WxH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Size {
+    /// Pixels across.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a size like 300x200");
+        let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let side = |t: &str| -> Result<u32, String> {
+            match t.parse::<u32>() {
+                Ok(n) if n > 0 && !t.starts_with('0') && !t.starts_with('+') => Ok(n),
+                _ => Err(bad()),
+            }
+        };
+        Ok(Size { width: side(w)?, height: side(h)? })
+    }
+}
+
+/// The size whitelist as configured. It seeds the live whitelist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhitelistSettings {
+    /// When false any size within the limits is rendered (internal development use).
+    pub enabled: bool,
+    /// Sizes that may be rendered when enabled.
+    pub sizes: Vec<Size>,
+}
+
+/// Bounds that keep one request, or many, from taking the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest width a URL may ask for.
+    pub max_width: u32,
+    /// Largest height a URL may ask for.
+    pub max_height: u32,
+    /// Largest source file read; bigger ones are refused with 413 before being read whole.
+    pub max_source_bytes: u64,
+    /// Largest source image, in pixels, read from the header before decoding: a 90 kB PNG can
+    /// claim 400 megapixels.
+    pub max_source_pixels: u64,
+    /// Renders running at once (CPU-bound work); defaults to the number of cores.
+    pub max_concurrent_renders: usize,
+    /// Renders allowed to wait for a slot; beyond this requests get 503 with `Retry-After`.
+    pub max_queue: usize,
+    /// A render still running after this answers 503; bounds how long a client waits.
+    pub render_timeout: Duration,
+}
+
+/// Encoding of rendered images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSettings {
+    /// Baseline JPEG quality, 1..=100.
+    pub jpeg_quality: u8,
+}
+
+/// Sizes in the whitelist when nobody configured any (OpenRoss's list plus 300x300).
+pub const DEFAULT_WHITELIST: [&str; 4] = ["72x72", "200x250", "300x300", "1024x768"];
+
+impl Settings {
+    /// Loads settings the way the `ross` binary does: the file named by `config` or else by
+    /// `ROSS_CONFIG` (none: defaults only), then the process's `ROSS__*` variables.
+    #[allow(clippy::disallowed_methods)] // the one place that reads the environment
+    pub fn from_process(config: Option<&Path>) -> Result<Settings, ConfigErrors> {
+        let file = config.map(Path::to_path_buf).or_else(|| {
+            std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+        });
+        let env = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX));
+        Settings::load(file.as_deref(), env)
+    }
+
+    /// Loads settings from an optional TOML file and the given `ROSS__*` variables.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigErrors> {
+        let text = match file {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                whole_file_error(path, format!("cannot read config file: {e}"))
+            })?),
+        };
+        Settings::from_parts(file, text.as_deref(), env)
+    }
+
+    /// Loads settings from TOML text (as if read from `file`) and `ROSS__*` variables.
+    pub fn from_parts(
+        file: Option<&Path>,
+        text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigErrors> {
+        let path_text = file.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into());
+        let table = match text {
+            None => None,
+            Some(t) => Some(t.parse::<toml::Table>().map_err(|e| {
+                let msg = e.to_string().replace('\n', " ");
+                whole_file_error(Path::new(&path_text), format!("not valid TOML: {msg}"))
+            })?),
+        };
+        let env: BTreeMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut r = Reader::new(table.as_ref().map(|t| (path_text.as_str(), t)), env);
+        let settings = read_settings(&mut r);
+        r.finish()?;
+        Ok(settings)
+    }
+
+    /// The effective settings as `key = value` lines in TOML syntax, for `ross check-config`.
+    pub fn effective(&self) -> Vec<(String, String)> {
+        let q = |s: &dyn fmt::Display| format!("{:?}", s.to_string());
+        let p = |p: &Path| format!("{:?}", p.display().to_string());
+        let SourceSettings::Local { root } = &self.source;
+        let sizes: Vec<String> = self.whitelist.sizes.iter().map(|s| q(s)).collect();
+        let l = &self.limits;
+        [
+            ("server.listen", q(&self.server.listen)),
+            ("source.kind", q(&"local")),
+            ("source.root", p(root)),
+            ("cache.dir", p(&self.cache.dir)),
+            ("cache.max_age", self.cache.max_age.as_secs().to_string()),
+            ("data_dir", p(&self.data_dir)),
+            ("plugins.dir", p(&self.plugins.dir)),
+            ("whitelist.enabled", self.whitelist.enabled.to_string()),
+            ("whitelist.sizes", format!("[{}]", sizes.join(", "))),
+            ("limits.max_width", l.max_width.to_string()),
+            ("limits.max_height", l.max_height.to_string()),
+            ("limits.max_source_bytes", l.max_source_bytes.to_string()),
+            ("limits.max_source_pixels", l.max_source_pixels.to_string()),
+            ("limits.max_concurrent_renders", l.max_concurrent_renders.to_string()),
+            ("limits.max_queue", l.max_queue.to_string()),
+            ("limits.render_timeout_ms", l.render_timeout.as_millis().to_string()),
+            ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
+            ("serve_originals", self.serve_originals.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_parts(None, None, std::iter::empty()).expect("built-in defaults are valid")
+    }
+}
+
+fn whole_file_error(path: &Path, message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        key: path.display().to_string(),
+        origin: Origin::Whole,
+        message,
+    }])
+}
+
+/// The folder holding the running executable: built-in mode plugins are built next to the
+/// `ross` binary, so this finds them without configuration.
+fn executable_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn read_settings(r: &mut Reader<'_>) -> Settings {
+    let listen = r.parsed("server.listen", SocketAddr::from(([127, 0, 0, 1], 8080)), "ip:port");
+    let kind = r.string("source.kind", "local");
+    let root = PathBuf::from(r.string("source.root", "samples"));
+    if kind != "local" {
+        r.invalid("source.kind", format!("expected \"local\", got {kind:?}"));
+    }
+    let data_dir = PathBuf::from(r.string("data_dir", "ross-data"));
+    let cache_dir = r.optional_string("cache.dir").map(PathBuf::from);
+    let cache = CacheSettings {
+        dir: cache_dir.unwrap_or_else(|| data_dir.join("cache")),
+        max_age: Duration::from_secs(r.int("cache.max_age", 604_800u64, 0..=i64::from(u32::MAX))),
+    };
+    let plugins = PluginSettings {
+        dir: r.optional_string("plugins.dir").map(PathBuf::from).unwrap_or_else(executable_dir),
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let limits = Limits {
+        max_width: r.int("limits.max_width", 2000u32, 1..=HARD_MAX_SIDE),
+        max_height: r.int("limits.max_height", 2000u32, 1..=HARD_MAX_SIDE),
+        max_source_bytes: r.int("limits.max_source_bytes", 50u64 << 20, 1..=i64::MAX),
+        max_source_pixels: r.int("limits.max_source_pixels", 50_000_000u64, 1..=i64::MAX),
+        max_concurrent_renders: r.int("limits.max_concurrent_renders", cores, 1..=1024),
+        max_queue: r.int("limits.max_queue", 256usize, 0..=1_000_000),
+        render_timeout: Duration::from_millis(r.int(
+            "limits.render_timeout_ms",
+            10_000u64,
+            1..=3_600_000,
+        )),
+    };
+    let enabled = r.bool("whitelist.enabled", true);
+    let mut sizes = Vec::new();
+    for text in r.list("whitelist.sizes", &DEFAULT_WHITELIST) {
+        match text.parse::<Size>() {
+            Ok(s) if s.width <= limits.max_width && s.height <= limits.max_height => sizes.push(s),
+            Ok(s) => r.invalid(
+                "whitelist.sizes",
+                format!("{s} is larger than limits.max_width x limits.max_height"),
+            ),
+            Err(e) => r.invalid("whitelist.sizes", e),
+        }
+    }
+    Settings {
+        server: ServerSettings { listen },
+        source: SourceSettings::Local { root },
+        cache,
+        data_dir,
+        plugins,
+        whitelist: WhitelistSettings { enabled, sizes },
+        limits,
+        output: OutputSettings { jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100) },
+        serve_originals: r.bool("serve_originals", true),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! Types that cross the plugin boundary. Every one is `#[repr(C)]` and `StableAbi`, so the
+//! loader can check a plugin's layout against the host's before calling into it.
+
+use std::fmt;
+
+use abi_stable::library::RootModule;
+use abi_stable::sabi_types::VersionStrings;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
+
+/// How pixels are laid out in a buffer. Every format is 8 bits per channel, interleaved.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PixelFormat {
+    /// Red, green, blue. Hosts of this API version always hand plugins `Rgb8`.
+    Rgb8 = 0,
+    /// Red, green, blue, alpha (not premultiplied). The host flattens it onto white.
+    Rgba8 = 1,
+    /// One grey channel.
+    Gray8 = 2,
+}
+
+impl PixelFormat {
+    /// Bytes one pixel takes.
+    pub const fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Rgb8 => 3,
+            PixelFormat::Rgba8 => 4,
+            PixelFormat::Gray8 => 1,
+        }
+    }
+
+    /// Opaque white in this format, as bytes of one pixel.
+    pub const fn white(self) -> &'static [u8] {
+        match self {
+            PixelFormat::Rgb8 => &[255, 255, 255],
+            PixelFormat::Rgba8 => &[255, 255, 255, 255],
+            PixelFormat::Gray8 => &[255],
+        }
+    }
+}
+
+/// Borrowed decoded pixels: the plugin reads them in place, nothing is copied.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct ImageView<'a> {
+    /// Rows of pixels, `stride` bytes apart.
+    pub pixels: RSlice<'a, u8>,
+    /// Pixels across.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
+    /// Bytes from the start of one row to the next; at least `width * bytes_per_pixel`.
+    pub stride: u32,
+    /// Layout of each pixel.
+    pub format: PixelFormat,
+}
+
+impl fmt::Debug for ImageView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImageView({}x{} {:?})", self.width, self.height, self.format)
+    }
+}
+
+impl<'a> ImageView<'a> {
+    /// A view of tightly packed rows, checked for size.
+    pub fn new(
+        pixels: &'a [u8],
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<Self, RenderError> {
+        let stride = width as usize * format.bytes_per_pixel();
+        let view = ImageView {
+            pixels: pixels.into(),
+            width,
+            height,
+            stride: u32::try_from(stride)
+                .map_err(|_| RenderError::invalid_input("image too wide"))?,
+            format,
+        };
+        view.validate()?;
+        Ok(view)
+    }
+
+    /// Checks that the dimensions are non-zero and the buffer holds every row.
+    pub fn validate(&self) -> Result<(), RenderError> {
+        let row = self.width as usize * self.format.bytes_per_pixel();
+        let needed = (self.height as usize).saturating_sub(1) * self.stride as usize + row;
+        if self.width == 0 || self.height == 0 {
+            return Err(RenderError::invalid_input("image has a zero dimension"));
+        }
+        if (self.stride as usize) < row || self.pixels.len() < needed {
+            return Err(RenderError::invalid_input(format!(
+                "{}x{} {:?} image needs {needed} bytes with stride {}, buffer has {}",
+                self.width,
+                self.height,
+                self.format,
+                self.stride,
+                self.pixels.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The pixels of row `y`, without stride padding.
+    pub fn row(&self, y: u32) -> &'a [u8] {
+        let start = y as usize * self.stride as usize;
+        let len = self.width as usize * self.format.bytes_per_pixel();
+        &self.pixels.as_slice()[start..start + len]
+    }
+
+    /// True when rows follow each other with no padding.
+    pub fn is_packed(&self) -> bool {
+        self.stride as usize == self.width as usize * self.format.bytes_per_pixel()
+    }
+}
+
+/// Pixels a plugin returns. `RVec` carries its own deallocator, so the host frees it safely
+/// whichever library allocated it.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct ImageBuf {
+    /// Rows of pixels, `stride` bytes apart.
+    pub pixels: RVec<u8>,
+    /// Pixels across.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
+    /// Bytes from the start of one row to the next.
+    pub stride: u32,
+    /// Layout of each pixel.
+    pub format: PixelFormat,
+}
+
+impl fmt::Debug for ImageBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImageBuf({}x{} {:?})", self.width, self.height, self.format)
+    }
+}
+
+impl ImageBuf {
+    /// Wraps tightly packed pixels, checking the size.
+    pub fn from_vec(
+        pixels: Vec<u8>,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<Self, RenderError> {
+        ImageView::new(&pixels, width, height, format)?;
+        let stride = (width as usize * format.bytes_per_pixel()) as u32;
+        Ok(ImageBuf { pixels: pixels.into(), width, height, stride, format })
+    }
+
+    /// A `width` x `height` image filled with one pixel value.
+    pub fn filled(width: u32, height: u32, format: PixelFormat, pixel: &[u8]) -> Self {
+        assert_eq!(pixel.len(), format.bytes_per_pixel(), "pixel does not match format");
+        let count = width as usize * height as usize;
+        let mut pixels = Vec::with_capacity(count * pixel.len());
+        for _ in 0..count {
+            pixels.extend_from_slice(pixel);
+        }
+        let stride = (width as usize * format.bytes_per_pixel()) as u32;
+        ImageBuf { pixels: pixels.into(), width, height, stride, format }
+    }
+
+    /// A borrowed view of these pixels.
+    pub fn view(&self) -> ImageView<'_> {
+        ImageView {
+            pixels: self.pixels.as_rslice(),
+            width: self.width,
+            height: self.height,
+            stride: self.stride,
+            format: self.format,
+        }
+    }
+}
+
+/// The size the URL asked for.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetSize {
+    /// Requested width, 1 or more.
+    pub width: u32,
+    /// Requested height, 1 or more.
+    pub height: u32,
+}
+
+/// Why a render failed, so the host can log and count failures by kind.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderErrorKind {
+    /// The input was not something this mode can work with.
+    InvalidInput = 0,
+    /// The mode does not support this pixel format or size.
+    Unsupported = 1,
+    /// The plugin panicked; the panic was caught at the boundary.
+    Panicked = 2,
+    /// Any other failure inside the plugin.
+    Failed = 3,
+}
+
+/// A failed render: the kind and a one-line message. Becomes a 500 for that request only.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    /// What went wrong, broadly.
+    pub kind: RenderErrorKind,
+    /// What went wrong, for the log.
+    pub message: RString,
+}
+
+impl RenderError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: RenderErrorKind, message: impl Into<String>) -> Self {
+        RenderError { kind, message: RString::from(message.into()) }
+    }
+
+    /// Input this mode cannot work with.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        RenderError::new(RenderErrorKind::InvalidInput, message)
+    }
+
+    /// Any other failure.
+    pub fn failed(message: impl Into<String>) -> Self {
+        RenderError::new(RenderErrorKind::Failed, message)
+    }
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for RenderError {}
+
+/// One mode a plugin provides, as the server lists it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ModeInfo {
+    /// URL name: lower-case ASCII letters, digits, `_` and `-`, starting with a letter.
+    pub name: RString,
+    /// The mode's own version; a change purges the mode's cached renders.
+    pub version: RString,
+    /// One line for the admin page.
+    pub description: RString,
+}
+
+/// The root module every plugin library exports (through [`crate::export_modes!`]).
+///
+/// It is a prefix type: a later API version may append fields after `render`, and plugins
+/// built against this version keep loading.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// Lists the modes this library provides. An error here refuses the whole library.
+    pub modes: extern "C" fn() -> RResult<RVec<ModeInfo>, RenderError>,
+    /// Renders `source` in mode `mode` at `target`.
+    #[sabi(last_prefix_field)]
+    pub render: extern "C" fn(
+        mode: RStr<'_>,
+        source: ImageView<'_>,
+        target: TargetSize,
+    ) -> RResult<ImageBuf, RenderError>,
+}
+
+impl RootModule for PluginModule_Ref {
+    declare_root_module_statics! {PluginModule_Ref}
+    const BASE_NAME: &'static str = "ross_mode";
+    const NAME: &'static str = "ross mode plugin";
+    /// The version of this crate: a plugin built against an incompatible version (another
+    /// minor version while ross is 0.x) is refused before any of its code runs.
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

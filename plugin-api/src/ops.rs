@@ -1,0 +1,145 @@
+//! Pixel operations modes are built from: SIMD resampling (fast_image_resize, Lanczos3),
+//! white canvases and pasting. They work on any [`PixelFormat`].
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::abi::{ImageBuf, ImageView, PixelFormat, RenderError};
+use crate::geometry::Region;
+
+fn pixel_type(format: PixelFormat) -> PixelType {
+    match format {
+        PixelFormat::Rgb8 => PixelType::U8x3,
+        PixelFormat::Rgba8 => PixelType::U8x4,
+        PixelFormat::Gray8 => PixelType::U8,
+    }
+}
+
+/// Tightly packed copy of the pixels, borrowed when they already are packed.
+fn packed<'a>(src: &ImageView<'a>) -> std::borrow::Cow<'a, [u8]> {
+    if src.is_packed() {
+        let len = src.width as usize * src.height as usize * src.format.bytes_per_pixel();
+        std::borrow::Cow::Borrowed(&src.pixels.as_slice()[..len])
+    } else {
+        std::borrow::Cow::Owned((0..src.height).flat_map(|y| src.row(y)).copied().collect())
+    }
+}
+
+/// Scales the whole of `src` to exactly `width` x `height`.
+pub fn resize(src: ImageView<'_>, width: u32, height: u32) -> Result<ImageBuf, RenderError> {
+    let whole = Region {
+        left: 0.0,
+        top: 0.0,
+        width: f64::from(src.width),
+        height: f64::from(src.height),
+    };
+    resize_region(src, whole, width, height)
+}
+
+/// Scales `region` of `src` to exactly `width` x `height`.
+pub fn resize_region(
+    src: ImageView<'_>,
+    region: Region,
+    width: u32,
+    height: u32,
+) -> Result<ImageBuf, RenderError> {
+    src.validate()?;
+    if width == 0 || height == 0 {
+        return Err(RenderError::invalid_input("cannot resize to a zero dimension"));
+    }
+    let data = packed(&src);
+    let pt = pixel_type(src.format);
+    let from = ImageRef::new(src.width, src.height, &data, pt)
+        .map_err(|e| RenderError::invalid_input(format!("source buffer: {e}")))?;
+    let mut to = Image::new(width, height, pt);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .crop(region.left, region.top, region.width, region.height);
+    Resizer::new()
+        .resize(&from, &mut to, &options)
+        .map_err(|e| RenderError::failed(format!("resize failed: {e}")))?;
+    ImageBuf::from_vec(to.into_vec(), width, height, src.format)
+}
+
+/// Copies `src` onto `dst` with its top-left corner at (`x`, `y`), clipping at the edges.
+/// Both must have the same pixel format.
+pub fn paste(dst: &mut ImageBuf, src: ImageView<'_>, x: u32, y: u32) -> Result<(), RenderError> {
+    if dst.format != src.format {
+        return Err(RenderError::invalid_input("paste between different pixel formats"));
+    }
+    let bpp = src.format.bytes_per_pixel();
+    let cols = src.width.min(dst.width.saturating_sub(x)) as usize;
+    let stride = dst.stride as usize;
+    let out = dst.pixels.as_mut_slice();
+    for row in 0..src.height.min(dst.height.saturating_sub(y)) {
+        let from = &src.row(row)[..cols * bpp];
+        let start = (y + row) as usize * stride + x as usize * bpp;
+        out[start..start + cols * bpp].copy_from_slice(from);
+    }
+    Ok(())
+}
+
+/// `src` centred on an opaque white `width` x `height` canvas (offsets rounded down).
+pub fn centre_on_white(
+    src: ImageView<'_>,
+    width: u32,
+    height: u32,
+) -> Result<ImageBuf, RenderError> {
+    let mut canvas = ImageBuf::filled(width, height, src.format, src.format.white());
+    let x = crate::geometry::centre(width, src.width);
+    let y = crate::geometry::centre(height, src.height);
+    paste(&mut canvas, src, x, y)?;
+    Ok(canvas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> ImageBuf {
+        let mut px = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                px.extend_from_slice(&[(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 0]);
+            }
+        }
+        ImageBuf::from_vec(px, w, h, PixelFormat::Rgb8).unwrap()
+    }
+
+    #[test]
+    fn resize_gives_exact_size() {
+        let src = gradient(64, 32);
+        let out = resize(src.view(), 17, 9).unwrap();
+        assert_eq!((out.width, out.height, out.pixels.len()), (17, 9, 17 * 9 * 3));
+    }
+
+    #[test]
+    fn resize_handles_padded_rows() {
+        let mut px = vec![0u8; 10 * 4 * 3];
+        px.iter_mut().enumerate().for_each(|(i, p)| *p = (i % 7) as u8);
+        let view = ImageView {
+            pixels: px.as_slice().into(),
+            width: 3,
+            height: 4,
+            stride: 30,
+            format: PixelFormat::Rgb8,
+        };
+        let out = resize(view, 6, 8).unwrap();
+        assert_eq!((out.width, out.height), (6, 8));
+    }
+
+    #[test]
+    fn centre_on_white_puts_spare_pixel_right_and_bottom() {
+        let src = ImageBuf::filled(1, 1, PixelFormat::Gray8, &[0]);
+        let out = centre_on_white(src.view(), 4, 4).unwrap();
+        let dark: Vec<usize> = (0..16).filter(|i| out.pixels[*i] == 0).collect();
+        assert_eq!(dark, vec![4 + 1], "pixel at (1, 1)");
+    }
+
+    #[test]
+    fn zero_sizes_are_errors_not_panics() {
+        let src = gradient(4, 4);
+        assert!(resize(src.view(), 0, 3).is_err());
+        assert!(ImageView::new(&[0; 3], 2, 2, PixelFormat::Rgb8).is_err());
+    }
+}
