@@ -6,6 +6,7 @@
 //! every key into its type and reports every bad or unknown key at once, each naming the key,
 //! where the value came from and what is allowed. It does not create folders or open sockets.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 mod reader;

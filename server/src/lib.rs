@@ -1,1 +1,25 @@
+//! ross: an on-the-fly image resizing server.
+//!
+//! A request `/{width}/{height}/{mode}/{key}` is parsed ([`request`]), checked against the
+//! whitelist ([`whitelist`]), and served from the disk cache ([`cache`]) or rendered by the
+//! [`pipeline`]: fetch from a [`source`], decode ([`imaging`]), transform with a mode plugin
+//! ([`plugins`]), encode, cache. [`app`] wires it to HTTP; `main.rs` only parses the command
+//! line and starts things.
+#![deny(missing_docs)]
 
+pub mod app;
+pub mod cache;
+pub mod error;
+pub mod gate;
+pub mod imaging;
+pub mod pipeline;
+pub mod plugins;
+pub mod request;
+pub mod routes;
+pub mod singleflight;
+pub mod source;
+pub mod state;
+pub mod whitelist;
+
+pub use app::{app, run};
+pub use state::{AppState, StartupError};

@@ -1,1 +1,86 @@
-fn main() {}
+//! The `ross` command: parse the command line, load settings, start logging, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ross_config::Settings;
+
+/// On-the-fly image resizing server.
+#[derive(Parser)]
+#[command(name = "ross", version, about)]
+struct Cli {
+    /// TOML settings file (default: $ROSS_CONFIG, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Print the effective settings, or every configuration error, and exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_process(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            for (key, value) in settings.effective() {
+                println!("{key} = {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            match serve(settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let addr = settings.server.listen;
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
+        let state = ross::AppState::new(settings)?;
+        let names: Vec<String> = state.modes.modes().iter().map(|m| m.name.clone()).collect();
+        tracing::info!(modes = %names.join(", "), "ready");
+        ross::run(listener, state, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,43 @@
+//! The HTTP surface: the router as a pure function of the state, and [`run`], which serves it
+//! on a listener until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, TcpAcceptor};
+use poem::middleware::CatchPanic;
+use poem::{get, Endpoint, EndpointExt, Route, Server};
+
+use crate::routes;
+use crate::state::AppState;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> impl Endpoint {
+    Route::new()
+        .at("/health", get(routes::health::health).head(routes::health::health))
+        .at("/", get(routes::image::image).head(routes::image::image))
+        .at("/*path", get(routes::image::image).head(routes::image::image))
+        .data(state)
+        .with(CatchPanic::new())
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
+/// finish (up to a grace period).
+pub async fn run(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    for addr in acceptor.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(GRACE))
+        .await
+}

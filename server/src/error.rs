@@ -1,0 +1,166 @@
+//! The HTTP edge of every failure: [`AppError`] maps each subsystem's error to a status and the
+//! SPEC's JSON body `{"error": {"code", "message"}}` with a stable kebab-case code. Bodies of
+//! 5xx errors never carry internals; the details go to the log instead.
+
+use poem::http::{header, StatusCode};
+use poem::{IntoResponse, Response};
+
+use crate::imaging::{DecodeError, EncodeError};
+use crate::plugins::PluginRenderError;
+use crate::request::RequestError;
+use crate::source::SourceError;
+
+/// A failed request, ready to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code, kebab-case.
+    pub code: &'static str,
+    /// One sentence a user can act on.
+    pub message: String,
+    /// Seconds for `Retry-After` (503 only).
+    pub retry_after: Option<u32>,
+}
+
+impl AppError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// The size is not in the whitelist.
+    pub fn not_whitelisted(size: ross_config::Size) -> Self {
+        AppError::new(
+            StatusCode::FORBIDDEN,
+            "size-not-allowed",
+            format!(
+                "The size {size} is not in the whitelist; add \"{size}\" to whitelist.sizes \
+                 (or the admin whitelist) to allow it."
+            ),
+        )
+    }
+
+    /// No loaded plugin provides the mode.
+    pub fn unknown_mode(mode: &str) -> Self {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-mode",
+            format!("No mode named {mode:?} is loaded."),
+        )
+    }
+
+    /// Too many renders are waiting.
+    pub fn overloaded() -> Self {
+        AppError {
+            retry_after: Some(1),
+            ..AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many images are being rendered; retry in a moment.",
+            )
+        }
+    }
+
+    /// The render did not finish within `limits.render_timeout_ms`.
+    pub fn render_timeout() -> Self {
+        AppError {
+            retry_after: Some(1),
+            ..AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "render-timeout",
+                "The image took too long to render; retry in a moment.",
+            )
+        }
+    }
+
+    /// Something inside the server failed; details are logged, not sent.
+    pub fn internal(code: &'static str, message: &str) -> Self {
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = Response::builder()
+            .status(self.status)
+            .content_type("application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .header("X-Content-Type-Options", "nosniff")
+            .body(body.to_string());
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
+    }
+}
+
+impl From<RequestError> for AppError {
+    fn from(e: RequestError) -> Self {
+        let code = match e {
+            RequestError::InvalidSize(_) => "invalid-size",
+            RequestError::InvalidKey(_) => "invalid-key",
+        };
+        AppError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    }
+}
+
+impl From<SourceError> for AppError {
+    fn from(e: SourceError) -> Self {
+        match &e {
+            SourceError::NotFound { key } => AppError::new(
+                StatusCode::NOT_FOUND,
+                "source-not-found",
+                format!("No source image has the key {key:?}."),
+            ),
+            SourceError::TooLarge { key, limit, .. } => AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "source-too-large",
+                format!("The source {key:?} is larger than the {limit} bytes allowed."),
+            ),
+            SourceError::Io { .. } => {
+                tracing::error!(error = %e, "source read failed");
+                AppError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "source-failed",
+                    "The image source could not be read; try again later.",
+                )
+            }
+        }
+    }
+}
+
+impl From<DecodeError> for AppError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::UnsupportedFormat => AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-format",
+                "The source is not an image in a supported format (JPEG, PNG, GIF, WebP).",
+            ),
+            DecodeError::Malformed { format, .. } => AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "undecodable-image",
+                format!("The source {format:?} image is damaged and cannot be decoded."),
+            ),
+            DecodeError::TooManyPixels { .. } => {
+                AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "source-too-many-pixels", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<PluginRenderError> for AppError {
+    fn from(e: PluginRenderError) -> Self {
+        tracing::error!(error = %e, "render failed");
+        AppError::internal("render-failed", "The mode failed to render this image.")
+    }
+}
+
+impl From<EncodeError> for AppError {
+    fn from(e: EncodeError) -> Self {
+        tracing::error!(error = %e, "encode failed");
+        AppError::internal("encode-failed", "The rendered image could not be encoded.")
+    }
+}

@@ -1,0 +1,12 @@
+//! Bytes to upright RGB pixels and back: format sniffing, header checks against the limits,
+//! decoding (with DCT-domain shrinking for JPEG) and JPEG encoding. Knows nothing of HTTP,
+//! sources or plugins.
+
+mod decode;
+mod encode;
+mod jpeg;
+mod sniff;
+
+pub use decode::{decode, DecodeError, Decoded};
+pub use encode::{encode_jpeg, EncodeError};
+pub use sniff::{sniff, Format};

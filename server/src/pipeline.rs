@@ -1,0 +1,176 @@
+//! The render path of one variant, in the SPEC's stages: cache check, fetch, decode, render,
+//! encode, cache write. CPU work runs on the blocking pool behind the [`RenderGate`], and
+//! identical concurrent misses share one run through [`SingleFlight`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use plugin_api::{ImageView, PixelFormat, TargetSize};
+use ross_config::Limits;
+
+use crate::cache::DiskCache;
+use crate::error::AppError;
+use crate::gate::RenderGate;
+use crate::imaging::{decode, encode_jpeg};
+use crate::plugins::LoadedMode;
+use crate::request::RenderRequest;
+use crate::singleflight::SingleFlight;
+use crate::source::Source;
+
+/// Whether a response came from the cache or from a render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the disk cache.
+    Hit,
+    /// Rendered for this request (or for an identical one in flight).
+    Miss,
+}
+
+/// An encoded variant ready to send.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The JPEG.
+    pub body: Bytes,
+    /// Modification time of the cached file (or of the render, if it could not be cached).
+    pub modified: SystemTime,
+    /// Hit or miss.
+    pub cache: CacheStatus,
+}
+
+/// Counters of work done, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Renders actually run (not merged, not cache hits).
+    pub renders: AtomicU64,
+    /// Source fetches made.
+    pub fetches: AtomicU64,
+}
+
+/// Everything a render needs.
+pub struct Pipeline {
+    source: Arc<dyn Source>,
+    cache: DiskCache,
+    gate: RenderGate,
+    flights: SingleFlight<String, Result<Rendered, AppError>>,
+    limits: Limits,
+    jpeg_quality: u8,
+    /// Work counters.
+    pub stats: PipelineStats,
+}
+
+impl Pipeline {
+    /// A pipeline reading from `source` and caching in `cache`.
+    pub fn new(source: Arc<dyn Source>, cache: DiskCache, limits: Limits, jpeg_quality: u8) -> Self {
+        Pipeline {
+            source,
+            gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
+            cache,
+            flights: SingleFlight::default(),
+            limits,
+            jpeg_quality,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// The source of originals.
+    pub fn source(&self) -> &dyn Source {
+        self.source.as_ref()
+    }
+
+    /// The variant for `req` rendered with `mode`: from the cache when there, else rendered,
+    /// cached and returned.
+    pub async fn variant(
+        &self,
+        req: &RenderRequest,
+        mode: Arc<LoadedMode>,
+    ) -> Result<Rendered, AppError> {
+        if let Some(hit) = self.cache.get(req).await {
+            return Ok(Rendered { body: hit.bytes, modified: hit.modified, cache: CacheStatus::Hit });
+        }
+        self.flights.run(req.canonical(), || self.render_miss(req, mode)).await
+    }
+
+    async fn render_miss(
+        &self,
+        req: &RenderRequest,
+        mode: Arc<LoadedMode>,
+    ) -> Result<Rendered, AppError> {
+        let deadline = tokio::time::Instant::now() + self.limits.render_timeout;
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let object = self.source.fetch(&req.key, self.limits.max_source_bytes).await?;
+        let permit = tokio::time::timeout_at(deadline, self.gate.enter())
+            .await
+            .map_err(|_| AppError::render_timeout())?
+            .map_err(|_| AppError::overloaded())?;
+        self.stats.renders.fetch_add(1, Ordering::Relaxed);
+        let job = RenderJob {
+            req: req.clone(),
+            mode,
+            cache: self.cache.clone(),
+            max_pixels: self.limits.max_source_pixels,
+            quality: self.jpeg_quality,
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            job.run(&object.bytes)
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => Err(AppError::render_timeout()),
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "render task failed");
+                Err(AppError::internal("render-failed", "The image could not be rendered."))
+            }
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Renders running now.
+    pub fn renders_in_flight(&self) -> usize {
+        self.gate.running(self.limits.max_concurrent_renders)
+    }
+}
+
+/// The CPU-bound part of a miss, run on the blocking pool.
+struct RenderJob {
+    req: RenderRequest,
+    mode: Arc<LoadedMode>,
+    cache: DiskCache,
+    max_pixels: u64,
+    quality: u8,
+}
+
+impl RenderJob {
+    fn run(self, source: &[u8]) -> Result<Rendered, AppError> {
+        let target = TargetSize { width: self.req.size.width, height: self.req.size.height };
+        let encoded = render_bytes(source, &self.mode, target, self.max_pixels, self.quality)?;
+        let modified = match self.cache.put(&self.req, &encoded) {
+            Ok(modified) => modified,
+            Err(e) => {
+                tracing::warn!(error = %e, "serving a render that could not be cached");
+                SystemTime::now()
+            }
+        };
+        Ok(Rendered { body: encoded.into(), modified, cache: CacheStatus::Miss })
+    }
+}
+
+/// Decode, render and encode, in memory: the whole CPU cost of a variant. Public for the
+/// benchmark, which measures exactly what a cache miss costs.
+pub fn render_bytes(
+    source: &[u8],
+    mode: &LoadedMode,
+    target: TargetSize,
+    max_pixels: u64,
+    quality: u8,
+) -> Result<Vec<u8>, AppError> {
+    let decoded = decode(source, Some((target.width, target.height)), max_pixels)?;
+    let view = ImageView::new(&decoded.pixels, decoded.width, decoded.height, PixelFormat::Rgb8)
+        .map_err(|e| {
+            tracing::error!(error = %e, "decoder produced an invalid buffer");
+            AppError::internal("decode-failed", "The image could not be decoded.")
+        })?;
+    let out = mode.render(view, target)?;
+    Ok(encode_jpeg(out.view(), quality)?)
+}

@@ -1,0 +1,7 @@
+//! Request handlers, one file each, and the response helpers they share.
+
+pub mod health;
+pub mod image;
+mod original;
+mod render;
+mod respond;

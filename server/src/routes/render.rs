@@ -1,0 +1,30 @@
+//! A sized request: whitelist, mode lookup, then the pipeline.
+
+use std::sync::Arc;
+
+use poem::{Request, Response};
+
+use super::respond::image_response;
+use crate::error::AppError;
+use crate::request::RenderRequest;
+use crate::state::AppState;
+
+pub(super) async fn render(
+    http: &Request,
+    state: &Arc<AppState>,
+    req: RenderRequest,
+) -> Result<Response, AppError> {
+    if !state.whitelist.allows(req.size) {
+        return Err(AppError::not_whitelisted(req.size));
+    }
+    let mode = state.modes.get(&req.mode).ok_or_else(|| AppError::unknown_mode(&req.mode))?;
+    let rendered = state.pipeline.variant(&req, mode).await?;
+    Ok(image_response(
+        http,
+        rendered.body,
+        "image/jpeg",
+        rendered.modified,
+        rendered.cache,
+        state.settings.cache.max_age,
+    ))
+}

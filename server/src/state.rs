@@ -1,0 +1,69 @@
+//! Everything a request handler can reach, built once at start-up from [`Settings`].
+
+use std::sync::Arc;
+
+use ross_config::{Settings, SourceSettings};
+
+use crate::cache::DiskCache;
+use crate::pipeline::Pipeline;
+use crate::plugins::ModeRegistry;
+use crate::source::{LocalSource, Source};
+use crate::whitelist::Whitelist;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The media root is missing or unreadable.
+    #[error("source.root: {0}")]
+    Source(std::io::Error),
+    /// The cache folder cannot be created.
+    #[error("cache.dir {path}: {source}")]
+    Cache {
+        /// The folder.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Shared server state.
+pub struct AppState {
+    /// The settings the server started with.
+    pub settings: Settings,
+    /// Loaded modes.
+    pub modes: ModeRegistry,
+    /// The render path.
+    pub pipeline: Pipeline,
+    /// Allowed sizes.
+    pub whitelist: Whitelist,
+}
+
+impl AppState {
+    /// Opens the source and cache and loads the plugins. A plugin that fails to load is
+    /// logged and skipped; a missing media root or unusable cache folder stops start-up.
+    pub fn new(settings: Settings) -> Result<Arc<AppState>, StartupError> {
+        let source: Arc<dyn Source> = match &settings.source {
+            SourceSettings::Local { root } => {
+                Arc::new(LocalSource::new(root).map_err(StartupError::Source)?)
+            }
+        };
+        let cache = DiskCache::open(&settings.cache.dir).map_err(|source| StartupError::Cache {
+            path: settings.cache.dir.display().to_string(),
+            source,
+        })?;
+        let copies = settings.data_dir.join("loaded-plugins");
+        let modes = ModeRegistry::load_dir(&settings.plugins.dir, &copies);
+        let pipeline = Pipeline::new(
+            source,
+            cache,
+            settings.limits.clone(),
+            settings.output.jpeg_quality,
+        );
+        Ok(Arc::new(AppState {
+            whitelist: Whitelist::from_settings(&settings.whitelist),
+            modes,
+            pipeline,
+            settings,
+        }))
+    }
+}
