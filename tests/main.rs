@@ -1,1 +1,21 @@
-fn main(){}
+//! End-to-end tests of ross: real corpus images through the whole server, in-process (poem's
+//! `TestClient`) unless a test needs a real process (start-up, crashes).
+
+mod util;
+
+/// Every corpus image in every mode and several sizes, including enlargement and extremes.
+mod corpus_matrix;
+/// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.
+mod fidelity;
+/// Malformed URLs, traversal attempts, sizes and the whitelist.
+mod requests;
+/// Bad source files get their SPEC status and the server keeps serving.
+mod bad_inputs;
+/// The disk cache: hits without the source, headers, conditional requests, crash safety.
+mod cache;
+/// Plugin loading failures and plugin panics.
+mod plugins;
+/// Originals served unchanged.
+mod originals;
+/// The `ross` binary: start-up, configuration errors.
+mod binary;

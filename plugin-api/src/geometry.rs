@@ -30,13 +30,20 @@ pub fn fit(src: (u32, u32), target: (u32, u32)) -> (u32, u32) {
 }
 
 /// The part of `src` that, scaled to `target`, covers it exactly with the aspect ratio kept:
-/// the largest centred region with the target's aspect ratio.
+/// the source scaled to cover the box, with the box placed at a whole-pixel offset rounded
+/// down (as `resizecomp` places its picture, and as OpenRoss's crop did).
 pub fn cover_region(src: (u32, u32), target: (u32, u32)) -> Region {
     let (sw, sh) = (f64::from(src.0), f64::from(src.1));
     let (tw, th) = (f64::from(target.0), f64::from(target.1));
     let scale = (tw / sw).max(th / sh);
     let (width, height) = ((tw / scale).min(sw), (th / scale).min(sh));
-    Region { left: (sw - width) / 2.0, top: (sh - height) / 2.0, width, height }
+    let offset = |scaled: f64, boxed: f64| ((scaled.round().max(boxed) - boxed) / 2.0).floor();
+    Region {
+        left: (offset(sw * scale, tw) / scale).min(sw - width),
+        top: (offset(sh * scale, th) / scale).min(sh - height),
+        width,
+        height,
+    }
 }
 
 /// The smallest size, with `src`'s aspect ratio, that covers `target` on both sides. Decoders
@@ -74,7 +81,9 @@ mod tests {
     fn cover_region_is_centred_with_target_aspect() {
         let r = cover_region((1440, 1086), (400, 100));
         assert_eq!((r.width, r.height), (1440.0, 360.0));
-        assert_eq!((r.left, r.top), (0.0, 363.0));
+        // 1086 rows scale to 302; the box starts 101 scaled rows down.
+        assert_eq!(r.left, 0.0);
+        assert!((r.top - 101.0 * 1440.0 / 400.0).abs() < 1e-9, "{}", r.top);
         let r = cover_region((1000, 500), (100, 400));
         assert_eq!((r.width, r.height), (125.0, 500.0));
         assert_eq!(r.left, 437.5);

@@ -5,9 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, TcpAcceptor};
 use poem::middleware::CatchPanic;
-use poem::{get, Endpoint, EndpointExt, Route, Server};
+use poem::{get, Endpoint, EndpointExt, Route};
 
 use crate::routes;
 use crate::state::AppState;
@@ -16,7 +15,7 @@ use crate::state::AppState;
 const GRACE: Duration = Duration::from_secs(10);
 
 /// The whole HTTP application.
-pub fn app(state: Arc<AppState>) -> impl Endpoint {
+pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
     Route::new()
         .at("/health", get(routes::health::health).head(routes::health::health))
         .at("/", get(routes::image::image).head(routes::image::image))
@@ -33,11 +32,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
-    for addr in acceptor.local_addr() {
-        tracing::info!(%addr, "listening");
-    }
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(state), shutdown, Some(GRACE))
-        .await
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    crate::http::serve(listener, app(state), shutdown, GRACE).await
 }

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cache;
 pub mod error;
 pub mod gate;
+pub mod http;
 pub mod imaging;
 pub mod pipeline;
 pub mod plugins;

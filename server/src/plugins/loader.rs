@@ -111,10 +111,13 @@ fn preflight(copy: &Path, file: &Path) -> Result<(), PluginLoadError> {
             std::mem::forget(lib);
             Ok(())
         }
-        Err(e) => Err(PluginLoadError::NotALibrary {
-            file: file.to_owned(),
-            reason: e.to_string().replace(&copy.display().to_string(), "library"),
-        }),
+        Err(e) => {
+            // libloading's own message is just "dlopen failed"; the linker's is the source.
+            let reason = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+            // The linker names the private copy; the operator knows the file by its own name.
+            let reason = reason.replace(&format!("{}: ", copy.display()), "");
+            Err(PluginLoadError::NotALibrary { file: file.to_owned(), reason })
+        }
     }
 }
 

@@ -46,5 +46,5 @@ pub(super) fn image_response(
     if not_modified(req, &tag, secs) {
         return builder.status(StatusCode::NOT_MODIFIED).finish();
     }
-    builder.content_type(content_type).body(body)
+    builder.content_type(content_type).header(header::CONTENT_LENGTH, body.len()).body(body)
 }

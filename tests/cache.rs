@@ -1,0 +1,123 @@
+use std::sync::Arc;
+
+use poem::http::Method;
+
+use crate::util::{corpus, TestServer};
+
+fn media_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(corpus().join("photos/LadyBird.jpg"), dir.path().join("lady.jpg")).unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+/// The second request is a hit served from disk: it works with the source deleted.
+#[tokio::test]
+async fn hits_are_served_without_the_source() {
+    let (_dir, media) = media_copy();
+    let server = TestServer::builder().media(&media).start();
+    let first = server.get("/300/300/crop/lady.jpg").await;
+    assert_eq!((first.status, first.header("x-cache")), (200, "MISS"));
+    assert!(server.cache_dir().join("300/300/crop/lady.jpg").is_file());
+    std::fs::remove_file(media.join("lady.jpg")).unwrap();
+    let second = server.get("/300/300/crop/lady.jpg").await;
+    assert_eq!((second.status, second.header("x-cache")), (200, "HIT"));
+    assert_eq!(first.body, second.body);
+    // Query strings never make a new variant.
+    let third = server.get("/300/300/crop/lady.jpg?v=2&width=9").await;
+    assert_eq!((third.status, third.header("x-cache")), (200, "HIT"));
+    assert_eq!(server.state.pipeline.stats.renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Image responses carry the SPEC's headers, and conditional requests get 304.
+#[tokio::test]
+async fn headers_and_conditional_requests() {
+    let server = TestServer::builder().set("ROSS__CACHE__MAX_AGE", "3600").start();
+    let r = server.get("/200/250/resizecomp/photos/Wood.jpg").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "image/jpeg");
+    assert_eq!(r.header("cache-control"), "public, max-age=3600");
+    assert_eq!(r.header("content-length"), r.body.len().to_string());
+    let etag = r.header("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let modified = r.header("last-modified").to_owned();
+    assert!(modified.ends_with("GMT"), "{modified}");
+    // Same ETag on the hit.
+    let hit = server.get("/200/250/resizecomp/photos/Wood.jpg").await;
+    assert_eq!(hit.header("etag"), etag);
+
+    let req = server.client().get("/200/250/resizecomp/photos/Wood.jpg");
+    let r = server.request(req.header("If-None-Match", etag.as_str())).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let req = server.client().get("/200/250/resizecomp/photos/Wood.jpg");
+    let r = server.request(req.header("If-None-Match", "\"other\"")).await;
+    assert_eq!(r.status, 200);
+    let req = server.client().get("/200/250/resizecomp/photos/Wood.jpg");
+    let r = server.request(req.header("If-Modified-Since", modified.as_str())).await;
+    assert_eq!(r.status, 304);
+}
+
+/// HEAD answers like GET, with the same headers.
+#[tokio::test]
+async fn head_requests_work() {
+    let server = TestServer::builder().start();
+    let req = server.client().request(Method::HEAD, "/100/100/crop/photos/Wood.jpg");
+    let r = server.request(req).await;
+    assert_eq!((r.status, r.header("content-type")), (200, "image/jpeg"));
+    let get = server.get("/100/100/crop/photos/Wood.jpg").await;
+    assert_eq!(get.header("x-cache"), "HIT", "HEAD rendered and cached the variant");
+    let req = server.client().request(Method::HEAD, "/photos/Wood.jpg");
+    assert_eq!(server.request(req).await.status, 200);
+}
+
+/// Twenty identical concurrent requests for an uncached variant render it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_misses_render_once() {
+    let server = Arc::new(TestServer::builder().start());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { server.get("/640/480/crop/webp/symbolic-d.webp").await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.push(r.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    let stats = &server.state.pipeline.stats;
+    assert_eq!(stats.renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stats.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A full queue answers 503 with Retry-After instead of queueing without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_render_queue_is_503_with_retry_after() {
+    let server = Arc::new(
+        TestServer::builder()
+            .set("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")
+            .set("ROSS__LIMITS__MAX_QUEUE", "0")
+            .start(),
+    );
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server.get(&format!("/{}/500/crop/webp/symbolic-d.webp", 500 + i)).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 503 {
+            assert_eq!(r.header("retry-after"), "1");
+            assert_eq!(r.json()["error"]["code"], "overloaded");
+        }
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&200) && statuses.contains(&503), "{statuses:?}");
+}

@@ -1,1 +1,0 @@
-//! Shared nothing: the end-to-end tests live in `main.rs`.

@@ -1,0 +1,186 @@
+//! Test harness: builders for servers under test, paths to the built plugins and corpus, and
+//! image comparison helpers. Each server gets its own temporary folders.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+use poem::endpoint::BoxEndpoint;
+use poem::test::TestClient;
+use poem::EndpointExt;
+use ross::AppState;
+use ross_config::Settings;
+use tempfile::TempDir;
+
+/// The shared test corpus (`../shared/corpus` from the repository root).
+pub fn corpus() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    assert!(root.is_dir(), "the test corpus is expected at {}", root.display());
+    root.canonicalize().unwrap()
+}
+
+/// `target/<profile>`: where the workspace build leaves `ross` and the mode plugins.
+pub fn build_dir() -> PathBuf {
+    // This test binary lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for needed in ["libcrop.so", "libresize.so", "libresizecomp.so", "ross"] {
+        assert!(
+            dir.join(needed).exists(),
+            "{} is missing: build the workspace first (cargo build --workspace --examples)",
+            dir.join(needed).display()
+        );
+    }
+    dir
+}
+
+/// A test fixture plugin built from `plugin-api/examples/`.
+pub fn fixture_plugin(name: &str) -> PathBuf {
+    let path = build_dir().join("examples").join(format!("lib{name}.so"));
+    assert!(path.exists(), "{} is missing: build with --examples", path.display());
+    path
+}
+
+/// A folder holding copies of the given plugin files.
+pub fn plugin_folder(files: &[PathBuf]) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Settings for a server under test, as `ROSS__*` overrides on top of the defaults.
+pub struct TestServerBuilder {
+    env: Vec<(String, String)>,
+}
+
+/// An in-process server (no socket) with its own cache and data folders.
+pub struct TestServer {
+    /// The server's state, for looking at counters.
+    pub state: Arc<AppState>,
+    client: TestClient<BoxEndpoint<'static>>,
+    /// Holds the cache and data folders.
+    pub dir: TempDir,
+}
+
+/// A response, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: poem::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    /// The body decoded as an image (any format `image` reads).
+    pub fn image(&self) -> RgbImage {
+        image::load_from_memory(&self.body)
+            .unwrap_or_else(|e| panic!("body is not an image ({e}): {:?}", self.text()))
+            .into_rgb8()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+}
+
+impl TestServer {
+    /// A builder serving the corpus with the whitelist off and the built plugins.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder { env: Vec::new() }
+            .set("ROSS__SOURCE__ROOT", corpus().to_str().unwrap())
+            .set("ROSS__WHITELIST__ENABLED", "false")
+            .set("ROSS__PLUGINS__DIR", build_dir().to_str().unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(self.client.get(path)).await
+    }
+
+    pub async fn request(&self, req: poem::test::TestRequestBuilder<'_, BoxEndpoint<'static>>) -> Reply {
+        let resp = req.send().await;
+        let status = resp.0.status().as_u16();
+        let headers = resp.0.headers().clone();
+        let body = resp.0.into_body().into_vec().await.unwrap();
+        Reply { status, headers, body }
+    }
+
+    pub fn client(&self) -> &TestClient<BoxEndpoint<'static>> {
+        &self.client
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state.settings.cache.dir.clone()
+    }
+}
+
+impl TestServerBuilder {
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn media(self, dir: &Path) -> Self {
+        self.set("ROSS__SOURCE__ROOT", dir.to_str().unwrap())
+    }
+
+    pub fn plugins(self, dir: &Path) -> Self {
+        self.set("ROSS__PLUGINS__DIR", dir.to_str().unwrap())
+    }
+
+    pub fn whitelist(self, sizes: &str) -> Self {
+        self.set("ROSS__WHITELIST__ENABLED", "true").set("ROSS__WHITELIST__SIZES", sizes)
+    }
+
+    /// The settings this builder describes, with cache and data under `dir`.
+    pub fn settings(&self, dir: &Path) -> Settings {
+        let mut env = vec![
+            ("ROSS__CACHE__DIR".to_owned(), dir.join("cache").to_str().unwrap().to_owned()),
+            ("ROSS__DATA_DIR".to_owned(), dir.join("data").to_str().unwrap().to_owned()),
+        ];
+        env.extend(self.env.iter().cloned());
+        Settings::from_parts(None, None, env).expect("test settings are valid")
+    }
+
+    pub fn start(self) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::new(self.settings(dir.path())).expect("server starts");
+        let client = TestClient::new(ross::app(state.clone()).boxed());
+        TestServer { state, client, dir }
+    }
+}
+
+/// Mean absolute difference per channel value (0..255) of two images of the same size.
+pub fn mae(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions(), "images differ in size");
+    let total: u64 =
+        a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
+/// Every corpus file a server must render (everything outside `bad/`), as keys.
+pub fn good_corpus_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    for sub in ["photos", "jpeg-variants", "png", "webp", "exif-orientation", "openross"] {
+        let mut names: Vec<String> = std::fs::read_dir(corpus().join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| {
+                let n = n.to_ascii_lowercase();
+                [".jpg", ".jpeg", ".png", ".gif", ".webp"].iter().any(|ext| n.ends_with(ext))
+            })
+            .collect();
+        names.sort();
+        keys.extend(names.into_iter().map(|n| format!("{sub}/{n}")));
+    }
+    keys
+}
