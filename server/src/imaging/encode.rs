@@ -1,7 +1,7 @@
-//! Baseline JPEG encoding of what a plugin returned, with no metadata written.
+//! Baseline JPEG encoding (libjpeg-turbo) of what a plugin returned, with no metadata written.
 
-use jpeg_encoder::{ColorType, Encoder};
 use plugin_api::{ImageView, PixelFormat};
+use turbojpeg::{Compressor, Image, Subsamp};
 
 use super::decode::flatten_on_white;
 
@@ -10,31 +10,30 @@ use super::decode::flatten_on_white;
 #[error("JPEG encoding failed: {0}")]
 pub struct EncodeError(String);
 
-/// Encodes `image` as baseline JPEG at `quality`; transparency is flattened onto white.
+/// Encodes `image` as baseline JPEG at `quality` with 4:2:0 chroma (what browsers and CDNs
+/// expect of thumbnails); transparency is flattened onto white.
 pub fn encode_jpeg(image: ImageView<'_>, quality: u8) -> Result<Vec<u8>, EncodeError> {
-    let (w, h) = (image.width, image.height);
-    let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
-        return Err(EncodeError(format!("{w}x{h} is larger than JPEG allows")));
-    };
-    let packed: Vec<u8>;
-    let rows: &[u8] = if image.is_packed() {
-        &image.pixels.as_slice()[..w as usize * h as usize * image.format.bytes_per_pixel()]
-    } else {
-        packed = (0..h).flat_map(|y| image.row(y)).copied().collect();
-        &packed
-    };
+    let err = |e: turbojpeg::Error| EncodeError(e.to_string());
     let flattened: Vec<u8>;
-    let (data, color) = match image.format {
-        PixelFormat::Rgb8 => (rows, ColorType::Rgb),
-        PixelFormat::Gray8 => (rows, ColorType::Luma),
+    let (pixels, pitch, format) = match image.format {
+        PixelFormat::Rgb8 => (image.pixels.as_slice(), image.stride, turbojpeg::PixelFormat::RGB),
+        PixelFormat::Gray8 => (image.pixels.as_slice(), image.stride, turbojpeg::PixelFormat::GRAY),
         PixelFormat::Rgba8 => {
-            flattened = flatten_on_white(rows);
-            (flattened.as_slice(), ColorType::Rgb)
+            let rows: Vec<u8> = (0..image.height).flat_map(|y| image.row(y)).copied().collect();
+            flattened = flatten_on_white(&rows);
+            (flattened.as_slice(), image.width * 3, turbojpeg::PixelFormat::RGB)
         }
     };
-    let mut out = Vec::with_capacity(data.len() / 8 + 1024);
-    Encoder::new(&mut out, quality)
-        .encode(data, w16, h16, color)
-        .map_err(|e| EncodeError(e.to_string()))?;
-    Ok(out)
+    let mut compressor = Compressor::new().map_err(err)?;
+    compressor.set_quality(i32::from(quality)).map_err(err)?;
+    let subsamp = if format == turbojpeg::PixelFormat::GRAY { Subsamp::Gray } else { Subsamp::Sub2x2 };
+    compressor.set_subsamp(subsamp).map_err(err)?;
+    let input = Image {
+        pixels,
+        width: image.width as usize,
+        pitch: pitch as usize,
+        height: image.height as usize,
+        format,
+    };
+    compressor.compress_to_vec(input).map_err(err)
 }

@@ -1,17 +1,22 @@
-//! JPEG decoding with DCT-domain downscaling: when the render needs far fewer pixels than the
-//! source has, the IDCT produces the image at 1/2, 1/4 or 1/8 size directly, which is most of
-//! ross's speed on photos (see `docs/performance.md`).
+//! JPEG decoding with libjpeg-turbo, shrinking in the DCT domain: when the render needs far
+//! fewer pixels than the source has, the IDCT produces the image at 1/2, 1/4 or 1/8 size
+//! directly. EXIF orientation is read from the APP1 segment here, since libjpeg-turbo does not
+//! interpret it.
 
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
-use jpeg_decoder::{Decoder, PixelFormat};
 use plugin_api::geometry::cover;
+use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
 use super::decode::{check_pixels, DecodeError, Decoded};
 use super::sniff::Format;
 
-fn malformed(e: jpeg_decoder::Error) -> DecodeError {
-    DecodeError::Malformed { format: Format::Jpeg, reason: e.to_string() }
+/// Progressive JPEGs can hold thousands of tiny scans, each a full pass over the image: a cheap
+/// way to burn CPU. Real encoders use about 10; libjpeg-turbo's own tools refuse beyond 500.
+const MAX_SCANS: u32 = 500;
+
+fn malformed(reason: impl ToString) -> DecodeError {
+    DecodeError::Malformed { format: Format::Jpeg, reason: reason.to_string() }
 }
 
 /// True for orientations that swap width and height.
@@ -33,59 +38,85 @@ fn dct_eighths(src: (u32, u32), need: (u32, u32)) -> u32 {
         .unwrap_or(8)
 }
 
+/// The EXIF orientation from the APP1 segment, if any. Walks the marker segments before the
+/// image data; anything malformed just means "no orientation".
+fn exif_orientation(bytes: &[u8]) -> Orientation {
+    let mut at = 2; // after SOI
+    while at + 4 <= bytes.len() && bytes[at] == 0xFF {
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA || (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker)
+        {
+            break; // start of scan or of frame: APP segments come before
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let Some(segment) = bytes.get(at + 4..at + 2 + len) else { break };
+        if marker == 0xE1 {
+            if let Some(tiff) = segment.strip_prefix(b"Exif\0\0") {
+                if let Some(o) = Orientation::from_exif_chunk(tiff) {
+                    return o;
+                }
+            }
+        }
+        at += 2 + len;
+    }
+    Orientation::NoTransforms
+}
+
+/// libjpeg-turbo reports recoverable damage as a warning after decoding the whole image;
+/// those images are served (as browsers show them). A file that ends early is not.
+fn is_recoverable(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("corrupt jpeg data") && !m.contains("premature end")
+}
+
 pub(super) fn decode(
     bytes: &[u8],
     shrink_to: Option<(u32, u32)>,
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
-    let mut decoder = Decoder::new(bytes);
-    decoder.read_info().map_err(malformed)?;
-    let info = decoder.info().ok_or_else(|| DecodeError::Malformed {
-        format: Format::Jpeg,
-        reason: "no frame header".into(),
-    })?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let mut decompressor = Decompressor::new().map_err(malformed)?;
+    let header = decompressor.read_header(bytes).map_err(malformed)?;
+    let (w, h) = (header.width as u32, header.height as u32);
     check_pixels(w, h, max_pixels)?;
-    let orientation = decoder
-        .exif_data()
-        .and_then(Orientation::from_exif_chunk)
-        .unwrap_or(Orientation::NoTransforms);
-    if let Some(target) = shrink_to {
+    decompressor.set_scan_limit(MAX_SCANS).map_err(malformed)?;
+    let orientation = exif_orientation(bytes);
+    let mut eighths = 8;
+    if let (Some(target), false) = (shrink_to, header.is_lossless) {
         let target = if swaps_sides(orientation) { (target.1, target.0) } else { target };
-        let k = dct_eighths((w, h), cover((w, h), target));
-        if k < 8 {
-            let request = ((w * k).div_ceil(8), (h * k).div_ceil(8));
-            decoder.scale(request.0 as u16, request.1 as u16).map_err(malformed)?;
+        eighths = dct_eighths((w, h), cover((w, h), target));
+    }
+    let factor = ScalingFactor::new(eighths as usize, 8);
+    decompressor.set_scaling_factor(factor).map_err(malformed)?;
+    let (width, height) = (factor.scale(header.width), factor.scale(header.height));
+    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let format = if cmyk { PixelFormat::CMYK } else { PixelFormat::RGB };
+    let channels = if cmyk { 4 } else { 3 };
+    let mut pixels = vec![0u8; width * height * channels];
+    let image = Image { pixels: pixels.as_mut_slice(), width, pitch: width * channels, height, format };
+    if let Err(e) = decompressor.decompress(bytes, image) {
+        let message = e.to_string();
+        if !is_recoverable(&message) {
+            return Err(malformed(message));
         }
+        tracing::debug!(warning = %message, "served a JPEG with recoverable damage");
     }
-    let data = decoder.decode().map_err(malformed)?;
-    let info = decoder.info().expect("decoded frame has info");
-    let (width, height) = (u32::from(info.width), u32::from(info.height));
-    let pixels = match info.pixel_format {
-        PixelFormat::RGB24 => data,
-        PixelFormat::L8 => data.iter().flat_map(|&v| [v, v, v]).collect(),
-        // Big-endian 16-bit grey: the high byte is the 8-bit value.
-        PixelFormat::L16 => data.chunks_exact(2).flat_map(|v| [v[0], v[0], v[0]]).collect(),
-        PixelFormat::CMYK32 => cmyk_to_rgb(&data),
-    };
-    let expected = width as usize * height as usize * 3;
-    if pixels.len() != expected {
-        return Err(DecodeError::Malformed {
-            format: Format::Jpeg,
-            reason: format!("decoded {} bytes for {width}x{height}", pixels.len()),
-        });
-    }
+    let pixels = if cmyk { cmyk_to_rgb(&pixels) } else { pixels };
+    let (width, height) = (width as u32, height as u32);
     if orientation == Orientation::NoTransforms {
         return Ok(Decoded { pixels, width, height });
     }
-    let buffer = RgbImage::from_raw(width, height, pixels).expect("size checked above");
+    let buffer = RgbImage::from_raw(width, height, pixels).expect("buffer sized for the image");
     let mut image = DynamicImage::ImageRgb8(buffer);
     image.apply_orientation(orientation);
     let (width, height) = (image.width(), image.height());
     Ok(Decoded { pixels: image.into_rgb8().into_raw(), width, height })
 }
 
-/// CMYK (ink amounts; jpeg-decoder has already undone Adobe's inversion) to RGB.
+/// CMYK as libjpeg-turbo returns it (Adobe convention: 255 is no ink) to RGB.
 ///
 /// Without an ICC profile the usual conversion multiplies: `R = (1 - C)(1 - K)`. That is right
 /// when the writer took the grey component out of C, M and Y before putting it in K
@@ -96,16 +127,17 @@ pub(super) fn decode(
 /// inverts C, M and Y alone, which restores the RGB the file was made from.
 fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     let pixels = cmyk.len() / 4;
+    // In inverted values, K = min(C, M, Y) of ink reads K' = max(C', M', Y').
     let redundant_k = cmyk
         .chunks_exact(4)
-        .filter(|p| p[3].abs_diff(p[0].min(p[1]).min(p[2])) <= 2)
+        .filter(|p| p[3].abs_diff(p[0].max(p[1]).max(p[2])) <= 2)
         .count();
     let k_is_redundant = pixels > 0 && redundant_k as f64 >= pixels as f64 * 0.99;
     let mut out = Vec::with_capacity(pixels * 3);
     for px in cmyk.chunks_exact(4) {
-        let k = if k_is_redundant { 255 } else { 255 - u32::from(px[3]) };
+        let k = if k_is_redundant { 255 } else { u32::from(px[3]) };
         for &c in &px[..3] {
-            out.push(((255 - u32::from(c)) * k / 255) as u8);
+            out.push((u32::from(c) * k / 255) as u8);
         }
     }
     out
@@ -117,15 +149,15 @@ mod tests {
 
     #[test]
     fn cmyk_with_undercolour_removal_multiplies_in_black() {
-        // Mid grey printed with black ink only, and a pure cyan: K differs from min(C, M, Y).
-        let rgb = cmyk_to_rgb(&[0, 0, 0, 128, 255, 0, 0, 0]);
+        // Mid grey printed with black ink only, and a pure cyan (inverted values).
+        let rgb = cmyk_to_rgb(&[255, 255, 255, 127, 0, 255, 255, 255]);
         assert_eq!(rgb, vec![127, 127, 127, 0, 255, 255]);
     }
 
     #[test]
     fn cmyk_with_redundant_black_inverts_cmy_only() {
         // K = min(C, M, Y) everywhere (no undercolour removal): K adds nothing.
-        let rgb = cmyk_to_rgb(&[133, 76, 181, 76, 10, 20, 30, 10]);
+        let rgb = cmyk_to_rgb(&[122, 179, 74, 179, 245, 235, 225, 245]);
         assert_eq!(rgb, vec![122, 179, 74, 245, 235, 225]);
     }
 
@@ -136,5 +168,17 @@ mod tests {
         assert_eq!(dct_eighths((2400, 1350), (534, 300)), 2);
         assert_eq!(dct_eighths((800, 800), (100, 100)), 1);
         assert_eq!(dct_eighths((800, 800), (101, 101)), 2);
+    }
+
+    #[test]
+    fn exif_orientation_is_found_or_defaults() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+        for n in 1..=8u8 {
+            let path = corpus.join(format!("exif-orientation/orientation_{n}.jpg"));
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(exif_orientation(&bytes).to_exif(), n);
+        }
+        assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF]), Orientation::NoTransforms);
+        assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF]), Orientation::NoTransforms);
     }
 }
