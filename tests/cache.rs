@@ -6,7 +6,11 @@ use crate::util::{corpus, TestServer};
 
 fn media_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(corpus().join("photos/LadyBird.jpg"), dir.path().join("lady.jpg")).unwrap();
+    std::fs::copy(
+        corpus().join("photos/LadyBird.jpg"),
+        dir.path().join("lady.jpg"),
+    )
+    .unwrap();
     let path = dir.path().to_path_buf();
     (dir, path)
 }
@@ -26,13 +30,23 @@ async fn hits_are_served_without_the_source() {
     // Query strings never make a new variant.
     let third = server.get("/300/300/crop/lady.jpg?v=2&width=9").await;
     assert_eq!((third.status, third.header("x-cache")), (200, "HIT"));
-    assert_eq!(server.state.pipeline.stats.renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        server
+            .state
+            .pipeline
+            .stats
+            .renders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }
 
 /// Image responses carry the SPEC's headers, and conditional requests get 304.
 #[tokio::test]
 async fn headers_and_conditional_requests() {
-    let server = TestServer::builder().set("ROSS__CACHE__MAX_AGE", "3600").start();
+    let server = TestServer::builder()
+        .set("ROSS__CACHE__MAX_AGE", "3600")
+        .start();
     let r = server.get("/200/250/resizecomp/photos/Wood.jpg").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), "image/jpeg");
@@ -47,14 +61,20 @@ async fn headers_and_conditional_requests() {
     assert_eq!(hit.header("etag"), etag);
 
     let req = server.client().get("/200/250/resizecomp/photos/Wood.jpg");
-    let r = server.request(req.header("If-None-Match", etag.as_str())).await;
+    let r = server
+        .request(req.header("If-None-Match", etag.as_str()))
+        .await;
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
     let req = server.client().get("/200/250/resizecomp/photos/Wood.jpg");
-    let r = server.request(req.header("If-None-Match", "\"other\"")).await;
+    let r = server
+        .request(req.header("If-None-Match", "\"other\""))
+        .await;
     assert_eq!(r.status, 200);
     let req = server.client().get("/200/250/resizecomp/photos/Wood.jpg");
-    let r = server.request(req.header("If-Modified-Since", modified.as_str())).await;
+    let r = server
+        .request(req.header("If-Modified-Since", modified.as_str()))
+        .await;
     assert_eq!(r.status, 304);
 }
 
@@ -62,11 +82,17 @@ async fn headers_and_conditional_requests() {
 #[tokio::test]
 async fn head_requests_work() {
     let server = TestServer::builder().start();
-    let req = server.client().request(Method::HEAD, "/100/100/crop/photos/Wood.jpg");
+    let req = server
+        .client()
+        .request(Method::HEAD, "/100/100/crop/photos/Wood.jpg");
     let r = server.request(req).await;
     assert_eq!((r.status, r.header("content-type")), (200, "image/jpeg"));
     let get = server.get("/100/100/crop/photos/Wood.jpg").await;
-    assert_eq!(get.header("x-cache"), "HIT", "HEAD rendered and cached the variant");
+    assert_eq!(
+        get.header("x-cache"),
+        "HIT",
+        "HEAD rendered and cached the variant"
+    );
     let req = server.client().request(Method::HEAD, "/photos/Wood.jpg");
     assert_eq!(server.request(req).await.status, 200);
 }
@@ -106,7 +132,9 @@ async fn full_render_queue_is_503_with_retry_after() {
         .map(|i| {
             let server = server.clone();
             tokio::spawn(async move {
-                server.get(&format!("/{}/500/crop/webp/symbolic-d.webp", 500 + i)).await
+                server
+                    .get(&format!("/{}/500/crop/webp/symbolic-d.webp", 500 + i))
+                    .await
             })
         })
         .collect();
@@ -119,5 +147,8 @@ async fn full_render_queue_is_503_with_retry_after() {
         }
         statuses.push(r.status);
     }
-    assert!(statuses.contains(&200) && statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&503),
+        "{statuses:?}"
+    );
 }

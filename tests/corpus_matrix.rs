@@ -43,7 +43,12 @@ async fn every_corpus_file_renders_in_every_mode_and_size() {
     for t in tasks {
         failures.extend(t.await.unwrap());
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The largest size the default limits allow enlarges a small image to exactly the box.
@@ -53,6 +58,8 @@ async fn enlarges_to_the_largest_allowed_size() {
     let r = server.get("/2000/2000/crop/png/g04n2c08.png").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.image().dimensions(), (2000, 2000));
-    let r = server.get("/2000/2000/resize/exif-orientation/orientation_6.jpg").await;
+    let r = server
+        .get("/2000/2000/resize/exif-orientation/orientation_6.jpg")
+        .await;
     assert_eq!(r.image().dimensions(), (2000, 1333));
 }

@@ -3,19 +3,19 @@
 
 mod util;
 
+/// Bad source files get their SPEC status and the server keeps serving.
+mod bad_inputs;
+/// The `ross` binary: start-up, configuration errors.
+mod binary;
+/// The disk cache: hits without the source, headers, conditional requests, crash safety.
+mod cache;
 /// Every corpus image in every mode and several sizes, including enlargement and extremes.
 mod corpus_matrix;
 /// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.
 mod fidelity;
-/// Malformed URLs, traversal attempts, sizes and the whitelist.
-mod requests;
-/// Bad source files get their SPEC status and the server keeps serving.
-mod bad_inputs;
-/// The disk cache: hits without the source, headers, conditional requests, crash safety.
-mod cache;
-/// Plugin loading failures and plugin panics.
-mod plugins;
 /// Originals served unchanged.
 mod originals;
-/// The `ross` binary: start-up, configuration errors.
-mod binary;
+/// Plugin loading failures and plugin panics.
+mod plugins;
+/// Malformed URLs, traversal attempts, sizes and the whitelist.
+mod requests;

@@ -14,13 +14,21 @@ async fn originals_are_served_unchanged_with_their_true_type() {
         assert_eq!(r.body, std::fs::read(corpus().join(key)).unwrap(), "{key}");
     }
     let r = server.get("/bad/not_an_image.jpg").await;
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (415, Some("unsupported-format")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (415, Some("unsupported-format"))
+    );
     assert_eq!(server.get("/photos/nope.jpg").await.status, 404);
 }
 
 #[tokio::test]
 async fn originals_can_be_switched_off() {
-    let server = TestServer::builder().set("ROSS__SERVE_ORIGINALS", "false").start();
+    let server = TestServer::builder()
+        .set("ROSS__SERVE_ORIGINALS", "false")
+        .start();
     let r = server.get("/photos/Dune.jpg").await;
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("originals-disabled")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("originals-disabled"))
+    );
 }

@@ -7,8 +7,16 @@ fn media_with_secret() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(media.join("photos")).unwrap();
-    std::fs::copy(corpus().join("photos/FreshFlower.jpg"), media.join("photos/a.jpg")).unwrap();
-    std::fs::copy(corpus().join("photos/FreshFlower.jpg"), dir.path().join("secret.jpg")).unwrap();
+    std::fs::copy(
+        corpus().join("photos/FreshFlower.jpg"),
+        media.join("photos/a.jpg"),
+    )
+    .unwrap();
+    std::fs::copy(
+        corpus().join("photos/FreshFlower.jpg"),
+        dir.path().join("secret.jpg"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret.jpg"), media.join("escape.jpg")).unwrap();
     (dir, media)
 }
@@ -59,14 +67,26 @@ async fn traversal_attempts_are_400_and_read_nothing_outside_the_root() {
         .into_iter()
         .filter(|f| !f.contains("/media/"))
         .collect();
-    assert_eq!(outside, vec![dir.path().join("secret.jpg").display().to_string()]);
+    assert_eq!(
+        outside,
+        vec![dir.path().join("secret.jpg").display().to_string()]
+    );
     assert_eq!(server.get("/300/300/crop/photos/a.jpg").await.status, 200);
 }
 
 #[tokio::test]
 async fn malformed_sizes_are_400() {
     let server = TestServer::builder().start();
-    for (w, h) in [("0", "300"), ("-1", "300"), ("007", "300"), ("2001", "300"), ("99999999999", "3"), ("300", "0"), ("300", "2001"), ("+300", "300")] {
+    for (w, h) in [
+        ("0", "300"),
+        ("-1", "300"),
+        ("007", "300"),
+        ("2001", "300"),
+        ("99999999999", "3"),
+        ("300", "0"),
+        ("300", "2001"),
+        ("+300", "300"),
+    ] {
         let r = server.get(&format!("/{w}/{h}/crop/photos/Dune.jpg")).await;
         assert_eq!(r.status, 400, "{w}x{h}: {}", r.text());
         assert_eq!(r.json()["error"]["code"], "invalid-size");
@@ -77,11 +97,17 @@ async fn malformed_sizes_are_400() {
 async fn sizes_outside_the_whitelist_are_403_naming_the_size() {
     let server = TestServer::builder().whitelist("72x72,200x250").start();
     assert_eq!(server.get("/72/72/crop/photos/Dune.jpg").await.status, 200);
-    assert_eq!(server.get("/200/250/resize/photos/Dune.jpg").await.status, 200);
+    assert_eq!(
+        server.get("/200/250/resize/photos/Dune.jpg").await.status,
+        200
+    );
     let r = server.get("/300/300/crop/photos/Dune.jpg").await;
     assert_eq!(r.status, 403);
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("300x300") && message.contains("whitelist"), "{message}");
+    assert!(
+        message.contains("300x300") && message.contains("whitelist"),
+        "{message}"
+    );
     assert_eq!(r.header("cache-control"), "no-store");
     assert_eq!(r.header("content-type"), "application/json");
 }
@@ -90,7 +116,9 @@ async fn sizes_outside_the_whitelist_are_403_naming_the_size() {
 async fn any_size_within_limits_works_with_the_whitelist_off() {
     let server = TestServer::builder().start();
     for (w, h) in [(1, 1), (17, 1999), (2000, 3)] {
-        let r = server.get(&format!("/{w}/{h}/crop/photos/FreshFlower.jpg")).await;
+        let r = server
+            .get(&format!("/{w}/{h}/crop/photos/FreshFlower.jpg"))
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.image().dimensions(), (w, h));
     }
@@ -100,10 +128,20 @@ async fn any_size_within_limits_works_with_the_whitelist_off() {
 async fn unknown_mode_and_missing_key_are_404() {
     let server = TestServer::builder().start();
     let r = server.get("/300/300/nosuchmode/photos/Dune.jpg").await;
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("unknown-mode")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("unknown-mode"))
+    );
     let r = server.get("/300/300/crop/photos/missing.jpg").await;
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("source-not-found")));
-    assert_eq!(server.get("/300/300/crop/photos").await.status, 404, "a folder is not an object");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("source-not-found"))
+    );
+    assert_eq!(
+        server.get("/300/300/crop/photos").await.status,
+        404,
+        "a folder is not an object"
+    );
 }
 
 #[tokio::test]

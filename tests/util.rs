@@ -15,7 +15,11 @@ use tempfile::TempDir;
 /// The shared test corpus (`../shared/corpus` from the repository root).
 pub fn corpus() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-    assert!(root.is_dir(), "the test corpus is expected at {}", root.display());
+    assert!(
+        root.is_dir(),
+        "the test corpus is expected at {}",
+        root.display()
+    );
     root.canonicalize().unwrap()
 }
 
@@ -37,7 +41,11 @@ pub fn build_dir() -> PathBuf {
 /// A test fixture plugin built from `plugin-api/examples/`.
 pub fn fixture_plugin(name: &str) -> PathBuf {
     let path = build_dir().join("examples").join(format!("lib{name}.so"));
-    assert!(path.exists(), "{} is missing: build with --examples", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build with --examples",
+        path.display()
+    );
     path
 }
 
@@ -60,8 +68,8 @@ pub struct TestServer {
     /// The server's state, for looking at counters.
     pub state: Arc<AppState>,
     client: TestClient<BoxEndpoint<'static>>,
-    /// Holds the cache and data folders.
-    pub dir: TempDir,
+    /// Holds the cache and data folders; removed when the server is dropped.
+    _dir: TempDir,
 }
 
 /// A response, read whole.
@@ -73,7 +81,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 
     /// The body decoded as an image (any format `image` reads).
@@ -105,12 +116,19 @@ impl TestServer {
         self.request(self.client.get(path)).await
     }
 
-    pub async fn request(&self, req: poem::test::TestRequestBuilder<'_, BoxEndpoint<'static>>) -> Reply {
+    pub async fn request(
+        &self,
+        req: poem::test::TestRequestBuilder<'_, BoxEndpoint<'static>>,
+    ) -> Reply {
         let resp = req.send().await;
         let status = resp.0.status().as_u16();
         let headers = resp.0.headers().clone();
         let body = resp.0.into_body().into_vec().await.unwrap();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn client(&self) -> &TestClient<BoxEndpoint<'static>> {
@@ -138,14 +156,21 @@ impl TestServerBuilder {
     }
 
     pub fn whitelist(self, sizes: &str) -> Self {
-        self.set("ROSS__WHITELIST__ENABLED", "true").set("ROSS__WHITELIST__SIZES", sizes)
+        self.set("ROSS__WHITELIST__ENABLED", "true")
+            .set("ROSS__WHITELIST__SIZES", sizes)
     }
 
     /// The settings this builder describes, with cache and data under `dir`.
     pub fn settings(&self, dir: &Path) -> Settings {
         let mut env = vec![
-            ("ROSS__CACHE__DIR".to_owned(), dir.join("cache").to_str().unwrap().to_owned()),
-            ("ROSS__DATA_DIR".to_owned(), dir.join("data").to_str().unwrap().to_owned()),
+            (
+                "ROSS__CACHE__DIR".to_owned(),
+                dir.join("cache").to_str().unwrap().to_owned(),
+            ),
+            (
+                "ROSS__DATA_DIR".to_owned(),
+                dir.join("data").to_str().unwrap().to_owned(),
+            ),
         ];
         env.extend(self.env.iter().cloned());
         Settings::from_parts(None, None, env).expect("test settings are valid")
@@ -155,28 +180,41 @@ impl TestServerBuilder {
         let dir = tempfile::tempdir().unwrap();
         let state = AppState::new(self.settings(dir.path())).expect("server starts");
         let client = TestClient::new(ross::app(state.clone()).boxed());
-        TestServer { state, client, dir }
+        TestServer { state, client, _dir: dir }
     }
 }
 
 /// Mean absolute difference per channel value (0..255) of two images of the same size.
 pub fn mae(a: &RgbImage, b: &RgbImage) -> f64 {
     assert_eq!(a.dimensions(), b.dimensions(), "images differ in size");
-    let total: u64 =
-        a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    let total: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
     total as f64 / a.as_raw().len() as f64
 }
 
 /// Every corpus file a server must render (everything outside `bad/`), as keys.
 pub fn good_corpus_keys() -> Vec<String> {
     let mut keys = Vec::new();
-    for sub in ["photos", "jpeg-variants", "png", "webp", "exif-orientation", "openross"] {
+    for sub in [
+        "photos",
+        "jpeg-variants",
+        "png",
+        "webp",
+        "exif-orientation",
+        "openross",
+    ] {
         let mut names: Vec<String> = std::fs::read_dir(corpus().join(sub))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| {
                 let n = n.to_ascii_lowercase();
-                [".jpg", ".jpeg", ".png", ".gif", ".webp"].iter().any(|ext| n.ends_with(ext))
+                [".jpg", ".jpeg", ".png", ".gif", ".webp"]
+                    .iter()
+                    .any(|ext| n.ends_with(ext))
             })
             .collect();
         names.sort();

@@ -113,7 +113,10 @@ impl FromStr for Size {
                 _ => Err(bad()),
             }
         };
-        Ok(Size { width: side(w)?, height: side(h)? })
+        Ok(Size {
+            width: side(w)?,
+            height: side(h)?,
+        })
     }
 }
 
@@ -162,7 +165,9 @@ impl Settings {
     #[allow(clippy::disallowed_methods)] // the one place that reads the environment
     pub fn from_process(config: Option<&Path>) -> Result<Settings, ConfigErrors> {
         let file = config.map(Path::to_path_buf).or_else(|| {
-            std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
         });
         let env = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX));
         Settings::load(file.as_deref(), env)
@@ -175,9 +180,10 @@ impl Settings {
     ) -> Result<Settings, ConfigErrors> {
         let text = match file {
             None => None,
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                whole_file_error(path, format!("cannot read config file: {e}"))
-            })?),
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| whole_file_error(path, format!("cannot read config file: {e}")))?,
+            ),
         };
         Settings::from_parts(file, text.as_deref(), env)
     }
@@ -188,7 +194,9 @@ impl Settings {
         text: Option<&str>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigErrors> {
-        let path_text = file.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into());
+        let path_text = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "config".into());
         let table = match text {
             None => None,
             Some(t) => Some(t.parse::<toml::Table>().map_err(|e| {
@@ -196,8 +204,10 @@ impl Settings {
                 whole_file_error(Path::new(&path_text), format!("not valid TOML: {msg}"))
             })?),
         };
-        let env: BTreeMap<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let env: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
         let mut r = Reader::new(table.as_ref().map(|t| (path_text.as_str(), t)), env);
         let settings = read_settings(&mut r);
         r.finish()?;
@@ -225,9 +235,15 @@ impl Settings {
             ("limits.max_height", l.max_height.to_string()),
             ("limits.max_source_bytes", l.max_source_bytes.to_string()),
             ("limits.max_source_pixels", l.max_source_pixels.to_string()),
-            ("limits.max_concurrent_renders", l.max_concurrent_renders.to_string()),
+            (
+                "limits.max_concurrent_renders",
+                l.max_concurrent_renders.to_string(),
+            ),
             ("limits.max_queue", l.max_queue.to_string()),
-            ("limits.render_timeout_ms", l.render_timeout.as_millis().to_string()),
+            (
+                "limits.render_timeout_ms",
+                l.render_timeout.as_millis().to_string(),
+            ),
             ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
             ("serve_originals", self.serve_originals.to_string()),
         ]
@@ -261,7 +277,11 @@ fn executable_dir() -> PathBuf {
 }
 
 fn read_settings(r: &mut Reader<'_>) -> Settings {
-    let listen = r.parsed("server.listen", SocketAddr::from(([127, 0, 0, 1], 8080)), "ip:port");
+    let listen = r.parsed(
+        "server.listen",
+        SocketAddr::from(([127, 0, 0, 1], 8080)),
+        "ip:port",
+    );
     let kind = r.string("source.kind", "local");
     let root = PathBuf::from(r.string("source.root", "samples"));
     if kind != "local" {
@@ -274,7 +294,10 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         max_age: Duration::from_secs(r.int("cache.max_age", 604_800u64, 0..=i64::from(u32::MAX))),
     };
     let plugins = PluginSettings {
-        dir: r.optional_string("plugins.dir").map(PathBuf::from).unwrap_or_else(executable_dir),
+        dir: r
+            .optional_string("plugins.dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(executable_dir),
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let limits = Limits {
@@ -310,7 +333,9 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         plugins,
         whitelist: WhitelistSettings { enabled, sizes },
         limits,
-        output: OutputSettings { jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100) },
+        output: OutputSettings {
+            jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100),
+        },
         serve_originals: r.bool("serve_originals", true),
     }
 }

@@ -18,7 +18,10 @@ pub const ENV_PREFIX: &str = "ROSS__";
 /// The environment variable that overrides a dotted key: `limits.max_width` is
 /// `ROSS__LIMITS__MAX_WIDTH`, `data_dir` is `ROSS__DATA_DIR`.
 pub fn env_name(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
 }
 
 /// A value before typing: an environment string or a TOML value from the file.
@@ -37,7 +40,12 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(file: Option<(&'a str, &'a Table)>, env: BTreeMap<String, String>) -> Self {
-        Reader { file, env, used: BTreeSet::new(), errors: Vec::new() }
+        Reader {
+            file,
+            env,
+            used: BTreeSet::new(),
+            errors: Vec::new(),
+        }
     }
 
     fn lookup(&mut self, key: &str) -> Option<(Raw<'_>, Origin)> {
@@ -60,12 +68,17 @@ impl<'a> Reader<'a> {
     }
 
     fn fail(&mut self, key: &str, origin: Origin, message: String) {
-        self.errors.push(ConfigError { key: key.to_owned(), origin, message });
+        self.errors.push(ConfigError {
+            key: key.to_owned(),
+            origin,
+            message,
+        });
     }
 
     /// A string key.
     pub(crate) fn string(&mut self, key: &str, default: &str) -> String {
-        self.optional_string(key).unwrap_or_else(|| default.to_owned())
+        self.optional_string(key)
+            .unwrap_or_else(|| default.to_owned())
     }
 
     /// A string key without a default.
@@ -84,19 +97,27 @@ impl<'a> Reader<'a> {
     where
         T::Err: Display,
     {
-        let Some(text) = self.optional_string(key) else { return default };
+        let Some(text) = self.optional_string(key) else {
+            return default;
+        };
         match text.parse() {
             Ok(v) => v,
             Err(e) => {
                 let origin = self.origin_of(key);
-                self.fail(key, origin, format!("{e}: expected {allowed}, got {text:?}"));
+                self.fail(
+                    key,
+                    origin,
+                    format!("{e}: expected {allowed}, got {text:?}"),
+                );
                 default
             }
         }
     }
 
     pub(crate) fn bool(&mut self, key: &str, default: bool) -> bool {
-        let Some((raw, origin)) = self.lookup(key) else { return default };
+        let Some((raw, origin)) = self.lookup(key) else {
+            return default;
+        };
         let value = match raw {
             Raw::Env(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
@@ -106,7 +127,9 @@ impl<'a> Reader<'a> {
             Raw::File(Value::Boolean(b)) => Ok(*b),
             Raw::File(other) => Err(format!("expected true or false, got {other}")),
         };
-        value.map_err(|m| self.fail(key, origin, m)).unwrap_or(default)
+        value
+            .map_err(|m| self.fail(key, origin, m))
+            .unwrap_or(default)
     }
 
     /// An integer key within `range` (inclusive).
@@ -114,9 +137,15 @@ impl<'a> Reader<'a> {
     where
         T: TryFrom<i64> + Copy,
     {
-        let Some((raw, origin)) = self.lookup(key) else { return default };
+        let Some((raw, origin)) = self.lookup(key) else {
+            return default;
+        };
         let number = match raw {
-            Raw::Env(s) => s.trim().replace('_', "").parse::<i64>().map_err(|_| s.to_owned()),
+            Raw::Env(s) => s
+                .trim()
+                .replace('_', "")
+                .parse::<i64>()
+                .map_err(|_| s.to_owned()),
             Raw::File(Value::Integer(i)) => Ok(*i),
             Raw::File(other) => Err(other.to_string()),
         };
@@ -124,7 +153,11 @@ impl<'a> Reader<'a> {
         match number {
             Ok(n) if range.contains(&n) => T::try_from(n).unwrap_or(default),
             Ok(n) => {
-                self.fail(key, origin, format!("expected an integer from {lo} to {hi}, got {n}"));
+                self.fail(
+                    key,
+                    origin,
+                    format!("expected an integer from {lo} to {hi}, got {n}"),
+                );
                 default
             }
             Err(text) => {
@@ -191,10 +224,16 @@ impl<'a> Reader<'a> {
             }
         }
         let known: BTreeSet<String> = self.used.iter().map(|k| env_name(k)).collect();
-        let unknown: Vec<String> =
-            self.env.keys().filter(|var| !known.contains(*var)).cloned().collect();
+        let unknown: Vec<String> = self
+            .env
+            .keys()
+            .filter(|var| !known.contains(*var))
+            .cloned()
+            .collect();
         for var in unknown {
-            let key = var[ENV_PREFIX.len()..].replace("__", ".").to_ascii_lowercase();
+            let key = var[ENV_PREFIX.len()..]
+                .replace("__", ".")
+                .to_ascii_lowercase();
             let origin = Origin::Env(var);
             self.fail(&key, origin, "unknown key (see ross.example.toml)".into());
         }
@@ -208,7 +247,11 @@ impl<'a> Reader<'a> {
 
 fn leaf_keys(table: &Table, prefix: &str, out: &mut Vec<String>) {
     for (name, value) in table {
-        let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         match value {
             Value::Table(inner) => leaf_keys(inner, &key, out),
             _ => out.push(key),

@@ -3,7 +3,10 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn load(text: Option<&str>, pairs: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
@@ -25,17 +28,34 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.cache.max_age, Duration::from_secs(604_800));
     assert_eq!(s.output.jpeg_quality, 90);
     assert!(s.serve_originals);
-    assert_eq!(s.source, SourceSettings::Local { root: "samples".into() });
+    assert_eq!(
+        s.source,
+        SourceSettings::Local {
+            root: "samples".into()
+        }
+    );
 }
 
 #[test]
 fn env_overrides_file_and_lists_are_comma_separated() {
     let s = load(
         Some("[whitelist]\nsizes = [\"10x10\"]\n[limits]\nmax_width = 500\n"),
-        &[("ROSS__WHITELIST__SIZES", "72x72, 200x250"), ("ROSS__DATA_DIR", "/var/lib/ross")],
+        &[
+            ("ROSS__WHITELIST__SIZES", "72x72, 200x250"),
+            ("ROSS__DATA_DIR", "/var/lib/ross"),
+        ],
     )
     .unwrap();
-    assert_eq!(s.whitelist.sizes, vec![Size { width: 72, height: 72 }, "200x250".parse().unwrap()]);
+    assert_eq!(
+        s.whitelist.sizes,
+        vec![
+            Size {
+                width: 72,
+                height: 72
+            },
+            "200x250".parse().unwrap()
+        ]
+    );
     assert_eq!(s.limits.max_width, 500);
     assert_eq!(s.data_dir, PathBuf::from("/var/lib/ross"));
     assert_eq!(s.cache.dir, PathBuf::from("/var/lib/ross/cache"));
@@ -45,7 +65,10 @@ fn env_overrides_file_and_lists_are_comma_separated() {
 fn every_bad_key_is_reported_at_once_with_its_name() {
     let err = load(
         Some("[limits]\nmax_width = 0\nmax_hieght = 3\n[output]\njpeg_quality = \"high\"\n"),
-        &[("ROSS__SERVER__LISTEN", "localhost"), ("ROSS__WHITELIST__ENABLED", "maybe")],
+        &[
+            ("ROSS__SERVER__LISTEN", "localhost"),
+            ("ROSS__WHITELIST__ENABLED", "maybe"),
+        ],
     )
     .unwrap_err();
     let text = err.to_string();
@@ -60,7 +83,10 @@ fn every_bad_key_is_reported_at_once_with_its_name() {
         assert!(keys.contains(&key), "{key} missing from {text}");
     }
     assert!(text.contains("from ROSS__SERVER__LISTEN"), "{text}");
-    assert!(text.contains("expected an integer from 1 to 100000, got 0"), "{text}");
+    assert!(
+        text.contains("expected an integer from 1 to 100000, got 0"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 5, "one line per error: {text}");
 }
 
@@ -68,7 +94,10 @@ fn every_bad_key_is_reported_at_once_with_its_name() {
 fn unknown_environment_keys_are_errors() {
     let err = load(None, &[("ROSS__LIMITS__MAX_WIDHT", "10")]).unwrap_err();
     assert_eq!(err.0[0].key, "limits.max_widht");
-    assert_eq!(err.0[0].origin, Origin::Env("ROSS__LIMITS__MAX_WIDHT".into()));
+    assert_eq!(
+        err.0[0].origin,
+        Origin::Env("ROSS__LIMITS__MAX_WIDHT".into())
+    );
 }
 
 #[test]
@@ -85,7 +114,13 @@ fn broken_toml_names_the_file() {
 
 #[test]
 fn size_parsing_is_canonical() {
-    assert_eq!("300x200".parse::<Size>().unwrap(), Size { width: 300, height: 200 });
+    assert_eq!(
+        "300x200".parse::<Size>().unwrap(),
+        Size {
+            width: 300,
+            height: 200
+        }
+    );
     for bad in ["0x10", "010x10", "+1x1", "10", "x10", "10x", "-1x5"] {
         assert!(bad.parse::<Size>().is_err(), "{bad}");
     }
@@ -103,7 +138,14 @@ fn example_file_documents_every_key_with_its_default() {
     assert_eq!(s, expected, "the example's values must be the defaults");
     for (key, _) in Settings::default().effective() {
         let name = key.rsplit('.').next().unwrap();
-        assert!(text.contains(&format!("{name} =")), "{key} not in ross.example.toml");
-        assert!(text.contains(&env_name(&key)), "{} not in ross.example.toml", env_name(&key));
+        assert!(
+            text.contains(&format!("{name} =")),
+            "{key} not in ross.example.toml"
+        );
+        assert!(
+            text.contains(&env_name(&key)),
+            "{} not in ross.example.toml",
+            env_name(&key)
+        );
     }
 }

@@ -13,7 +13,11 @@ struct Unresolved;
 
 impl Mode for Unresolved {
     fn descriptor(&self) -> ModeDescriptor {
-        ModeDescriptor { name: "unresolved", version: "1", description: "Cannot load." }
+        ModeDescriptor {
+            name: "unresolved",
+            version: "1",
+            description: "Cannot load.",
+        }
     }
 
     fn render(&self, _: ImageView<'_>, _: TargetSize) -> Result<ImageBuf, RenderError> {

@@ -7,11 +7,18 @@ struct Panic;
 
 impl Mode for Panic {
     fn descriptor(&self) -> ModeDescriptor {
-        ModeDescriptor { name: "panic", version: "1", description: "Panics on every render." }
+        ModeDescriptor {
+            name: "panic",
+            version: "1",
+            description: "Panics on every render.",
+        }
     }
 
     fn render(&self, _: ImageView<'_>, target: TargetSize) -> Result<ImageBuf, RenderError> {
-        panic!("asked to render {}x{}, and this mode always panics", target.width, target.height)
+        panic!(
+            "asked to render {}x{}, and this mode always panics",
+            target.width, target.height
+        )
     }
 }
 

@@ -58,7 +58,11 @@ pub struct ImageView<'a> {
 
 impl fmt::Debug for ImageView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ImageView({}x{} {:?})", self.width, self.height, self.format)
+        write!(
+            f,
+            "ImageView({}x{} {:?})",
+            self.width, self.height, self.format
+        )
     }
 }
 
@@ -135,7 +139,11 @@ pub struct ImageBuf {
 
 impl fmt::Debug for ImageBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ImageBuf({}x{} {:?})", self.width, self.height, self.format)
+        write!(
+            f,
+            "ImageBuf({}x{} {:?})",
+            self.width, self.height, self.format
+        )
     }
 }
 
@@ -149,19 +157,35 @@ impl ImageBuf {
     ) -> Result<Self, RenderError> {
         ImageView::new(&pixels, width, height, format)?;
         let stride = (width as usize * format.bytes_per_pixel()) as u32;
-        Ok(ImageBuf { pixels: pixels.into(), width, height, stride, format })
+        Ok(ImageBuf {
+            pixels: pixels.into(),
+            width,
+            height,
+            stride,
+            format,
+        })
     }
 
     /// A `width` x `height` image filled with one pixel value.
     pub fn filled(width: u32, height: u32, format: PixelFormat, pixel: &[u8]) -> Self {
-        assert_eq!(pixel.len(), format.bytes_per_pixel(), "pixel does not match format");
+        assert_eq!(
+            pixel.len(),
+            format.bytes_per_pixel(),
+            "pixel does not match format"
+        );
         let count = width as usize * height as usize;
         let mut pixels = Vec::with_capacity(count * pixel.len());
         for _ in 0..count {
             pixels.extend_from_slice(pixel);
         }
         let stride = (width as usize * format.bytes_per_pixel()) as u32;
-        ImageBuf { pixels: pixels.into(), width, height, stride, format }
+        ImageBuf {
+            pixels: pixels.into(),
+            width,
+            height,
+            stride,
+            format,
+        }
     }
 
     /// A borrowed view of these pixels.
@@ -213,7 +237,10 @@ pub struct RenderError {
 impl RenderError {
     /// An error of `kind` with `message`.
     pub fn new(kind: RenderErrorKind, message: impl Into<String>) -> Self {
-        RenderError { kind, message: RString::from(message.into()) }
+        RenderError {
+            kind,
+            message: RString::from(message.into()),
+        }
     }
 
     /// Input this mode cannot work with.

@@ -45,7 +45,9 @@ pub fn resize_region(
 ) -> Result<ImageBuf, RenderError> {
     src.validate()?;
     if width == 0 || height == 0 {
-        return Err(RenderError::invalid_input("cannot resize to a zero dimension"));
+        return Err(RenderError::invalid_input(
+            "cannot resize to a zero dimension",
+        ));
     }
     let data = packed(&src);
     let pt = pixel_type(src.format);
@@ -65,7 +67,9 @@ pub fn resize_region(
 /// Both must have the same pixel format.
 pub fn paste(dst: &mut ImageBuf, src: ImageView<'_>, x: u32, y: u32) -> Result<(), RenderError> {
     if dst.format != src.format {
-        return Err(RenderError::invalid_input("paste between different pixel formats"));
+        return Err(RenderError::invalid_input(
+            "paste between different pixel formats",
+        ));
     }
     let bpp = src.format.bytes_per_pixel();
     let cols = src.width.min(dst.width.saturating_sub(x)) as usize;
@@ -110,13 +114,18 @@ mod tests {
     fn resize_gives_exact_size() {
         let src = gradient(64, 32);
         let out = resize(src.view(), 17, 9).unwrap();
-        assert_eq!((out.width, out.height, out.pixels.len()), (17, 9, 17 * 9 * 3));
+        assert_eq!(
+            (out.width, out.height, out.pixels.len()),
+            (17, 9, 17 * 9 * 3)
+        );
     }
 
     #[test]
     fn resize_handles_padded_rows() {
         let mut px = vec![0u8; 10 * 4 * 3];
-        px.iter_mut().enumerate().for_each(|(i, p)| *p = (i % 7) as u8);
+        px.iter_mut()
+            .enumerate()
+            .for_each(|(i, p)| *p = (i % 7) as u8);
         let view = ImageView {
             pixels: px.as_slice().into(),
             width: 3,

@@ -45,7 +45,8 @@ fn vips_batch(photos: &[PathBuf], out: &Path, threads: Option<&str>) -> Option<(
     let mut cpus = Vec::new();
     for _ in 0..VIPS_BATCHES {
         let mut cmd = Command::new("vipsthumbnail");
-        cmd.args(["-s", "300x300", "-o"]).arg(format!("{}/%s.jpg[Q=90]", out.display()));
+        cmd.args(["-s", "300x300", "-o"])
+            .arg(format!("{}/%s.jpg[Q=90]", out.display()));
         cmd.args(photos);
         if let Some(n) = threads {
             cmd.env("VIPS_CONCURRENCY", n);
@@ -82,10 +83,19 @@ fn main() {
             plugins.display()
         );
     }
-    let target = TargetSize { width: 300, height: 300 };
-    println!("ross render benchmark: {} photos, 300x300, JPEG q90", photos.len());
+    let target = TargetSize {
+        width: 300,
+        height: 300,
+    };
+    println!(
+        "ross render benchmark: {} photos, 300x300, JPEG q90",
+        photos.len()
+    );
     println!("per image, median of {RUNS} single-threaded in-process runs (decode+render+encode):");
-    println!("{:<20} {:>9} {:>10} {:>10} {:>11}", "photo", "KiB", "crop ms", "resize ms", "resizecomp");
+    println!(
+        "{:<20} {:>9} {:>10} {:>10} {:>11}",
+        "photo", "KiB", "crop ms", "resize ms", "resizecomp"
+    );
     let mut totals = [0.0f64; 3];
     for photo in &photos {
         let bytes = std::fs::read(photo).unwrap();
@@ -117,7 +127,10 @@ fn main() {
     }
     let n = photos.len() as f64;
     let means: Vec<f64> = totals.iter().map(|t| t / n).collect();
-    println!("{:<20} {:>9} {:>10.2} {:>10.2} {:>11.2}", "mean", "", means[0], means[1], means[2]);
+    println!(
+        "{:<20} {:>9} {:>10.2} {:>10.2} {:>11.2}",
+        "mean", "", means[0], means[1], means[2]
+    );
 
     let out = tempfile::tempdir().unwrap();
     let Some((wall, cpu)) = vips_batch(&photos, out.path(), None) else {
@@ -135,7 +148,15 @@ fn main() {
     }
     println!("ratio (vipsthumbnail wall per image / ross per image), target >= 4x:");
     for (name, m) in MODES.iter().zip(&means) {
-        let verdict = if wall / m >= 4.0 { "ok" } else { "BELOW TARGET" };
-        println!("  {name:<11} {:>5.1}x  (CPU: {:>5.1}x)  {verdict}", wall / m, cpu / m);
+        let verdict = if wall / m >= 4.0 {
+            "ok"
+        } else {
+            "BELOW TARGET"
+        };
+        println!(
+            "  {name:<11} {:>5.1}x  (CPU: {:>5.1}x)  {verdict}",
+            wall / m,
+            cpu / m
+        );
     }
 }

@@ -17,9 +17,15 @@ const GRACE: Duration = Duration::from_secs(10);
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
     Route::new()
-        .at("/health", get(routes::health::health).head(routes::health::health))
+        .at(
+            "/health",
+            get(routes::health::health).head(routes::health::health),
+        )
         .at("/", get(routes::image::image).head(routes::image::image))
-        .at("/*path", get(routes::image::image).head(routes::image::image))
+        .at(
+            "/*path",
+            get(routes::image::image).head(routes::image::image),
+        )
         .data(state)
         .with(CatchPanic::new())
 }

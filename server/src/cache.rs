@@ -51,7 +51,9 @@ impl DiskCache {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
-        Ok(DiskCache { dir: dir.to_owned() })
+        Ok(DiskCache {
+            dir: dir.to_owned(),
+        })
     }
 
     /// Where the variant for `req` lives.
@@ -67,14 +69,20 @@ impl DiskCache {
             return None;
         }
         let bytes = tokio::fs::read(&path).await.ok()?;
-        Some(CachedFile { bytes: bytes.into(), modified: meta.modified().ok()? })
+        Some(CachedFile {
+            bytes: bytes.into(),
+            modified: meta.modified().ok()?,
+        })
     }
 
     /// Stores `bytes` as the variant for `req`, atomically. Blocking: call off the runtime.
     pub fn put(&self, req: &RenderRequest, bytes: &[u8]) -> Result<SystemTime, CacheError> {
         let path = self.path_for(req);
         let seq = TMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(TMP_DIR).join(format!("{}-{seq}.part", std::process::id()));
+        let tmp = self
+            .dir
+            .join(TMP_DIR)
+            .join(format!("{}-{seq}.part", std::process::id()));
         let result = (|| {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -114,7 +122,10 @@ mod tests {
         cache.put(&r, b"jpeg").unwrap();
         assert_eq!(cache.path_for(&r), dir.path().join("10/20/crop/a b/c.jpg"));
         assert_eq!(&cache.get(&r).await.unwrap().bytes[..], b"jpeg");
-        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -123,6 +134,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(TMP_DIR)).unwrap();
         std::fs::write(dir.path().join(TMP_DIR).join("1-1.part"), b"half").unwrap();
         DiskCache::open(dir.path()).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
+            0
+        );
     }
 }

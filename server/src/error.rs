@@ -26,7 +26,12 @@ pub struct AppError {
 impl AppError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError { status, code, message: message.into(), retry_after: None }
+        AppError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// The size is not in the whitelist.
@@ -90,7 +95,9 @@ impl IntoResponse for AppError {
             .header("X-Content-Type-Options", "nosniff")
             .body(body.to_string());
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, secs.into());
         }
         response
     }
@@ -144,9 +151,11 @@ impl From<DecodeError> for AppError {
                 "undecodable-image",
                 format!("The source {format:?} image is damaged and cannot be decoded."),
             ),
-            DecodeError::TooManyPixels { .. } => {
-                AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "source-too-many-pixels", e.to_string())
-            }
+            DecodeError::TooManyPixels { .. } => AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "source-too-many-pixels",
+                e.to_string(),
+            ),
         }
     }
 }

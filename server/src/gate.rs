@@ -31,7 +31,11 @@ impl Drop for Waiting<'_> {
 impl RenderGate {
     /// A gate with `slots` concurrent renders and `max_queue` waiting.
     pub fn new(slots: usize, max_queue: usize) -> RenderGate {
-        RenderGate { slots: Arc::new(Semaphore::new(slots)), waiting: AtomicUsize::new(0), max_queue }
+        RenderGate {
+            slots: Arc::new(Semaphore::new(slots)),
+            waiting: AtomicUsize::new(0),
+            max_queue,
+        }
     }
 
     /// Waits for a render slot, or fails at once when the queue is full.
@@ -44,7 +48,12 @@ impl RenderGate {
             return Err(QueueFull);
         }
         let _waiting = Waiting(&self.waiting);
-        Ok(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
+        Ok(self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed"))
     }
 
     /// Renders running now.

@@ -57,7 +57,9 @@ where
             let req = Request::from((req, local.clone(), RemoteAddr(remote.into()), Scheme::HTTP));
             async move {
                 let response = endpoint.get_response(req).await;
-                Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(response))
+                Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(
+                    response,
+                ))
             }
         });
         let mut builder = http1::Builder::new();

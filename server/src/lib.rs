@@ -3,7 +3,7 @@
 //! A request `/{width}/{height}/{mode}/{key}` is parsed ([`request`]), checked against the
 //! whitelist ([`whitelist`]), and served from the disk cache ([`cache`]) or rendered by the
 //! [`pipeline`]: fetch from a [`source`], decode ([`imaging`]), transform with a mode plugin
-//! ([`plugins`]), encode, cache. [`app`] wires it to HTTP; `main.rs` only parses the command
+//! ([`plugins`]), encode, cache. [`app`](mod@app) wires it to HTTP; `main.rs` only parses the command
 //! line and starts things.
 #![deny(missing_docs)]
 

@@ -62,7 +62,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline reading from `source` and caching in `cache`.
-    pub fn new(source: Arc<dyn Source>, cache: DiskCache, limits: Limits, jpeg_quality: u8) -> Self {
+    pub fn new(
+        source: Arc<dyn Source>,
+        cache: DiskCache,
+        limits: Limits,
+        jpeg_quality: u8,
+    ) -> Self {
         Pipeline {
             source,
             gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
@@ -87,9 +92,15 @@ impl Pipeline {
         mode: Arc<LoadedMode>,
     ) -> Result<Rendered, AppError> {
         if let Some(hit) = self.cache.get(req).await {
-            return Ok(Rendered { body: hit.bytes, modified: hit.modified, cache: CacheStatus::Hit });
+            return Ok(Rendered {
+                body: hit.bytes,
+                modified: hit.modified,
+                cache: CacheStatus::Hit,
+            });
         }
-        self.flights.run(req.canonical(), || self.render_miss(req, mode)).await
+        self.flights
+            .run(req.canonical(), || self.render_miss(req, mode))
+            .await
     }
 
     async fn render_miss(
@@ -99,7 +110,10 @@ impl Pipeline {
     ) -> Result<Rendered, AppError> {
         let deadline = tokio::time::Instant::now() + self.limits.render_timeout;
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let object = self.source.fetch(&req.key, self.limits.max_source_bytes).await?;
+        let object = self
+            .source
+            .fetch(&req.key, self.limits.max_source_bytes)
+            .await?;
         let permit = tokio::time::timeout_at(deadline, self.gate.enter())
             .await
             .map_err(|_| AppError::render_timeout())?
@@ -120,7 +134,10 @@ impl Pipeline {
             Err(_) => Err(AppError::render_timeout()),
             Ok(Err(join)) => {
                 tracing::error!(error = %join, "render task failed");
-                Err(AppError::internal("render-failed", "The image could not be rendered."))
+                Err(AppError::internal(
+                    "render-failed",
+                    "The image could not be rendered.",
+                ))
             }
             Ok(Ok(result)) => result,
         }
@@ -143,7 +160,10 @@ struct RenderJob {
 
 impl RenderJob {
     fn run(self, source: &[u8]) -> Result<Rendered, AppError> {
-        let target = TargetSize { width: self.req.size.width, height: self.req.size.height };
+        let target = TargetSize {
+            width: self.req.size.width,
+            height: self.req.size.height,
+        };
         let encoded = render_bytes(source, &self.mode, target, self.max_pixels, self.quality)?;
         let modified = match self.cache.put(&self.req, &encoded) {
             Ok(modified) => modified,
@@ -152,7 +172,11 @@ impl RenderJob {
                 SystemTime::now()
             }
         };
-        Ok(Rendered { body: encoded.into(), modified, cache: CacheStatus::Miss })
+        Ok(Rendered {
+            body: encoded.into(),
+            modified,
+            cache: CacheStatus::Miss,
+        })
     }
 }
 
@@ -166,11 +190,16 @@ pub fn render_bytes(
     quality: u8,
 ) -> Result<Vec<u8>, AppError> {
     let decoded = decode(source, Some((target.width, target.height)), max_pixels)?;
-    let view = ImageView::new(&decoded.pixels, decoded.width, decoded.height, PixelFormat::Rgb8)
-        .map_err(|e| {
-            tracing::error!(error = %e, "decoder produced an invalid buffer");
-            AppError::internal("decode-failed", "The image could not be decoded.")
-        })?;
+    let view = ImageView::new(
+        &decoded.pixels,
+        decoded.width,
+        decoded.height,
+        PixelFormat::Rgb8,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "decoder produced an invalid buffer");
+        AppError::internal("decode-failed", "The image could not be decoded.")
+    })?;
     let out = mode.render(view, target)?;
     Ok(encode_jpeg(out.view(), quality)?)
 }

@@ -80,7 +80,10 @@ impl RenderRequest {
     /// `{width}/{height}/{mode}/{key}`: the one identity of a variant, used for the cache path
     /// and for merging identical concurrent requests.
     pub fn canonical(&self) -> String {
-        format!("{}/{}/{}/{}", self.size.width, self.size.height, self.mode, self.key)
+        format!(
+            "{}/{}/{}/{}",
+            self.size.width, self.size.height, self.mode, self.key
+        )
     }
 }
 
@@ -149,7 +152,11 @@ pub fn parse(raw_path: &str, max_width: u32, max_height: u32) -> Result<Target, 
                 height: side(h, "height", max_height)?,
             };
             let key = SourceKey::from_raw(parts.next().unwrap_or(""))?;
-            return Ok(Target::Render(RenderRequest { size, mode: mode.to_owned(), key }));
+            return Ok(Target::Render(RenderRequest {
+                size,
+                mode: mode.to_owned(),
+                key,
+            }));
         }
     }
     Ok(Target::Original(SourceKey::from_raw(path)?))
@@ -169,7 +176,13 @@ mod tests {
     #[test]
     fn sized_paths_parse() {
         let r = render("/300/200/crop/products/1/a%20b+%C3%BC.jpg").unwrap();
-        assert_eq!(r.size, Size { width: 300, height: 200 });
+        assert_eq!(
+            r.size,
+            Size {
+                width: 300,
+                height: 200
+            }
+        );
         assert_eq!(r.mode, "crop");
         assert_eq!(r.key.as_str(), "products/1/a b+ü.jpg");
         assert_eq!(r.canonical(), "300/200/crop/products/1/a b+ü.jpg");
@@ -186,7 +199,10 @@ mod tests {
             "/99999999999/3/crop/a.jpg",
             "/+5/3/crop/a.jpg",
         ] {
-            assert!(matches!(render(path), Err(RequestError::InvalidSize(_))), "{path}");
+            assert!(
+                matches!(render(path), Err(RequestError::InvalidSize(_))),
+                "{path}"
+            );
         }
         assert!(render("/2000/2000/crop/a.jpg").is_ok());
     }
@@ -208,7 +224,10 @@ mod tests {
             "/300/300/crop/%ff.jpg",
             "/300/300/crop/%2Fetc%2Fpasswd",
         ] {
-            assert!(matches!(render(path), Err(RequestError::InvalidKey(_))), "{path}");
+            assert!(
+                matches!(render(path), Err(RequestError::InvalidKey(_))),
+                "{path}"
+            );
         }
     }
 
@@ -219,8 +238,14 @@ mod tests {
             Target::Original(SourceKey::new("photos/Dune.jpg").unwrap())
         );
         // Not mode-shaped: an original whose key starts with digits.
-        assert!(matches!(parse("/2024/01/Photo.jpg", 2000, 2000), Ok(Target::Original(_))));
-        assert!(matches!(parse("/../etc/passwd", 2000, 2000), Err(RequestError::InvalidKey(_))));
+        assert!(matches!(
+            parse("/2024/01/Photo.jpg", 2000, 2000),
+            Ok(Target::Original(_))
+        ));
+        assert!(matches!(
+            parse("/../etc/passwd", 2000, 2000),
+            Err(RequestError::InvalidKey(_))
+        ));
     }
 
     #[test]

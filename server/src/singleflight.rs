@@ -17,7 +17,9 @@ pub struct SingleFlight<K, V> {
 
 impl<K, V> Default for SingleFlight<K, V> {
     fn default() -> Self {
-        SingleFlight { flights: Mutex::new(HashMap::new()) }
+        SingleFlight {
+            flights: Mutex::new(HashMap::new()),
+        }
     }
 }
 

@@ -14,7 +14,10 @@ pub struct Whitelist {
 impl Whitelist {
     /// The whitelist as configured.
     pub fn from_settings(settings: &WhitelistSettings) -> Whitelist {
-        Whitelist { enabled: settings.enabled, sizes: settings.sizes.iter().copied().collect() }
+        Whitelist {
+            enabled: settings.enabled,
+            sizes: settings.sizes.iter().copied().collect(),
+        }
     }
 
     /// Whether `size` may be rendered.

@@ -47,8 +47,13 @@ mod tests {
     fn render(w: u32, h: u32) -> ImageBuf {
         let module = instantiate_root_module();
         let src = halves();
-        let target = TargetSize { width: w, height: h };
-        module.render()(RStr::from("crop"), src.view(), target).into_result().unwrap()
+        let target = TargetSize {
+            width: w,
+            height: h,
+        };
+        module.render()(RStr::from("crop"), src.view(), target)
+            .into_result()
+            .unwrap()
     }
 
     #[test]

@@ -33,9 +33,14 @@ mod tests {
 
     fn render(src: (u32, u32), w: u32, h: u32) -> ImageBuf {
         let img = ImageBuf::filled(src.0, src.1, PixelFormat::Rgb8, &[10, 20, 30]);
-        let target = TargetSize { width: w, height: h };
+        let target = TargetSize {
+            width: w,
+            height: h,
+        };
         let module = instantiate_root_module();
-        module.render()(RStr::from("resize"), img.view(), target).into_result().unwrap()
+        module.render()(RStr::from("resize"), img.view(), target)
+            .into_result()
+            .unwrap()
     }
 
     #[test]

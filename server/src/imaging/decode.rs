@@ -64,13 +64,24 @@ pub fn decode(
 
 pub(super) fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), DecodeError> {
     if u64::from(width) * u64::from(height) > limit {
-        return Err(DecodeError::TooManyPixels { width, height, limit });
+        return Err(DecodeError::TooManyPixels {
+            width,
+            height,
+            limit,
+        });
     }
     Ok(())
 }
 
-fn decode_with_image(bytes: &[u8], format: Format, max_pixels: u64) -> Result<Decoded, DecodeError> {
-    let malformed = |e: image::ImageError| DecodeError::Malformed { format, reason: e.to_string() };
+fn decode_with_image(
+    bytes: &[u8],
+    format: Format,
+    max_pixels: u64,
+) -> Result<Decoded, DecodeError> {
+    let malformed = |e: image::ImageError| DecodeError::Malformed {
+        format,
+        reason: e.to_string(),
+    };
     let image_format = match format {
         Format::Png => image::ImageFormat::Png,
         Format::Gif => image::ImageFormat::Gif,
@@ -99,7 +110,11 @@ fn to_rgb(image: DynamicImage) -> Decoded {
     } else {
         image.into_rgb8().into_raw()
     };
-    Decoded { pixels, width, height }
+    Decoded {
+        pixels,
+        width,
+        height,
+    }
 }
 
 /// RGBA (straight alpha) composited over opaque white, as RGB.
@@ -120,13 +135,22 @@ mod tests {
 
     #[test]
     fn transparent_becomes_white_and_opaque_stays() {
-        assert_eq!(flatten_on_white(&[0, 0, 0, 0, 10, 20, 30, 255]), vec![255, 255, 255, 10, 20, 30]);
+        assert_eq!(
+            flatten_on_white(&[0, 0, 0, 0, 10, 20, 30, 255]),
+            vec![255, 255, 255, 10, 20, 30]
+        );
         assert_eq!(flatten_on_white(&[0, 0, 0, 128]), vec![127, 127, 127]);
     }
 
     #[test]
     fn garbage_is_unsupported() {
-        assert!(matches!(decode(b"hello", None, 1000), Err(DecodeError::UnsupportedFormat)));
-        assert!(matches!(decode(b"", None, 1000), Err(DecodeError::UnsupportedFormat)));
+        assert!(matches!(
+            decode(b"hello", None, 1000),
+            Err(DecodeError::UnsupportedFormat)
+        ));
+        assert!(matches!(
+            decode(b"", None, 1000),
+            Err(DecodeError::UnsupportedFormat)
+        ));
     }
 }

@@ -16,17 +16,36 @@ pub fn encode_jpeg(image: ImageView<'_>, quality: u8) -> Result<Vec<u8>, EncodeE
     let err = |e: turbojpeg::Error| EncodeError(e.to_string());
     let flattened: Vec<u8>;
     let (pixels, pitch, format) = match image.format {
-        PixelFormat::Rgb8 => (image.pixels.as_slice(), image.stride, turbojpeg::PixelFormat::RGB),
-        PixelFormat::Gray8 => (image.pixels.as_slice(), image.stride, turbojpeg::PixelFormat::GRAY),
+        PixelFormat::Rgb8 => (
+            image.pixels.as_slice(),
+            image.stride,
+            turbojpeg::PixelFormat::RGB,
+        ),
+        PixelFormat::Gray8 => (
+            image.pixels.as_slice(),
+            image.stride,
+            turbojpeg::PixelFormat::GRAY,
+        ),
         PixelFormat::Rgba8 => {
-            let rows: Vec<u8> = (0..image.height).flat_map(|y| image.row(y)).copied().collect();
+            let rows: Vec<u8> = (0..image.height)
+                .flat_map(|y| image.row(y))
+                .copied()
+                .collect();
             flattened = flatten_on_white(&rows);
-            (flattened.as_slice(), image.width * 3, turbojpeg::PixelFormat::RGB)
+            (
+                flattened.as_slice(),
+                image.width * 3,
+                turbojpeg::PixelFormat::RGB,
+            )
         }
     };
     let mut compressor = Compressor::new().map_err(err)?;
     compressor.set_quality(i32::from(quality)).map_err(err)?;
-    let subsamp = if format == turbojpeg::PixelFormat::GRAY { Subsamp::Gray } else { Subsamp::Sub2x2 };
+    let subsamp = if format == turbojpeg::PixelFormat::GRAY {
+        Subsamp::Gray
+    } else {
+        Subsamp::Sub2x2
+    };
     compressor.set_subsamp(subsamp).map_err(err)?;
     let input = Image {
         pixels,

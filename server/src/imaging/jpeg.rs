@@ -16,7 +16,10 @@ use super::sniff::Format;
 const MAX_SCANS: u32 = 500;
 
 fn malformed(reason: impl ToString) -> DecodeError {
-    DecodeError::Malformed { format: Format::Jpeg, reason: reason.to_string() }
+    DecodeError::Malformed {
+        format: Format::Jpeg,
+        reason: reason.to_string(),
+    }
 }
 
 /// True for orientations that swap width and height.
@@ -48,12 +51,15 @@ fn exif_orientation(bytes: &[u8]) -> Orientation {
             at += 1; // fill byte
             continue;
         }
-        if marker == 0xDA || (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker)
+        if marker == 0xDA
+            || (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker)
         {
             break; // start of scan or of frame: APP segments come before
         }
         let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
-        let Some(segment) = bytes.get(at + 4..at + 2 + len) else { break };
+        let Some(segment) = bytes.get(at + 4..at + 2 + len) else {
+            break;
+        };
         if marker == 0xE1 {
             if let Some(tiff) = segment.strip_prefix(b"Exif\0\0") {
                 if let Some(o) = Orientation::from_exif_chunk(tiff) {
@@ -86,17 +92,31 @@ pub(super) fn decode(
     let orientation = exif_orientation(bytes);
     let mut eighths = 8;
     if let (Some(target), false) = (shrink_to, header.is_lossless) {
-        let target = if swaps_sides(orientation) { (target.1, target.0) } else { target };
+        let target = if swaps_sides(orientation) {
+            (target.1, target.0)
+        } else {
+            target
+        };
         eighths = dct_eighths((w, h), cover((w, h), target));
     }
     let factor = ScalingFactor::new(eighths as usize, 8);
     decompressor.set_scaling_factor(factor).map_err(malformed)?;
     let (width, height) = (factor.scale(header.width), factor.scale(header.height));
     let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let format = if cmyk { PixelFormat::CMYK } else { PixelFormat::RGB };
+    let format = if cmyk {
+        PixelFormat::CMYK
+    } else {
+        PixelFormat::RGB
+    };
     let channels = if cmyk { 4 } else { 3 };
     let mut pixels = vec![0u8; width * height * channels];
-    let image = Image { pixels: pixels.as_mut_slice(), width, pitch: width * channels, height, format };
+    let image = Image {
+        pixels: pixels.as_mut_slice(),
+        width,
+        pitch: width * channels,
+        height,
+        format,
+    };
     if let Err(e) = decompressor.decompress(bytes, image) {
         let message = e.to_string();
         if !is_recoverable(&message) {
@@ -107,13 +127,21 @@ pub(super) fn decode(
     let pixels = if cmyk { cmyk_to_rgb(&pixels) } else { pixels };
     let (width, height) = (width as u32, height as u32);
     if orientation == Orientation::NoTransforms {
-        return Ok(Decoded { pixels, width, height });
+        return Ok(Decoded {
+            pixels,
+            width,
+            height,
+        });
     }
     let buffer = RgbImage::from_raw(width, height, pixels).expect("buffer sized for the image");
     let mut image = DynamicImage::ImageRgb8(buffer);
     image.apply_orientation(orientation);
     let (width, height) = (image.width(), image.height());
-    Ok(Decoded { pixels: image.into_rgb8().into_raw(), width, height })
+    Ok(Decoded {
+        pixels: image.into_rgb8().into_raw(),
+        width,
+        height,
+    })
 }
 
 /// CMYK as libjpeg-turbo returns it (Adobe convention: 255 is no ink) to RGB.
@@ -135,7 +163,11 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     let k_is_redundant = pixels > 0 && redundant_k as f64 >= pixels as f64 * 0.99;
     let mut out = Vec::with_capacity(pixels * 3);
     for px in cmyk.chunks_exact(4) {
-        let k = if k_is_redundant { 255 } else { u32::from(px[3]) };
+        let k = if k_is_redundant {
+            255
+        } else {
+            u32::from(px[3])
+        };
         for &c in &px[..3] {
             out.push((u32::from(c) * k / 255) as u8);
         }
@@ -178,7 +210,13 @@ mod tests {
             let bytes = std::fs::read(path).unwrap();
             assert_eq!(exif_orientation(&bytes).to_exif(), n);
         }
-        assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF]), Orientation::NoTransforms);
-        assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF]), Orientation::NoTransforms);
+        assert_eq!(
+            exif_orientation(&[0xFF, 0xD8, 0xFF]),
+            Orientation::NoTransforms
+        );
+        assert_eq!(
+            exif_orientation(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF]),
+            Orientation::NoTransforms
+        );
     }
 }

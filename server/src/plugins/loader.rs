@@ -43,7 +43,9 @@ pub enum PluginLoadError {
         file: PathBuf,
     },
     /// Built against an incompatible plugin-api or abi_stable.
-    #[error("{file}: incompatible plugin ABI: {reason}; rebuild it against this server's plugin-api")]
+    #[error(
+        "{file}: incompatible plugin ABI: {reason}; rebuild it against this server's plugin-api"
+    )]
     Incompatible {
         /// The plugin file.
         file: PathBuf,
@@ -85,7 +87,10 @@ fn private_copy(file: &Path, copies_dir: &Path) -> Result<PathBuf, PluginLoadErr
         reason: e.to_string(),
     };
     std::fs::create_dir_all(copies_dir).map_err(copy_err)?;
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
     let seq = COPY_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let name = format!("{stem}.{}.{seq}.so", std::process::id());
     let tmp = copies_dir.join(format!(".{name}.tmp"));
@@ -116,7 +121,10 @@ fn preflight(copy: &Path, file: &Path) -> Result<(), PluginLoadError> {
             let reason = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
             // The linker names the private copy; the operator knows the file by its own name.
             let reason = reason.replace(&format!("{}: ", copy.display()), "");
-            Err(PluginLoadError::NotALibrary { file: file.to_owned(), reason })
+            Err(PluginLoadError::NotALibrary {
+                file: file.to_owned(),
+                reason,
+            })
         }
     }
 }
@@ -125,19 +133,22 @@ fn preflight(copy: &Path, file: &Path) -> Result<(), PluginLoadError> {
 fn summarise(file: &Path, e: LibraryError) -> PluginLoadError {
     let file = file.to_owned();
     match e {
-        LibraryError::OpenError { err, .. } => {
-            PluginLoadError::NotALibrary { file, reason: err.to_string() }
-        }
+        LibraryError::OpenError { err, .. } => PluginLoadError::NotALibrary {
+            file,
+            reason: err.to_string(),
+        },
         LibraryError::GetSymbolError { .. } => PluginLoadError::NotAPlugin { file },
-        LibraryError::IncompatibleVersionNumber { library_name, expected_version, actual_version } => {
-            PluginLoadError::Incompatible {
-                file,
-                reason: format!(
-                    "it was built against {library_name} {actual_version}, this server has \
+        LibraryError::IncompatibleVersionNumber {
+            library_name,
+            expected_version,
+            actual_version,
+        } => PluginLoadError::Incompatible {
+            file,
+            reason: format!(
+                "it was built against {library_name} {actual_version}, this server has \
                      {expected_version}"
-                ),
-            }
-        }
+            ),
+        },
         LibraryError::AbiInstability(_) => PluginLoadError::Incompatible {
             file,
             reason: "its root module layout differs from this server's plugin-api".into(),
@@ -146,18 +157,30 @@ fn summarise(file: &Path, e: LibraryError) -> PluginLoadError {
             file,
             reason: format!("it uses abi_stable ABI {header:?}, which this server cannot read"),
         },
-        LibraryError::RootModule { err: RootModuleError::Unwound, .. } => {
-            PluginLoadError::InitFailed { file, reason: "it panicked while starting".into() }
-        }
-        LibraryError::RootModule { err, .. } => {
-            PluginLoadError::InitFailed { file, reason: first_line(&err.to_string()) }
-        }
-        other => PluginLoadError::Incompatible { file, reason: first_line(&other.to_string()) },
+        LibraryError::RootModule {
+            err: RootModuleError::Unwound,
+            ..
+        } => PluginLoadError::InitFailed {
+            file,
+            reason: "it panicked while starting".into(),
+        },
+        LibraryError::RootModule { err, .. } => PluginLoadError::InitFailed {
+            file,
+            reason: first_line(&err.to_string()),
+        },
+        other => PluginLoadError::Incompatible {
+            file,
+            reason: first_line(&other.to_string()),
+        },
     }
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown error").trim().to_owned()
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("unknown error")
+        .trim()
+        .to_owned()
 }
 
 /// Copies, opens and checks the plugin at `file`, and lists its modes.
@@ -174,12 +197,19 @@ pub(crate) fn open(file: &Path, copies_dir: &Path) -> Result<OpenedLibrary, Plug
 fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError> {
     preflight(copy, file)?;
     let header = lib_header_from_path(copy).map_err(|e| summarise(file, e))?;
-    let module = header.init_root_module::<PluginModule_Ref>().map_err(|e| summarise(file, e))?;
-    let modes = module.modes()().into_result().map_err(|e| PluginLoadError::InitFailed {
+    let module = header
+        .init_root_module::<PluginModule_Ref>()
+        .map_err(|e| summarise(file, e))?;
+    let modes = module.modes()()
+        .into_result()
+        .map_err(|e| PluginLoadError::InitFailed {
+            file: file.to_owned(),
+            reason: e.message.to_string(),
+        })?;
+    let invalid = |reason: String| PluginLoadError::InvalidMode {
         file: file.to_owned(),
-        reason: e.message.to_string(),
-    })?;
-    let invalid = |reason: String| PluginLoadError::InvalidMode { file: file.to_owned(), reason };
+        reason,
+    };
     if modes.is_empty() {
         return Err(invalid("the plugin declares no modes".into()));
     }
@@ -192,5 +222,8 @@ fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError>
             )));
         }
     }
-    Ok(OpenedLibrary { module, modes: modes.into_iter().collect() })
+    Ok(OpenedLibrary {
+        module,
+        modes: modes.into_iter().collect(),
+    })
 }

@@ -1,5 +1,5 @@
-//! Mode plugins: loading shared libraries safely ([`loader`]) and the registry of loaded modes
-//! that requests look up ([`registry`]). Only this module touches `abi_stable` loading and
+//! Mode plugins: loading shared libraries safely (`loader`) and the registry of loaded modes
+//! that requests look up (`registry`). Only this module touches `abi_stable` loading and
 //! `libloading`.
 
 mod loader;

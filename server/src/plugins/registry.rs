@@ -32,7 +32,13 @@ pub struct LoadedMode {
 
 impl std::fmt::Debug for LoadedMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LoadedMode({} {} from {})", self.name, self.version, self.file.display())
+        write!(
+            f,
+            "LoadedMode({} {} from {})",
+            self.name,
+            self.version,
+            self.file.display()
+        )
     }
 }
 
@@ -67,9 +73,17 @@ impl LoadedMode {
     ) -> Result<ImageBuf, PluginRenderError> {
         let out = self.module.render()(RStr::from(self.name.as_str()), source, target)
             .into_result()
-            .map_err(|error| PluginRenderError::Failed { mode: self.name.clone(), error })?;
-        let bad = |reason: String| PluginRenderError::BadOutput { mode: self.name.clone(), reason };
-        out.view().validate().map_err(|e| bad(e.message.to_string()))?;
+            .map_err(|error| PluginRenderError::Failed {
+                mode: self.name.clone(),
+                error,
+            })?;
+        let bad = |reason: String| PluginRenderError::BadOutput {
+            mode: self.name.clone(),
+            reason,
+        };
+        out.view()
+            .validate()
+            .map_err(|e| bad(e.message.to_string()))?;
         if out.width > target.width || out.height > target.height {
             return Err(bad(format!(
                 "{}x{} is larger than the requested {}x{}",
@@ -125,7 +139,10 @@ impl ModeRegistry {
                                 "mode {name:?} is already provided by {}",
                                 existing.file.display()
                             );
-                            registry.record(PluginLoadError::InvalidMode { file: file.clone(), reason });
+                            registry.record(PluginLoadError::InvalidMode {
+                                file: file.clone(),
+                                reason,
+                            });
                             continue;
                         }
                         let mode = LoadedMode {
@@ -160,8 +177,15 @@ impl ModeRegistry {
             | PluginLoadError::InitFailed { file, .. }
             | PluginLoadError::InvalidMode { file, .. } => file.clone(),
         };
-        let failure = LoadFailure { file, error, at: SystemTime::now() };
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).push(failure);
+        let failure = LoadFailure {
+            file,
+            error,
+            at: SystemTime::now(),
+        };
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(failure);
     }
 
     /// The mode called `name`, if loaded.
@@ -178,7 +202,10 @@ impl ModeRegistry {
 
     /// Every plugin file refused so far.
     pub fn failures(&self) -> Vec<LoadFailure> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -17,7 +17,10 @@ pub(super) async fn render(
     if !state.whitelist.allows(req.size) {
         return Err(AppError::not_whitelisted(req.size));
     }
-    let mode = state.modes.get(&req.mode).ok_or_else(|| AppError::unknown_mode(&req.mode))?;
+    let mode = state
+        .modes
+        .get(&req.mode)
+        .ok_or_else(|| AppError::unknown_mode(&req.mode))?;
     let rendered = state.pipeline.variant(&req, mode).await?;
     Ok(image_response(
         http,

@@ -15,8 +15,15 @@ fn etag(modified_secs: u64, len: usize) -> String {
 }
 
 fn not_modified(req: &Request, tag: &str, modified_secs: u64) -> bool {
-    if let Some(inm) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        return inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == tag);
+    if let Some(inm) = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        return inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == tag);
     }
     req.headers()
         .get(header::IF_MODIFIED_SINCE)
@@ -35,16 +42,35 @@ pub(super) fn image_response(
     cache: CacheStatus,
     max_age: Duration,
 ) -> Response {
-    let secs = modified.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let secs = modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let tag = etag(secs, body.len());
     let builder = Response::builder()
-        .header(header::CACHE_CONTROL, format!("public, max-age={}", max_age.as_secs()))
+        .header(
+            header::CACHE_CONTROL,
+            format!("public, max-age={}", max_age.as_secs()),
+        )
         .header(header::ETAG, tag.as_str())
-        .header(header::LAST_MODIFIED, httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)))
-        .header("X-Cache", if cache == CacheStatus::Hit { "HIT" } else { "MISS" })
+        .header(
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+        )
+        .header(
+            "X-Cache",
+            if cache == CacheStatus::Hit {
+                "HIT"
+            } else {
+                "MISS"
+            },
+        )
         .header("X-Content-Type-Options", "nosniff");
     if not_modified(req, &tag, secs) {
         return builder.status(StatusCode::NOT_MODIFIED).finish();
     }
-    builder.content_type(content_type).header(header::CONTENT_LENGTH, body.len()).body(body)
+    builder
+        .content_type(content_type)
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(body)
 }

@@ -35,8 +35,13 @@ impl LocalSource {
 #[async_trait::async_trait]
 impl Source for LocalSource {
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
-        let not_found = || SourceError::NotFound { key: key.to_string() };
-        let io = |source| SourceError::Io { key: key.to_string(), source };
+        let not_found = || SourceError::NotFound {
+            key: key.to_string(),
+        };
+        let io = |source| SourceError::Io {
+            key: key.to_string(),
+            source,
+        };
         // The key is validated (relative, no `..`), so the join stays under the root unless a
         // symlink points out of it, which canonicalisation reveals.
         let path = match tokio::fs::canonicalize(self.root.join(key.as_str())).await {
@@ -61,12 +66,22 @@ impl Source for LocalSource {
         }
         // Read at most one byte past the limit, in case the file grew since the stat.
         let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(max_bytes + 1).read_to_end(&mut bytes).await.map_err(io)?;
+        file.take(max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(io)?;
         if bytes.len() as u64 > max_bytes {
             let size = bytes.len() as u64;
-            return Err(SourceError::TooLarge { key: key.to_string(), size, limit: max_bytes });
+            return Err(SourceError::TooLarge {
+                key: key.to_string(),
+                size,
+                limit: max_bytes,
+            });
         }
-        Ok(SourceObject { bytes: bytes.into(), modified: meta.modified().ok() })
+        Ok(SourceObject {
+            bytes: bytes.into(),
+            modified: meta.modified().ok(),
+        })
     }
 }
 
@@ -84,10 +99,25 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         let src = LocalSource::new(&root).unwrap();
         let key = |k| SourceKey::new(k).unwrap();
-        assert_eq!(&src.fetch(&key("a/x.jpg"), 100).await.unwrap().bytes[..], b"12345");
-        assert!(matches!(src.fetch(&key("link"), 100).await, Err(SourceError::NotFound { .. })));
-        assert!(matches!(src.fetch(&key("a"), 100).await, Err(SourceError::NotFound { .. })));
-        assert!(matches!(src.fetch(&key("a/x.jpg/y"), 100).await, Err(SourceError::NotFound { .. })));
-        assert!(matches!(src.fetch(&key("a/x.jpg"), 4).await, Err(SourceError::TooLarge { .. })));
+        assert_eq!(
+            &src.fetch(&key("a/x.jpg"), 100).await.unwrap().bytes[..],
+            b"12345"
+        );
+        assert!(matches!(
+            src.fetch(&key("link"), 100).await,
+            Err(SourceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            src.fetch(&key("a"), 100).await,
+            Err(SourceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            src.fetch(&key("a/x.jpg/y"), 100).await,
+            Err(SourceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            src.fetch(&key("a/x.jpg"), 4).await,
+            Err(SourceError::TooLarge { .. })
+        ));
     }
 }
