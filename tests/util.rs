@@ -180,7 +180,11 @@ impl TestServerBuilder {
         let dir = tempfile::tempdir().unwrap();
         let state = AppState::new(self.settings(dir.path())).expect("server starts");
         let client = TestClient::new(ross::app(state.clone()).boxed());
-        TestServer { state, client, _dir: dir }
+        TestServer {
+            state,
+            client,
+            _dir: dir,
+        }
     }
 }
 

@@ -41,7 +41,7 @@ impl AppError {
             "size-not-allowed",
             format!(
                 "The size {size} is not in the whitelist; add \"{size}\" to whitelist.sizes \
-                 (or the admin whitelist) to allow it."
+                 (ROSS__WHITELIST__SIZES) to allow it."
             ),
         )
     }
