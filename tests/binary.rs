@@ -181,7 +181,7 @@ fn a_render_killed_half_way_leaves_no_partial_file() {
         }
     }
     assert!(
-        complete < 8,
+        complete < 12,
         "every render finished before the kill; the test proved nothing"
     );
     drop(ross);
