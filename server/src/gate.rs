@@ -56,11 +56,6 @@ impl RenderGate {
             .expect("the semaphore is never closed"))
     }
 
-    /// Renders running now.
-    pub fn running(&self, slots: usize) -> usize {
-        slots - self.slots.available_permits()
-    }
-
     /// Renders waiting for a slot now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)

@@ -142,11 +142,6 @@ impl Pipeline {
             Ok(Ok(result)) => result,
         }
     }
-
-    /// Renders running now.
-    pub fn renders_in_flight(&self) -> usize {
-        self.gate.running(self.limits.max_concurrent_renders)
-    }
 }
 
 /// The CPU-bound part of a miss, run on the blocking pool.
