@@ -30,3 +30,18 @@ build_deps() {
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 }
+
+# The S3-compatible server the tests start (moto's server mode), in a virtual environment
+# under target/ so nothing is installed system-wide. The tests look for it there.
+TEST_ENV=target/test-env
+MOTO_VERSION=5.2.5
+test_python_env() {
+  apt_install python3 python3-venv
+  if [ -x "$TEST_ENV/bin/moto_server" ] &&
+     "$TEST_ENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  echo "installing moto[server]==$MOTO_VERSION into $TEST_ENV" >&2
+  python3 -m venv "$TEST_ENV"
+  "$TEST_ENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}

@@ -19,7 +19,7 @@ fn media_copy() -> (tempfile::TempDir, std::path::PathBuf) {
 #[tokio::test]
 async fn hits_are_served_without_the_source() {
     let (_dir, media) = media_copy();
-    let server = TestServer::builder().media(&media).start();
+    let server = TestServer::builder().media(&media).start().await;
     let first = server.get("/300/300/crop/lady.jpg").await;
     assert_eq!((first.status, first.header("x-cache")), (200, "MISS"));
     assert!(server.cache_dir().join("300/300/crop/lady.jpg").is_file());
@@ -46,7 +46,7 @@ async fn hits_are_served_without_the_source() {
 async fn headers_and_conditional_requests() {
     let server = TestServer::builder()
         .set("ROSS__CACHE__MAX_AGE", "3600")
-        .start();
+        .start().await;
     let r = server.get("/200/250/resizecomp/photos/Wood.jpg").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), "image/jpeg");
@@ -81,7 +81,7 @@ async fn headers_and_conditional_requests() {
 /// HEAD answers like GET, with the same headers.
 #[tokio::test]
 async fn head_requests_work() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let req = server
         .client()
         .request(Method::HEAD, "/100/100/crop/photos/Wood.jpg");
@@ -100,7 +100,7 @@ async fn head_requests_work() {
 /// Twenty identical concurrent requests for an uncached variant render it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_concurrent_misses_render_once() {
-    let server = Arc::new(TestServer::builder().start());
+    let server = Arc::new(TestServer::builder().start().await);
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let server = server.clone();
@@ -126,7 +126,7 @@ async fn full_render_queue_is_503_with_retry_after() {
         TestServer::builder()
             .set("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")
             .set("ROSS__LIMITS__MAX_QUEUE", "0")
-            .start(),
+            .start().await,
     );
     let tasks: Vec<_> = (0..6)
         .map(|i| {

@@ -9,7 +9,7 @@ const MODES: [&str; 3] = ["crop", "resize", "resizecomp"];
 /// aspect ratios: 200, JPEG, and the exact (crop, resizecomp) or fitted (resize) size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_file_renders_in_every_mode_and_size() {
-    let server = Arc::new(TestServer::builder().start());
+    let server = Arc::new(TestServer::builder().start().await);
     let keys = good_corpus_keys();
     assert!(keys.len() >= 30, "corpus looks incomplete: {keys:?}");
     let mut tasks = Vec::new();
@@ -54,7 +54,7 @@ async fn every_corpus_file_renders_in_every_mode_and_size() {
 /// The largest size the default limits allow enlarges a small image to exactly the box.
 #[tokio::test]
 async fn enlarges_to_the_largest_allowed_size() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let r = server.get("/2000/2000/crop/png/g04n2c08.png").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.image().dimensions(), (2000, 2000));

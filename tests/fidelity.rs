@@ -3,7 +3,7 @@ use crate::util::{corpus, mae, TestServer};
 /// Each `orientation_N.jpg` must come out upright, like `upright_reference.jpg`.
 #[tokio::test]
 async fn exif_orientations_render_upright() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     for (mode, w, h) in [
         ("crop", 200, 200),
         ("resize", 300, 300),
@@ -37,7 +37,7 @@ async fn exif_orientations_render_upright() {
 /// The CMYK JPEG was converted from `photos/GreenMeadow.jpg`; its colours must match.
 #[tokio::test]
 async fn cmyk_colours_match_the_rgb_original() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let rgb = server
         .get("/300/300/crop/photos/GreenMeadow.jpg")
         .await
@@ -62,7 +62,7 @@ async fn cmyk_colours_match_the_rgb_original() {
 /// Greyscale sources stay grey, and match their colour siblings' luminance.
 #[tokio::test]
 async fn greyscale_jpeg_and_png_become_grey_rgb() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     for key in [
         "jpeg-variants/flower_gray.jpg",
         "png/cvo9xd_keong_macan_grayscale.png",
@@ -78,7 +78,7 @@ async fn greyscale_jpeg_and_png_become_grey_rgb() {
 /// Chroma subsampling and progressive coding must not change the picture.
 #[tokio::test]
 async fn jpeg_variants_agree_with_each_other() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let base = server
         .get("/300/200/crop/jpeg-variants/flower_444.jpg")
         .await
@@ -96,7 +96,7 @@ async fn jpeg_variants_agree_with_each_other() {
 /// Transparent pixels become white, not black.
 #[tokio::test]
 async fn transparency_is_flattened_onto_white() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let out = server
         .get("/100/100/resize/png/tmshre_riaphotographs_alpha.png")
         .await
@@ -113,7 +113,7 @@ async fn transparency_is_flattened_onto_white() {
 /// error (the resampling filters differ, so bytes never match).
 #[tokio::test]
 async fn openross_goldens_match() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     for (mode, size) in [
         ("crop", (200, 200)),
         ("resize", (200, 151)),

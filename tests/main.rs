@@ -1,6 +1,8 @@
 //! End-to-end tests of ross: real corpus images through the whole server, in-process (poem's
 //! `TestClient`) unless a test needs a real process (start-up, crashes).
 
+mod process;
+mod s3_support;
 mod util;
 
 /// Bad source files get their SPEC status and the server keeps serving.
@@ -17,5 +19,7 @@ mod fidelity;
 mod originals;
 /// Plugin loading failures and plugin panics.
 mod plugins;
+/// Originals from a real S3-compatible server: status mapping, odd keys, timeouts, limits.
+mod s3;
 /// Malformed URLs, traversal attempts, sizes and the whitelist.
 mod requests;

@@ -2,7 +2,7 @@ use crate::util::{corpus, TestServer};
 
 #[tokio::test]
 async fn originals_are_served_unchanged_with_their_true_type() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     for (key, mime) in [
         ("photos/Dune.jpg", "image/jpeg"),
         ("png/g04n2c08.png", "image/png"),
@@ -25,7 +25,7 @@ async fn originals_are_served_unchanged_with_their_true_type() {
 async fn originals_can_be_switched_off() {
     let server = TestServer::builder()
         .set("ROSS__SERVE_ORIGINALS", "false")
-        .start();
+        .start().await;
     let r = server.get("/photos/Dune.jpg").await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),

@@ -38,7 +38,7 @@ async fn load_failures_are_reported_and_do_not_stop_start_up() {
     if let Some(libm) = libm {
         std::fs::copy(libm, dir.path().join("libm.so")).unwrap();
     }
-    let server = TestServer::builder().plugins(dir.path()).start();
+    let server = TestServer::builder().plugins(dir.path()).start().await;
 
     let names: Vec<String> = server
         .state
@@ -112,7 +112,7 @@ async fn load_failures_are_reported_and_do_not_stop_start_up() {
 #[tokio::test]
 async fn modes_come_only_from_plugins() {
     let dir = plugin_folder(&[built("resize")]);
-    let server = TestServer::builder().plugins(dir.path()).start();
+    let server = TestServer::builder().plugins(dir.path()).start().await;
     assert_eq!(
         server.get("/100/100/crop/photos/Dune.jpg").await.status,
         404
@@ -134,7 +134,7 @@ async fn modes_come_only_from_plugins() {
 #[tokio::test]
 async fn plugin_panic_is_a_500_for_that_request_only() {
     let dir = plugin_folder(&[built("crop"), fixture_plugin("panicking_plugin")]);
-    let server = TestServer::builder().plugins(dir.path()).start();
+    let server = TestServer::builder().plugins(dir.path()).start().await;
     for _ in 0..3 {
         let r = server.get("/100/100/panic/photos/Dune.jpg").await;
         assert_eq!(r.status, 500);

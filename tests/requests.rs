@@ -39,7 +39,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn traversal_attempts_are_400_and_read_nothing_outside_the_root() {
     let (dir, media) = media_with_secret();
-    let server = TestServer::builder().media(&media).start();
+    let server = TestServer::builder().media(&media).start().await;
     for path in [
         "/300/300/crop/../secret.jpg",
         "/300/300/crop/photos/../../secret.jpg",
@@ -76,7 +76,7 @@ async fn traversal_attempts_are_400_and_read_nothing_outside_the_root() {
 
 #[tokio::test]
 async fn malformed_sizes_are_400() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     for (w, h) in [
         ("0", "300"),
         ("-1", "300"),
@@ -95,7 +95,7 @@ async fn malformed_sizes_are_400() {
 
 #[tokio::test]
 async fn sizes_outside_the_whitelist_are_403_naming_the_size() {
-    let server = TestServer::builder().whitelist("72x72,200x250").start();
+    let server = TestServer::builder().whitelist("72x72,200x250").start().await;
     assert_eq!(server.get("/72/72/crop/photos/Dune.jpg").await.status, 200);
     assert_eq!(
         server.get("/200/250/resize/photos/Dune.jpg").await.status,
@@ -114,7 +114,7 @@ async fn sizes_outside_the_whitelist_are_403_naming_the_size() {
 
 #[tokio::test]
 async fn any_size_within_limits_works_with_the_whitelist_off() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     for (w, h) in [(1, 1), (17, 1999), (2000, 3)] {
         let r = server
             .get(&format!("/{w}/{h}/crop/photos/FreshFlower.jpg"))
@@ -126,7 +126,7 @@ async fn any_size_within_limits_works_with_the_whitelist_off() {
 
 #[tokio::test]
 async fn unknown_mode_and_missing_key_are_404() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let r = server.get("/300/300/nosuchmode/photos/Dune.jpg").await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),
@@ -146,7 +146,7 @@ async fn unknown_mode_and_missing_key_are_404() {
 
 #[tokio::test]
 async fn health_answers_ok() {
-    let server = TestServer::builder().start();
+    let server = TestServer::builder().start().await;
     let r = server.get("/health").await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
 }

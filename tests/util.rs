@@ -9,7 +9,9 @@ use poem::endpoint::BoxEndpoint;
 use poem::test::TestClient;
 use poem::EndpointExt;
 use ross::AppState;
-use ross_config::Settings;
+use ross::source::S3Source;
+use ross_config::{Settings, SourceSettings};
+use aws_sdk_s3::config::Credentials;
 use tempfile::TempDir;
 
 /// The shared test corpus (`../shared/corpus` from the repository root).
@@ -21,6 +23,15 @@ pub fn corpus() -> PathBuf {
         root.display()
     );
     root.canonicalize().unwrap()
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `target/<profile>`: where the workspace build leaves `ross` and the mode plugins.
@@ -176,9 +187,31 @@ impl TestServerBuilder {
         Settings::from_parts(None, None, env).expect("test settings are valid")
     }
 
-    pub fn start(self) -> TestServer {
+    pub async fn start(self) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let state = AppState::new(self.settings(dir.path())).expect("server starts");
+        let state = AppState::new(self.settings(dir.path()))
+            .await
+            .expect("server starts");
+        TestServer::around(state, dir)
+    }
+
+    /// Starts a server whose S3 source (the `ROSS__SOURCE__*` keys set) signs with
+    /// `credentials` instead of the process's AWS chain, which tests running side by side
+    /// cannot share.
+    pub async fn start_s3(self, credentials: Credentials) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = self.set("ROSS__SOURCE__KIND", "s3").settings(dir.path());
+        let SourceSettings::S3(s3) = &settings.source else {
+            unreachable!("source.kind is s3")
+        };
+        let source = S3Source::connect(s3, Some(credentials)).await;
+        let state = AppState::with_source(settings, Arc::new(source)).expect("server starts");
+        TestServer::around(state, dir)
+    }
+}
+
+impl TestServer {
+    fn around(state: Arc<AppState>, dir: TempDir) -> TestServer {
         let client = TestClient::new(ross::app(state.clone()).boxed());
         TestServer {
             state,

@@ -67,6 +67,39 @@ pub enum SourceSettings {
         /// The media root. Nothing outside it is ever read.
         root: PathBuf,
     },
+    /// An S3 bucket, or any S3-compatible store (MinIO, Ceph, R2).
+    S3(S3Settings),
+}
+
+/// An S3 bucket as a source. Credentials are not settings: they come from the standard AWS
+/// chain (environment, shared profile, container or instance role).
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region; `None` takes it from the AWS chain (`AWS_REGION`, profile), else `us-east-1`.
+    pub region: Option<String>,
+    /// Endpoint URL for S3-compatible stores; `None` is AWS's own endpoint for the region.
+    pub endpoint: Option<String>,
+    /// Address buckets as `endpoint/bucket/key` instead of `bucket.endpoint/key`; most
+    /// self-hosted stores need it.
+    pub force_path_style: bool,
+    /// Folder prepended to every key: empty, or ending in `/`.
+    pub prefix: String,
+    /// Bound on one whole fetch (every attempt and the body); past it the request is 504.
+    pub timeout: Duration,
+    /// Retries after a failed first attempt, for 5xx, throttling and connection errors.
+    pub retries: u32,
+}
+
+impl SourceSettings {
+    /// `"local"` or `"s3"`, as written in `source.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSettings::Local { .. } => "local",
+            SourceSettings::S3(_) => "s3",
+        }
+    }
 }
 
 /// Disk cache of rendered variants.
@@ -218,13 +251,28 @@ impl Settings {
     pub fn effective(&self) -> Vec<(String, String)> {
         let q = |s: &dyn fmt::Display| format!("{:?}", s.to_string());
         let p = |p: &Path| format!("{:?}", p.display().to_string());
-        let SourceSettings::Local { root } = &self.source;
         let sizes: Vec<String> = self.whitelist.sizes.iter().map(|s| q(s)).collect();
         let l = &self.limits;
-        [
+        let mut lines = vec![
             ("server.listen", q(&self.server.listen)),
-            ("source.kind", q(&"local")),
-            ("source.root", p(root)),
+            ("source.kind", q(&self.source.kind())),
+        ];
+        match &self.source {
+            SourceSettings::Local { root } => lines.push(("source.root", p(root))),
+            SourceSettings::S3(s3) => {
+                let opt = |v: &Option<String>| v.as_ref().map_or_else(|| "\"\"".into(), |v| q(v));
+                lines.extend([
+                    ("source.bucket", q(&s3.bucket)),
+                    ("source.region", opt(&s3.region)),
+                    ("source.endpoint", opt(&s3.endpoint)),
+                    ("source.force_path_style", s3.force_path_style.to_string()),
+                    ("source.prefix", q(&s3.prefix)),
+                    ("source.timeout_ms", s3.timeout.as_millis().to_string()),
+                    ("source.retries", s3.retries.to_string()),
+                ]);
+            }
+        }
+        lines.extend([
             ("cache.dir", p(&self.cache.dir)),
             ("cache.max_age", self.cache.max_age.as_secs().to_string()),
             ("data_dir", p(&self.data_dir)),
@@ -246,8 +294,9 @@ impl Settings {
             ),
             ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
             ("serve_originals", self.serve_originals.to_string()),
-        ]
-        .into_iter()
+        ]);
+        lines
+            .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
@@ -282,11 +331,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         SocketAddr::from(([127, 0, 0, 1], 8080)),
         "ip:port",
     );
-    let kind = r.string("source.kind", "local");
-    let root = PathBuf::from(r.string("source.root", "samples"));
-    if kind != "local" {
-        r.invalid("source.kind", format!("expected \"local\", got {kind:?}"));
-    }
+    let source = read_source(r);
     let data_dir = PathBuf::from(r.string("data_dir", "ross-data"));
     let cache_dir = r.optional_string("cache.dir").map(PathBuf::from);
     let cache = CacheSettings {
@@ -327,7 +372,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     }
     Settings {
         server: ServerSettings { listen },
-        source: SourceSettings::Local { root },
+        source,
         cache,
         data_dir,
         plugins,
@@ -337,6 +382,71 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100),
         },
         serve_originals: r.bool("serve_originals", true),
+    }
+}
+
+/// `source.*`. The keys of both kinds are read and type-checked, so one file can hold both and
+/// `ROSS__SOURCE__KIND` switches between them; only the chosen kind's keys take effect.
+fn read_source(r: &mut Reader<'_>) -> SourceSettings {
+    let kind = r.string("source.kind", "local");
+    let root = PathBuf::from(r.string("source.root", "samples"));
+    let bucket = r.optional_string("source.bucket");
+    let region = r.optional_string("source.region").filter(|s| !s.is_empty());
+    let endpoint = r.optional_string("source.endpoint").filter(|s| !s.is_empty());
+    let force_path_style = r.bool("source.force_path_style", false);
+    let prefix = r.string("source.prefix", "");
+    let timeout = Duration::from_millis(r.int("source.timeout_ms", 5_000u64, 1..=600_000));
+    let retries = r.int("source.retries", 2u32, 0..=10);
+    match kind.as_str() {
+        "local" => SourceSettings::Local { root },
+        "s3" => {
+            let bucket = match bucket {
+                Some(b) if !b.is_empty() && !b.contains('/') => b,
+                Some(b) => {
+                    r.invalid("source.bucket", format!("{b:?} is not a bucket name"));
+                    b
+                }
+                None => {
+                    r.invalid(
+                        "source.bucket",
+                        "is required when source.kind = \"s3\"".into(),
+                    );
+                    String::new()
+                }
+            };
+            if let Some(e) = &endpoint {
+                let host = e
+                    .strip_prefix("http://")
+                    .or_else(|| e.strip_prefix("https://"));
+                if host.is_none_or(str::is_empty) {
+                    r.invalid(
+                        "source.endpoint",
+                        format!("expected a URL like https://s3.example.com, got {e:?}"),
+                    );
+                }
+            }
+            let prefix = prefix.trim_matches('/');
+            SourceSettings::S3(S3Settings {
+                bucket,
+                region,
+                endpoint,
+                force_path_style,
+                prefix: if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                },
+                timeout,
+                retries,
+            })
+        }
+        other => {
+            r.invalid(
+                "source.kind",
+                format!("expected \"local\" or \"s3\", got {other:?}"),
+            );
+            SourceSettings::Local { root }
+        }
     }
 }
 

@@ -113,6 +113,57 @@ fn broken_toml_names_the_file() {
 }
 
 #[test]
+fn s3_source_reads_its_keys_and_normalises_the_prefix() {
+    let s = load(
+        Some("[source]\nkind = \"local\"\nroot = \"/srv/media\"\nbucket = \"shop\"\n"),
+        &[
+            ("ROSS__SOURCE__KIND", "s3"),
+            ("ROSS__SOURCE__PREFIX", "/originals/"),
+            ("ROSS__SOURCE__ENDPOINT", "http://127.0.0.1:9000"),
+            ("ROSS__SOURCE__FORCE_PATH_STYLE", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        s.source,
+        SourceSettings::S3(S3Settings {
+            bucket: "shop".into(),
+            region: None,
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            force_path_style: true,
+            prefix: "originals/".into(),
+            timeout: Duration::from_millis(5000),
+            retries: 2,
+        })
+    );
+    let shown = s.effective();
+    assert!(shown.contains(&("source.prefix".into(), "\"originals/\"".into())));
+    assert!(!shown.iter().any(|(k, _)| k == "source.root"));
+}
+
+#[test]
+fn s3_source_needs_a_bucket_and_a_real_endpoint() {
+    let err = load(
+        None,
+        &[
+            ("ROSS__SOURCE__KIND", "s3"),
+            ("ROSS__SOURCE__ENDPOINT", "127.0.0.1:9000"),
+            ("ROSS__SOURCE__RETRIES", "-1"),
+        ],
+    )
+    .unwrap_err();
+    let mut keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["source.bucket", "source.endpoint", "source.retries"],
+        "{err}"
+    );
+    let err = load(None, &[("ROSS__SOURCE__KIND", "gcs")]).unwrap_err();
+    assert!(err.to_string().contains("expected \"local\" or \"s3\""), "{err}");
+}
+
+#[test]
 fn size_parsing_is_canonical() {
     assert_eq!(
         "300x200".parse::<Size>().unwrap(),
@@ -136,7 +187,13 @@ fn example_file_documents_every_key_with_its_default() {
     expected.plugins.dir = s.plugins.dir.clone();
     expected.limits.max_concurrent_renders = s.limits.max_concurrent_renders;
     assert_eq!(s, expected, "the example's values must be the defaults");
-    for (key, _) in Settings::default().effective() {
+    let s3 = Settings::from_parts(
+        None,
+        None,
+        env(&[("ROSS__SOURCE__KIND", "s3"), ("ROSS__SOURCE__BUCKET", "b")]),
+    )
+    .unwrap();
+    for (key, _) in Settings::default().effective().into_iter().chain(s3.effective()) {
         let name = key.rsplit('.').next().unwrap();
         assert!(
             text.contains(&format!("{name} =")),

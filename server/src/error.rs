@@ -19,7 +19,7 @@ pub struct AppError {
     pub code: &'static str,
     /// One sentence a user can act on.
     pub message: String,
-    /// Seconds for `Retry-After` (503 only).
+    /// Seconds for `Retry-After` (503, and 502/504 when the source is down).
     pub retry_after: Option<u32>,
 }
 
@@ -133,6 +133,47 @@ impl From<SourceError> for AppError {
                     "source-failed",
                     "The image source could not be read; try again later.",
                 )
+            }
+            SourceError::Denied { .. } => {
+                tracing::error!(error = %e, "source refused access");
+                AppError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "source-denied",
+                    "The image store refused ross access to this image.",
+                )
+            }
+            SourceError::Rejected { .. } => {
+                tracing::error!(error = %e, "source rejected the request");
+                AppError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "source-rejected",
+                    "The image store rejected the request for this image.",
+                )
+            }
+            SourceError::Unavailable { .. } => {
+                tracing::error!(error = %e, "source unavailable");
+                AppError {
+                    retry_after: Some(1),
+                    ..AppError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "source-unavailable",
+                        "The image store failed or could not be reached; try again later.",
+                    )
+                }
+            }
+            SourceError::Timeout { after, .. } => {
+                tracing::error!(error = %e, "source timed out");
+                AppError {
+                    retry_after: Some(1),
+                    ..AppError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "source-timeout",
+                        format!(
+                            "The image store did not answer within {} ms; try again later.",
+                            after.as_millis()
+                        ),
+                    )
+                }
             }
         }
     }

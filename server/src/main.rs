@@ -70,7 +70,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         let addr = settings.server.listen;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
-        let state = ross::AppState::new(settings)?;
+        let state = ross::AppState::new(settings).await?;
         let names: Vec<String> = state.modes.modes().iter().map(|m| m.name.clone()).collect();
         tracing::info!(modes = %names.join(", "), "ready");
         ross::run(listener, state, shutdown_signal()).await?;

@@ -7,7 +7,7 @@ use std::fmt;
 use percent_encoding::percent_decode_str;
 use ross_config::Size;
 
-/// A validated object key: relative, percent-decoded once, no `..`, `\`, NUL, control
+/// A validated object key: relative, percent-decoded once, no `..` segment, `\`, NUL, control
 /// characters or empty segments. Safe to join onto a root folder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceKey(String);
@@ -25,9 +25,6 @@ impl SourceKey {
         if key.starts_with('/') {
             return bad("the key is absolute");
         }
-        if key.contains("..") {
-            return bad("the key contains \"..\"");
-        }
         if key.contains('\\') {
             return bad("the key contains a backslash");
         }
@@ -35,8 +32,8 @@ impl SourceKey {
             return bad("the key contains a control character");
         }
         for segment in key.split('/') {
-            if segment.is_empty() || segment == "." {
-                return bad("the key has an empty or \".\" path segment");
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return bad("the key has an empty, \".\" or \"..\" path segment");
             }
             if segment.len() > 255 {
                 return bad("a path segment of the key is longer than 255 bytes");
@@ -252,5 +249,8 @@ mod tests {
     fn percent_decoding_happens_once() {
         let r = render("/1/1/crop/a%2520b.jpg").unwrap();
         assert_eq!(r.key.as_str(), "a%20b.jpg");
+        // Spaces, `+`, unicode and runs of dots inside a name are ordinary S3 keys.
+        let r = render("/1/1/crop/a.b/lady%20bird+%C3%BCn%C3%AF..v2.jpg").unwrap();
+        assert_eq!(r.key.as_str(), "a.b/lady bird+ünï..v2.jpg");
     }
 }

@@ -7,7 +7,7 @@ use ross_config::{Settings, SourceSettings};
 use crate::cache::DiskCache;
 use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
-use crate::source::{LocalSource, Source};
+use crate::source::{LocalSource, S3Source, Source};
 use crate::whitelist::Whitelist;
 
 /// Why the server could not start.
@@ -40,13 +40,25 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the source and cache and loads the plugins. A plugin that fails to load is
-    /// logged and skipped; a missing media root or unusable cache folder stops start-up.
-    pub fn new(settings: Settings) -> Result<Arc<AppState>, StartupError> {
+    /// logged and skipped; a missing media root or unusable cache folder stops start-up. An S3
+    /// bucket is not contacted here: whether it answers shows in `GET /ready`.
+    pub async fn new(settings: Settings) -> Result<Arc<AppState>, StartupError> {
         let source: Arc<dyn Source> = match &settings.source {
             SourceSettings::Local { root } => {
                 Arc::new(LocalSource::new(root).map_err(StartupError::Source)?)
             }
+            SourceSettings::S3(s3) => Arc::new(S3Source::connect(s3, None).await),
         };
+        AppState::with_source(settings, source)
+    }
+
+    /// Like [`AppState::new`], with the source given instead of built from `settings.source`
+    /// (tests use it to give an S3 source its own credentials).
+    pub fn with_source(
+        settings: Settings,
+        source: Arc<dyn Source>,
+    ) -> Result<Arc<AppState>, StartupError> {
+        tracing::info!(source = %source.describe(), "serving originals");
         let cache = DiskCache::open(&settings.cache.dir).map_err(|source| StartupError::Cache {
             path: settings.cache.dir.display().to_string(),
             source,

@@ -83,6 +83,19 @@ impl Source for LocalSource {
             modified: meta.modified().ok(),
         })
     }
+
+    async fn check(&self) -> Result<(), SourceError> {
+        let key = self.root.display().to_string();
+        match tokio::fs::metadata(&self.root).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(SourceError::NotFound { key }),
+            Err(source) => Err(SourceError::Io { key, source }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,15 @@
 //! an object whole.
 
 mod local;
+mod s3;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use crate::request::SourceKey;
 pub use local::LocalSource;
+pub use s3::S3Source;
 
 /// An original, read whole into memory (bounded by `limits.max_source_bytes`).
 #[derive(Debug, Clone)]
@@ -39,13 +41,49 @@ pub enum SourceError {
         /// `limits.max_source_bytes`.
         limit: u64,
     },
-    /// The backend failed.
+    /// The local backend failed.
     #[error("reading source object {key:?} failed: {source}")]
     Io {
         /// The key asked for.
         key: String,
         /// What failed.
         source: std::io::Error,
+    },
+    /// The store refused access (403: credentials, policy, signature).
+    #[error("access to source object {key:?} was denied: {detail}")]
+    Denied {
+        /// The key asked for.
+        key: String,
+        /// The store's answer, for the log.
+        detail: String,
+    },
+    /// The store rejected the request for another reason (a 4xx such as `NoSuchBucket`).
+    #[error("the source store rejected {key:?} with {status} {code}: {detail}")]
+    Rejected {
+        /// The key asked for.
+        key: String,
+        /// HTTP status of the store's answer.
+        status: u16,
+        /// The store's error code, if it sent one.
+        code: String,
+        /// The store's answer, for the log.
+        detail: String,
+    },
+    /// The store failed or could not be reached, after the configured retries.
+    #[error("the source store failed for {key:?}: {detail}")]
+    Unavailable {
+        /// The key asked for.
+        key: String,
+        /// What failed, for the log.
+        detail: String,
+    },
+    /// The store did not answer in time.
+    #[error("the source store did not answer for {key:?} within {} ms", after.as_millis())]
+    Timeout {
+        /// The key asked for.
+        key: String,
+        /// The configured bound.
+        after: Duration,
     },
 }
 
@@ -54,4 +92,10 @@ pub enum SourceError {
 pub trait Source: Send + Sync {
     /// Reads the object at `key`, refusing one larger than `max_bytes` without reading it whole.
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError>;
+
+    /// Whether the store answers, for `GET /ready`.
+    async fn check(&self) -> Result<(), SourceError>;
+
+    /// Where originals come from, for logs and `/ready`: a folder or `s3://bucket/prefix`.
+    fn describe(&self) -> String;
 }

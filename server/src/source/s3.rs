@@ -1,0 +1,230 @@
+//! Originals from an S3 bucket, or any store that speaks the S3 API (MinIO, Ceph, R2).
+//!
+//! One `GetObject` per fetch. The SDK retries 5xx, throttling and connection failures with
+//! backoff (`source.retries`); the whole fetch, body included, is bounded by
+//! `source.timeout_ms`. An object whose `Content-Length` is over the byte limit is refused
+//! before its body is read, and a body that turns out longer than announced is cut off at the
+//! limit. Credentials come from the standard AWS chain unless the caller supplies them.
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use ross_config::S3Settings;
+
+use super::{Source, SourceError, SourceObject};
+use crate::request::SourceKey;
+
+/// Region used when neither `source.region` nor the AWS chain names one. S3-compatible stores
+/// mostly ignore it, but request signing needs one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// First retry delay; later ones double, with jitter, up to [`MAX_BACKOFF`]. The SDK's own
+/// default (1 s) is long for a client waiting on an image.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A bucket, through a shared SDK client (one connection pool for the process).
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    client: Client,
+    bucket: String,
+    /// Empty, or a folder ending in `/`.
+    prefix: String,
+    timeout: Duration,
+}
+
+impl S3Source {
+    /// Builds the client. `credentials` replaces the AWS chain (tests, embedding); `None` uses
+    /// the chain: environment, shared profile, web identity, container or instance role.
+    /// Nothing is sent to S3 here: a bucket that does not answer shows in `/ready`.
+    pub async fn connect(settings: &S3Settings, credentials: Option<Credentials>) -> S3Source {
+        // One HTTP/TLS stack for the SDK and the credential providers: hyper 1 + rustls (ring).
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let shared = loader.load().await;
+        let region = shared
+            .region()
+            .cloned()
+            .unwrap_or_else(|| Region::from_static(FALLBACK_REGION));
+        let retry = RetryConfig::standard()
+            .with_max_attempts(settings.retries + 1)
+            .with_initial_backoff(INITIAL_BACKOFF)
+            .with_max_backoff(MAX_BACKOFF);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.timeout)
+            .operation_timeout(settings.timeout)
+            .build();
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .region(region)
+            .force_path_style(settings.force_path_style)
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        S3Source {
+            client: Client::from_conf(config.build()),
+            bucket: settings.bucket.clone(),
+            prefix: settings.prefix.clone(),
+            timeout: settings.timeout,
+        }
+    }
+
+    /// The object key in the bucket for a request key: the prefix, then the key as decoded.
+    fn object_key(&self, key: &SourceKey) -> String {
+        format!("{}{}", self.prefix, key.as_str())
+    }
+
+    async fn get(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+        let object_key = self.object_key(key);
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .send()
+            .await
+            .map_err(|e| {
+                let missing = is_missing_key(&e);
+                classify(e, key, missing, self.timeout)
+            })?;
+        let too_large = |size: u64| SourceError::TooLarge {
+            key: key.to_string(),
+            size,
+            limit: max_bytes,
+        };
+        // Refuse on the announced length: dropping the body closes the connection instead of
+        // downloading the rest.
+        let announced = output.content_length().and_then(|n| u64::try_from(n).ok());
+        if let Some(size) = announced.filter(|&n| n > max_bytes) {
+            return Err(too_large(size));
+        }
+        let modified = output
+            .last_modified()
+            .and_then(|t| SystemTime::try_from(*t).ok());
+        let capacity = announced.unwrap_or(0).min(max_bytes) as usize;
+        let mut bytes = Vec::with_capacity(capacity);
+        let mut body = output.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| SourceError::Unavailable {
+                key: key.to_string(),
+                detail: format!("reading the body of s3://{}/{object_key}: {e}", self.bucket),
+            })?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > max_bytes {
+                return Err(too_large(bytes.len() as u64));
+            }
+        }
+        Ok(SourceObject {
+            bytes: bytes.into(),
+            modified,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for S3Source {
+    async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+        tokio::time::timeout(self.timeout, self.get(key, max_bytes))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SourceError::Timeout {
+                    key: key.to_string(),
+                    after: self.timeout,
+                })
+            })
+    }
+
+    async fn check(&self) -> Result<(), SourceError> {
+        let probe = self.client.head_bucket().bucket(&self.bucket).send();
+        let key = format!("s3://{}", self.bucket);
+        match tokio::time::timeout(self.timeout, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            // A missing bucket is a misconfiguration, not a missing image.
+            Ok(Err(e)) => Err(classify(e, &key, false, self.timeout)),
+            Err(_) => Err(SourceError::Timeout {
+                key,
+                after: self.timeout,
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// Whether a `GetObject` failure means the key does not exist: `NoSuchKey`, or a bare 404 from
+/// a store that sends no code. `NoSuchBucket` is a misconfiguration, not a missing image.
+fn is_missing_key(err: &SdkError<GetObjectError, HttpResponse>) -> bool {
+    match err {
+        SdkError::ServiceError(ctx) => {
+            ctx.err().is_no_such_key()
+                || (ctx.raw().status().as_u16() == 404 && ctx.err().code() != Some("NoSuchBucket"))
+        }
+        _ => false,
+    }
+}
+
+/// Maps an SDK failure to what the client is told. `missing` is the operation's own "no such
+/// key" answer; any other 404 (such as `NoSuchBucket`) is the operator's problem, not the
+/// client's, and so is not a 404.
+fn classify<E>(
+    err: SdkError<E, HttpResponse>,
+    key: &(impl std::fmt::Display + ?Sized),
+    missing: bool,
+    timeout: Duration,
+) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let key = key.to_string();
+    if missing {
+        return SourceError::NotFound { key };
+    }
+    let detail = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) => SourceError::Timeout {
+            key,
+            after: timeout,
+        },
+        SdkError::DispatchFailure(f) if f.is_timeout() => SourceError::Timeout {
+            key,
+            after: timeout,
+        },
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().unwrap_or("").to_owned();
+            match status {
+                403 => SourceError::Denied { key, detail },
+                429 | 500.. => SourceError::Unavailable { key, detail },
+                _ if code == "SlowDown" || code.contains("Throttl") => {
+                    SourceError::Unavailable { key, detail }
+                }
+                _ => SourceError::Rejected {
+                    key,
+                    status,
+                    code,
+                    detail,
+                },
+            }
+        }
+        _ => SourceError::Unavailable { key, detail },
+    }
+}

@@ -1,0 +1,295 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::Credentials;
+
+use crate::process::{http_get, Ross};
+use crate::s3_support::{Moto, Proxy, BUCKET};
+use crate::util::{corpus, TestServer, TestServerBuilder};
+
+const MODES: [&str; 3] = ["crop", "resize", "resizecomp"];
+
+fn corpus_file(path: &str) -> Vec<u8> {
+    std::fs::read(corpus().join(path)).unwrap()
+}
+
+/// A server reading `BUCKET` at `endpoint` (moto itself, or a proxy in front of it).
+fn s3_builder(endpoint: &str) -> TestServerBuilder {
+    TestServer::builder()
+        .set("ROSS__SOURCE__BUCKET", BUCKET)
+        .set("ROSS__SOURCE__ENDPOINT", endpoint)
+        .set("ROSS__SOURCE__REGION", "us-east-1")
+        .set("ROSS__SOURCE__FORCE_PATH_STYLE", "true")
+}
+
+/// Percent-encodes a key for a URL path, keeping `/`.
+fn url_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every mode over S3, with keys that need escaping and a prefix: the bytes served are exactly
+/// those rendered from the same file on local disk.
+#[tokio::test]
+async fn every_mode_renders_from_s3_with_odd_keys_and_a_prefix() {
+    let moto = Moto::start(true);
+    let files = [
+        ("products/1/Dune.jpg", "photos/Dune.jpg"),
+        ("products/2/lady bird+ünï.jpg", "photos/LadyBird.jpg"),
+        ("a.b/c..v2.jpeg", "photos/Storm.jpg"),
+        ("100% cotton/shirt (1).png", "png/tmshre_riaphotographs_alpha.png"),
+    ];
+    let objects: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(key, file)| (format!("originals/{key}"), corpus_file(file)))
+        .collect();
+    let objects: Vec<(&str, Vec<u8>)> = objects
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.clone()))
+        .collect();
+    moto.seed(&objects).await;
+    let s3 = s3_builder(&moto.endpoint())
+        .set("ROSS__SOURCE__PREFIX", "originals")
+        .start_s3(moto.credentials.clone())
+        .await;
+    let local = TestServer::builder().start().await;
+    for (key, file) in files {
+        for mode in MODES {
+            let over_s3 = s3.get(&format!("/200/250/{mode}/{}", url_key(key))).await;
+            assert_eq!(over_s3.status, 200, "{mode} {key:?}: {}", over_s3.text());
+            assert_eq!(over_s3.header("content-type"), "image/jpeg");
+            let from_disk = local.get(&format!("/200/250/{mode}/{file}")).await;
+            assert!(
+                over_s3.body == from_disk.body,
+                "{mode} {key:?}: differs from the local render"
+            );
+        }
+    }
+    let ready = s3.get("/ready").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["source"]["location"], "s3://shop-images/originals/");
+}
+
+/// Missing key 404, a damaged object 415, a missing bucket 502 (the operator's problem, not
+/// the client's), wrong credentials 502 with their own code.
+#[tokio::test]
+async fn s3_answers_map_to_statuses_with_their_own_codes() {
+    let moto = Moto::start(true);
+    moto.seed(&[("broken.jpg", corpus_file("bad/truncated.jpg"))])
+        .await;
+    let s3 = s3_builder(&moto.endpoint())
+        .start_s3(moto.credentials.clone())
+        .await;
+    let missing = s3.get("/200/250/crop/missing/key.jpg").await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert_eq!(missing.json()["error"]["code"], "source-not-found");
+    let broken = s3.get("/200/250/crop/broken.jpg").await;
+    assert_eq!(broken.status, 415, "{}", broken.text());
+
+    let no_bucket = s3_builder(&moto.endpoint())
+        .set("ROSS__SOURCE__BUCKET", "no-such-bucket")
+        .start_s3(moto.credentials.clone())
+        .await;
+    let reply = no_bucket.get("/200/250/crop/broken.jpg").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "source-rejected");
+    assert_eq!(no_bucket.get("/ready").await.status, 503);
+
+    let wrong = Credentials::new(
+        moto.credentials.access_key_id(),
+        "not-the-secret",
+        None,
+        None,
+        "test",
+    );
+    let denied = s3_builder(&moto.endpoint()).start_s3(wrong).await;
+    let reply = denied.get("/200/250/crop/broken.jpg").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "source-denied");
+    assert!(
+        !reply.text().contains("Signature"),
+        "internals leak: {}",
+        reply.text()
+    );
+    let unknown = Credentials::new("AKIDNOBODY", "nothing", None, None, "test");
+    let denied = s3_builder(&moto.endpoint()).start_s3(unknown).await;
+    assert_eq!(denied.get("/200/250/crop/broken.jpg").await.status, 502);
+    let ready = denied.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["source"]["ok"], false);
+}
+
+/// Twenty identical concurrent requests for an uncached variant make one GET; cache hits make
+/// none; other sizes of the same key make one each.
+#[tokio::test]
+async fn one_get_per_variant_and_none_for_hits() {
+    let moto = Moto::start(false);
+    moto.seed(&[("p/Dune.jpg", corpus_file("photos/Dune.jpg"))])
+        .await;
+    let proxy = Proxy::start(moto.addr()).await;
+    let s3 = Arc::new(
+        s3_builder(&proxy.endpoint())
+            .start_s3(moto.credentials.clone())
+            .await,
+    );
+    let requests = (0..20).map(|_| {
+        let s3 = s3.clone();
+        async move { s3.get("/300/300/crop/p/Dune.jpg").await.status }
+    });
+    let statuses = futures_join_all(requests).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(proxy.gets("/p/Dune.jpg"), 1, "{:?}", proxy.requests());
+    for _ in 0..5 {
+        let hit = s3.get("/300/300/crop/p/Dune.jpg").await;
+        assert_eq!(hit.header("x-cache"), "HIT");
+    }
+    assert_eq!(proxy.gets("/p/Dune.jpg"), 1, "{:?}", proxy.requests());
+    assert_eq!(s3.get("/200/250/resize/p/Dune.jpg").await.status, 200);
+    assert_eq!(proxy.gets("/p/Dune.jpg"), 2, "{:?}", proxy.requests());
+}
+
+/// Runs futures concurrently on the test's runtime and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// S3 stopped mid-run: cached variants still serve, new ones fail fast with 502 (or 504 if
+/// the connection hangs), `/ready` says so, and everything recovers when S3 returns.
+#[tokio::test]
+async fn s3_going_down_and_coming_back() {
+    let mut moto = Moto::start(false);
+    let objects = [
+        ("a.jpg", corpus_file("photos/Dune.jpg")),
+        ("b.jpg", corpus_file("photos/Storm.jpg")),
+    ];
+    moto.seed(&objects).await;
+    let s3 = s3_builder(&moto.endpoint())
+        .set("ROSS__SOURCE__TIMEOUT_MS", "2000")
+        .start_s3(moto.credentials.clone())
+        .await;
+    assert_eq!(s3.get("/200/250/crop/a.jpg").await.status, 200);
+    assert_eq!(s3.get("/ready").await.status, 200);
+
+    moto.stop();
+    let hit = s3.get("/200/250/crop/a.jpg").await;
+    assert_eq!(hit.status, 200, "a cache hit needs no S3");
+    let started = Instant::now();
+    let down = s3.get("/200/250/crop/b.jpg").await;
+    let took = started.elapsed();
+    assert!(
+        matches!(down.status, 502 | 504),
+        "{} {}",
+        down.status,
+        down.text()
+    );
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert_eq!(down.header("retry-after"), "1");
+    assert_eq!(s3.get("/ready").await.status, 503);
+    println!(
+        "S3 down: {} {} after {} ms",
+        down.status,
+        down.json()["error"]["code"],
+        took.as_millis()
+    );
+
+    moto.restart();
+    moto.seed(&objects).await;
+    let back = s3.get("/200/250/crop/b.jpg").await;
+    assert_eq!(back.status, 200, "{}", back.text());
+    assert_eq!(s3.get("/ready").await.status, 200);
+}
+
+/// An S3 that accepts the connection but answers slowly: 504 within `timeout_ms` and a small
+/// margin, and the server is fine afterwards.
+#[tokio::test]
+async fn slow_s3_is_504_within_the_timeout() {
+    let moto = Moto::start(false);
+    moto.seed(&[("a.jpg", corpus_file("photos/Dune.jpg"))]).await;
+    let proxy = Proxy::start(moto.addr()).await;
+    let s3 = s3_builder(&proxy.endpoint())
+        .set("ROSS__SOURCE__TIMEOUT_MS", "800")
+        .start_s3(moto.credentials.clone())
+        .await;
+    proxy.set_delay(Duration::from_secs(5));
+    let started = Instant::now();
+    let slow = s3.get("/200/250/crop/a.jpg").await;
+    let took = started.elapsed();
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    assert_eq!(slow.json()["error"]["code"], "source-timeout");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1300),
+        "took {took:?}"
+    );
+    println!("slow S3: 504 after {} ms (timeout 800 ms)", took.as_millis());
+    proxy.set_delay(Duration::ZERO);
+    let ok = s3.get("/200/250/crop/a.jpg").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+/// An object over `limits.max_source_bytes` is refused with 413 on its announced length,
+/// without downloading it.
+#[tokio::test]
+async fn oversized_object_is_413_without_downloading_it() {
+    let moto = Moto::start(false);
+    let size = 40 << 20;
+    let big: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    moto.seed(&[("huge.jpg", big)]).await;
+    let proxy = Proxy::start(moto.addr()).await;
+    let s3 = s3_builder(&proxy.endpoint())
+        .set("ROSS__LIMITS__MAX_SOURCE_BYTES", "1048576")
+        .start_s3(moto.credentials.clone())
+        .await;
+    let reply = s3.get("/200/250/crop/huge.jpg").await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "source-too-large");
+    // Give anything still in flight time to show up in the count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let moved = proxy.bytes_down();
+    println!("oversized object: {moved} of {size} bytes transferred");
+    assert!(moved < size / 4, "{moved} of {size} bytes transferred");
+}
+
+/// The real binary takes its credentials from the standard AWS chain (here the environment,
+/// as OpenRoss did) and its S3 settings from `ROSS__SOURCE__*`.
+#[test]
+fn the_binary_reads_credentials_from_the_aws_environment() {
+    let moto = Moto::start(true);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(moto.seed(&[("x/Dune.jpg", corpus_file("photos/Dune.jpg"))]));
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = moto.endpoint();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SOURCE__KIND", "s3"),
+            ("ROSS__SOURCE__BUCKET", BUCKET),
+            ("ROSS__SOURCE__ENDPOINT", &endpoint),
+            ("ROSS__SOURCE__FORCE_PATH_STYLE", "true"),
+            ("AWS_ACCESS_KEY_ID", moto.credentials.access_key_id()),
+            ("AWS_SECRET_ACCESS_KEY", moto.credentials.secret_access_key()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let timeout = Duration::from_secs(20);
+    let (status, body) = http_get(ross.port, "/200/250/crop/x/Dune.jpg", timeout).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(http_get(ross.port, "/ready", timeout).unwrap().0, 200);
+    let (status, _) = http_get(ross.port, "/200/250/crop/x/none.jpg", timeout).unwrap();
+    assert_eq!(status, 404);
+}
