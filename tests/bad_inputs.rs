@@ -30,7 +30,8 @@ async fn bad_files_get_their_status_and_the_server_keeps_serving() {
 async fn oversized_source_is_413() {
     let server = TestServer::builder()
         .set("ROSS__LIMITS__MAX_SOURCE_BYTES", "100000")
-        .start().await;
+        .start()
+        .await;
     let r = server.get("/300/300/crop/photos/Dune.jpg").await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),
@@ -50,7 +51,8 @@ async fn oversized_source_is_413() {
 async fn pixel_limit_applies_before_decoding() {
     let server = TestServer::builder()
         .set("ROSS__LIMITS__MAX_SOURCE_PIXELS", "1000000")
-        .start().await;
+        .start()
+        .await;
     for key in ["photos/Dune.jpg", "webp/symbolic-d.webp"] {
         let r = server.get(&format!("/300/300/crop/{key}")).await;
         assert_eq!(r.status, 413, "{key}");

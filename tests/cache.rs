@@ -46,7 +46,8 @@ async fn hits_are_served_without_the_source() {
 async fn headers_and_conditional_requests() {
     let server = TestServer::builder()
         .set("ROSS__CACHE__MAX_AGE", "3600")
-        .start().await;
+        .start()
+        .await;
     let r = server.get("/200/250/resizecomp/photos/Wood.jpg").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), "image/jpeg");
@@ -126,7 +127,8 @@ async fn full_render_queue_is_503_with_retry_after() {
         TestServer::builder()
             .set("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")
             .set("ROSS__LIMITS__MAX_QUEUE", "0")
-            .start().await,
+            .start()
+            .await,
     );
     let tasks: Vec<_> = (0..6)
         .map(|i| {

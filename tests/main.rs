@@ -19,7 +19,7 @@ mod fidelity;
 mod originals;
 /// Plugin loading failures and plugin panics.
 mod plugins;
-/// Originals from a real S3-compatible server: status mapping, odd keys, timeouts, limits.
-mod s3;
 /// Malformed URLs, traversal attempts, sizes and the whitelist.
 mod requests;
+/// Originals from a real S3-compatible server: status mapping, odd keys, timeouts, limits.
+mod s3;

@@ -25,7 +25,8 @@ async fn originals_are_served_unchanged_with_their_true_type() {
 async fn originals_can_be_switched_off() {
     let server = TestServer::builder()
         .set("ROSS__SERVE_ORIGINALS", "false")
-        .start().await;
+        .start()
+        .await;
     let r = server.get("/photos/Dune.jpg").await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),

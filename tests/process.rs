@@ -76,4 +76,3 @@ impl Drop for Ross {
         let _ = self.child.wait();
     }
 }
-

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use crate::util::{corpus, TestServer};
+use crate::util::{corpus, plugin_folder, TestServer};
 
 /// A media root inside a temporary folder, with a secret next to it that must never be read.
 fn media_with_secret() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -95,7 +95,10 @@ async fn malformed_sizes_are_400() {
 
 #[tokio::test]
 async fn sizes_outside_the_whitelist_are_403_naming_the_size() {
-    let server = TestServer::builder().whitelist("72x72,200x250").start().await;
+    let server = TestServer::builder()
+        .whitelist("72x72,200x250")
+        .start()
+        .await;
     assert_eq!(server.get("/72/72/crop/photos/Dune.jpg").await.status, 200);
     assert_eq!(
         server.get("/200/250/resize/photos/Dune.jpg").await.status,
@@ -149,4 +152,33 @@ async fn health_answers_ok() {
     let server = TestServer::builder().start().await;
     let r = server.get("/health").await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+}
+
+/// `/ready` needs loaded modes and a source that answers, and says which is missing.
+#[tokio::test]
+async fn ready_needs_modes_and_a_source() {
+    let server = TestServer::builder().start().await;
+    let r = server.get("/ready").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let modes = r.json()["modes"].clone();
+    for mode in ["crop", "resize", "resizecomp"] {
+        assert!(modes.as_array().unwrap().contains(&mode.into()), "{modes}");
+    }
+
+    let no_plugins = plugin_folder(&[]);
+    let server = TestServer::builder()
+        .plugins(no_plugins.path())
+        .start()
+        .await;
+    let r = server.get("/ready").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["ready"], false);
+    assert_eq!(r.json()["source"]["ok"], true);
+
+    let media = tempfile::tempdir().unwrap();
+    let server = TestServer::builder().media(media.path()).start().await;
+    drop(media);
+    let r = server.get("/ready").await;
+    assert_eq!(r.status, 503, "a media root that vanished: {}", r.text());
+    assert_eq!(r.json()["source"]["ok"], false);
 }

@@ -71,8 +71,8 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(50));
         }
         let credentials = if auth {
-            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("support/moto_iam.py");
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("support/moto_iam.py");
             let out = Command::new(test_env().join("python"))
                 .arg(script)
                 .arg(format!("http://127.0.0.1:{port}"))
@@ -164,7 +164,8 @@ impl Drop for Moto {
 
 /// A TCP proxy to one upstream. It records the request line of every HTTP request passing
 /// through (ross sends S3 only bodiless GET and HEAD requests, so a request is one header
-/// block), counts the bytes sent back, and can hold every chunk of the answer for a while.
+/// block), counts the bytes sent back, can hold every chunk of the answer for a while, and can
+/// answer requests itself with S3's throttling error.
 pub struct Proxy {
     pub port: u16,
     state: Arc<ProxyState>,
@@ -175,6 +176,7 @@ struct ProxyState {
     upstream: SocketAddr,
     delay_ms: AtomicU64,
     bytes_down: AtomicU64,
+    fail_next: AtomicU64,
     requests: Mutex<Vec<String>>,
 }
 
@@ -187,6 +189,7 @@ impl Proxy {
             upstream,
             delay_ms: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            fail_next: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
@@ -211,6 +214,11 @@ impl Proxy {
         self.state
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` requests itself with S3's `503 SlowDown`, as a throttling S3 does.
+    pub fn fail_next(&self, n: u64) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
     }
 
     /// Request lines seen so far, such as `GET /shop-images/a.jpg?x-id=GetObject HTTP/1.1`.
@@ -238,30 +246,55 @@ impl Drop for Proxy {
     }
 }
 
+/// S3's answer when it sheds load, sent by the proxy in place of the real one.
+fn slow_down() -> String {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+                <Message>Reduce your request rate.</Message></Error>";
+    format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 async fn relay(client: TcpStream, state: Arc<ProxyState>) {
     let Ok(upstream) = TcpStream::connect(state.upstream).await else {
         return; // the client sees its connection closed, as with a server that died
     };
-    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut client_rx, client_tx) = client.into_split();
+    let client_tx = Arc::new(tokio::sync::Mutex::new(client_tx));
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     let up_state = state.clone();
+    let up_client_tx = client_tx.clone();
     let up = async move {
         let mut pending = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
+        'read: loop {
             let n = match client_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             pending.extend_from_slice(&buf[..n]);
             while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-                let line = head.lines().next().unwrap_or_default().to_owned();
+                let request: Vec<u8> = pending.drain(..end + 4).collect();
+                let line = String::from_utf8_lossy(&request)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 up_state.requests.lock().unwrap().push(line);
-                pending.drain(..end + 4);
-            }
-            if upstream_tx.write_all(&buf[..n]).await.is_err() {
-                break;
+                let shed = up_state
+                    .fail_next
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let sent = if shed {
+                    let mut tx = up_client_tx.lock().await;
+                    tx.write_all(slow_down().as_bytes()).await
+                } else {
+                    upstream_tx.write_all(&request).await
+                };
+                if sent.is_err() {
+                    break 'read;
+                }
             }
         }
         let _ = upstream_tx.shutdown().await;
@@ -277,12 +310,12 @@ async fn relay(client: TcpStream, state: Arc<ProxyState>) {
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            if client_tx.write_all(&buf[..n]).await.is_err() {
+            if client_tx.lock().await.write_all(&buf[..n]).await.is_err() {
                 break;
             }
             state.bytes_down.fetch_add(n as u64, Ordering::SeqCst);
         }
-        let _ = client_tx.shutdown().await;
+        let _ = client_tx.lock().await.shutdown().await;
     };
     tokio::join!(up, down);
 }

@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aws_sdk_s3::config::Credentials;
 use image::RgbImage;
 use poem::endpoint::BoxEndpoint;
 use poem::test::TestClient;
 use poem::EndpointExt;
-use ross::AppState;
 use ross::source::S3Source;
+use ross::AppState;
 use ross_config::{Settings, SourceSettings};
-use aws_sdk_s3::config::Credentials;
 use tempfile::TempDir;
 
 /// The shared test corpus (`../shared/corpus` from the repository root).

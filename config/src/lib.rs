@@ -295,10 +295,7 @@ impl Settings {
             ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
             ("serve_originals", self.serve_originals.to_string()),
         ]);
-        lines
-            .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        lines.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 }
 
@@ -392,7 +389,9 @@ fn read_source(r: &mut Reader<'_>) -> SourceSettings {
     let root = PathBuf::from(r.string("source.root", "samples"));
     let bucket = r.optional_string("source.bucket");
     let region = r.optional_string("source.region").filter(|s| !s.is_empty());
-    let endpoint = r.optional_string("source.endpoint").filter(|s| !s.is_empty());
+    let endpoint = r
+        .optional_string("source.endpoint")
+        .filter(|s| !s.is_empty());
     let force_path_style = r.bool("source.force_path_style", false);
     let prefix = r.string("source.prefix", "");
     let timeout = Duration::from_millis(r.int("source.timeout_ms", 5_000u64, 1..=600_000));

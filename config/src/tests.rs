@@ -160,7 +160,10 @@ fn s3_source_needs_a_bucket_and_a_real_endpoint() {
         "{err}"
     );
     let err = load(None, &[("ROSS__SOURCE__KIND", "gcs")]).unwrap_err();
-    assert!(err.to_string().contains("expected \"local\" or \"s3\""), "{err}");
+    assert!(
+        err.to_string().contains("expected \"local\" or \"s3\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -193,7 +196,11 @@ fn example_file_documents_every_key_with_its_default() {
         env(&[("ROSS__SOURCE__KIND", "s3"), ("ROSS__SOURCE__BUCKET", "b")]),
     )
     .unwrap();
-    for (key, _) in Settings::default().effective().into_iter().chain(s3.effective()) {
+    for (key, _) in Settings::default()
+        .effective()
+        .into_iter()
+        .chain(s3.effective())
+    {
         let name = key.rsplit('.').next().unwrap();
         assert!(
             text.contains(&format!("{name} =")),

@@ -21,7 +21,10 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
             "/health",
             get(routes::health::health).head(routes::health::health),
         )
-        .at("/ready", get(routes::health::ready).head(routes::health::ready))
+        .at(
+            "/ready",
+            get(routes::health::ready).head(routes::health::ready),
+        )
         .at("/", get(routes::image::image).head(routes::image::image))
         .at(
             "/*path",

@@ -19,12 +19,7 @@ pub fn health() -> &'static str {
 /// answer is useful to an operator as well as to a load balancer.
 #[handler]
 pub async fn ready(Data(state): Data<&Arc<AppState>>) -> Response {
-    let modes: Vec<String> = state
-        .modes
-        .modes()
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
+    let modes: Vec<String> = state.modes.modes().iter().map(|m| m.name.clone()).collect();
     let source = state.pipeline.source();
     let probe = source.check().await;
     let ready = !modes.is_empty() && probe.is_ok();

@@ -1,10 +1,12 @@
 //! Originals from an S3 bucket, or any store that speaks the S3 API (MinIO, Ceph, R2).
 //!
-//! One `GetObject` per fetch. The SDK retries 5xx, throttling and connection failures with
-//! backoff (`source.retries`); the whole fetch, body included, is bounded by
-//! `source.timeout_ms`. An object whose `Content-Length` is over the byte limit is refused
-//! before its body is read, and a body that turns out longer than announced is cut off at the
-//! limit. Credentials come from the standard AWS chain unless the caller supplies them.
+//! One ranged `GetObject` per fetch. The SDK retries 5xx, throttling and connection failures
+//! with backoff (`source.retries`); the whole fetch, body included, is bounded by
+//! `source.timeout_ms`. The range asks for one byte past `limits.max_source_bytes`, so an
+//! object over the limit is refused (413) having moved at most that much; a store that ignores
+//! ranges is refused on its `Content-Length` before the body is read, and a body longer than
+//! announced is cut off at the limit. Credentials come from the standard AWS chain unless the
+//! caller supplies them.
 
 use std::time::{Duration, SystemTime};
 
@@ -93,26 +95,43 @@ impl S3Source {
 
     async fn get(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
         let object_key = self.object_key(key);
-        let output = self
+        // Ask for one byte more than the limit: an object over it then costs at most that much
+        // transfer, and the total in `Content-Range` tells its real size.
+        let sent = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&object_key)
+            .range(format!("bytes=0-{max_bytes}"))
             .send()
-            .await
-            .map_err(|e| {
+            .await;
+        let output = match sent {
+            Ok(output) => output,
+            // The range of an empty object is unsatisfiable: it is an empty original.
+            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("InvalidRange") => {
+                return Ok(SourceObject {
+                    bytes: Default::default(),
+                    modified: None,
+                })
+            }
+            Err(e) => {
                 let missing = is_missing_key(&e);
-                classify(e, key, missing, self.timeout)
-            })?;
+                return Err(classify(e, key, missing, self.timeout));
+            }
+        };
         let too_large = |size: u64| SourceError::TooLarge {
             key: key.to_string(),
             size,
             limit: max_bytes,
         };
-        // Refuse on the announced length: dropping the body closes the connection instead of
-        // downloading the rest.
+        // Refuse on the size the store reports (a store that ignores `Range` sends the whole
+        // length): dropping the body closes the connection instead of downloading the rest.
+        let total = output
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse::<u64>().ok());
         let announced = output.content_length().and_then(|n| u64::try_from(n).ok());
-        if let Some(size) = announced.filter(|&n| n > max_bytes) {
+        if let Some(size) = total.or(announced).filter(|&n| n > max_bytes) {
             return Err(too_large(size));
         }
         let modified = output
