@@ -73,6 +73,15 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         let state = ross::AppState::new(settings).await?;
         let names: Vec<String> = state.modes.modes().iter().map(|m| m.name.clone()).collect();
         tracing::info!(modes = %names.join(", "), "ready");
+        // Say at once whether the source answers, without holding up start-up on it.
+        let probe = state.clone();
+        tokio::spawn(async move {
+            let source = probe.pipeline.source();
+            match source.check().await {
+                Ok(()) => tracing::info!(source = %source.describe(), "source answers"),
+                Err(e) => tracing::warn!(error = %e, "source does not answer; /ready is 503"),
+            }
+        });
         ross::run(listener, state, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

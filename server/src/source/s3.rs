@@ -15,7 +15,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
@@ -189,6 +189,22 @@ impl Source for S3Source {
     }
 }
 
+/// An error and its causes on one line, `outer: inner: root`, for the log. (The SDK's
+/// `DisplayErrorContext` appends a multi-line debug dump.)
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// Whether a `GetObject` failure means the key does not exist: `NoSuchKey`, or a bare 404 from
 /// a store that sends no code. `NoSuchBucket` is a misconfiguration, not a missing image.
 fn is_missing_key(err: &SdkError<GetObjectError, HttpResponse>) -> bool {
@@ -217,7 +233,7 @@ where
     if missing {
         return SourceError::NotFound { key };
     }
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = error_chain(&err);
     match &err {
         SdkError::TimeoutError(_) => SourceError::Timeout {
             key,
