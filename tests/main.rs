@@ -19,6 +19,9 @@ mod fidelity;
 mod originals;
 /// Plugin loading failures and plugin panics.
 mod plugins;
+/// Hot reload: plugins added, replaced under load, removed and refused while serving; cache
+/// purges on a new version.
+mod reload;
 /// Malformed URLs, traversal attempts, sizes and the whitelist.
 mod requests;
 /// Originals from a real S3-compatible server: status mapping, odd keys, timeouts, limits.

@@ -117,6 +117,8 @@ pub struct CacheSettings {
 pub struct PluginSettings {
     /// Folder scanned for `*.so` mode plugins at start-up.
     pub dir: PathBuf,
+    /// Watch the folder and load, replace and remove plugins while serving.
+    pub hot_reload: bool,
 }
 
 /// A width and height, written `WxH`.
@@ -277,6 +279,7 @@ impl Settings {
             ("cache.max_age", self.cache.max_age.as_secs().to_string()),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
+            ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
             ("whitelist.enabled", self.whitelist.enabled.to_string()),
             ("whitelist.sizes", format!("[{}]", sizes.join(", "))),
             ("limits.max_width", l.max_width.to_string()),
@@ -340,6 +343,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             .optional_string("plugins.dir")
             .map(PathBuf::from)
             .unwrap_or_else(executable_dir),
+        hot_reload: r.bool("plugins.hot_reload", true),
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let limits = Limits {

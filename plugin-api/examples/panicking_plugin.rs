@@ -1,4 +1,5 @@
-//! Test fixture: a plugin whose mode `panic` panics while rendering. The server must answer
+//! Test fixture: a plugin whose mode `panic` panics while rendering anything larger than a
+//! thumbnail (so it passes the server's test render at load time). The server must answer
 //! that one request with a 500 and keep serving every other.
 
 use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
@@ -14,7 +15,10 @@ impl Mode for Panic {
         }
     }
 
-    fn render(&self, _: ImageView<'_>, target: TargetSize) -> Result<ImageBuf, RenderError> {
+    fn render(&self, src: ImageView<'_>, target: TargetSize) -> Result<ImageBuf, RenderError> {
+        if target.width <= 32 {
+            return plugin_api::ops::crop_to(src, target.width, target.height);
+        }
         panic!(
             "asked to render {}x{}, and this mode always panics",
             target.width, target.height

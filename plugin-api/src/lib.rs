@@ -25,6 +25,8 @@ mod abi;
 mod export;
 pub mod geometry;
 pub mod ops;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use abi::{
     ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule, PluginModule_Ref, RenderError,

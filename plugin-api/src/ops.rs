@@ -83,6 +83,13 @@ pub fn paste(dst: &mut ImageBuf, src: ImageView<'_>, x: u32, y: u32) -> Result<(
     Ok(())
 }
 
+/// Exactly `width` x `height`: `src` scaled to cover the box and centre-cropped (the `crop`
+/// mode's geometry).
+pub fn crop_to(src: ImageView<'_>, width: u32, height: u32) -> Result<ImageBuf, RenderError> {
+    let region = crate::geometry::cover_region((src.width, src.height), (width, height));
+    resize_region(src, region, width, height)
+}
+
 /// `src` centred on an opaque white `width` x `height` canvas (offsets rounded down).
 pub fn centre_on_white(
     src: ImageView<'_>,

@@ -21,6 +21,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
             "/health",
             get(routes::health::health).head(routes::health::health),
         )
+        .at("/metrics", get(routes::metrics::metrics))
         .at(
             "/ready",
             get(routes::health::ready).head(routes::health::ready),

@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -39,6 +40,10 @@ pub struct CachedFile {
 #[derive(Debug, Clone)]
 pub struct DiskCache {
     dir: PathBuf,
+    /// Writers hold it shared while they check that their render is still current and write;
+    /// a purge holds it exclusively while it moves a mode's folders away. So no render of a
+    /// replaced plugin version lands in the cache after that version's purge.
+    purge_lock: Arc<RwLock<()>>,
 }
 
 static TMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -53,6 +58,7 @@ impl DiskCache {
         std::fs::create_dir_all(&tmp)?;
         Ok(DiskCache {
             dir: dir.to_owned(),
+            purge_lock: Arc::default(),
         })
     }
 
@@ -77,6 +83,64 @@ impl DiskCache {
 
     /// Stores `bytes` as the variant for `req`, atomically. Blocking: call off the runtime.
     pub fn put(&self, req: &RenderRequest, bytes: &[u8]) -> Result<SystemTime, CacheError> {
+        self.put_if(req, bytes, || true)
+            .map(|written| written.unwrap_or_else(SystemTime::now))
+    }
+
+    /// Stores `bytes` as the variant for `req` if `current()` still holds once no purge can
+    /// run, atomically. `Ok(None)`: not stored, because the render is no longer current (its
+    /// mode was replaced by another version meanwhile). Blocking: call off the runtime.
+    pub fn put_if(
+        &self,
+        req: &RenderRequest,
+        bytes: &[u8],
+        current: impl FnOnce() -> bool,
+    ) -> Result<Option<SystemTime>, CacheError> {
+        let _no_purge = self.purge_lock.read().unwrap_or_else(|e| e.into_inner());
+        if !current() {
+            return Ok(None);
+        }
+        self.write(req, bytes).map(Some)
+    }
+
+    /// Removes every cached render of `mode`, whatever its size: the mode's folders are moved
+    /// into the temporary folder at once (so the variants disappear together) and deleted
+    /// afterwards, off the caller's thread. Returns how many size folders held the mode.
+    pub fn purge_mode(&self, mode: &str) -> std::io::Result<usize> {
+        let mut moved = Vec::new();
+        {
+            let _exclusive = self.purge_lock.write().unwrap_or_else(|e| e.into_inner());
+            for width in std::fs::read_dir(&self.dir)? {
+                let width = width?;
+                if width.file_name() == TMP_DIR || !width.file_type()?.is_dir() {
+                    continue;
+                }
+                for height in std::fs::read_dir(width.path())? {
+                    let folder = height?.path().join(mode);
+                    if folder.is_dir() {
+                        let seq = TMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+                        let trash = self
+                            .dir
+                            .join(TMP_DIR)
+                            .join(format!("{}-{seq}.purge", std::process::id()));
+                        std::fs::rename(&folder, &trash)?;
+                        moved.push(trash);
+                    }
+                }
+            }
+        }
+        let count = moved.len();
+        if count > 0 {
+            std::thread::spawn(move || {
+                for folder in moved {
+                    let _ = std::fs::remove_dir_all(folder);
+                }
+            });
+        }
+        Ok(count)
+    }
+
+    fn write(&self, req: &RenderRequest, bytes: &[u8]) -> Result<SystemTime, CacheError> {
         let path = self.path_for(req);
         let seq = TMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let tmp = self
@@ -126,6 +190,27 @@ mod tests {
             std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn purging_a_mode_removes_it_at_every_size_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path()).unwrap();
+        for path in [
+            "/10/20/crop/a.jpg",
+            "/30/40/crop/b/c.jpg",
+            "/10/20/resize/a.jpg",
+        ] {
+            cache.put(&req(path), b"jpeg").unwrap();
+        }
+        assert_eq!(cache.purge_mode("crop").unwrap(), 2);
+        assert!(cache.get(&req("/10/20/crop/a.jpg")).await.is_none());
+        assert!(cache.get(&req("/30/40/crop/b/c.jpg")).await.is_none());
+        assert!(cache.get(&req("/10/20/resize/a.jpg")).await.is_some());
+        assert_eq!(cache.purge_mode("blur").unwrap(), 0);
+        let stale = cache.put_if(&req("/10/20/crop/a.jpg"), b"old", || false);
+        assert!(stale.unwrap().is_none());
+        assert!(cache.get(&req("/10/20/crop/a.jpg")).await.is_none());
     }
 
     #[test]

@@ -24,10 +24,40 @@ enum Command {
     Serve,
     /// Print the effective settings, or every configuration error, and exit.
     CheckConfig,
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a new mode plugin crate that builds, passes its tests and is served as it is.
+    New {
+        /// The mode's name (the URL word): lower-case letters, digits, '_' or '-'.
+        name: String,
+        /// Folder to create (default: ./NAME).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// ross's plugin-api folder (default: the one of the checkout this ross was built in).
+        #[arg(long, value_name = "PATH")]
+        api: Option<PathBuf>,
+    },
+    /// Load plugin files as the server would (ABI and version checks, a test render of each
+    /// mode) and say what it would serve, or why it would refuse them.
+    Check {
+        /// Plugin files (*.so).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        // Plugin tools read no settings: they work outside any deployment.
+        Command::Plugin(command) => return plugin_command(command),
+        command => command,
+    };
     let settings = match Settings::from_process(cli.config.as_deref()) {
         Ok(s) => s,
         Err(errors) => {
@@ -35,13 +65,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::CheckConfig => {
             for (key, value) in settings.effective() {
                 println!("{key} = {value}");
             }
             ExitCode::SUCCESS
         }
+        Command::Plugin(_) => unreachable!("handled before settings are read"),
         Command::Serve => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -57,6 +88,65 @@ fn main() -> ExitCode {
                     tracing::error!("{e:#}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+    }
+}
+
+fn plugin_command(command: PluginCommand) -> ExitCode {
+    match command {
+        PluginCommand::New { name, dir, api } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let Some(api) = api.or_else(ross::scaffold::find_plugin_api) else {
+                eprintln!("{}", ross::scaffold::ScaffoldError::NoApi);
+                return ExitCode::FAILURE;
+            };
+            match ross::scaffold::new_plugin(&name, &dir, &api) {
+                Ok(files) => {
+                    for f in files {
+                        println!("created {}", f.display());
+                    }
+                    println!(
+                        "next: cd {} && cargo test && cargo build --release",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PluginCommand::Check { files } => {
+            let copies =
+                std::env::temp_dir().join(format!("ross-plugin-check-{}", std::process::id()));
+            let registry = ross::plugins::ModeRegistry::new(&copies);
+            let mut ok = true;
+            for file in files {
+                match registry.load_file(&file) {
+                    Ok(_) => {
+                        for mode in registry.modes().iter().filter(|m| m.file == file) {
+                            println!(
+                                "{}: mode {} {} loads: {}",
+                                file.display(),
+                                mode.name,
+                                mode.version,
+                                mode.description
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        println!("{e}");
+                        ok = false;
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&copies);
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

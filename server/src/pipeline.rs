@@ -14,7 +14,7 @@ use crate::cache::DiskCache;
 use crate::error::AppError;
 use crate::gate::RenderGate;
 use crate::imaging::{decode, encode_jpeg};
-use crate::plugins::LoadedMode;
+use crate::plugins::{LoadedMode, ModeRegistry};
 use crate::request::RenderRequest;
 use crate::singleflight::SingleFlight;
 use crate::source::Source;
@@ -51,6 +51,7 @@ pub struct PipelineStats {
 /// Everything a render needs.
 pub struct Pipeline {
     source: Arc<dyn Source>,
+    modes: Arc<ModeRegistry>,
     cache: DiskCache,
     gate: RenderGate,
     flights: SingleFlight<String, Result<Rendered, AppError>>,
@@ -61,15 +62,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline reading from `source` and caching in `cache`.
+    /// A pipeline reading from `source`, rendering with the modes of `modes` and caching in
+    /// `cache`.
     pub fn new(
         source: Arc<dyn Source>,
+        modes: Arc<ModeRegistry>,
         cache: DiskCache,
         limits: Limits,
         jpeg_quality: u8,
     ) -> Self {
         Pipeline {
             source,
+            modes,
             gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
             cache,
             flights: SingleFlight::default(),
@@ -82,6 +86,11 @@ impl Pipeline {
     /// The source of originals.
     pub fn source(&self) -> &dyn Source {
         self.source.as_ref()
+    }
+
+    /// The cache of rendered variants.
+    pub fn cache(&self) -> &DiskCache {
+        &self.cache
     }
 
     /// The variant for `req` rendered with `mode`: from the cache when there, else rendered,
@@ -98,8 +107,11 @@ impl Pipeline {
                 cache: CacheStatus::Hit,
             });
         }
+        // Keyed by the mode's load too: a request that arrives after a plugin was replaced
+        // never waits for a render by the old version.
+        let flight = format!("{}@{}", req.canonical(), mode.id);
         self.flights
-            .run(req.canonical(), || self.render_miss(req, mode))
+            .run(flight, || self.render_miss(req, mode))
             .await
     }
 
@@ -122,6 +134,7 @@ impl Pipeline {
         let job = RenderJob {
             req: req.clone(),
             mode,
+            modes: self.modes.clone(),
             cache: self.cache.clone(),
             max_pixels: self.limits.max_source_pixels,
             quality: self.jpeg_quality,
@@ -148,6 +161,7 @@ impl Pipeline {
 struct RenderJob {
     req: RenderRequest,
     mode: Arc<LoadedMode>,
+    modes: Arc<ModeRegistry>,
     cache: DiskCache,
     max_pixels: u64,
     quality: u8,
@@ -160,8 +174,15 @@ impl RenderJob {
             height: self.req.size.height,
         };
         let encoded = render_bytes(source, &self.mode, target, self.max_pixels, self.quality)?;
-        let modified = match self.cache.put(&self.req, &encoded) {
-            Ok(modified) => modified,
+        // A render by a version that was replaced meanwhile is served but not cached: the
+        // replacement purged that version's renders.
+        let current = || {
+            self.modes
+                .get(&self.mode.name)
+                .is_some_and(|m| m.version == self.mode.version)
+        };
+        let modified = match self.cache.put_if(&self.req, &encoded, current) {
+            Ok(written) => written.unwrap_or_else(SystemTime::now),
             Err(e) => {
                 tracing::warn!(error = %e, "serving a render that could not be cached");
                 SystemTime::now()

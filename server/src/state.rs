@@ -7,6 +7,7 @@ use ross_config::{Settings, SourceSettings};
 use crate::cache::DiskCache;
 use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
+use crate::reload::Reloader;
 use crate::source::{LocalSource, S3Source, Source};
 use crate::whitelist::Whitelist;
 
@@ -31,7 +32,9 @@ pub struct AppState {
     /// The settings the server started with.
     pub settings: Settings,
     /// Loaded modes.
-    pub modes: ModeRegistry,
+    pub modes: Arc<ModeRegistry>,
+    /// Keeps the modes in step with the plugin folder (and the cache with the modes).
+    pub reloader: Arc<Reloader>,
     /// The render path.
     pub pipeline: Pipeline,
     /// Allowed sizes.
@@ -63,10 +66,25 @@ impl AppState {
             path: settings.cache.dir.display().to_string(),
             source,
         })?;
-        let copies = settings.data_dir.join("loaded-plugins");
-        let modes = ModeRegistry::load_dir(&settings.plugins.dir, &copies);
+        let modes = Arc::new(ModeRegistry::new(&settings.data_dir.join("loaded-plugins")));
+        let reloader = Arc::new(Reloader::new(
+            &settings.plugins.dir,
+            modes.clone(),
+            cache.clone(),
+            &settings.data_dir.join("cached-mode-versions.json"),
+        ));
+        reloader.load_all();
+        if settings.plugins.hot_reload {
+            if let Err(e) = reloader.watch() {
+                tracing::error!(
+                    dir = %settings.plugins.dir.display(), error = %e,
+                    "cannot watch the plugin folder: plugins load at start-up only"
+                );
+            }
+        }
         let pipeline = Pipeline::new(
             source,
+            modes.clone(),
             cache,
             settings.limits.clone(),
             settings.output.jpeg_quality,
@@ -74,6 +92,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             whitelist: Whitelist::from_settings(&settings.whitelist),
             modes,
+            reloader,
             pipeline,
             settings,
         }))

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
-use plugin_api::{ModeInfo, PluginModule_Ref};
+use abi_stable::std_types::RStr;
+use plugin_api::{ImageView, ModeInfo, PixelFormat, PluginModule_Ref, TargetSize};
 
 use crate::request::is_mode_word;
 
@@ -60,6 +61,13 @@ pub enum PluginLoadError {
         /// The plugin's error.
         reason: String,
     },
+    /// The file changed while it was being copied (a newer build arrived): not a refusal,
+    /// the newer file is loaded once it has settled.
+    #[error("{file}: changed while it was being read; the newer file will be loaded")]
+    Changed {
+        /// The plugin file.
+        file: PathBuf,
+    },
     /// The plugin declared an unusable mode.
     #[error("{file}: {reason}")]
     InvalidMode {
@@ -70,10 +78,37 @@ pub enum PluginLoadError {
     },
 }
 
+impl PluginLoadError {
+    /// The plugin file the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            PluginLoadError::Copy { file, .. }
+            | PluginLoadError::NotALibrary { file, .. }
+            | PluginLoadError::NotAPlugin { file }
+            | PluginLoadError::Incompatible { file, .. }
+            | PluginLoadError::InitFailed { file, .. }
+            | PluginLoadError::Changed { file }
+            | PluginLoadError::InvalidMode { file, .. } => file,
+        }
+    }
+}
+
 /// A plugin library opened and checked.
 pub(crate) struct OpenedLibrary {
     pub(crate) module: PluginModule_Ref,
     pub(crate) modes: Vec<ModeInfo>,
+    /// The private copy that is mapped.
+    pub(crate) copy: PathBuf,
+}
+
+/// Libraries this process has mapped; never unmapped, so this only grows.
+static LIBRARIES_MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many plugin libraries this process has mapped (loaded, reloaded, or refused after the
+/// dynamic linker had opened them). None is ever unmapped: each costs its size in memory for
+/// the life of the process.
+pub fn libraries_mapped() -> u64 {
+    LIBRARIES_MAPPED.load(Ordering::Relaxed)
 }
 
 /// Distinguishes copies made by this process.
@@ -111,6 +146,7 @@ fn preflight(copy: &Path, file: &Path) -> Result<(), PluginLoadError> {
     let library = unsafe { Library::open(Some(copy), RTLD_NOW | RTLD_LOCAL) };
     match library {
         Ok(lib) => {
+            LIBRARIES_MAPPED.fetch_add(1, Ordering::Relaxed);
             // Libraries are never unloaded (abi_stable cannot unload them either); keeping
             // this handle avoids a pointless unload and reload before abi_stable opens it.
             std::mem::forget(lib);
@@ -183,18 +219,33 @@ fn first_line(text: &str) -> String {
         .to_owned()
 }
 
-/// Copies, opens and checks the plugin at `file`, and lists its modes.
-pub(crate) fn open(file: &Path, copies_dir: &Path) -> Result<OpenedLibrary, PluginLoadError> {
+/// Copies, opens and checks the plugin at `file`, and lists its modes. `unchanged` says
+/// whether the file is still what it was before the copy: if not, the copy is not opened.
+pub(crate) fn open(
+    file: &Path,
+    copies_dir: &Path,
+    unchanged: &dyn Fn() -> bool,
+) -> Result<OpenedLibrary, PluginLoadError> {
     let copy = private_copy(file, copies_dir)?;
-    let opened = open_copy(&copy, file);
+    let opened = if unchanged() {
+        open_copy(&copy, file)
+    } else {
+        Err(PluginLoadError::Changed {
+            file: file.to_owned(),
+        })
+    };
     if opened.is_err() {
-        // A refused copy is never used; a loaded one must stay on disk while mapped.
+        // A refused copy is never used again (if the linker mapped it, it stays mapped).
         let _ = std::fs::remove_file(&copy);
     }
     opened
 }
 
 fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError> {
+    check_elf(copy).map_err(|reason| PluginLoadError::NotALibrary {
+        file: file.to_owned(),
+        reason,
+    })?;
     preflight(copy, file)?;
     let header = lib_header_from_path(copy).map_err(|e| summarise(file, e))?;
     let module = header
@@ -222,8 +273,86 @@ fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError>
             )));
         }
     }
+    for m in &modes {
+        test_render(module, m.name.as_str()).map_err(|reason| {
+            invalid(format!(
+                "mode {:?} failed its test render: {reason}",
+                m.name.as_str()
+            ))
+        })?;
+    }
     Ok(OpenedLibrary {
         module,
         modes: modes.into_iter().collect(),
+        copy: copy.to_owned(),
     })
+}
+
+/// Renders a small gradient at a smaller size, as ross will, before the mode is put in
+/// service: a plugin that cannot render at all is refused while the old version still serves.
+fn test_render(module: PluginModule_Ref, mode: &str) -> Result<(), String> {
+    let (w, h) = (24u32, 16u32);
+    let pixels: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).flat_map(move |x| [(x * 10) as u8, (y * 15) as u8, 128]))
+        .collect();
+    let view = ImageView::new(&pixels, w, h, PixelFormat::Rgb8).map_err(|e| e.to_string())?;
+    let target = TargetSize {
+        width: 12,
+        height: 10,
+    };
+    let out = module.render()(RStr::from(mode), view, target)
+        .into_result()
+        .map_err(|e| e.to_string())?;
+    out.view().validate().map_err(|e| e.to_string())?;
+    if out.width > target.width || out.height > target.height || out.width == 0 {
+        return Err(format!(
+            "it returned {}x{} for a 12x10 box",
+            out.width, out.height
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `path` is a complete 64-bit little-endian ELF file: every program segment and
+/// the section table lie inside the file. The dynamic linker maps segments without checking
+/// them against the file's length, and touching a page past the end of a truncated file
+/// kills the process with SIGBUS; a plugin copied while still being written is refused here.
+fn check_elf(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let len = bytes.len() as u64;
+    let u16_at = |at: usize| -> Option<u64> {
+        Some(u64::from(u16::from_le_bytes(
+            bytes.get(at..at + 2)?.try_into().ok()?,
+        )))
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return Err("not an ELF file".into());
+    }
+    if bytes[4] != 2 || bytes[5] != 1 {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    let truncated = || format!("truncated ELF file ({len} bytes)");
+    let (phoff, shoff) = (u64_at(0x20).unwrap_or(0), u64_at(0x28).unwrap_or(0));
+    let (phentsize, phnum) = (u16_at(0x36).unwrap_or(0), u16_at(0x38).unwrap_or(0));
+    let (shentsize, shnum) = (u16_at(0x3A).unwrap_or(0), u16_at(0x3C).unwrap_or(0));
+    let end_of = |offset: u64, count: u64, size: u64| offset.checked_add(count * size);
+    if end_of(phoff, phnum, phentsize).is_none_or(|end| end > len)
+        || end_of(shoff, shnum, shentsize).is_none_or(|end| end > len)
+    {
+        return Err(truncated());
+    }
+    for i in 0..phnum {
+        let at = (phoff + i * phentsize) as usize;
+        let (offset, filesz) = (u64_at(at + 8), u64_at(at + 0x20));
+        let (Some(offset), Some(filesz)) = (offset, filesz) else {
+            return Err(truncated());
+        };
+        if offset.checked_add(filesz).is_none_or(|end| end > len) {
+            return Err(truncated());
+        }
+    }
+    Ok(())
 }

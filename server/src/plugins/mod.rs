@@ -5,5 +5,8 @@
 mod loader;
 mod registry;
 
-pub use loader::PluginLoadError;
-pub use registry::{LoadFailure, LoadedMode, ModeRegistry, PluginRenderError};
+pub use loader::{libraries_mapped, PluginLoadError};
+pub use registry::{
+    is_plugin_name, plugin_files, Fingerprint, LoadFailure, LoadedFile, LoadedMode, ModeChange,
+    ModeRegistry, PluginRenderError, PluginStats,
+};

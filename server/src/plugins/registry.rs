@@ -2,10 +2,12 @@
 //!
 //! A request clones the `Arc` of the mode it renders with, so it finishes on that version even
 //! if the registry changes meanwhile. The library code stays mapped for the life of the
-//! process in any case (see [`super::loader`]).
+//! process in any case (see [`super::loader`]). Plugin files are loaded, replaced and removed
+//! one at a time; a file either puts all its modes in service or none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -27,6 +29,9 @@ pub struct LoadedMode {
     pub file: PathBuf,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// Unique to this load of this mode in this process: renders of different loads are
+    /// never merged, even when their versions are equal.
+    pub id: u64,
     module: PluginModule_Ref,
 }
 
@@ -105,87 +110,245 @@ pub struct LoadFailure {
     pub at: SystemTime,
 }
 
-/// Loaded modes by name, and the failures seen loading them.
-#[derive(Default)]
+/// How many refusals are kept for the admin page; older ones are only in the log.
+const FAILURES_KEPT: usize = 100;
+
+/// What a file on disk looked like when it was read: a replaced file (a new inode after a
+/// rename) or a rewritten one (new size or time) differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    dev: u64,
+    ino: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `file` now.
+    pub fn of(file: &Path) -> std::io::Result<Fingerprint> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(file)?;
+        Ok(Fingerprint {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// A plugin file whose modes are in service.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    /// The file in the plugin folder.
+    pub file: PathBuf,
+    /// What it looked like when loaded.
+    pub fingerprint: Fingerprint,
+    /// The modes it provides.
+    pub modes: Vec<String>,
+    /// The private copy that is mapped.
+    copy: PathBuf,
+}
+
+/// One mode's change of state from a load or a removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    /// The mode.
+    pub mode: String,
+    /// The version served before, if any.
+    pub before: Option<String>,
+    /// The version served now, if any.
+    pub after: Option<String>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Plugin files loaded and put in service, start-up included.
+    pub loads: AtomicU64,
+    /// Plugin files refused.
+    pub failures: AtomicU64,
+}
+
+/// Loaded modes by name, the files they come from, and the failures seen loading them.
+///
+/// Lookups are lock-free (`ArcSwap`). Changes (a file loaded, replaced or removed) are
+/// serialised by one mutex, build a new map and swap it in whole, so a request sees either the
+/// old set of modes or the new one.
 pub struct ModeRegistry {
     modes: ArcSwap<HashMap<String, Arc<LoadedMode>>>,
-    failures: Mutex<Vec<LoadFailure>>,
+    files: Mutex<HashMap<PathBuf, LoadedFile>>,
+    failures: Mutex<VecDeque<LoadFailure>>,
+    copies_dir: PathBuf,
+    /// Load, failure and mapping counters.
+    pub stats: PluginStats,
 }
 
 impl ModeRegistry {
-    /// Loads every `*.so` in `dir` (not hidden files, not subfolders). A file that fails is
-    /// logged and recorded; the others load. Private copies go to `copies_dir`, which is
+    /// An empty registry that keeps private copies of plugin files in `copies_dir`, which is
     /// emptied first: copies from an earlier run are no longer mapped by anyone.
-    pub fn load_dir(dir: &Path, copies_dir: &Path) -> ModeRegistry {
+    pub fn new(copies_dir: &Path) -> ModeRegistry {
         clear_stale_copies(copies_dir);
-        let registry = ModeRegistry::default();
-        let mut files = match plugin_files(dir) {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot list the plugin folder");
-                return registry;
-            }
-        };
-        files.sort();
-        let mut modes = HashMap::new();
-        for file in files {
-            match loader::open(&file, copies_dir) {
-                Ok(lib) => {
-                    for info in lib.modes {
-                        let name = info.name.to_string();
-                        if let Some(existing) = modes.get(&name) {
-                            let existing: &Arc<LoadedMode> = existing;
-                            let reason = format!(
-                                "mode {name:?} is already provided by {}",
-                                existing.file.display()
-                            );
-                            registry.record(PluginLoadError::InvalidMode {
-                                file: file.clone(),
-                                reason,
-                            });
-                            continue;
-                        }
-                        let mode = LoadedMode {
-                            name: name.clone(),
-                            version: info.version.to_string(),
-                            description: info.description.to_string(),
-                            file: file.clone(),
-                            loaded_at: SystemTime::now(),
-                            module: lib.module,
-                        };
-                        tracing::info!(
-                            mode = %name, version = %mode.version, file = %file.display(),
-                            "mode loaded"
-                        );
-                        modes.insert(name, Arc::new(mode));
-                    }
+        ModeRegistry {
+            modes: ArcSwap::default(),
+            files: Mutex::default(),
+            failures: Mutex::default(),
+            copies_dir: copies_dir.to_owned(),
+            stats: PluginStats::default(),
+        }
+    }
+
+    /// An empty registry, then every `*.so` in `dir` (not hidden files, not subfolders) in
+    /// name order. A file that fails is logged and recorded; the others load.
+    pub fn load_dir(dir: &Path, copies_dir: &Path) -> ModeRegistry {
+        let registry = ModeRegistry::new(copies_dir);
+        match plugin_files(dir) {
+            Ok(files) => {
+                for file in files {
+                    let _ = registry.load_file(&file);
                 }
-                Err(e) => registry.record(e),
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot list the plugin folder")
             }
         }
-        registry.modes.store(Arc::new(modes));
         registry
     }
 
-    fn record(&self, error: PluginLoadError) {
-        tracing::error!(error = %error, "plugin refused");
-        let file = match &error {
-            PluginLoadError::Copy { file, .. }
-            | PluginLoadError::NotALibrary { file, .. }
-            | PluginLoadError::NotAPlugin { file }
-            | PluginLoadError::Incompatible { file, .. }
-            | PluginLoadError::InitFailed { file, .. }
-            | PluginLoadError::InvalidMode { file, .. } => file.clone(),
+    /// Loads (or reloads) the plugin at `file` and puts its modes in service in one swap,
+    /// replacing those the same file provided before. Refused, with the old version left
+    /// serving, when it fails to load or its test render, or when another file already
+    /// provides one of its modes. Returns the modes whose state changed.
+    pub fn load_file(&self, file: &Path) -> Result<Vec<ModeChange>, PluginLoadError> {
+        let fingerprint = Fingerprint::of(file).map_err(|e| PluginLoadError::Copy {
+            file: file.to_owned(),
+            reason: e.to_string(),
+        });
+        let opened = fingerprint.and_then(|fp| {
+            // Written to while it was copied, the copy may mix two builds: refuse it before
+            // it is opened; the reloader tries again once the file has settled.
+            let unchanged = || Fingerprint::of(file).ok() == Some(fp);
+            Ok((fp, loader::open(file, &self.copies_dir, &unchanged)?))
+        });
+        let (fingerprint, lib) = match opened {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.record(e.clone());
+                return Err(e);
+            }
         };
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.modes.load_full();
+        let names: Vec<String> = lib.modes.iter().map(|m| m.name.to_string()).collect();
+        for name in &names {
+            if let Some(other) = current.get(name).filter(|m| m.file.as_path() != file) {
+                let error = PluginLoadError::InvalidMode {
+                    file: file.to_owned(),
+                    reason: format!(
+                        "mode {name:?} is already provided by {}",
+                        other.file.display()
+                    ),
+                };
+                self.record(error.clone());
+                return Err(error);
+            }
+        }
+        let mut next: HashMap<String, Arc<LoadedMode>> = (*current).clone();
+        let previous = files.remove(file);
+        let mut changes = Vec::new();
+        for old in previous.iter().flat_map(|p| &p.modes) {
+            if !names.contains(old) {
+                let before = next.remove(old).map(|m| m.version.clone());
+                changes.push(ModeChange {
+                    mode: old.clone(),
+                    before,
+                    after: None,
+                });
+            }
+        }
+        let loaded_at = SystemTime::now();
+        for info in &lib.modes {
+            let mode = LoadedMode {
+                name: info.name.to_string(),
+                version: info.version.to_string(),
+                description: info.description.to_string(),
+                file: file.to_owned(),
+                loaded_at,
+                id: NEXT_MODE_ID.fetch_add(1, Ordering::Relaxed),
+                module: lib.module,
+            };
+            tracing::info!(
+                mode = %mode.name, version = %mode.version, file = %file.display(),
+                "mode loaded"
+            );
+            changes.push(ModeChange {
+                mode: mode.name.clone(),
+                before: current.get(&mode.name).map(|m| m.version.clone()),
+                after: Some(mode.version.clone()),
+            });
+            next.insert(mode.name.clone(), Arc::new(mode));
+        }
+        self.modes.store(Arc::new(next));
+        files.insert(
+            file.to_owned(),
+            LoadedFile {
+                file: file.to_owned(),
+                fingerprint,
+                modes: names,
+                copy: lib.copy,
+            },
+        );
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        if let Some(previous) = previous {
+            // The old library stays mapped (requests in flight may still be in it); its file
+            // is not needed once mapped.
+            let _ = std::fs::remove_file(&previous.copy);
+        }
+        Ok(changes)
+    }
+
+    /// Takes the modes `file` provided out of service (the file was deleted).
+    pub fn remove_file(&self, file: &Path) -> Vec<ModeChange> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(previous) = files.remove(file) else {
+            return Vec::new();
+        };
+        let mut next: HashMap<String, Arc<LoadedMode>> = (**self.modes.load()).clone();
+        let changes = previous
+            .modes
+            .iter()
+            .map(|name| {
+                let before = next.remove(name).map(|m| m.version.clone());
+                tracing::info!(mode = %name, file = %file.display(), "mode removed");
+                ModeChange {
+                    mode: name.clone(),
+                    before,
+                    after: None,
+                }
+            })
+            .collect();
+        self.modes.store(Arc::new(next));
+        let _ = std::fs::remove_file(&previous.copy);
+        changes
+    }
+
+    fn record(&self, error: PluginLoadError) {
+        if let PluginLoadError::Changed { .. } = error {
+            tracing::debug!(error = %error, "plugin changed while loading");
+            return;
+        }
+        tracing::error!(error = %error, "plugin refused");
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let failure = LoadFailure {
-            file,
+            file: error.file().to_owned(),
             error,
             at: SystemTime::now(),
         };
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(failure);
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() == FAILURES_KEPT {
+            failures.pop_front();
+        }
+        failures.push_back(failure);
     }
 
     /// The mode called `name`, if loaded.
@@ -200,25 +363,42 @@ impl ModeRegistry {
         all
     }
 
-    /// Every plugin file refused so far.
+    /// The plugin files in service, by path.
+    pub fn files(&self) -> Vec<LoadedFile> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<LoadedFile> = files.values().cloned().collect();
+        all.sort_by(|a, b| a.file.cmp(&b.file));
+        all
+    }
+
+    /// The most recent refusals (up to 100), oldest first.
     pub fn failures(&self) -> Vec<LoadFailure> {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.iter().cloned().collect()
     }
 }
 
-fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Distinguishes every load of every mode in this process.
+static NEXT_MODE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The plugin files in `dir`: `*.so`, not hidden (a leading dot marks a file being written),
+/// not folders, in name order.
+pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !name.starts_with('.') && name.ends_with(".so") && path.is_file() {
+        if is_plugin_name(&path) && path.is_file() {
             files.push(path);
         }
     }
+    files.sort();
     Ok(files)
+}
+
+/// Whether `path` is named like a plugin: `*.so`, not hidden.
+pub fn is_plugin_name(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.') && name.ends_with(".so")
 }
 
 fn clear_stale_copies(copies_dir: &Path) {

@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod image;
+pub mod metrics;
 mod original;
 mod render;
 mod respond;

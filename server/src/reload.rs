@@ -1,0 +1,271 @@
+//! Keeping the loaded modes in step with the plugin folder while the server runs, and the
+//! cache in step with the modes.
+//!
+//! The folder (not each file: a watch on a file is lost when the file is replaced by a rename)
+//! is watched with notify's debouncer. Events only say *when* to look: each time, the folder
+//! is scanned and compared with what is loaded, so a lost or merged event costs nothing, and a
+//! scan also runs every second as a safety net. A new or changed file is loaded only once it
+//! has kept the same size, time and inode for [`SETTLE`]: a `Create` event can arrive while
+//! the file is still being written. A file that fails to load is not retried until it changes.
+//!
+//! Whenever a mode is put in service with a version other than the one its cached renders
+//! were made with, those renders are purged. The version behind the cache is kept in
+//! `data_dir/cached-mode-versions.json`, so this also holds across restarts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+
+use crate::cache::DiskCache;
+use crate::plugins::{plugin_files, Fingerprint, ModeChange, ModeRegistry, PluginLoadError};
+
+/// How long a changed file must stay unchanged before it is loaded.
+const SETTLE: Duration = Duration::from_millis(200);
+/// The debouncer's window: events closer together than this arrive as one batch.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Scan interval while a file is settling.
+const TICK: Duration = Duration::from_millis(50);
+/// Scan interval otherwise (the safety net for lost events).
+const IDLE_SCAN: Duration = Duration::from_secs(1);
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Cache purges run because a mode's version changed.
+    pub purges: AtomicU64,
+}
+
+/// Applies the plugin folder to the registry, and version changes to the cache.
+pub struct Reloader {
+    dir: PathBuf,
+    registry: Arc<ModeRegistry>,
+    cache: DiskCache,
+    versions: CachedVersions,
+    state: Mutex<ScanState>,
+    /// Purge counters.
+    pub stats: ReloadStats,
+}
+
+#[derive(Default)]
+struct ScanState {
+    /// Changed files waiting to settle: the fingerprint seen and since when.
+    settling: HashMap<PathBuf, (Fingerprint, Instant)>,
+    /// Files refused, with the fingerprint that failed: not retried until it changes.
+    refused: HashMap<PathBuf, Fingerprint>,
+}
+
+impl Reloader {
+    /// A reloader for `dir`, recording cached versions in `versions_file`.
+    pub fn new(
+        dir: &Path,
+        registry: Arc<ModeRegistry>,
+        cache: DiskCache,
+        versions_file: &Path,
+    ) -> Reloader {
+        Reloader {
+            dir: dir.to_owned(),
+            registry,
+            cache,
+            versions: CachedVersions::open(versions_file),
+            state: Mutex::default(),
+            stats: ReloadStats::default(),
+        }
+    }
+
+    /// Loads every plugin in the folder now, without waiting for files to settle (start-up).
+    pub fn load_all(&self) {
+        let files = match plugin_files(&self.dir) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the plugin folder");
+                return;
+            }
+        };
+        let mut state = self.lock_state();
+        for file in files {
+            if let Ok(fp) = Fingerprint::of(&file) {
+                self.load(&mut state, &file, fp);
+            }
+        }
+    }
+
+    /// Compares the folder with what is loaded and acts on the difference: removes modes
+    /// whose file is gone, loads files that are new or changed and have settled. Returns
+    /// whether a file is still settling (the caller should look again soon).
+    pub fn scan(&self) -> bool {
+        let present: HashMap<PathBuf, Fingerprint> = match plugin_files(&self.dir) {
+            Ok(files) => files
+                .into_iter()
+                .filter_map(|f| Fingerprint::of(&f).ok().map(|fp| (f, fp)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot list the plugin folder");
+                return false;
+            }
+        };
+        let mut state = self.lock_state();
+        let loaded: HashMap<PathBuf, Fingerprint> = self
+            .registry
+            .files()
+            .into_iter()
+            .map(|f| (f.file, f.fingerprint))
+            .collect();
+        for file in loaded.keys().filter(|f| !present.contains_key(*f)) {
+            let changes = self.registry.remove_file(file);
+            self.apply(&changes);
+        }
+        state.refused.retain(|f, _| present.contains_key(f));
+        state.settling.retain(|f, _| present.contains_key(f));
+        let mut files: Vec<(&PathBuf, &Fingerprint)> = present.iter().collect();
+        files.sort_by_key(|(file, _)| *file);
+        for (file, fp) in files {
+            if loaded.get(file) == Some(fp) || state.refused.get(file) == Some(fp) {
+                state.settling.remove(file);
+                continue;
+            }
+            match state.settling.get(file) {
+                Some((seen, since)) if seen == fp => {
+                    if since.elapsed() >= SETTLE {
+                        state.settling.remove(file);
+                        self.load(&mut state, file, *fp);
+                    }
+                }
+                _ => {
+                    state.settling.insert(file.clone(), (*fp, Instant::now()));
+                }
+            }
+        }
+        !state.settling.is_empty()
+    }
+
+    /// Watches the folder on a thread of its own, which ends once the reloader is dropped.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let mut debouncer = new_debouncer(DEBOUNCE, None, tx)?;
+        debouncer.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        let reloader: Weak<Reloader> = Arc::downgrade(self);
+        tracing::info!(dir = %self.dir.display(), "watching the plugin folder");
+        std::thread::Builder::new()
+            .name("plugin-watch".into())
+            .spawn(move || {
+                let _watching = debouncer;
+                let mut settling = false;
+                loop {
+                    let wait = if settling { TICK } else { IDLE_SCAN };
+                    match rx.recv_timeout(wait) {
+                        Ok(Err(errors)) => {
+                            for e in errors {
+                                tracing::warn!(error = %e, "plugin folder watch error");
+                            }
+                        }
+                        Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    while rx.try_recv().is_ok() {}
+                    let Some(reloader) = reloader.upgrade() else {
+                        break;
+                    };
+                    settling = reloader.scan();
+                }
+            })
+            .map_err(notify::Error::io)?;
+        Ok(())
+    }
+
+    /// Loads `file`, last seen as `seen`. A refusal is remembered against `seen`, so the same
+    /// bytes are not tried again but a newer file is.
+    fn load(&self, state: &mut ScanState, file: &Path, seen: Fingerprint) {
+        match self.registry.load_file(file) {
+            Ok(changes) => {
+                state.refused.remove(file);
+                self.apply(&changes);
+            }
+            // A newer file arrived meanwhile: the next scan sees it settle and loads it.
+            Err(PluginLoadError::Changed { .. }) => {}
+            Err(_) => {
+                // Logged and recorded by the registry; the old version, if any, serves on.
+                state.refused.insert(file.to_owned(), seen);
+            }
+        }
+    }
+
+    /// Purges the cached renders of each mode now served with a version other than the one
+    /// its cached renders were made with.
+    fn apply(&self, changes: &[ModeChange]) {
+        for change in changes {
+            let Some(version) = &change.after else {
+                continue; // removed: its renders stay until it comes back with another version
+            };
+            let Some(cached) = self.versions.replace(&change.mode, version) else {
+                continue;
+            };
+            match self.cache.purge_mode(&change.mode) {
+                Ok(folders) => {
+                    self.stats.purges.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        mode = %change.mode, from = %cached, to = %version, folders,
+                        "version changed: cached renders purged"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    mode = %change.mode, error = %e,
+                    "version changed but the cached renders could not be purged"
+                ),
+            }
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ScanState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The version of each mode whose renders are in the cache, kept in a small JSON file.
+struct CachedVersions {
+    file: PathBuf,
+    versions: Mutex<BTreeMap<String, String>>,
+}
+
+impl CachedVersions {
+    fn open(file: &Path) -> CachedVersions {
+        let versions = match std::fs::read(file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %file.display(), error = %e, "ignoring unreadable file");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        CachedVersions {
+            file: file.to_owned(),
+            versions: Mutex::new(versions),
+        }
+    }
+
+    /// Records `version` for `mode`; returns the version recorded before if it differed.
+    fn replace(&self, mode: &str, version: &str) -> Option<String> {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        let before = versions.insert(mode.to_owned(), version.to_owned());
+        if before.as_deref() == Some(version) {
+            return None;
+        }
+        if let Err(e) = self.save(&versions) {
+            tracing::warn!(file = %self.file.display(), error = %e, "cannot record mode versions");
+        }
+        before
+    }
+
+    fn save(&self, versions: &BTreeMap<String, String>) -> std::io::Result<()> {
+        if let Some(parent) = self.file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = self.file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(versions)?)?;
+        std::fs::rename(&tmp, &self.file)
+    }
+}

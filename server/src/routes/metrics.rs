@@ -1,0 +1,107 @@
+//! `GET /metrics`: Prometheus text exposition of the server's counters.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use poem::http::header;
+use poem::web::Data;
+use poem::{handler, Response};
+
+use crate::plugins::libraries_mapped;
+use crate::state::AppState;
+
+/// Counters and gauges, one `# HELP`/`# TYPE` block each.
+#[handler]
+pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    let pipeline = &state.pipeline.stats;
+    metric(
+        "ross_renders_total",
+        "counter",
+        "Renders run (cache misses; identical concurrent requests count once).",
+        &one(pipeline.renders.load(Ordering::Relaxed)),
+    );
+    metric(
+        "ross_source_fetches_total",
+        "counter",
+        "Originals fetched from the source.",
+        &one(pipeline.fetches.load(Ordering::Relaxed)),
+    );
+    let plugins = &state.modes.stats;
+    metric(
+        "ross_plugin_loads_total",
+        "counter",
+        "Plugin files loaded and put in service, at start-up and by hot reload.",
+        &one(plugins.loads.load(Ordering::Relaxed)),
+    );
+    metric(
+        "ross_plugin_load_failures_total",
+        "counter",
+        "Plugin files refused (the version already loaded, if any, kept serving).",
+        &one(plugins.failures.load(Ordering::Relaxed)),
+    );
+    metric(
+        "ross_plugin_libraries_mapped",
+        "gauge",
+        "Plugin libraries mapped into this process. Never unmapped: restart the process \
+         (rolling) when this grows large; see docs/plugins.md.",
+        &one(libraries_mapped()),
+    );
+    metric(
+        "ross_cache_mode_purges_total",
+        "counter",
+        "Cache purges of a mode whose plugin changed version.",
+        &one(state.reloader.stats.purges.load(Ordering::Relaxed)),
+    );
+    let modes: Vec<(String, u64)> = state
+        .modes
+        .modes()
+        .iter()
+        .map(|m| {
+            let labels = format!("{{mode=\"{}\",version=\"{}\"}}", m.name, escape(&m.version));
+            (labels, 1)
+        })
+        .collect();
+    metric(
+        "ross_mode_loaded",
+        "gauge",
+        "Modes in service, by name and version.",
+        &modes,
+    );
+    if let Some(rss) = resident_bytes() {
+        metric(
+            "ross_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of this process.",
+            &one(rss),
+        );
+    }
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(out)
+}
+
+/// Escapes a Prometheus label value.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Resident set size, from `VmRSS` in `/proc/self/status` (Linux; reported in kB).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
