@@ -63,3 +63,46 @@ async fn enlarges_to_the_largest_allowed_size() {
         .await;
     assert_eq!(r.image().dimensions(), (2000, 1333));
 }
+
+/// The bundled user modes over every kind of input (baseline, progressive, CMYK, greyscale,
+/// EXIF-rotated JPEG; 16-bit, palette and alpha PNG; GIF; WebP) at three shapes: exactly the
+/// box, in the colours each promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_modes_render_every_kind_of_input_at_exactly_the_box() {
+    let server = TestServer::builder().start().await;
+    let keys = [
+        "photos/Dune.jpg",
+        "jpeg-variants/flower_420_progr.jpg",
+        "jpeg-variants/greenmeadow_cmyk.jpg",
+        "jpeg-variants/flower_gray.jpg",
+        "exif-orientation/orientation_6.jpg",
+        "png/DJI-FC6310-16bit_srgb8_v4_krita.png",
+        "png/g04n2c08.png",
+        "png/tmshre_riaphotographs_alpha.png",
+        "png/traffic_light.gif",
+        "webp/vnc-d.webp",
+    ];
+    let mut failures = Vec::new();
+    for key in keys {
+        for mode in ["desaturate", "colourise", "blur", "trimresize"] {
+            for (w, h) in [(300, 300), (400, 100), (72, 200)] {
+                let r = server.get(&format!("/{w}/{h}/{mode}/{key}")).await;
+                if r.status != 200 {
+                    failures.push(format!("{mode} {w}x{h} {key}: {} {}", r.status, r.text()));
+                    continue;
+                }
+                let img = r.image();
+                if img.dimensions() != (w, h) {
+                    failures.push(format!("{mode} {w}x{h} {key}: {:?}", img.dimensions()));
+                }
+                let grey = img
+                    .pixels()
+                    .all(|p| p[0].abs_diff(p[1]) <= 3 && p[1].abs_diff(p[2]) <= 3);
+                if mode == "desaturate" && !grey {
+                    failures.push(format!("{mode} {w}x{h} {key}: not grey"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

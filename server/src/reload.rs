@@ -5,7 +5,7 @@
 //! is watched with notify's debouncer. Events only say *when* to look: each time, the folder
 //! is scanned and compared with what is loaded, so a lost or merged event costs nothing, and a
 //! scan also runs every second as a safety net. A new or changed file is loaded only once it
-//! has kept the same size, time and inode for [`SETTLE`]: a `Create` event can arrive while
+//! has kept the same size, time and inode for 200 ms: a `Create` event can arrive while
 //! the file is still being written. A file that fails to load is not retried until it changes.
 //!
 //! Whenever a mode is put in service with a version other than the one its cached renders

@@ -318,38 +318,36 @@ fn test_render(module: PluginModule_Ref, mode: &str) -> Result<(), String> {
 /// them against the file's length, and touching a page past the end of a truncated file
 /// kills the process with SIGBUS; a plugin copied while still being written is refused here.
 fn check_elf(path: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let len = bytes.len() as u64;
-    let u16_at = |at: usize| -> Option<u64> {
-        Some(u64::from(u16::from_le_bytes(
-            bytes.get(at..at + 2)?.try_into().ok()?,
-        )))
-    };
-    let u64_at = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-    };
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut header = [0u8; 64];
+    if file.read_exact(&mut header).is_err() || &header[..4] != b"\x7fELF" {
         return Err("not an ELF file".into());
     }
-    if bytes[4] != 2 || bytes[5] != 1 {
+    if header[4] != 2 || header[5] != 1 {
         return Err("not a 64-bit little-endian ELF file".into());
     }
+    let u16_at = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     let truncated = || format!("truncated ELF file ({len} bytes)");
-    let (phoff, shoff) = (u64_at(0x20).unwrap_or(0), u64_at(0x28).unwrap_or(0));
-    let (phentsize, phnum) = (u16_at(0x36).unwrap_or(0), u16_at(0x38).unwrap_or(0));
-    let (shentsize, shnum) = (u16_at(0x3A).unwrap_or(0), u16_at(0x3C).unwrap_or(0));
+    let (phoff, shoff) = (u64_at(&header, 0x20), u64_at(&header, 0x28));
+    let (phentsize, phnum) = (u16_at(&header, 0x36), u16_at(&header, 0x38));
+    let (shentsize, shnum) = (u16_at(&header, 0x3A), u16_at(&header, 0x3C));
     let end_of = |offset: u64, count: u64, size: u64| offset.checked_add(count * size);
-    if end_of(phoff, phnum, phentsize).is_none_or(|end| end > len)
+    if phentsize < 0x28
+        || end_of(phoff, phnum, phentsize).is_none_or(|end| end > len)
         || end_of(shoff, shnum, shentsize).is_none_or(|end| end > len)
     {
         return Err(truncated());
     }
-    for i in 0..phnum {
-        let at = (phoff + i * phentsize) as usize;
-        let (offset, filesz) = (u64_at(at + 8), u64_at(at + 0x20));
-        let (Some(offset), Some(filesz)) = (offset, filesz) else {
-            return Err(truncated());
-        };
+    let mut table = vec![0u8; (phnum * phentsize) as usize];
+    file.seek(SeekFrom::Start(phoff))
+        .and_then(|_| file.read_exact(&mut table))
+        .map_err(|_| truncated())?;
+    for entry in table.chunks_exact(phentsize as usize) {
+        let (offset, filesz) = (u64_at(entry, 8), u64_at(entry, 0x20));
         if offset.checked_add(filesz).is_none_or(|end| end > len) {
             return Err(truncated());
         }
