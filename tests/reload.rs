@@ -304,3 +304,22 @@ fn broken_replacements_are_refused_and_the_old_version_serves_on() {
         assert!(log.contains(needle), "{needle:?} not logged:\n{log}");
     }
 }
+
+/// With `plugins.hot_reload = false` the folder is read at start-up only.
+#[tokio::test]
+async fn without_hot_reload_the_folder_is_read_once() {
+    let dir = plugin_folder(&[built("crop")]);
+    let server = TestServer::builder()
+        .plugins(dir.path())
+        .set("ROSS__PLUGINS__HOT_RELOAD", "false")
+        .start()
+        .await;
+    publish(&built("desaturate"), dir.path(), "libdesaturate.so");
+    std::fs::remove_file(dir.path().join("libcrop.so")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server.get("/50/50/desaturate/photos/Dune.jpg").await.status,
+        404
+    );
+    assert_eq!(server.get("/50/50/crop/photos/Dune.jpg").await.status, 200);
+}
