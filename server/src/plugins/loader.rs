@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
@@ -273,19 +275,45 @@ fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError>
             )));
         }
     }
-    for m in &modes {
-        test_render(module, m.name.as_str()).map_err(|reason| {
-            invalid(format!(
-                "mode {:?} failed its test render: {reason}",
-                m.name.as_str()
-            ))
-        })?;
-    }
+    let names: Vec<String> = modes.iter().map(|m| m.name.to_string()).collect();
+    test_renders(module, names).map_err(|(mode, reason)| {
+        invalid(format!("mode {mode:?} failed its test render: {reason}"))
+    })?;
     Ok(OpenedLibrary {
         module,
         modes: modes.into_iter().collect(),
         copy: copy.to_owned(),
     })
+}
+
+/// How long a mode's test render may take. It renders a few hundred pixels: anything near
+/// this is a plugin that hangs.
+const TEST_RENDER_LIMIT: Duration = Duration::from_secs(5);
+
+/// Test-renders every mode on a thread of its own, so a plugin that hangs is refused after
+/// [`TEST_RENDER_LIMIT`] instead of stopping every later reload. (The hung thread cannot be
+/// stopped; it is left behind, like the library.)
+fn test_renders(module: PluginModule_Ref, modes: Vec<String>) -> Result<(), (String, String)> {
+    let (tx, rx) = mpsc::channel();
+    let first = modes.first().cloned().unwrap_or_default();
+    let spawned = std::thread::Builder::new()
+        .name("plugin-test-render".into())
+        .spawn(move || {
+            let result = modes
+                .into_iter()
+                .try_for_each(|mode| test_render(module, &mode).map_err(|reason| (mode, reason)));
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err((first, format!("cannot start the test render: {e}")));
+    }
+    match rx.recv_timeout(TEST_RENDER_LIMIT) {
+        Ok(result) => result,
+        Err(_) => Err((
+            first,
+            format!("it did not finish within {} s", TEST_RENDER_LIMIT.as_secs()),
+        )),
+    }
 }
 
 /// Renders a small gradient at a smaller size, as ross will, before the mode is put in
