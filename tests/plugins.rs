@@ -1,12 +1,6 @@
-use std::path::PathBuf;
-
 use ross::plugins::PluginLoadError;
 
-use crate::util::{build_dir, fixture_plugin, plugin_folder, TestServer};
-
-fn built(name: &str) -> PathBuf {
-    build_dir().join(format!("lib{name}.so"))
-}
+use crate::util::{built, fixture_plugin, plugin_folder, TestServer};
 
 /// Each kind of bad plugin file is refused with a one-line reason; the good ones load and
 /// serve.

@@ -1,14 +1,10 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::process::{http_get, Ross};
-use crate::util::{build_dir, fixture_plugin, plugin_folder, TestServer};
-
-fn built(name: &str) -> PathBuf {
-    build_dir().join(format!("lib{name}.so"))
-}
+use crate::util::{built, fixture_plugin, plugin_folder, TestServer};
 
 /// Publishes `from` as `dir/name` the recommended way: copy to a hidden name, then rename.
 fn publish(from: &Path, dir: &Path, name: &str) {

@@ -49,6 +49,11 @@ pub fn build_dir() -> PathBuf {
     dir
 }
 
+/// A mode plugin built by the workspace, such as `built("crop")` for `libcrop.so`.
+pub fn built(name: &str) -> PathBuf {
+    build_dir().join(format!("lib{name}.so"))
+}
+
 /// A test fixture plugin built from `plugin-api/examples/`.
 pub fn fixture_plugin(name: &str) -> PathBuf {
     let path = build_dir().join("examples").join(format!("lib{name}.so"));

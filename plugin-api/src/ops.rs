@@ -83,6 +83,13 @@ pub fn paste(dst: &mut ImageBuf, src: ImageView<'_>, x: u32, y: u32) -> Result<(
     Ok(())
 }
 
+/// Rec. 601 luma of one RGB pixel (the weights JPEG and GraphicsMagick use), in 0..=255.
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    // 0.299, 0.587, 0.114 in 16-bit fixed point (sum 65536), rounded.
+    let y = 19595 * u32::from(r) + 38470 * u32::from(g) + 7471 * u32::from(b);
+    ((y + 32768) >> 16) as u8
+}
+
 /// Exactly `width` x `height`: `src` scaled to cover the box and centre-cropped (the `crop`
 /// mode's geometry).
 pub fn crop_to(src: ImageView<'_>, width: u32, height: u32) -> Result<ImageBuf, RenderError> {
@@ -115,6 +122,15 @@ mod tests {
             }
         }
         ImageBuf::from_vec(px, w, h, PixelFormat::Rgb8).unwrap()
+    }
+
+    #[test]
+    fn luma_weights_match_jpeg() {
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(0, 0, 0), 0);
+        assert_eq!(luma(255, 0, 0), 76);
+        assert_eq!(luma(0, 255, 0), 150);
+        assert_eq!(luma(0, 0, 255), 29);
     }
 
     #[test]

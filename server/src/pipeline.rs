@@ -88,11 +88,6 @@ impl Pipeline {
         self.source.as_ref()
     }
 
-    /// The cache of rendered variants.
-    pub fn cache(&self) -> &DiskCache {
-        &self.cache
-    }
-
     /// The variant for `req` rendered with `mode`: from the cache when there, else rendered,
     /// cached and returned.
     pub async fn variant(

@@ -50,7 +50,7 @@ pub fn tint(src: ImageView<'_>, tone: [u8; 3]) -> ImageBuf {
     for y in 0..src.height {
         for p in src.row(y).chunks_exact(bpp) {
             let l = if bpp >= 3 {
-                luma(p[0], p[1], p[2])
+                ops::luma(p[0], p[1], p[2])
             } else {
                 p[0]
             };
@@ -59,11 +59,6 @@ pub fn tint(src: ImageView<'_>, tone: [u8; 3]) -> ImageBuf {
     }
     ImageBuf::from_vec(out, src.width, src.height, PixelFormat::Rgb8)
         .expect("a packed RGB buffer of the view's size")
-}
-
-fn luma(r: u8, g: u8, b: u8) -> u8 {
-    let y = 19595 * u32::from(r) + 38470 * u32::from(g) + 7471 * u32::from(b);
-    ((y + 32768) >> 16) as u8
 }
 
 plugin_api::export_modes!(Colourise);

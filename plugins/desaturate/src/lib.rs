@@ -26,13 +26,6 @@ impl Mode for Desaturate {
     }
 }
 
-/// Rec. 601 luma of one RGB pixel, in 0..=255.
-pub fn luma(r: u8, g: u8, b: u8) -> u8 {
-    // 0.299, 0.587, 0.114 in 16-bit fixed point (sum 65536), rounded.
-    let y = 19595 * u32::from(r) + 38470 * u32::from(g) + 7471 * u32::from(b);
-    ((y + 32768) >> 16) as u8
-}
-
 /// One grey channel from an RGB or RGBA view (alpha ignored: ross hands modes opaque RGB).
 pub fn greyscale(src: ImageView<'_>) -> Result<ImageBuf, RenderError> {
     let bpp = src.format.bytes_per_pixel();
@@ -42,7 +35,11 @@ pub fn greyscale(src: ImageView<'_>) -> Result<ImageBuf, RenderError> {
     }
     let mut grey = Vec::with_capacity(src.width as usize * src.height as usize);
     for y in 0..src.height {
-        grey.extend(src.row(y).chunks_exact(bpp).map(|p| luma(p[0], p[1], p[2])));
+        grey.extend(
+            src.row(y)
+                .chunks_exact(bpp)
+                .map(|p| ops::luma(p[0], p[1], p[2])),
+        );
     }
     ImageBuf::from_vec(grey, src.width, src.height, PixelFormat::Gray8)
 }
@@ -54,15 +51,6 @@ mod tests {
     use plugin_api::testing::{mean, sample, Harness};
 
     use super::*;
-
-    #[test]
-    fn luma_weights_match_jpeg() {
-        assert_eq!(luma(255, 255, 255), 255);
-        assert_eq!(luma(0, 0, 0), 0);
-        assert_eq!(luma(255, 0, 0), 76);
-        assert_eq!(luma(0, 255, 0), 150);
-        assert_eq!(luma(0, 0, 255), 29);
-    }
 
     #[test]
     fn a_photo_becomes_grey_at_exactly_the_box() {

@@ -7,6 +7,6 @@ mod registry;
 
 pub use loader::{libraries_mapped, PluginLoadError};
 pub use registry::{
-    is_plugin_name, plugin_files, Fingerprint, LoadFailure, LoadedFile, LoadedMode, ModeChange,
-    ModeRegistry, PluginRenderError, PluginStats,
+    plugin_files, Fingerprint, LoadFailure, LoadedFile, LoadedMode, ModeChange, ModeRegistry,
+    PluginRenderError, PluginStats,
 };

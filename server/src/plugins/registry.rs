@@ -396,7 +396,7 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Whether `path` is named like a plugin: `*.so`, not hidden.
-pub fn is_plugin_name(path: &Path) -> bool {
+fn is_plugin_name(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !name.starts_with('.') && name.ends_with(".so")
 }

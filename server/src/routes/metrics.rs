@@ -21,46 +21,50 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let one = |v: u64| vec![(String::new(), v)];
-    let pipeline = &state.pipeline.stats;
-    metric(
-        "ross_renders_total",
-        "counter",
-        "Renders run (cache misses; identical concurrent requests count once).",
-        &one(pipeline.renders.load(Ordering::Relaxed)),
-    );
-    metric(
-        "ross_source_fetches_total",
-        "counter",
-        "Originals fetched from the source.",
-        &one(pipeline.fetches.load(Ordering::Relaxed)),
-    );
-    let plugins = &state.modes.stats;
-    metric(
-        "ross_plugin_loads_total",
-        "counter",
-        "Plugin files loaded and put in service, at start-up and by hot reload.",
-        &one(plugins.loads.load(Ordering::Relaxed)),
-    );
-    metric(
-        "ross_plugin_load_failures_total",
-        "counter",
-        "Plugin files refused (the version already loaded, if any, kept serving).",
-        &one(plugins.failures.load(Ordering::Relaxed)),
-    );
-    metric(
-        "ross_plugin_libraries_mapped",
-        "gauge",
-        "Plugin libraries mapped into this process. Never unmapped: restart the process \
-         (rolling) when this grows large; see docs/plugins.md.",
-        &one(libraries_mapped()),
-    );
-    metric(
-        "ross_cache_mode_purges_total",
-        "counter",
-        "Cache purges of a mode whose plugin changed version.",
-        &one(state.reloader.stats.purges.load(Ordering::Relaxed)),
-    );
+    let (pipeline, plugins) = (&state.pipeline.stats, &state.modes.stats);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let single: [(&str, &str, &str, u64); 6] = [
+        (
+            "ross_renders_total",
+            "counter",
+            "Renders run (cache misses; identical concurrent requests count once).",
+            load(&pipeline.renders),
+        ),
+        (
+            "ross_source_fetches_total",
+            "counter",
+            "Originals fetched from the source.",
+            load(&pipeline.fetches),
+        ),
+        (
+            "ross_plugin_loads_total",
+            "counter",
+            "Plugin files loaded and put in service, at start-up and by hot reload.",
+            load(&plugins.loads),
+        ),
+        (
+            "ross_plugin_load_failures_total",
+            "counter",
+            "Plugin files refused (the version already loaded, if any, kept serving).",
+            load(&plugins.failures),
+        ),
+        (
+            "ross_plugin_libraries_mapped",
+            "gauge",
+            "Plugin libraries mapped into this process. Never unmapped: restart the process \
+             (rolling) when this grows large; see docs/plugins.md.",
+            libraries_mapped(),
+        ),
+        (
+            "ross_cache_mode_purges_total",
+            "counter",
+            "Cache purges of a mode whose plugin changed version.",
+            load(&state.reloader.stats.purges),
+        ),
+    ];
+    for (name, kind, help, value) in single {
+        metric(name, kind, help, &[(String::new(), value)]);
+    }
     let modes: Vec<(String, u64)> = state
         .modes
         .modes()
@@ -81,7 +85,7 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             "ross_process_resident_memory_bytes",
             "gauge",
             "Resident memory of this process.",
-            &one(rss),
+            &[(String::new(), rss)],
         );
     }
     Response::builder()
