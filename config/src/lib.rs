@@ -50,7 +50,30 @@ pub struct Settings {
     pub output: OutputSettings,
     /// Whether `GET /{key}` serves the original file unchanged.
     pub serve_originals: bool,
+    /// The admin JSON API (and later page).
+    pub admin: AdminSettings,
 }
+
+/// The admin interface under `/admin`.
+#[derive(Clone, PartialEq)]
+pub struct AdminSettings {
+    /// Serve `/admin` at all.
+    pub enabled: bool,
+    /// The bearer token; `None`: one is generated on first start and kept in `data_dir`.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Shortest admin token accepted: anything shorter could be guessed.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// HTTP listener settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +133,8 @@ pub struct CacheSettings {
     pub dir: PathBuf,
     /// `Cache-Control: max-age` sent with every image.
     pub max_age: Duration,
+    /// Bound on the bytes of cached files; the least recently served go first.
+    pub max_bytes: u64,
 }
 
 /// Mode plugins.
@@ -277,6 +302,7 @@ impl Settings {
         lines.extend([
             ("cache.dir", p(&self.cache.dir)),
             ("cache.max_age", self.cache.max_age.as_secs().to_string()),
+            ("cache.max_bytes", self.cache.max_bytes.to_string()),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -297,6 +323,15 @@ impl Settings {
             ),
             ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
             ("serve_originals", self.serve_originals.to_string()),
+            ("admin.enabled", self.admin.enabled.to_string()),
+            (
+                "admin.token",
+                if self.admin.token.is_some() {
+                    "\"<set, not shown>\"".into()
+                } else {
+                    "\"\" # generated, kept in data_dir/admin-token".into()
+                },
+            ),
         ]);
         lines.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
@@ -337,6 +372,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     let cache = CacheSettings {
         dir: cache_dir.unwrap_or_else(|| data_dir.join("cache")),
         max_age: Duration::from_secs(r.int("cache.max_age", 604_800u64, 0..=i64::from(u32::MAX))),
+        max_bytes: r.int("cache.max_bytes", 10u64 << 30, 1..=i64::MAX),
     };
     let plugins = PluginSettings {
         dir: r
@@ -371,7 +407,26 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             Err(e) => r.invalid("whitelist.sizes", e),
         }
     }
+    if let SourceSettings::Local { root } = &source {
+        check_folders(r, root, &cache.dir, &data_dir);
+    }
+    let admin = AdminSettings {
+        enabled: r.bool("admin.enabled", true),
+        token: r.optional_string("admin.token").filter(|t| !t.is_empty()),
+    };
+    if let Some(token) = &admin.token {
+        if token.chars().count() < MIN_ADMIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+            r.invalid(
+                "admin.token",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters without spaces \
+                     (leave it unset to have one generated)"
+                ),
+            );
+        }
+    }
     Settings {
+        admin,
         server: ServerSettings { listen },
         source,
         cache,
@@ -383,6 +438,82 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100),
         },
         serve_originals: r.bool("serve_originals", true),
+    }
+}
+
+/// `cache.dir` and `data_dir` must stay clear of the media root, and of each other: ross
+/// deletes what its index does not know from the cache folder, and would serve its renders
+/// and state as originals from inside the media root.
+fn check_folders(r: &mut Reader<'_>, root: &Path, cache: &Path, data: &Path) {
+    let (root, cache, data) = (resolved(root), resolved(cache), resolved(data));
+    for (key, dir) in [("cache.dir", &cache), ("data_dir", &data)] {
+        if let Some(relation) = overlap(dir, &root) {
+            r.invalid(
+                key,
+                format!(
+                    "{} {relation} the media root source.root {}: keep ross's folders \
+                     outside the originals",
+                    dir.display(),
+                    root.display()
+                ),
+            );
+        }
+    }
+    if cache == data || data.starts_with(&cache) {
+        r.invalid(
+            "data_dir",
+            format!(
+                "{} is or lies inside cache.dir {}: the cache folder holds renders only",
+                data.display(),
+                cache.display()
+            ),
+        );
+    }
+}
+
+/// How `dir` stands to `root`, if they overlap.
+fn overlap(dir: &Path, root: &Path) -> Option<&'static str> {
+    if dir == root {
+        Some("is")
+    } else if dir.starts_with(root) {
+        Some("lies inside")
+    } else if root.starts_with(dir) {
+        Some("contains")
+    } else {
+        None
+    }
+}
+
+/// `path` made absolute, with `.` and `..` applied and symbolic links in its existing part
+/// resolved, so two spellings of one folder compare equal.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut clean = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    // Resolve the longest existing ancestor; the rest does not exist yet.
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return clean,
+        }
     }
 }
 

@@ -16,7 +16,12 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
-    Route::new()
+    let mut route = Route::new();
+    if state.settings.admin.enabled {
+        route = route.nest("/admin/api", routes::admin_api::routes());
+    }
+    let counted = state.clone();
+    route
         .at(
             "/health",
             get(routes::health::health).head(routes::health::health),
@@ -33,6 +38,14 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
         )
         .data(state)
         .with(CatchPanic::new())
+        .around(move |endpoint, req| {
+            let state = counted.clone();
+            async move {
+                let response = endpoint.get_response(req).await;
+                state.requests.record(response.status().as_u16());
+                Ok(response)
+            }
+        })
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
@@ -45,5 +58,12 @@ pub async fn run(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    crate::http::serve(listener, app(state), shutdown, GRACE).await
+    crate::http::serve(listener, app(state.clone()), shutdown, GRACE).await?;
+    // Hit times gathered since the last batch, and the index, to disk before exiting.
+    let cache = state.cache.clone();
+    let flushed = tokio::task::spawn_blocking(move || cache.flush()).await;
+    if let Ok(Err(e)) = flushed {
+        tracing::error!(error = %e, "cannot flush the cache index at shutdown");
+    }
+    Ok(())
 }

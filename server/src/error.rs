@@ -40,8 +40,8 @@ impl AppError {
             StatusCode::FORBIDDEN,
             "size-not-allowed",
             format!(
-                "The size {size} is not in the whitelist; add \"{size}\" to whitelist.sizes \
-                 (ROSS__WHITELIST__SIZES) to allow it."
+                "The size {size} is not in the whitelist; an administrator can allow it on the \
+                 admin page or with PUT /admin/api/whitelist/{size}."
             ),
         )
     }

@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub struct RenderGate {
     slots: Arc<Semaphore>,
+    size: usize,
     waiting: AtomicUsize,
     max_queue: usize,
 }
@@ -33,6 +34,7 @@ impl RenderGate {
     pub fn new(slots: usize, max_queue: usize) -> RenderGate {
         RenderGate {
             slots: Arc::new(Semaphore::new(slots)),
+            size: slots,
             waiting: AtomicUsize::new(0),
             max_queue,
         }
@@ -54,6 +56,11 @@ impl RenderGate {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed"))
+    }
+
+    /// Renders holding a slot now.
+    pub fn running(&self) -> usize {
+        self.size - self.slots.available_permits()
     }
 
     /// Renders waiting for a slot now.

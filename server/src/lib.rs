@@ -7,8 +7,10 @@
 //! line and starts things.
 #![deny(missing_docs)]
 
+pub mod admin_token;
 pub mod app;
 pub mod cache;
+pub mod db;
 pub mod error;
 pub mod gate;
 pub mod http;
@@ -22,6 +24,7 @@ pub mod scaffold;
 pub mod singleflight;
 pub mod source;
 pub mod state;
+pub mod stats;
 pub mod whitelist;
 
 pub use app::{app, run};

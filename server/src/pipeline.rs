@@ -10,7 +10,7 @@ use bytes::Bytes;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
 use ross_config::Limits;
 
-use crate::cache::DiskCache;
+use crate::cache::{Cache, OutputFormat, PutOutcome, VariantKey, WriteTicket};
 use crate::error::AppError;
 use crate::gate::RenderGate;
 use crate::imaging::{decode, encode_jpeg};
@@ -46,13 +46,17 @@ pub struct PipelineStats {
     pub renders: AtomicU64,
     /// Source fetches made.
     pub fetches: AtomicU64,
+    /// Requests answered from the cache.
+    pub hits: AtomicU64,
+    /// Requests answered by a render (their own or one they joined).
+    pub misses: AtomicU64,
 }
 
 /// Everything a render needs.
 pub struct Pipeline {
     source: Arc<dyn Source>,
     modes: Arc<ModeRegistry>,
-    cache: DiskCache,
+    cache: Cache,
     gate: RenderGate,
     flights: SingleFlight<String, Result<Rendered, AppError>>,
     limits: Limits,
@@ -67,7 +71,7 @@ impl Pipeline {
     pub fn new(
         source: Arc<dyn Source>,
         modes: Arc<ModeRegistry>,
-        cache: DiskCache,
+        cache: Cache,
         limits: Limits,
         jpeg_quality: u8,
     ) -> Self {
@@ -88,38 +92,54 @@ impl Pipeline {
         self.source.as_ref()
     }
 
+    /// The cache's purge epoch now: taken when a request begins, so that a render is not
+    /// cached if a purge (or a whitelist change) started while it was being made.
+    pub fn ticket(&self) -> WriteTicket {
+        self.cache.ticket()
+    }
+
+    /// Renders in progress now (holding a render slot).
+    pub fn renders_in_flight(&self) -> usize {
+        self.gate.running()
+    }
+
     /// The variant for `req` rendered with `mode`: from the cache when there, else rendered,
-    /// cached and returned.
+    /// cached (unless a purge began after `ticket`) and returned.
     pub async fn variant(
         &self,
         req: &RenderRequest,
         mode: Arc<LoadedMode>,
+        ticket: WriteTicket,
     ) -> Result<Rendered, AppError> {
-        if let Some(hit) = self.cache.get(req).await {
+        let variant = VariantKey::new(req, OutputFormat::Jpeg);
+        if let Some(hit) = self.cache.get(&variant).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Rendered {
                 body: hit.bytes,
                 modified: hit.modified,
                 cache: CacheStatus::Hit,
             });
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         // Keyed by the mode's load too: a request that arrives after a plugin was replaced
         // never waits for a render by the old version.
-        let flight = format!("{}@{}", req.canonical(), mode.id);
+        let flight = format!("{variant}@{}", mode.id);
         self.flights
-            .run(flight, || self.render_miss(req, mode))
+            .run(flight, || self.render_miss(variant, mode, ticket))
             .await
     }
 
     async fn render_miss(
         &self,
-        req: &RenderRequest,
+        variant: VariantKey,
         mode: Arc<LoadedMode>,
+        ticket: WriteTicket,
     ) -> Result<Rendered, AppError> {
         let deadline = tokio::time::Instant::now() + self.limits.render_timeout;
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let object = self
             .source
-            .fetch(&req.key, self.limits.max_source_bytes)
+            .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
         let permit = tokio::time::timeout_at(deadline, self.gate.enter())
             .await
@@ -127,7 +147,8 @@ impl Pipeline {
             .map_err(|_| AppError::overloaded())?;
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
         let job = RenderJob {
-            req: req.clone(),
+            variant,
+            ticket,
             mode,
             modes: self.modes.clone(),
             cache: self.cache.clone(),
@@ -154,10 +175,11 @@ impl Pipeline {
 
 /// The CPU-bound part of a miss, run on the blocking pool.
 struct RenderJob {
-    req: RenderRequest,
+    variant: VariantKey,
+    ticket: WriteTicket,
     mode: Arc<LoadedMode>,
     modes: Arc<ModeRegistry>,
-    cache: DiskCache,
+    cache: Cache,
     max_pixels: u64,
     quality: u8,
 }
@@ -165,19 +187,27 @@ struct RenderJob {
 impl RenderJob {
     fn run(self, source: &[u8]) -> Result<Rendered, AppError> {
         let target = TargetSize {
-            width: self.req.size.width,
-            height: self.req.size.height,
+            width: self.variant.size.width,
+            height: self.variant.size.height,
         };
         let encoded = render_bytes(source, &self.mode, target, self.max_pixels, self.quality)?;
-        // A render by a version that was replaced meanwhile is served but not cached: the
-        // replacement purged that version's renders.
+        // A render by a version that was replaced meanwhile, or begun before a purge, is
+        // served but not cached.
         let current = || {
             self.modes
                 .get(&self.mode.name)
                 .is_some_and(|m| m.version == self.mode.version)
         };
-        let modified = match self.cache.put_if(&self.req, &encoded, current) {
-            Ok(written) => written.unwrap_or_else(SystemTime::now),
+        let stored = self.cache.put(
+            &self.variant,
+            &self.mode.version,
+            &encoded,
+            self.ticket,
+            current,
+        );
+        let modified = match stored {
+            Ok(PutOutcome::Stored(modified)) => modified,
+            Ok(PutOutcome::Stale | PutOutcome::NoRoom) => SystemTime::now(),
             Err(e) => {
                 tracing::warn!(error = %e, "serving a render that could not be cached");
                 SystemTime::now()

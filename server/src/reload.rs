@@ -9,10 +9,12 @@
 //! the file is still being written. A file that fails to load is not retried until it changes.
 //!
 //! Whenever a mode is put in service with a version other than the one its cached renders
-//! were made with, those renders are purged. The version behind the cache is kept in
-//! `data_dir/cached-mode-versions.json`, so this also holds across restarts.
+//! were made with, the cache is told ([`Cache::adopt_mode_version`]) and purges them; a mode
+//! that leaves service, here or while the server was down, has its renders purged
+//! ([`Cache::retire_mode`]): once nginx serves hits from the cache folder, a render left on
+//! disk would still be served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 
-use crate::cache::DiskCache;
+use crate::cache::Cache;
 use crate::plugins::{plugin_files, Fingerprint, ModeChange, ModeRegistry, PluginLoadError};
 
 /// How long a changed file must stay unchanged before it is loaded.
@@ -45,8 +47,7 @@ pub struct ReloadStats {
 pub struct Reloader {
     dir: PathBuf,
     registry: Arc<ModeRegistry>,
-    cache: DiskCache,
-    versions: CachedVersions,
+    cache: Cache,
     state: Mutex<ScanState>,
     /// Purge counters.
     pub stats: ReloadStats,
@@ -61,36 +62,40 @@ struct ScanState {
 }
 
 impl Reloader {
-    /// A reloader for `dir`, recording cached versions in `versions_file`.
-    pub fn new(
-        dir: &Path,
-        registry: Arc<ModeRegistry>,
-        cache: DiskCache,
-        versions_file: &Path,
-    ) -> Reloader {
+    /// A reloader for `dir`, keeping `cache` in step with the modes of `registry`.
+    pub fn new(dir: &Path, registry: Arc<ModeRegistry>, cache: Cache) -> Reloader {
         Reloader {
             dir: dir.to_owned(),
             registry,
             cache,
-            versions: CachedVersions::open(versions_file),
             state: Mutex::default(),
             stats: ReloadStats::default(),
         }
     }
 
-    /// Loads every plugin in the folder now, without waiting for files to settle (start-up).
+    /// Loads every plugin in the folder now, without waiting for files to settle (start-up),
+    /// then retires the modes the cache holds renders of that no plugin provides any more.
     pub fn load_all(&self) {
-        let files = match plugin_files(&self.dir) {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the plugin folder");
-                return;
-            }
-        };
+        let files = plugin_files(&self.dir).unwrap_or_else(|e| {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the plugin folder");
+            Vec::new()
+        });
         let mut state = self.lock_state();
         for file in files {
             if let Ok(fp) = Fingerprint::of(&file) {
                 self.load(&mut state, &file, fp);
+            }
+        }
+        let recorded = self.cache.recorded_modes().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read which modes the cache holds");
+            Vec::new()
+        });
+        for mode in recorded {
+            if self.registry.get(&mode).is_none() {
+                tracing::warn!(mode = %mode, "no plugin provides this mode any more: its cached renders are purged");
+                if let Err(e) = self.cache.retire_mode(&mode) {
+                    tracing::error!(mode = %mode, error = %e, "cannot purge a retired mode's renders");
+                }
             }
         }
     }
@@ -195,27 +200,25 @@ impl Reloader {
         }
     }
 
-    /// Purges the cached renders of each mode now served with a version other than the one
-    /// its cached renders were made with.
+    /// Tells the cache about each mode now served with another version, or no longer served.
     fn apply(&self, changes: &[ModeChange]) {
         for change in changes {
-            let Some(version) = &change.after else {
-                continue; // removed: its renders stay until it comes back with another version
+            let result = match &change.after {
+                Some(version) => self.cache.adopt_mode_version(&change.mode, version),
+                None => self.cache.retire_mode(&change.mode).map(|()| false),
             };
-            let Some(cached) = self.versions.replace(&change.mode, version) else {
-                continue;
-            };
-            match self.cache.purge_mode(&change.mode) {
-                Ok(folders) => {
+            match result {
+                Ok(true) => {
                     self.stats.purges.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
-                        mode = %change.mode, from = %cached, to = %version, folders,
-                        "version changed: cached renders purged"
+                        mode = %change.mode, version = change.after.as_deref().unwrap_or(""),
+                        "mode version changed: renders of other versions are being purged"
                     );
                 }
+                Ok(false) => {}
                 Err(e) => tracing::error!(
                     mode = %change.mode, error = %e,
-                    "version changed but the cached renders could not be purged"
+                    "cannot purge the renders of a changed mode"
                 ),
             }
         }
@@ -223,49 +226,5 @@ impl Reloader {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ScanState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The version of each mode whose renders are in the cache, kept in a small JSON file.
-struct CachedVersions {
-    file: PathBuf,
-    versions: Mutex<BTreeMap<String, String>>,
-}
-
-impl CachedVersions {
-    fn open(file: &Path) -> CachedVersions {
-        let versions = match std::fs::read(file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(file = %file.display(), error = %e, "ignoring unreadable file");
-                BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
-        };
-        CachedVersions {
-            file: file.to_owned(),
-            versions: Mutex::new(versions),
-        }
-    }
-
-    /// Records `version` for `mode`; returns the version recorded before if it differed.
-    fn replace(&self, mode: &str, version: &str) -> Option<String> {
-        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        let before = versions.insert(mode.to_owned(), version.to_owned());
-        if before.as_deref() == Some(version) {
-            return None;
-        }
-        if let Err(e) = self.save(&versions) {
-            tracing::warn!(file = %self.file.display(), error = %e, "cannot record mode versions");
-        }
-        before
-    }
-
-    fn save(&self, versions: &BTreeMap<String, String>) -> std::io::Result<()> {
-        if let Some(parent) = self.file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let tmp = self.file.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(versions)?)?;
-        std::fs::rename(&tmp, &self.file)
     }
 }

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use ross_config::{Settings, SourceSettings};
 
-use crate::cache::DiskCache;
+use crate::admin_token::{AdminToken, TokenError};
+use crate::cache::{Cache, CacheError};
+use crate::db::{Database, DbError};
 use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
 use crate::reload::Reloader;
 use crate::source::{LocalSource, S3Source, Source};
+use crate::stats::RequestStats;
 use crate::whitelist::Whitelist;
 
 /// Why the server could not start.
@@ -17,14 +20,15 @@ pub enum StartupError {
     /// The media root is missing or unreadable.
     #[error("source.root: {0}")]
     Source(std::io::Error),
-    /// The cache folder cannot be created.
-    #[error("cache.dir {path}: {source}")]
-    Cache {
-        /// The folder.
-        path: String,
-        /// What failed.
-        source: std::io::Error,
-    },
+    /// The database in `data_dir` cannot be used.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The cache folder cannot be used.
+    #[error("cache.dir: {0}")]
+    Cache(#[from] CacheError),
+    /// The admin token cannot be read or kept.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// Shared server state.
@@ -39,12 +43,19 @@ pub struct AppState {
     pub pipeline: Pipeline,
     /// Allowed sizes.
     pub whitelist: Whitelist,
+    /// The cache of rendered variants.
+    pub cache: Cache,
+    /// The admin API's token.
+    pub admin_token: AdminToken,
+    /// Responses by status.
+    pub requests: RequestStats,
 }
 
 impl AppState {
-    /// Opens the source and cache and loads the plugins. A plugin that fails to load is
-    /// logged and skipped; a missing media root or unusable cache folder stops start-up. An S3
-    /// bucket is not contacted here: whether it answers shows in `GET /ready`.
+    /// Opens the source, the database and the cache, and loads the plugins. A plugin that
+    /// fails to load is logged and skipped; a missing media root, a `data_dir` in use or an
+    /// unusable cache folder stops start-up. An S3 bucket is not contacted here: whether it
+    /// answers shows in `GET /ready`.
     pub async fn new(settings: Settings) -> Result<Arc<AppState>, StartupError> {
         let source: Arc<dyn Source> = match &settings.source {
             SourceSettings::Local { root } => {
@@ -52,26 +63,28 @@ impl AppState {
             }
             SourceSettings::S3(s3) => Arc::new(S3Source::connect(s3, None).await),
         };
-        AppState::with_source(settings, source)
+        tokio::task::spawn_blocking(move || AppState::with_source(settings, source))
+            .await
+            .expect("start-up does not panic")
     }
 
     /// Like [`AppState::new`], with the source given instead of built from `settings.source`
-    /// (tests use it to give an S3 source its own credentials).
+    /// (tests use it to give an S3 source its own credentials). Blocking.
     pub fn with_source(
         settings: Settings,
         source: Arc<dyn Source>,
     ) -> Result<Arc<AppState>, StartupError> {
         tracing::info!(source = %source.describe(), "serving originals");
-        let cache = DiskCache::open(&settings.cache.dir).map_err(|source| StartupError::Cache {
-            path: settings.cache.dir.display().to_string(),
-            source,
-        })?;
+        // The database first: its lock keeps a second process off everything in data_dir.
+        let db = Database::open(&settings.data_dir)?;
+        let cache = Cache::open(&settings.cache.dir, settings.cache.max_bytes, &db)?;
+        let whitelist = Whitelist::open(&db, &settings.whitelist)?;
+        let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let modes = Arc::new(ModeRegistry::new(&settings.data_dir.join("loaded-plugins")));
         let reloader = Arc::new(Reloader::new(
             &settings.plugins.dir,
             modes.clone(),
             cache.clone(),
-            &settings.data_dir.join("cached-mode-versions.json"),
         ));
         reloader.load_all();
         if settings.plugins.hot_reload {
@@ -85,15 +98,18 @@ impl AppState {
         let pipeline = Pipeline::new(
             source,
             modes.clone(),
-            cache,
+            cache.clone(),
             settings.limits.clone(),
             settings.output.jpeg_quality,
         );
         Ok(Arc::new(AppState {
-            whitelist: Whitelist::from_settings(&settings.whitelist),
+            whitelist,
             modes,
             reloader,
             pipeline,
+            cache,
+            admin_token,
+            requests: RequestStats::default(),
             settings,
         }))
     }

@@ -1,27 +1,203 @@
-//! Which sizes may be rendered. Seeded from `whitelist.*` settings.
+//! Which sizes may be rendered: the live whitelist, kept in sled and edited while serving.
+//!
+//! The whitelist tree is seeded from `whitelist.enabled` and `whitelist.sizes` the first time
+//! a `data_dir` is used; after that it is the record, and a different list in the settings is
+//! reported at start-up and otherwise ignored (edit it from the admin API instead). Requests
+//! read it through an `ArcSwap`, with no lock; edits are serialised, flushed to disk, and then
+//! swapped in, so an edit the API confirmed survives a crash. Every method but
+//! [`Whitelist::allows`] and [`Whitelist::snapshot`] blocks: call them off the runtime.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use ross_config::{Size, WhitelistSettings};
 
-/// The size whitelist.
-#[derive(Debug, Clone)]
+use crate::db::{Database, DbError, TreeName};
+
+const ENABLED_KEY: &[u8] = b"enabled";
+/// Present once the tree has been seeded, so that a whitelist emptied on purpose stays empty.
+const SEEDED_KEY: &[u8] = b"seeded";
+const SIZE_PREFIX: &[u8] = b"size/";
+
+fn size_key(size: Size) -> Vec<u8> {
+    let mut key = SIZE_PREFIX.to_vec();
+    key.extend_from_slice(&size.width.to_be_bytes());
+    key.extend_from_slice(&size.height.to_be_bytes());
+    key
+}
+
+fn size_of_key(key: &[u8]) -> Option<Size> {
+    let raw = key.strip_prefix(SIZE_PREFIX)?;
+    let (w, h) = raw.split_at_checked(4)?;
+    Some(Size {
+        width: u32::from_be_bytes(w.try_into().ok()?),
+        height: u32::from_be_bytes(h.try_into().ok()?),
+    })
+}
+
+/// The whitelist as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Allowed {
+    /// When false any size within the limits is rendered.
+    pub enabled: bool,
+    /// The sizes allowed when enabled, in order.
+    #[serde(serialize_with = "sizes_as_text")]
+    pub sizes: BTreeSet<Size>,
+}
+
+fn sizes_as_text<S: serde::Serializer>(sizes: &BTreeSet<Size>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(sizes.iter().map(ToString::to_string))
+}
+
+/// The live whitelist.
 pub struct Whitelist {
-    enabled: bool,
-    sizes: BTreeSet<Size>,
+    tree: sled::Tree,
+    db: Database,
+    live: ArcSwap<Allowed>,
+    edits: Mutex<()>,
 }
 
 impl Whitelist {
-    /// The whitelist as configured.
-    pub fn from_settings(settings: &WhitelistSettings) -> Whitelist {
-        Whitelist {
+    /// The whitelist stored in `db`, seeded from `settings` if this is the first start.
+    pub fn open(db: &Database, settings: &WhitelistSettings) -> Result<Whitelist, DbError> {
+        let tree = db.tree(TreeName::Whitelist)?;
+        let err = |source| DbError::Sled {
+            path: db.dir().to_owned(),
+            source,
+        };
+        let configured = Allowed {
             enabled: settings.enabled,
             sizes: settings.sizes.iter().copied().collect(),
+        };
+        if !tree.contains_key(SEEDED_KEY).map_err(err)? {
+            let mut batch = sled::Batch::default();
+            batch.insert(ENABLED_KEY, &[u8::from(configured.enabled)]);
+            for size in &configured.sizes {
+                batch.insert(size_key(*size), &[]);
+            }
+            batch.insert(SEEDED_KEY, &[]);
+            tree.apply_batch(batch).map_err(err)?;
+            db.flush().map_err(err)?;
+        }
+        let stored = read(&tree).map_err(err)?;
+        if stored != configured {
+            tracing::warn!(
+                stored_enabled = stored.enabled, stored_sizes = %list(&stored.sizes),
+                configured_enabled = configured.enabled, configured_sizes = %list(&configured.sizes),
+                "whitelist.* differ from the whitelist kept in data_dir, which is the one used: \
+                 the settings only seed a new data_dir; edit the live whitelist from the admin API"
+            );
+        }
+        Ok(Whitelist {
+            tree,
+            db: db.clone(),
+            live: ArcSwap::from_pointee(stored),
+            edits: Mutex::new(()),
+        })
+    }
+
+    /// Whether `size` may be rendered now. Lock-free.
+    pub fn allows(&self, size: Size) -> bool {
+        let live = self.live.load();
+        !live.enabled || live.sizes.contains(&size)
+    }
+
+    /// The whitelist now.
+    pub fn snapshot(&self) -> Arc<Allowed> {
+        self.live.load_full()
+    }
+
+    /// Allows `size`. Returns whether it was new.
+    pub fn add(&self, size: Size) -> sled::Result<bool> {
+        self.edit(|tree| Ok(tree.insert(size_key(size), &[])?.is_none()))
+    }
+
+    /// Stops allowing `size`. Returns whether it was there.
+    pub fn remove(&self, size: Size) -> sled::Result<bool> {
+        self.edit(|tree| Ok(tree.remove(size_key(size))?.is_some()))
+    }
+
+    /// Switches the whitelist on or off.
+    pub fn set_enabled(&self, enabled: bool) -> sled::Result<()> {
+        self.edit(|tree| {
+            tree.insert(ENABLED_KEY, &[u8::from(enabled)])?;
+            Ok(())
+        })
+    }
+
+    /// Applies one edit, durably, then publishes the result.
+    fn edit<T>(&self, change: impl FnOnce(&sled::Tree) -> sled::Result<T>) -> sled::Result<T> {
+        let _one = self.edits.lock().unwrap_or_else(|e| e.into_inner());
+        let result = change(&self.tree)?;
+        self.db.flush()?;
+        self.live.store(Arc::new(read(&self.tree)?));
+        Ok(result)
+    }
+}
+
+fn read(tree: &sled::Tree) -> sled::Result<Allowed> {
+    let enabled = tree.get(ENABLED_KEY)?.is_none_or(|v| v.first() != Some(&0));
+    let mut sizes = BTreeSet::new();
+    for key in tree.scan_prefix(SIZE_PREFIX).keys() {
+        if let Some(size) = size_of_key(&key?) {
+            sizes.insert(size);
+        }
+    }
+    Ok(Allowed { enabled, sizes })
+}
+
+fn list(sizes: &BTreeSet<Size>) -> String {
+    sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(enabled: bool, sizes: &[&str]) -> WhitelistSettings {
+        WhitelistSettings {
+            enabled,
+            sizes: sizes.iter().map(|s| s.parse().unwrap()).collect(),
         }
     }
 
-    /// Whether `size` may be rendered.
-    pub fn allows(&self, size: Size) -> bool {
-        !self.enabled || self.sizes.contains(&size)
+    #[test]
+    fn seeded_once_then_edits_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let s72: Size = "72x72".parse().unwrap();
+        let s300: Size = "300x300".parse().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let w = Whitelist::open(&db, &settings(true, &["72x72"])).unwrap();
+            assert!(w.allows(s72) && !w.allows(s300));
+            assert!(w.add(s300).unwrap());
+            assert!(!w.add(s300).unwrap());
+            assert!(w.allows(s300));
+            assert!(w.remove(s72).unwrap());
+            assert!(!w.allows(s72));
+        }
+        let db = Database::open(dir.path()).unwrap();
+        // Other settings now only seed a new data_dir.
+        let w = Whitelist::open(&db, &settings(false, &["10x10"])).unwrap();
+        let now = w.snapshot();
+        assert!(now.enabled);
+        assert_eq!(now.sizes.iter().copied().collect::<Vec<_>>(), vec![s300]);
+        w.set_enabled(false).unwrap();
+        assert!(w.allows(s72));
+    }
+
+    #[test]
+    fn emptied_stays_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Size = "72x72".parse().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let w = Whitelist::open(&db, &settings(true, &["72x72"])).unwrap();
+            w.remove(s).unwrap();
+        }
+        let db = Database::open(dir.path()).unwrap();
+        let w = Whitelist::open(&db, &settings(true, &["72x72"])).unwrap();
+        assert!(w.snapshot().sizes.is_empty());
     }
 }

@@ -14,6 +14,9 @@ pub(super) async fn render(
     state: &Arc<AppState>,
     req: RenderRequest,
 ) -> Result<Response, AppError> {
+    // Taken before the whitelist is read: a render begun before a purge (or a size's removal)
+    // is served but never cached.
+    let ticket = state.pipeline.ticket();
     if !state.whitelist.allows(req.size) {
         return Err(AppError::not_whitelisted(req.size));
     }
@@ -21,7 +24,7 @@ pub(super) async fn render(
         .modes
         .get(&req.mode)
         .ok_or_else(|| AppError::unknown_mode(&req.mode))?;
-    let rendered = state.pipeline.variant(&req, mode).await?;
+    let rendered = state.pipeline.variant(&req, mode, ticket).await?;
     Ok(image_response(
         http,
         rendered.body,

@@ -1,0 +1,810 @@
+//! The disk cache of rendered variants: the only module that reads or writes `cache.dir`, and
+//! the owner of the cache's trees in sled (entries, purge journal, mode versions).
+//!
+//! - **Layout** ([`layout`]): a variant lives at `{format}/{width}/{height}/{mode}/{key}`, so
+//!   nginx can serve hits straight from disk.
+//! - **Writes**: a file is written to `.tmp/`, fsynced and renamed into place, then indexed.
+//!   A crash leaves at most a temporary file (removed at the next start) or a file without an
+//!   entry (removed by reconciliation); never a partial file at a variant's path.
+//! - **Hits** read the file and note the time in memory; a background thread writes those
+//!   times to the index in batches, so a hit never waits for sled.
+//! - **Bounded size**: the bytes indexed plus those being written never exceed
+//!   `cache.max_bytes`; the least recently served entries are evicted in the background
+//!   (and by a writer itself, when the background has not kept up).
+//! - **Purges** ([`purge`]) are journaled before any file goes and run again after a crash.
+//!   While one runs, hits it may remove are not served from the cache.
+//! - **Start-up** opens the index and serves at once; a background thread finishes
+//!   interrupted purges and reconciles the index with the disk.
+//!
+//! Which variant to render, and when a mode's version changed, are decided elsewhere; this
+//! module is told.
+
+pub mod index;
+pub mod layout;
+mod maintenance;
+pub mod purge;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::db::{Database, DbError, TreeName};
+pub use index::EntryMeta;
+use index::Index;
+pub use layout::{OutputFormat, VariantKey, TMP_DIR};
+pub use purge::{PurgeOutcome, Selector};
+
+/// The file that marks a folder as a ross cache, and whose lock keeps a second process out.
+/// A folder that already holds other files and no marker is refused: reconciliation removes
+/// whatever the index does not know.
+const MARKER: &str = ".ross-cache";
+
+/// The background evictor starts when the cache is this full (per mille of `max_bytes`)...
+const EVICT_START_PERMILLE: u64 = 950;
+/// ...and evicts down to this, so a burst of renders finds room without waiting.
+const EVICT_TARGET_PERMILLE: u64 = 900;
+
+/// Hits remembered between two writes of last-served times. Beyond it, more hits are not
+/// recorded until the next write (the entries keep their older times): memory stays bounded
+/// however many distinct variants are hit.
+const MAX_PENDING_TOUCHES: usize = 1 << 18;
+
+/// Path locks: a file and its entry change together under the lock of their path's stripe.
+const STRIPES: usize = 64;
+
+/// Why the cache failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A file or folder in the cache could not be read or written.
+    #[error("cache file {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The index failed.
+    #[error("cache index: {0}")]
+    Index(#[from] sled::Error),
+    /// The index's trees could not be opened.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// `cache.dir` holds files ross did not write.
+    #[error(
+        "cache.dir {path} already holds files and is not a ross cache (no {MARKER} file); \
+         point cache.dir at a new or empty folder: ross deletes whatever its index does not know"
+    )]
+    NotACache {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// Another process uses `cache.dir`.
+    #[error("cache.dir {path} is in use by another ross process; give each process its own")]
+    InUse {
+        /// The folder.
+        path: PathBuf,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A variant read from the cache.
+#[derive(Debug, Clone)]
+pub struct CachedFile {
+    /// The encoded image.
+    pub bytes: Bytes,
+    /// The file's modification time, for `Last-Modified` and `ETag`.
+    pub modified: SystemTime,
+}
+
+/// What became of a render offered to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Written and indexed; the file's modification time.
+    Stored(SystemTime),
+    /// Not written: a purge started, or the mode's version changed, after the request began.
+    Stale,
+    /// Not written: no room could be made (the render alone is larger than the cache).
+    NoRoom,
+}
+
+/// The purge epoch when a request began. A render is cached only if no purge started since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTicket(u64);
+
+/// Counters and totals, for the admin API and `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CacheStats {
+    /// Entries indexed.
+    pub entries: u64,
+    /// Bytes of the files indexed.
+    pub bytes: u64,
+    /// `cache.max_bytes`.
+    pub max_bytes: u64,
+    /// Entries evicted since start.
+    pub evicted_entries: u64,
+    /// Bytes evicted since start.
+    pub evicted_bytes: u64,
+    /// Purges started and not yet finished.
+    pub purges_running: usize,
+    /// Whether start-up reconciliation with the disk has finished.
+    pub reconciled: bool,
+    /// Bytes sled takes on disk for ross's state.
+    pub index_disk_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    evicted_entries: AtomicU64,
+    evicted_bytes: AtomicU64,
+}
+
+/// A purge that is journaled and active.
+#[derive(Debug, Clone)]
+pub struct PurgeJob {
+    id: u64,
+    selector: Selector,
+}
+
+/// Wakes the maintenance thread, and tells it to stop.
+#[derive(Default)]
+struct Signal {
+    state: Mutex<(bool, bool)>, // (work to do, stop)
+    cond: Condvar,
+}
+
+impl Signal {
+    fn wake(&self) {
+        lock(&self.state).0 = true;
+        self.cond.notify_all();
+    }
+
+    fn stop(&self) {
+        lock(&self.state).1 = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits up to `timeout` for a wake-up; returns false once stopped.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = lock(&self.state);
+        let (mut guard, _) = self
+            .cond
+            .wait_timeout_while(guard, timeout, |(work, stop)| !*work && !*stop)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.0 = false;
+        !guard.1
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The meta-tree key of the version behind a mode's renders.
+fn version_key(mode: &str) -> Vec<u8> {
+    format!("mode-version/{mode}").into_bytes()
+}
+
+/// The cache. Cloning is cheap and shares it.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    max_bytes: u64,
+    db: Database,
+    index: Index,
+    meta: sled::Tree,
+    /// When this process opened the cache: files and entries older than this and unknown to
+    /// the other side are leftovers of an earlier run.
+    opened_ms: u64,
+    stripes: Vec<Mutex<()>>,
+    /// Bytes being written and not yet indexed.
+    reserved: AtomicU64,
+    /// The purge epoch. Writers hold it shared from their check to their index entry; a purge
+    /// moves it on exclusively, so once it has, no render begun earlier is written.
+    epoch: RwLock<u64>,
+    /// Purges journaled and not finished. Read on every hit, so lock-free.
+    active: ArcSwap<Vec<PurgeJob>>,
+    /// Purges for the maintenance thread, by journal id.
+    queued: Mutex<VecDeque<PurgeJob>>,
+    /// The version each mode's renders will be of once queued purges have run.
+    expected_versions: Mutex<HashMap<String, Option<String>>>,
+    /// Last-served times not yet written to the index.
+    touches: Mutex<HashMap<Vec<u8>, u64>>,
+    track_hits: AtomicBool,
+    /// One eviction at a time.
+    evicting: Mutex<()>,
+    reconciled: AtomicBool,
+    counters: Counters,
+    signal: Arc<Signal>,
+    _marker: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.signal.stop();
+        self.flush_touches();
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "cannot flush the cache index");
+        }
+    }
+}
+
+impl Cache {
+    /// Opens the cache in `dir` with its index in `db`, bounded to `max_bytes`, and starts its
+    /// background work. Blocking: the index is scanned once for its totals.
+    pub fn open(dir: &Path, max_bytes: u64, db: &Database) -> Result<Cache, CacheError> {
+        let marker = claim_folder(dir)?;
+        let tmp = dir.join(TMP_DIR);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
+        let meta = db.tree(TreeName::Meta)?;
+        let index = Index::open(db.tree(TreeName::CacheEntries)?)?;
+        let mut queued = VecDeque::new();
+        for item in meta.scan_prefix(purge::JOURNAL_PREFIX) {
+            let (key, value) = item?;
+            let id = purge::journal_id(&key);
+            match (id, serde_json::from_slice::<Selector>(&value)) {
+                (Some(id), Ok(selector)) => queued.push_back(PurgeJob { id, selector }),
+                _ => {
+                    tracing::warn!("dropping an unreadable purge journal record");
+                    meta.remove(key)?;
+                }
+            }
+        }
+        if !queued.is_empty() {
+            tracing::info!(
+                purges = queued.len(),
+                "purges interrupted by the last stop will finish in the background"
+            );
+        }
+        let inner = Arc::new(Inner {
+            dir: dir.to_owned(),
+            max_bytes,
+            db: db.clone(),
+            index,
+            meta,
+            opened_ms: now_ms(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            reserved: AtomicU64::new(0),
+            epoch: RwLock::new(0),
+            active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
+            queued: Mutex::new(queued),
+            expected_versions: Mutex::default(),
+            touches: Mutex::default(),
+            track_hits: AtomicBool::new(true),
+            evicting: Mutex::new(()),
+            reconciled: AtomicBool::new(false),
+            counters: Counters::default(),
+            signal: Arc::default(),
+            _marker: marker,
+        });
+        maintenance::spawn(&inner)?;
+        Ok(Cache { inner })
+    }
+
+    /// The purge epoch now: take it when a request begins, give it back to [`Cache::put`].
+    pub fn ticket(&self) -> WriteTicket {
+        WriteTicket(*self.inner.epoch.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The cached file for `variant`, unless there is none or a running purge may remove it.
+    /// The file is opened and read through one handle, so an eviction meanwhile cannot cut it
+    /// short (an unlinked file stays readable while open).
+    pub async fn get(&self, variant: &VariantKey) -> Option<CachedFile> {
+        let inner = &self.inner;
+        if inner.active.load().iter().any(|p| p.selector.may_match(variant)) {
+            return None;
+        }
+        let path = inner.dir.join(variant.relative_path());
+        let file = tokio::task::spawn_blocking(move || read_whole(&path))
+            .await
+            .ok()??;
+        if inner.track_hits.load(Ordering::Relaxed) {
+            let mut touches = lock(&inner.touches);
+            if touches.len() < MAX_PENDING_TOUCHES {
+                touches.insert(variant.index_key(), now_ms());
+            }
+        }
+        Some(file)
+    }
+
+    /// Stores `bytes`, rendered by `version` of the mode, as `variant`, unless a purge began
+    /// after `ticket` was taken or `current()` no longer holds once no purge can start.
+    /// Blocking: call off the runtime.
+    pub fn put(
+        &self,
+        variant: &VariantKey,
+        version: &str,
+        bytes: &[u8],
+        ticket: WriteTicket,
+        current: impl FnOnce() -> bool,
+    ) -> Result<PutOutcome, CacheError> {
+        let inner = &self.inner;
+        let n = bytes.len() as u64;
+        if n > inner.max_bytes {
+            return Ok(PutOutcome::NoRoom);
+        }
+        let tmp = inner.write_temporary(bytes)?;
+        if !inner.reserve(n) {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(PutOutcome::NoRoom);
+        }
+        let outcome = inner.place(variant, version, &tmp, n, ticket, current);
+        inner.reserved.fetch_sub(n, Ordering::SeqCst);
+        if !matches!(outcome, Ok(PutOutcome::Stored(_))) {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        if inner.index.bytes() > inner.max_bytes / 1000 * EVICT_START_PERMILLE {
+            inner.signal.wake();
+        }
+        outcome
+    }
+
+    /// Journals a purge and makes it active (hits it may remove are no longer served), without
+    /// removing anything yet: [`Cache::finish_purge`] does. Blocking.
+    pub fn begin_purge(&self, selector: Selector) -> Result<PurgeJob, CacheError> {
+        self.inner.begin(selector)
+    }
+
+    /// Runs a purge begun with [`Cache::begin_purge`] to its end. Blocking.
+    pub fn finish_purge(&self, job: PurgeJob) -> Result<PurgeOutcome, CacheError> {
+        self.inner.run(&job)
+    }
+
+    /// Removes every variant `selector` names, crash-safely. Blocking.
+    pub fn purge(&self, selector: Selector) -> Result<PurgeOutcome, CacheError> {
+        let job = self.begin_purge(selector)?;
+        self.finish_purge(job)
+    }
+
+    /// A mode is now served by `version`. If the cache may hold renders of another version,
+    /// they are purged in the background (hits on the mode are renders until then) and
+    /// `version` is recorded once they are gone. Returns whether a purge was needed. Blocking.
+    pub fn adopt_mode_version(&self, mode: &str, version: &str) -> Result<bool, CacheError> {
+        let inner = &self.inner;
+        let mut expected = lock(&inner.expected_versions);
+        let behind = match expected.get(mode) {
+            Some(v) => v.clone(),
+            None => inner
+                .meta
+                .get(version_key(mode))?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        };
+        if behind.as_deref() == Some(version) {
+            return Ok(false);
+        }
+        inner.schedule(Selector::OtherVersions {
+            mode: mode.to_owned(),
+            version: version.to_owned(),
+        })?;
+        expected.insert(mode.to_owned(), Some(version.to_owned()));
+        Ok(true)
+    }
+
+    /// No plugin provides `mode` any more: its renders are purged in the background (nginx
+    /// would otherwise go on serving them) and its version record is forgotten. Blocking.
+    pub fn retire_mode(&self, mode: &str) -> Result<(), CacheError> {
+        let inner = &self.inner;
+        let mut expected = lock(&inner.expected_versions);
+        inner.schedule(Selector::Retired(mode.to_owned()))?;
+        expected.insert(mode.to_owned(), None);
+        Ok(())
+    }
+
+    /// Modes whose renders the cache may hold (those with a version recorded or expected).
+    pub fn recorded_modes(&self) -> Result<Vec<String>, CacheError> {
+        let inner = &self.inner;
+        let mut modes = BTreeSet::new();
+        for key in inner.meta.scan_prefix(b"mode-version/").keys() {
+            let key = key?;
+            if let Some(mode) = key.strip_prefix(b"mode-version/") {
+                modes.insert(String::from_utf8_lossy(mode).into_owned());
+            }
+        }
+        for (mode, version) in lock(&inner.expected_versions).iter() {
+            if version.is_some() {
+                modes.insert(mode.clone());
+            } else {
+                modes.remove(mode);
+            }
+        }
+        Ok(modes.into_iter().collect())
+    }
+
+    /// Totals and counters now.
+    pub fn stats(&self) -> CacheStats {
+        let inner = &self.inner;
+        CacheStats {
+            entries: inner.index.entries(),
+            bytes: inner.index.bytes(),
+            max_bytes: inner.max_bytes,
+            evicted_entries: inner.counters.evicted_entries.load(Ordering::Relaxed),
+            evicted_bytes: inner.counters.evicted_bytes.load(Ordering::Relaxed),
+            purges_running: inner.active.load().len(),
+            reconciled: inner.reconciled.load(Ordering::SeqCst),
+            index_disk_bytes: inner.db.size_on_disk(),
+        }
+    }
+
+    /// The entry for `variant`, if indexed. Blocking.
+    pub fn entry(&self, variant: &VariantKey) -> Result<Option<EntryMeta>, CacheError> {
+        Ok(self.inner.index.get(variant)?)
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Whether hits are recorded for eviction (on by default). Off, eviction orders entries
+    /// by when they were written; the benchmark uses it to measure what recording costs.
+    pub fn set_hit_tracking(&self, on: bool) {
+        self.inner.track_hits.store(on, Ordering::Relaxed);
+    }
+
+    /// Writes pending last-served times and flushes the database (at shutdown). Blocking.
+    pub fn flush(&self) -> Result<(), CacheError> {
+        self.inner.flush_touches();
+        Ok(self.inner.db.flush()?)
+    }
+}
+
+/// Creates `dir` (or accepts an existing ross cache), and locks its marker for this process.
+fn claim_folder(dir: &Path) -> Result<File, CacheError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let marker = dir.join(MARKER);
+    if !marker.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+        if entries.next().is_some() {
+            return Err(CacheError::NotACache {
+                path: dir.to_owned(),
+            });
+        }
+        std::fs::write(
+            &marker,
+            "This folder is a ross cache: ross deletes anything here its index does not know.\n",
+        )
+        .map_err(io_error(&marker))?;
+    }
+    let file = File::open(&marker).map_err(io_error(&marker))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CacheError::InUse {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(&marker)(e)),
+    }
+}
+
+fn read_whole(path: &Path) -> Option<CachedFile> {
+    let mut file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).ok()?;
+    Some(CachedFile {
+        bytes: bytes.into(),
+        modified: meta.modified().ok()?,
+    })
+}
+
+static TMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+impl Inner {
+    fn stripe(&self, variant: &VariantKey) -> MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(variant);
+        lock(&self.stripes[hash as usize % STRIPES])
+    }
+
+    /// Writes `bytes` to a new file in `.tmp/` and fsyncs it.
+    fn write_temporary(&self, bytes: &[u8]) -> Result<PathBuf, CacheError> {
+        let seq = TMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(TMP_DIR)
+            .join(format!("{}-{seq}.part", std::process::id()));
+        let written = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_data()
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_error(&tmp)(e)
+        })?;
+        Ok(tmp)
+    }
+
+    /// Counts `n` bytes about to be written against the bound, evicting first if needed.
+    fn reserve(&self, n: u64) -> bool {
+        let mut evicted = false;
+        loop {
+            let reserved = self.reserved.load(Ordering::SeqCst);
+            if self.index.bytes() + reserved + n <= self.max_bytes {
+                if self
+                    .reserved
+                    .compare_exchange(reserved, reserved + n, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            if evicted {
+                return false;
+            }
+            let target = (self.max_bytes / 1000 * EVICT_TARGET_PERMILLE)
+                .min(self.max_bytes.saturating_sub(n + reserved));
+            if let Err(e) = self.evict_to(target) {
+                tracing::error!(error = %e, "eviction failed");
+            }
+            evicted = true;
+        }
+    }
+
+    /// Renames the written file into place and indexes it, if still wanted.
+    fn place(
+        &self,
+        variant: &VariantKey,
+        version: &str,
+        tmp: &Path,
+        n: u64,
+        ticket: WriteTicket,
+        current: impl FnOnce() -> bool,
+    ) -> Result<PutOutcome, CacheError> {
+        let epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+        if *epoch != ticket.0 || !current() {
+            return Ok(PutOutcome::Stale);
+        }
+        let _path = self.stripe(variant);
+        let path = self.dir.join(variant.relative_path());
+        rename_into_place(tmp, &path).map_err(io_error(&path))?;
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        let now = now_ms();
+        let entry = EntryMeta {
+            bytes: n,
+            created_ms: now,
+            last_served_ms: now,
+            version: version.to_owned(),
+        };
+        if let Err(e) = self.index.insert(variant, &entry) {
+            // Without an entry the file would escape the bound: take it back.
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Ok(PutOutcome::Stored(modified))
+    }
+
+    /// Removes `variant`'s file and entry, if the entry is still the one written at
+    /// `created_ms` (when given). Returns what was removed.
+    fn remove_variant(
+        &self,
+        variant: &VariantKey,
+        created_ms: Option<u64>,
+        emptied: &mut BTreeSet<PathBuf>,
+    ) -> Result<Option<EntryMeta>, CacheError> {
+        let _path = self.stripe(variant);
+        let Some(entry) = self.index.get(variant)? else {
+            return Ok(None);
+        };
+        if created_ms.is_some_and(|c| c != entry.created_ms) {
+            return Ok(None); // written again since it was chosen
+        }
+        let path = self.dir.join(variant.relative_path());
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path)(e)),
+        }
+        if let Some(parent) = path.parent() {
+            emptied.insert(parent.to_owned());
+        }
+        Ok(self.index.remove(variant)?)
+    }
+
+    /// Removes the folders in `candidates` (and their parents) that are empty, deepest first;
+    /// never the cache root. A writer that loses its folder this way creates it again.
+    fn remove_empty_folders(&self, candidates: BTreeSet<PathBuf>) {
+        let mut all = BTreeSet::new();
+        for dir in candidates {
+            let mut d = dir.as_path();
+            while d != self.dir && d.starts_with(&self.dir) && all.insert(d.to_owned()) {
+                match d.parent() {
+                    Some(p) => d = p,
+                    None => break,
+                }
+            }
+        }
+        for dir in all.iter().rev() {
+            let _ = std::fs::remove_dir(dir); // fails, harmlessly, when not empty
+        }
+    }
+
+    /// Evicts least recently served entries until the indexed and reserved bytes are at most
+    /// `target`.
+    fn evict_to(&self, target: u64) -> Result<(), CacheError> {
+        let _one = lock(&self.evicting);
+        let used = || self.index.bytes() + self.reserved.load(Ordering::SeqCst);
+        if used() <= target {
+            return Ok(());
+        }
+        self.flush_touches();
+        let excess = used().saturating_sub(target);
+        // The oldest entries that free `excess`: a max-heap on last-served time keeps only
+        // as many as needed, so memory follows what is evicted, not the index size.
+        let mut oldest = std::collections::BinaryHeap::new();
+        let mut held = 0u64;
+        for item in self.index.iter() {
+            let (key, meta) = item?;
+            let Some(meta) = meta else { continue };
+            held += meta.bytes;
+            oldest.push((meta.last_served_ms, meta.created_ms, key, meta.bytes));
+            while let Some(top) = oldest.peek() {
+                if held - top.3 >= excess {
+                    held -= top.3;
+                    oldest.pop();
+                } else {
+                    break;
+                }
+            }
+        }
+        let mut emptied = BTreeSet::new();
+        let (mut entries, mut bytes) = (0, 0);
+        for (_, created, key, _) in oldest.into_sorted_vec() {
+            if used() <= target {
+                break;
+            }
+            let Some(variant) = VariantKey::from_index_key(&key) else {
+                self.index.remove_raw(&key)?;
+                continue;
+            };
+            if let Some(gone) = self.remove_variant(&variant, Some(created), &mut emptied)? {
+                entries += 1;
+                bytes += gone.bytes;
+            }
+        }
+        self.remove_empty_folders(emptied);
+        self.counters
+            .evicted_entries
+            .fetch_add(entries, Ordering::Relaxed);
+        self.counters.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
+        tracing::debug!(entries, bytes, "evicted");
+        Ok(())
+    }
+
+    /// Writes the last-served times gathered from hits to the index.
+    fn flush_touches(&self) {
+        let touches = std::mem::take(&mut *lock(&self.touches));
+        for (key, ms) in touches {
+            if let Err(e) = self.index.touch(&key, ms) {
+                tracing::warn!(error = %e, "cannot record a cache hit");
+                return;
+            }
+        }
+    }
+
+    /// Journals `selector` (flushed before returning) and makes it active.
+    fn begin(&self, selector: Selector) -> Result<PurgeJob, CacheError> {
+        let id = self.db.generate_id()?;
+        let record = serde_json::to_vec(&selector).expect("selectors serialise");
+        self.meta.insert(purge::journal_key(id), record)?;
+        self.db.flush()?;
+        let job = PurgeJob { id, selector };
+        self.active.rcu(|jobs| {
+            let mut jobs = (**jobs).clone();
+            jobs.push(job.clone());
+            jobs
+        });
+        Ok(job)
+    }
+
+    /// Journals `selector` and leaves it to the maintenance thread.
+    fn schedule(&self, selector: Selector) -> Result<(), CacheError> {
+        let job = self.begin(selector)?;
+        lock(&self.queued).push_back(job);
+        self.signal.wake();
+        Ok(())
+    }
+
+    /// Runs a journaled purge: no render begun before it is cached after this starts; every
+    /// matching entry and file goes; then its follow-up is recorded and its journal record
+    /// removed.
+    fn run(&self, job: &PurgeJob) -> Result<PurgeOutcome, CacheError> {
+        let started = std::time::Instant::now();
+        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) += 1;
+        let selector = &job.selector;
+        let items: Box<dyn Iterator<Item = _>> = match selector.index_prefix() {
+            Some(prefix) => Box::new(self.index.scan_prefix(&prefix)),
+            None => Box::new(self.index.iter()),
+        };
+        let mut outcome = PurgeOutcome::default();
+        let mut emptied = BTreeSet::new();
+        for item in items {
+            let (key, meta) = item?;
+            let (Some(variant), Some(meta)) = (VariantKey::from_index_key(&key), meta) else {
+                continue; // reconciliation drops entries it cannot read
+            };
+            if !selector.matches(&variant, Some(&meta.version)) {
+                continue;
+            }
+            if let Some(gone) = self.remove_variant(&variant, None, &mut emptied)? {
+                outcome.entries += 1;
+                outcome.bytes += gone.bytes;
+            }
+        }
+        self.remove_empty_folders(emptied);
+        match selector {
+            Selector::OtherVersions { mode, version } => {
+                self.meta.insert(version_key(mode), version.as_bytes())?;
+            }
+            Selector::Retired(mode) => {
+                self.meta.remove(version_key(mode))?;
+            }
+            _ => {}
+        }
+        self.meta.remove(purge::journal_key(job.id))?;
+        self.active.rcu(|jobs| {
+            jobs.iter()
+                .filter(|j| j.id != job.id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        tracing::info!(
+            selector = ?selector, entries = outcome.entries, bytes = outcome.bytes,
+            ms = started.elapsed().as_millis() as u64, "cache purged"
+        );
+        Ok(outcome)
+    }
+}
+
+/// Renames `tmp` to `path`, creating its folder; again if a purge removed the folder between
+/// the two.
+fn rename_into_place(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    let parent = path.parent().unwrap_or(path);
+    let mut tries = 0;
+    loop {
+        std::fs::create_dir_all(parent)?;
+        match std::fs::rename(tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! The sled database in `data_dir`: opened once per process, with one tree per purpose.
+//!
+//! This module owns `data_dir`'s lock and the database handle; what lives in each tree belongs
+//! to the module that uses it ([`crate::cache`] for cache entries and the purge journal,
+//! [`crate::whitelist`] for allowed sizes). Images never go into sled: keys, sizes and times
+//! only. Writes are durable once flushed; sled flushes in the background every
+//! [`FLUSH_EVERY_MS`], and callers that promise durability (admin edits, purge journals)
+//! flush explicitly. Every call here may block on disk: call it off the async runtime.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Version of the layout of the trees below. A database written with another version is
+/// refused at start-up rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How often sled writes its log to disk on its own: at most this much of the cache index is
+/// lost in a crash, which start-up reconciliation repairs from the files.
+const FLUSH_EVERY_MS: u64 = 500;
+
+/// sled's page cache. The index is small (about 100 bytes an entry), so this holds the hot
+/// part of a large cache without taking much memory.
+const PAGE_CACHE_BYTES: u64 = 64 << 20;
+
+/// The lock file that keeps a second process off the same `data_dir`.
+const LOCK_FILE: &str = "ross.lock";
+
+/// Key of the schema version in the meta tree.
+const SCHEMA_KEY: &[u8] = b"schema-version";
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Another process holds `data_dir`.
+    #[error(
+        "data_dir {path} is in use by another ross process; give each process its own data_dir"
+    )]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The database was written by an incompatible version of ross.
+    #[error(
+        "data_dir {path} holds a database of schema {found}, this ross reads schema {expected}; \
+         use the ross that wrote it, or move the folder away to start afresh"
+    )]
+    Schema {
+        /// The folder.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The folder or the database could not be read or written.
+    #[error("data_dir {path}: {source}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// sled failed.
+    #[error("data_dir {path}: database error: {source}")]
+    Sled {
+        /// The folder.
+        path: PathBuf,
+        /// What failed.
+        source: sled::Error,
+    },
+}
+
+/// The open database. Cloning is cheap and shares the one handle.
+#[derive(Clone)]
+pub struct Database {
+    db: sled::Db,
+    dir: PathBuf,
+    /// Held for the life of the process: the OS releases it however the process ends.
+    _lock: std::sync::Arc<File>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({})", self.dir.display())
+    }
+}
+
+/// The trees, by purpose.
+#[derive(Debug, Clone, Copy)]
+pub enum TreeName {
+    /// Cache entries, keyed by variant.
+    CacheEntries,
+    /// Allowed sizes and whether the whitelist is on.
+    Whitelist,
+    /// Schema version, purge journal, the plugin version behind each mode's renders.
+    Meta,
+}
+
+impl TreeName {
+    fn as_str(self) -> &'static str {
+        match self {
+            TreeName::CacheEntries => "cache-entries",
+            TreeName::Whitelist => "whitelist",
+            TreeName::Meta => "meta",
+        }
+    }
+}
+
+impl Database {
+    /// Opens (creating) the database in `dir`, refusing a folder another process holds and a
+    /// database of another schema version.
+    pub fn open(dir: &Path) -> Result<Database, DbError> {
+        let io = |source| DbError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DbError::Locked {
+                    path: dir.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let sled_err = |source| DbError::Sled {
+            path: dir.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .cache_capacity(PAGE_CACHE_BYTES)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()
+            .map_err(|e| match e {
+                // Our own lock makes this unlikely; sled's says so only in its message.
+                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                    DbError::Locked {
+                        path: dir.to_owned(),
+                    }
+                }
+                e => sled_err(e),
+            })?;
+        let database = Database {
+            db,
+            dir: dir.to_owned(),
+            _lock: std::sync::Arc::new(lock),
+        };
+        database.check_schema()?;
+        Ok(database)
+    }
+
+    fn check_schema(&self) -> Result<(), DbError> {
+        let meta = self.tree(TreeName::Meta)?;
+        let err = |source| DbError::Sled {
+            path: self.dir.clone(),
+            source,
+        };
+        match meta.get(SCHEMA_KEY).map_err(err)? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref()).map_or(0, u32::from_be_bytes);
+                if found != SCHEMA_VERSION {
+                    return Err(DbError::Schema {
+                        path: self.dir.clone(),
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(err)?;
+                self.db.flush().map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tree for `name`.
+    pub fn tree(&self, name: TreeName) -> Result<sled::Tree, DbError> {
+        self.db
+            .open_tree(name.as_str())
+            .map_err(|source| DbError::Sled {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// Writes everything so far to disk.
+    pub fn flush(&self) -> sled::Result<()> {
+        self.db.flush().map(drop)
+    }
+
+    /// A number never handed out before by this database (ids of journal records).
+    pub fn generate_id(&self) -> sled::Result<u64> {
+        self.db.generate_id()
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Database::open(dir.path()).unwrap();
+        let second = Database::open(dir.path()).unwrap_err();
+        assert!(matches!(second, DbError::Locked { .. }), "{second}");
+        assert!(second.to_string().contains("data_dir"), "{second}");
+        drop(first);
+        Database::open(dir.path()).expect("free again once the first is closed");
+    }
+
+    #[test]
+    fn another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let meta = db.tree(TreeName::Meta).unwrap();
+            meta.insert(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Database::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, DbError::Schema { found: 99, .. }),
+            "{err}"
+        );
+    }
+}

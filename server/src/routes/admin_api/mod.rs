@@ -1,0 +1,114 @@
+//! The admin JSON API under `/admin/api`: the live whitelist, cache purges, stats and
+//! plugins. Every request needs `Authorization: Bearer <admin.token>` (401 otherwise); bad
+//! input is a 400 naming what is wrong, and changes nothing. Handlers that touch sled run
+//! it on the blocking pool.
+
+mod info;
+mod purge;
+mod whitelist;
+
+use std::sync::Arc;
+
+use poem::http::{header, StatusCode};
+use poem::{get, post, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Largest request body read: admin requests are a few bytes of JSON.
+const MAX_BODY: usize = 64 << 10;
+
+/// The API's routes, behind the token check.
+pub fn routes() -> impl Endpoint<Output = Response> {
+    Route::new()
+        .at("/whitelist", get(whitelist::show).put(whitelist::switch))
+        .at(
+            "/whitelist/:size",
+            put(whitelist::add).delete(whitelist::remove),
+        )
+        .at("/purge", post(purge::purge))
+        .at("/stats", get(info::stats))
+        .at("/plugins", get(info::plugins))
+        .around(|endpoint, req| async move {
+            if !authorised(&req) {
+                return Ok(unauthorised());
+            }
+            Ok(endpoint.call(req).await?.into_response())
+        })
+        .map_to_response()
+}
+
+/// Whether `req` carries the admin token as a bearer token.
+fn authorised(req: &Request) -> bool {
+    let Some(state) = req.data::<Arc<AppState>>() else {
+        return false;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    presented.is_some_and(|t| state.admin_token.verify(t))
+}
+
+fn unauthorised() -> Response {
+    let mut response = AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "The admin API needs the header Authorization: Bearer <admin token>; the token is \
+         admin.token, or the one ross generated in data_dir/admin-token.",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+    response
+}
+
+/// A 400 for bad admin input.
+fn bad_request(message: impl Into<String>) -> AppError {
+    AppError::new(StatusCode::BAD_REQUEST, "invalid-request", message)
+}
+
+/// Reads a JSON body into `T` (whose fields are all it may hold).
+async fn json_body<T: DeserializeOwned>(body: poem::Body) -> Result<T, AppError> {
+    let bytes = body
+        .into_bytes_limit(MAX_BODY)
+        .await
+        .map_err(|e| bad_request(format!("The request body could not be read: {e}.")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request(format!("The request body is not what this call takes: {e}.")))
+}
+
+/// A 200 with `value` as JSON.
+fn json(value: &impl serde::Serialize) -> Response {
+    Response::builder()
+        .content_type("application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(serde_json::to_string(value).expect("serialises"))
+}
+
+/// Runs sled work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "admin task failed");
+        Err(store_failed())
+    })
+}
+
+/// The database failed; details are logged.
+fn store_failed() -> AppError {
+    AppError::internal(
+        "store-failed",
+        "ross could not read or write its database; see the server log.",
+    )
+}
+
+/// Answers `result`, whether value or error.
+fn answer(result: Result<Response, AppError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
