@@ -213,3 +213,95 @@ fn example_file_documents_every_key_with_its_default() {
         );
     }
 }
+
+#[test]
+fn cache_and_data_folders_may_not_overlap_the_media_root() {
+    let media = tempfile::tempdir().unwrap();
+    let root = media.path().to_str().unwrap().to_owned();
+    let refused = |pairs: &[(&str, String)], key: &str, word: &str| {
+        let mut env = vec![("ROSS__SOURCE__ROOT", root.clone())];
+        env.extend(pairs.iter().map(|(k, v)| (*k, v.clone())));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let err = load(None, &env).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.key == key && e.message.contains(word)),
+            "{key} {word}: {err}"
+        );
+    };
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = other.path().to_str().unwrap().to_owned();
+    refused(
+        &[("ROSS__CACHE__DIR", root.clone())],
+        "cache.dir",
+        "is the media root",
+    );
+    refused(
+        &[("ROSS__CACHE__DIR", format!("{root}/./renders/../cache"))],
+        "cache.dir",
+        "lies inside",
+    );
+    refused(
+        &[("ROSS__CACHE__DIR", format!("{root}/.."))],
+        "cache.dir",
+        "contains",
+    );
+    refused(
+        &[
+            ("ROSS__DATA_DIR", format!("{root}/state")),
+            ("ROSS__CACHE__DIR", format!("{elsewhere}/cache")),
+        ],
+        "data_dir",
+        "lies inside",
+    );
+    refused(
+        &[
+            ("ROSS__DATA_DIR", format!("{elsewhere}/cache/data")),
+            ("ROSS__CACHE__DIR", format!("{elsewhere}/cache")),
+        ],
+        "data_dir",
+        "inside cache.dir",
+    );
+    // A symbolic link to the media root is the media root.
+    let link = other.path().join("link");
+    std::os::unix::fs::symlink(media.path(), &link).unwrap();
+    refused(
+        &[("ROSS__CACHE__DIR", format!("{}/cache", link.display()))],
+        "cache.dir",
+        "lies inside",
+    );
+    let fine = load(
+        None,
+        &[
+            ("ROSS__SOURCE__ROOT", root.as_str()),
+            ("ROSS__DATA_DIR", &format!("{elsewhere}/data")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        fine.cache.dir,
+        PathBuf::from(format!("{elsewhere}/data/cache"))
+    );
+}
+
+#[test]
+fn cache_bound_and_admin_settings() {
+    let s = Settings::default();
+    assert_eq!(s.cache.max_bytes, 10 << 30);
+    assert!(s.admin.enabled && s.admin.token.is_none());
+    let s = load(
+        None,
+        &[
+            ("ROSS__CACHE__MAX_BYTES", "1500000"),
+            ("ROSS__ADMIN__TOKEN", "a-long-enough-secret"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.cache.max_bytes, 1_500_000);
+    assert!(!format!("{s:?}").contains("a-long-enough-secret"));
+    let err = load(None, &[("ROSS__ADMIN__TOKEN", "short")]).unwrap_err();
+    assert_eq!(err.0[0].key, "admin.token");
+    let err = load(None, &[("ROSS__CACHE__MAX_BYTES", "0")]).unwrap_err();
+    assert_eq!(err.0[0].key, "cache.max_bytes");
+}

@@ -239,9 +239,6 @@ mod tests {
             db.flush().unwrap();
         }
         let err = Database::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(err, DbError::Schema { found: 99, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, DbError::Schema { found: 99, .. }), "{err}");
     }
 }

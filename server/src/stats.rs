@@ -23,7 +23,9 @@ impl Default for RequestStats {
 impl RequestStats {
     /// Counts one response with `status`.
     pub fn record(&self, status: u16) {
-        let slot = usize::from(status).checked_sub(100).filter(|s| *s < SLOTS - 1);
+        let slot = usize::from(status)
+            .checked_sub(100)
+            .filter(|s| *s < SLOTS - 1);
         self.by_status[slot.unwrap_or(SLOTS - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -39,7 +41,10 @@ impl RequestStats {
 
     /// Responses so far.
     pub fn total(&self) -> u64 {
-        self.by_status.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+        self.by_status
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -54,6 +59,9 @@ mod tests {
             s.record(status);
         }
         assert_eq!(s.total(), 4);
-        assert_eq!(s.by_status(), BTreeMap::from([(200, 2), (404, 1), (503, 1)]));
+        assert_eq!(
+            s.by_status(),
+            BTreeMap::from([(200, 2), (404, 1), (503, 1)])
+        );
     }
 }

@@ -148,7 +148,11 @@ fn read(tree: &sled::Tree) -> sled::Result<Allowed> {
 }
 
 fn list(sizes: &BTreeSet<Size>) -> String {
-    sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    sizes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

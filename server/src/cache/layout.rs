@@ -179,7 +179,11 @@ mod tests {
             "png/300/200/crop/a.jpg",
             "jpeg/300/200/crop/../a.jpg",
         ] {
-            assert_eq!(VariantKey::from_relative_path(Path::new(path)), None, "{path}");
+            assert_eq!(
+                VariantKey::from_relative_path(Path::new(path)),
+                None,
+                "{path}"
+            );
         }
         assert_eq!(VariantKey::from_index_key(b"a.jpg\0jpeg/1/1"), None);
     }

@@ -70,8 +70,10 @@ impl Inner {
         let started = Instant::now();
         match self.reconcile() {
             Ok((dropped, strays)) => tracing::info!(
-                entries = self.index.entries(), bytes = self.index.bytes(),
-                dropped_entries = dropped, removed_files = strays,
+                entries = self.index.entries(),
+                bytes = self.index.bytes(),
+                dropped_entries = dropped,
+                removed_files = strays,
                 ms = started.elapsed().as_millis() as u64,
                 "cache index reconciled with the disk"
             ),

@@ -322,7 +322,12 @@ impl Cache {
     /// short (an unlinked file stays readable while open).
     pub async fn get(&self, variant: &VariantKey) -> Option<CachedFile> {
         let inner = &self.inner;
-        if inner.active.load().iter().any(|p| p.selector.may_match(variant)) {
+        if inner
+            .active
+            .load()
+            .iter()
+            .any(|p| p.selector.may_match(variant))
+        {
             return None;
         }
         let path = inner.dir.join(variant.relative_path());
@@ -702,7 +707,9 @@ impl Inner {
         self.counters
             .evicted_entries
             .fetch_add(entries, Ordering::Relaxed);
-        self.counters.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.counters
+            .evicted_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         tracing::debug!(entries, bytes, "evicted");
         Ok(())
     }

@@ -121,7 +121,10 @@ mod tests {
     fn v(mode: &str, key: &str, w: u32) -> VariantKey {
         VariantKey {
             format: OutputFormat::Jpeg,
-            size: Size { width: w, height: 10 },
+            size: Size {
+                width: w,
+                height: 10,
+            },
             mode: mode.into(),
             key: SourceKey::new(key).unwrap(),
         }
@@ -135,8 +138,16 @@ mod tests {
         assert!(Selector::Prefix("photos/".into()).matches(&a, None));
         assert!(Selector::Mode("crop".into()).matches(&a, None));
         assert!(!Selector::Mode("resize".into()).matches(&a, None));
-        assert!(Selector::Size { width: 10, height: 10 }.matches(&a, None));
-        assert!(!Selector::Size { width: 10, height: 11 }.matches(&a, None));
+        assert!(Selector::Size {
+            width: 10,
+            height: 10
+        }
+        .matches(&a, None));
+        assert!(!Selector::Size {
+            width: 10,
+            height: 11
+        }
+        .matches(&a, None));
         let other = Selector::OtherVersions {
             mode: "crop".into(),
             version: "2".into(),
@@ -154,7 +165,17 @@ mod tests {
     fn journal_keys_sort_by_id() {
         assert!(journal_key(2) < journal_key(256));
         assert_eq!(journal_id(&journal_key(77)), Some(77));
-        let json = serde_json::to_string(&Selector::size(Size { width: 3, height: 4 })).unwrap();
-        assert_eq!(serde_json::from_str::<Selector>(&json).unwrap(), Selector::Size { width: 3, height: 4 });
+        let json = serde_json::to_string(&Selector::size(Size {
+            width: 3,
+            height: 4,
+        }))
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Selector>(&json).unwrap(),
+            Selector::Size {
+                width: 3,
+                height: 4
+            }
+        );
     }
 }

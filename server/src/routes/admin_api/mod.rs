@@ -78,8 +78,11 @@ async fn json_body<T: DeserializeOwned>(body: poem::Body) -> Result<T, AppError>
         .into_bytes_limit(MAX_BODY)
         .await
         .map_err(|e| bad_request(format!("The request body could not be read: {e}.")))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| bad_request(format!("The request body is not what this call takes: {e}.")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        bad_request(format!(
+            "The request body is not what this call takes: {e}."
+        ))
+    })
 }
 
 /// A 200 with `value` as JSON.

@@ -1,0 +1,290 @@
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::request::{parse, Target};
+use ross_config::Size;
+
+fn variant(path: &str) -> VariantKey {
+    match parse(path, 2000, 2000).unwrap() {
+        Target::Render(r) => VariantKey::new(&r, OutputFormat::Jpeg),
+        Target::Original(_) => unreachable!(),
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn open(&self, max_bytes: u64) -> Cache {
+        let db = Database::open(&self.dir.path().join("data")).unwrap();
+        Cache::open(&self.cache_dir(), max_bytes, &db).unwrap()
+    }
+}
+
+fn put(cache: &Cache, path: &str, bytes: usize) -> PutOutcome {
+    cache
+        .put(
+            &variant(path),
+            "1.0.0",
+            &vec![7; bytes],
+            cache.ticket(),
+            || true,
+        )
+        .unwrap()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if d == dir && name.starts_with('.') {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn settled(cache: &Cache) {
+    let started = Instant::now();
+    while !(cache.stats().reconciled && cache.stats().purges_running == 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cache never settled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn put_then_get_under_the_format_folder_and_no_temporary_left() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    let v = variant("/10/20/crop/a%20b/c.jpg");
+    assert!(cache.get(&v).await.is_none());
+    assert!(matches!(
+        put(&cache, "/10/20/crop/a%20b/c.jpg", 4),
+        PutOutcome::Stored(_)
+    ));
+    assert!(f.cache_dir().join("jpeg/10/20/crop/a b/c.jpg").is_file());
+    assert_eq!(&cache.get(&v).await.unwrap().bytes[..], &[7; 4]);
+    assert_eq!(
+        std::fs::read_dir(f.cache_dir().join(TMP_DIR))
+            .unwrap()
+            .count(),
+        0
+    );
+    let entry = cache.entry(&v).unwrap().unwrap();
+    assert_eq!((entry.bytes, entry.version.as_str()), (4, "1.0.0"));
+    assert_eq!((cache.stats().entries, cache.stats().bytes), (1, 4));
+}
+
+#[test]
+fn a_render_begun_before_a_purge_or_by_a_replaced_version_is_not_stored() {
+    let f = Fixture::new();
+    let cache = f.open(1000);
+    let ticket = cache.ticket();
+    cache.purge(Selector::Key("other.jpg".into())).unwrap();
+    let v = variant("/10/10/crop/a.jpg");
+    assert_eq!(
+        cache.put(&v, "1", b"x", ticket, || true).unwrap(),
+        PutOutcome::Stale
+    );
+    assert_eq!(
+        cache.put(&v, "1", b"x", cache.ticket(), || false).unwrap(),
+        PutOutcome::Stale
+    );
+    assert_eq!(
+        cache
+            .put(&v, "1", &[0; 2000], cache.ticket(), || true)
+            .unwrap(),
+        PutOutcome::NoRoom,
+        "larger than the whole cache"
+    );
+    assert_eq!(cache.stats().entries, 0);
+    assert!(files_under(&f.cache_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn the_least_recently_served_go_first_and_the_bound_holds() {
+    let f = Fixture::new();
+    let cache = f.open(10_000);
+    for i in 1..=9 {
+        put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    for i in 10..=30 {
+        // The first one is popular: served between every two renders.
+        assert!(
+            cache.get(&variant("/1/1/crop/a.jpg")).await.is_some(),
+            "evicted at {i}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
+        let on_disk: u64 = files_under(&f.cache_dir())
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(on_disk <= 10_000, "{on_disk} bytes on disk after {i}");
+        assert!(cache.stats().bytes <= 10_000);
+    }
+    assert!(
+        cache.get(&variant("/1/1/crop/a.jpg")).await.is_some(),
+        "the entry served last was evicted"
+    );
+    assert!(cache.get(&variant("/2/1/crop/a.jpg")).await.is_none());
+    assert!(cache.get(&variant("/30/1/crop/a.jpg")).await.is_some());
+    assert!(cache.stats().evicted_entries >= 20);
+    // The index and the disk agree.
+    assert_eq!(
+        files_under(&f.cache_dir()).len() as u64,
+        cache.stats().entries
+    );
+}
+
+#[tokio::test]
+async fn every_purge_kind_removes_what_it_names_and_says_how_much() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    for path in [
+        "/10/10/crop/photos/a.jpg",
+        "/10/10/resize/photos/a.jpg",
+        "/20/20/crop/photos/a.jpg",
+        "/10/10/crop/photos/ab.jpg",
+        "/10/10/crop/png/c.png",
+        "/30/30/blur/png/d.png",
+    ] {
+        put(&cache, path, 100);
+    }
+    let purged = |s: Selector| cache.purge(s).unwrap();
+    assert_eq!(
+        purged(Selector::Key("photos/a.jpg".into())),
+        PurgeOutcome {
+            entries: 3,
+            bytes: 300
+        }
+    );
+    assert!(cache
+        .get(&variant("/10/10/crop/photos/ab.jpg"))
+        .await
+        .is_some());
+    assert_eq!(purged(Selector::Mode("blur".into())).entries, 1);
+    assert_eq!(purged(Selector::Prefix("png/".into())).entries, 1);
+    put(&cache, "/20/20/crop/photos/x.jpg", 100);
+    assert_eq!(
+        purged(Selector::size(Size {
+            width: 10,
+            height: 10
+        }))
+        .entries,
+        1
+    );
+    assert_eq!(purged(Selector::All).entries, 1);
+    assert_eq!((cache.stats().entries, cache.stats().bytes), (0, 0));
+    assert!(files_under(&f.cache_dir()).is_empty());
+    // Emptied folders go too.
+    let left: Vec<_> = std::fs::read_dir(f.cache_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_new_mode_version_purges_other_versions_and_is_recorded_after() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    assert!(cache.adopt_mode_version("crop", "1").unwrap());
+    settled(&cache);
+    assert!(!cache.adopt_mode_version("crop", "1").unwrap());
+    put(&cache, "/10/10/crop/a.jpg", 10);
+    assert!(cache.adopt_mode_version("crop", "2").unwrap());
+    settled(&cache);
+    assert!(cache.get(&variant("/10/10/crop/a.jpg")).await.is_none());
+    assert_eq!(cache.recorded_modes().unwrap(), vec!["crop".to_owned()]);
+    cache.retire_mode("crop").unwrap();
+    assert!(cache.recorded_modes().unwrap().is_empty());
+    settled(&cache);
+}
+
+#[test]
+fn a_purge_interrupted_before_it_ran_finishes_at_the_next_open() {
+    let f = Fixture::new();
+    {
+        let cache = f.open(1 << 20);
+        for i in 1..=50 {
+            put(&cache, &format!("/{i}/10/crop/a.jpg"), 10);
+        }
+        // Journaled, never run: as if the process died right after.
+        let _job = cache.begin_purge(Selector::All).unwrap();
+    }
+    let cache = f.open(1 << 20);
+    settled(&cache);
+    assert_eq!(cache.stats().entries, 0);
+    assert!(files_under(&f.cache_dir()).is_empty());
+}
+
+#[test]
+fn reconciliation_drops_entries_without_files_and_removes_unknown_files() {
+    let f = Fixture::new();
+    {
+        let cache = f.open(1 << 20);
+        put(&cache, "/10/10/crop/kept.jpg", 10);
+        put(&cache, "/10/10/crop/lost.jpg", 10);
+    }
+    std::fs::remove_file(f.cache_dir().join("jpeg/10/10/crop/lost.jpg")).unwrap();
+    let past = SystemTime::now() - Duration::from_secs(60);
+    for stray in ["jpeg/10/10/crop/stray.jpg", "notes.txt"] {
+        let path = f.cache_dir().join(stray);
+        std::fs::write(&path, b"x").unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+    let cache = f.open(1 << 20);
+    settled(&cache);
+    assert_eq!((cache.stats().entries, cache.stats().bytes), (1, 10));
+    assert_eq!(
+        files_under(&f.cache_dir()),
+        vec![f.cache_dir().join("jpeg/10/10/crop/kept.jpg")]
+    );
+}
+
+#[test]
+fn a_folder_holding_other_files_or_in_use_is_refused() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.cache_dir()).unwrap();
+    std::fs::write(f.cache_dir().join("photo.jpg"), b"x").unwrap();
+    let db = Database::open(&f.dir.path().join("data")).unwrap();
+    let err = Cache::open(&f.cache_dir(), 1000, &db).err().unwrap();
+    assert!(matches!(err, CacheError::NotACache { .. }), "{err}");
+    std::fs::remove_file(f.cache_dir().join("photo.jpg")).unwrap();
+    let _first = Cache::open(&f.cache_dir(), 1000, &db).unwrap();
+    let other = Database::open(&f.dir.path().join("data2")).unwrap();
+    let err = Cache::open(&f.cache_dir(), 1000, &other).err().unwrap();
+    assert!(matches!(err, CacheError::InUse { .. }), "{err}");
+}
