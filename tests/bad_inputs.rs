@@ -21,8 +21,9 @@ async fn bad_files_get_their_status_and_the_server_keeps_serving() {
             200
         );
     }
-    // Nothing was cached for the failures.
-    assert!(!server.cache_dir().join("300/300/crop/bad").exists());
+    // Nothing was cached for the failures: the one entry is Storm's.
+    assert!(!server.cache_dir().join("jpeg/300/300/crop/bad").exists());
+    assert_eq!(server.state.cache.stats().entries, 1);
 }
 
 /// A source over `limits.max_source_bytes` is refused before being read whole.

@@ -22,7 +22,10 @@ async fn hits_are_served_without_the_source() {
     let server = TestServer::builder().media(&media).start().await;
     let first = server.get("/300/300/crop/lady.jpg").await;
     assert_eq!((first.status, first.header("x-cache")), (200, "MISS"));
-    assert!(server.cache_dir().join("300/300/crop/lady.jpg").is_file());
+    assert!(server
+        .cache_dir()
+        .join("jpeg/300/300/crop/lady.jpg")
+        .is_file());
     std::fs::remove_file(media.join("lady.jpg")).unwrap();
     let second = server.get("/300/300/crop/lady.jpg").await;
     assert_eq!((second.status, second.header("x-cache")), (200, "HIT"));

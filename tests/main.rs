@@ -5,12 +5,17 @@ mod process;
 mod s3_support;
 mod util;
 
+/// The admin JSON API: the token, whitelist edits, bad input, persistence, stats, plugins.
+mod admin_api;
 /// Bad source files get their SPEC status and the server keeps serving.
 mod bad_inputs;
-/// The `ross` binary: start-up, configuration errors.
+/// The `ross` binary: configuration errors, broken plugins at start-up.
 mod binary;
 /// The disk cache: hits without the source, headers, conditional requests, crash safety.
 mod cache;
+/// The cache index: eviction within the bound, purges, kills mid-render and mid-purge, the
+/// data_dir lock and refused cache folders.
+mod cache_index;
 /// Every corpus image in every mode and several sizes, including enlargement and extremes.
 mod corpus_matrix;
 /// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.

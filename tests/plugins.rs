@@ -143,5 +143,10 @@ async fn plugin_panic_is_a_500_for_that_request_only() {
             200
         );
     }
-    assert!(!server.cache_dir().join("100/100/panic").exists());
+    assert!(!server.cache_dir().join("jpeg/100/100/panic").exists());
+    assert_eq!(
+        server.state.cache.stats().entries,
+        1,
+        "only the crop render is cached"
+    );
 }

@@ -11,12 +11,52 @@ use crate::util::{build_dir, corpus, free_port};
 
 /// Minimal HTTP/1.1 GET: status and body.
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+    http_request(port, "GET", path, &[], b"", timeout)
+}
+
+/// The admin token the processes started here use.
+pub const ADMIN_TOKEN: &str = "process-admin-token-0123";
+
+/// An admin API call with the test token and a JSON body: status and body as JSON.
+pub fn admin(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, body) = http_request(
+        port,
+        method,
+        &format!("/admin/api{path}"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Minimal HTTP/1.1 request: status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -33,7 +73,55 @@ pub struct Ross {
     pub port: u16,
 }
 
+/// Every file under `dir`, leaving out the folders whose name starts with a dot at its top
+/// (ross's own: files being written).
+pub fn cache_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if d == dir && e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Bytes of the files [`cache_files`] lists.
+pub fn cache_bytes(dir: &Path) -> u64 {
+    cache_files(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 impl Ross {
+    /// Waits until start-up reconciliation and purges are done; returns the admin stats.
+    pub fn settled(&self) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let (status, stats) = admin(self.port, "GET", "/stats", "");
+            assert_eq!(status, 200, "{stats}");
+            let cache = &stats["cache"];
+            if cache["reconciled"] == true && cache["purges_running"] == 0 {
+                return stats;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the cache did not settle: {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn start(dir: &Path, extra: &[(&str, &str)]) -> Ross {
         let port = free_port();
         let mut cmd = Command::new(build_dir().join("ross"));
@@ -44,6 +132,7 @@ impl Ross {
             .env("ROSS__DATA_DIR", dir.join("data"))
             .env("ROSS__WHITELIST__ENABLED", "false")
             .env("ROSS__PLUGINS__DIR", build_dir())
+            .env("ROSS__ADMIN__TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("log")).unwrap());
         for (k, v) in extra {

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::process::{http_get, Ross};
+use crate::process::{cache_files, http_get, Ross};
 use crate::util::{built, fixture_plugin, plugin_folder, TestServer};
 
 /// Publishes `from` as `dir/name` the recommended way: copy to a hidden name, then rename.
@@ -233,6 +233,35 @@ fn replacing_a_plugin_under_load_fails_no_request() {
     assert!(
         metrics.contains("ross_plugin_load_failures_total 0"),
         "{metrics}\n{log}"
+    );
+    // A render by a replaced version is served but never cached: once the last version's
+    // purge has run, every cached render of the mode is red, and the index agrees.
+    ross.settled();
+    for i in 0..5 {
+        let path = format!("/{}/31/swap/photos/Dune.jpg", 600 + i);
+        let (status, body) = http_get(port, &path, Duration::from_secs(10)).unwrap();
+        assert_eq!((status, colour_of(&body)), (200, "red"));
+    }
+    let stats = ross.settled();
+    let cached: Vec<_> = cache_files(&dir.path().join("cache"))
+        .into_iter()
+        .filter(|f| f.components().any(|c| c.as_os_str() == "swap"))
+        .collect();
+    assert!(cached.len() >= 5, "{} swap renders cached", cached.len());
+    for file in &cached {
+        let colour = colour_of(&std::fs::read(file).unwrap());
+        assert_eq!(
+            colour,
+            "red",
+            "{} was cached by a replaced version",
+            file.display()
+        );
+    }
+    let crop = cache_files(&dir.path().join("cache")).len() - cached.len();
+    assert_eq!(
+        stats["cache"]["entries"],
+        (cached.len() + crop) as u64,
+        "{stats}"
     );
 }
 

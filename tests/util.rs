@@ -84,9 +84,12 @@ pub struct TestServer {
     /// The server's state, for looking at counters.
     pub state: Arc<AppState>,
     client: TestClient<BoxEndpoint<'static>>,
-    /// Holds the cache and data folders; removed when the server is dropped.
-    _dir: TempDir,
+    /// Holds the cache and data folders (unless given); removed when the server is dropped.
+    _dir: Option<TempDir>,
 }
+
+/// The admin token of in-process test servers.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123";
 
 /// A response, read whole.
 pub struct Reply {
@@ -126,6 +129,35 @@ impl TestServer {
             .set("ROSS__SOURCE__ROOT", corpus().to_str().unwrap())
             .set("ROSS__WHITELIST__ENABLED", "false")
             .set("ROSS__PLUGINS__DIR", build_dir().to_str().unwrap())
+            .set("ROSS__ADMIN__TOKEN", ADMIN_TOKEN)
+    }
+
+    /// An admin API call (`path` under `/admin/api`) with the token and a JSON body.
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        let method: poem::http::Method = method.parse().unwrap();
+        let req = self
+            .client
+            .request(method, format!("/admin/api{path}"))
+            .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .content_type("application/json")
+            .body(body.to_owned());
+        self.request(req).await
+    }
+
+    /// Waits until start-up reconciliation and every purge have finished.
+    pub async fn settled(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let stats = self.state.cache.stats();
+            if stats.reconciled && stats.purges_running == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the cache did not settle: {stats:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -197,7 +229,16 @@ impl TestServerBuilder {
         let state = AppState::new(self.settings(dir.path()))
             .await
             .expect("server starts");
-        TestServer::around(state, dir)
+        TestServer::around(state, Some(dir))
+    }
+
+    /// Starts with the cache and data folders under `dir`, which outlives the server: a
+    /// server started again there finds what this one left.
+    pub async fn start_at(self, dir: &Path) -> TestServer {
+        let state = AppState::new(self.settings(dir))
+            .await
+            .expect("server starts");
+        TestServer::around(state, None)
     }
 
     /// Starts a server whose S3 source (the `ROSS__SOURCE__*` keys set) signs with
@@ -211,12 +252,12 @@ impl TestServerBuilder {
         };
         let source = S3Source::connect(s3, Some(credentials)).await;
         let state = AppState::with_source(settings, Arc::new(source)).expect("server starts");
-        TestServer::around(state, dir)
+        TestServer::around(state, Some(dir))
     }
 }
 
 impl TestServer {
-    fn around(state: Arc<AppState>, dir: TempDir) -> TestServer {
+    fn around(state: Arc<AppState>, dir: Option<TempDir>) -> TestServer {
         let client = TestClient::new(ross::app(state.clone()).boxed());
         TestServer {
             state,

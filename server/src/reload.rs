@@ -205,17 +205,18 @@ impl Reloader {
         for change in changes {
             let result = match &change.after {
                 Some(version) => self.cache.adopt_mode_version(&change.mode, version),
-                None => self.cache.retire_mode(&change.mode).map(|()| false),
+                None => self.cache.retire_mode(&change.mode).map(|()| None),
             };
             match result {
-                Ok(true) => {
+                Ok(Some(Some(before))) => {
                     self.stats.purges.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
-                        mode = %change.mode, version = change.after.as_deref().unwrap_or(""),
+                        mode = %change.mode, from = %before,
+                        to = change.after.as_deref().unwrap_or(""),
                         "mode version changed: renders of other versions are being purged"
                     );
                 }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(e) => tracing::error!(
                     mode = %change.mode, error = %e,
                     "cannot purge the renders of a changed mode"

@@ -24,7 +24,7 @@ pub enum StartupError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// The cache folder cannot be used.
-    #[error("cache.dir: {0}")]
+    #[error(transparent)]
     Cache(#[from] CacheError),
     /// The admin token cannot be read or kept.
     #[error(transparent)]

@@ -63,7 +63,7 @@ const STRIPES: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// A file or folder in the cache could not be read or written.
-    #[error("cache file {path}: {source}")]
+    #[error("cache.dir: {path}: {source}")]
     Io {
         /// The path.
         path: PathBuf,
@@ -394,8 +394,13 @@ impl Cache {
 
     /// A mode is now served by `version`. If the cache may hold renders of another version,
     /// they are purged in the background (hits on the mode are renders until then) and
-    /// `version` is recorded once they are gone. Returns whether a purge was needed. Blocking.
-    pub fn adopt_mode_version(&self, mode: &str, version: &str) -> Result<bool, CacheError> {
+    /// `version` is recorded once they are gone. Returns the version the cache's renders of
+    /// the mode were of before, when it differed (`Some(None)`: none was recorded). Blocking.
+    pub fn adopt_mode_version(
+        &self,
+        mode: &str,
+        version: &str,
+    ) -> Result<Option<Option<String>>, CacheError> {
         let inner = &self.inner;
         let mut expected = lock(&inner.expected_versions);
         let behind = match expected.get(mode) {
@@ -406,14 +411,14 @@ impl Cache {
                 .map(|v| String::from_utf8_lossy(&v).into_owned()),
         };
         if behind.as_deref() == Some(version) {
-            return Ok(false);
+            return Ok(None);
         }
         inner.schedule(Selector::OtherVersions {
             mode: mode.to_owned(),
             version: version.to_owned(),
         })?;
         expected.insert(mode.to_owned(), Some(version.to_owned()));
-        Ok(true)
+        Ok(Some(behind))
     }
 
     /// No plugin provides `mode` any more: its renders are purged in the background (nginx

@@ -215,11 +215,14 @@ async fn every_purge_kind_removes_what_it_names_and_says_how_much() {
 async fn a_new_mode_version_purges_other_versions_and_is_recorded_after() {
     let f = Fixture::new();
     let cache = f.open(1 << 20);
-    assert!(cache.adopt_mode_version("crop", "1").unwrap());
+    assert_eq!(cache.adopt_mode_version("crop", "1").unwrap(), Some(None));
     settled(&cache);
-    assert!(!cache.adopt_mode_version("crop", "1").unwrap());
+    assert_eq!(cache.adopt_mode_version("crop", "1").unwrap(), None);
     put(&cache, "/10/10/crop/a.jpg", 10);
-    assert!(cache.adopt_mode_version("crop", "2").unwrap());
+    assert_eq!(
+        cache.adopt_mode_version("crop", "2").unwrap(),
+        Some(Some("1".into()))
+    );
     settled(&cache);
     assert!(cache.get(&variant("/10/10/crop/a.jpg")).await.is_none());
     assert_eq!(cache.recorded_modes().unwrap(), vec!["crop".to_owned()]);

@@ -78,11 +78,16 @@ async fn json_body<T: DeserializeOwned>(body: poem::Body) -> Result<T, AppError>
         .into_bytes_limit(MAX_BODY)
         .await
         .map_err(|e| bad_request(format!("The request body could not be read: {e}.")))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let wrong = |e: serde_json::Error| {
         bad_request(format!(
             "The request body is not what this call takes: {e}."
         ))
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(wrong)?;
+    if !value.is_object() {
+        return Err(bad_request("The request body must be a JSON object."));
+    }
+    serde_json::from_value(value).map_err(wrong)
 }
 
 /// A 200 with `value` as JSON.

@@ -1,0 +1,274 @@
+use std::sync::Arc;
+
+use crate::util::{TestServer, ADMIN_TOKEN};
+
+fn sizes(reply: &crate::util::Reply) -> Vec<String> {
+    reply.json()["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// No token, a wrong token, or another scheme: 401 with `WWW-Authenticate`, on every route.
+#[tokio::test]
+async fn the_api_needs_the_token() {
+    let server = TestServer::builder().start().await;
+    for (method, path) in [
+        ("GET", "/whitelist"),
+        ("PUT", "/whitelist/10x10"),
+        ("DELETE", "/whitelist/72x72"),
+        ("POST", "/purge"),
+        ("GET", "/stats"),
+        ("GET", "/plugins"),
+    ] {
+        for auth in [
+            None,
+            Some("Bearer wrong-token".to_owned()),
+            Some(format!("Basic {ADMIN_TOKEN}")),
+            Some(format!("Bearer {ADMIN_TOKEN}x")),
+        ] {
+            let mut req = server
+                .client()
+                .request(method.parse().unwrap(), format!("/admin/api{path}"))
+                .body("{\"all\": true}");
+            if let Some(auth) = &auth {
+                req = req.header("Authorization", auth.as_str());
+            }
+            let r = server.request(req).await;
+            assert_eq!(r.status, 401, "{method} {path} with {auth:?}");
+            assert_eq!(r.header("www-authenticate"), "Bearer");
+            assert_eq!(r.json()["error"]["code"], "unauthorized");
+        }
+    }
+    assert_eq!(server.state.whitelist.snapshot().sizes.len(), 4);
+    assert_eq!(server.admin("GET", "/whitelist", "").await.status, 200);
+}
+
+/// Sizes allowed, removed and the whitelist switched take effect on the next request, with
+/// no restart; removing a size purges its renders.
+#[tokio::test]
+async fn whitelist_edits_apply_at_once_and_removing_a_size_purges_it() {
+    let server = TestServer::builder().whitelist("72x72").start().await;
+    let url = "/300/300/crop/photos/Dune.jpg";
+    assert_eq!(server.get(url).await.status, 403);
+    let r = server.admin("PUT", "/whitelist/300x300", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sizes(&r), ["72x72", "300x300"]);
+    assert_eq!(server.get(url).await.status, 200);
+    assert!(server
+        .cache_dir()
+        .join("jpeg/300/300/crop/photos/Dune.jpg")
+        .is_file());
+    let r = server.admin("DELETE", "/whitelist/300x300", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sizes(&r), ["72x72"]);
+    assert_eq!(r.json()["purged"]["entries"], 1);
+    assert!(!server
+        .cache_dir()
+        .join("jpeg/300/300/crop/photos/Dune.jpg")
+        .exists());
+    assert_eq!(server.get(url).await.status, 403);
+    let r = server
+        .admin("PUT", "/whitelist", r#"{"enabled": false}"#)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["enabled"].as_bool()),
+        (200, Some(false))
+    );
+    assert_eq!(server.get(url).await.status, 200);
+    let r = server.admin("GET", "/whitelist", "").await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"enabled": false, "sizes": ["72x72"]})
+    );
+}
+
+/// Every malformed edit or purge is a 400 naming what is wrong, and changes nothing.
+#[tokio::test]
+async fn bad_input_is_400_and_changes_nothing() {
+    let server = TestServer::builder().whitelist("72x72").start().await;
+    server.get("/72/72/crop/photos/Dune.jpg").await;
+    let before = server.admin("GET", "/whitelist", "").await.json();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("PUT", "/whitelist/0x0", "", "not a size"),
+        ("PUT", "/whitelist/abcxdef", "", "not a size"),
+        ("PUT", "/whitelist/300", "", "not a size"),
+        ("PUT", "/whitelist/0300x300", "", "not a size"),
+        ("PUT", "/whitelist/99999x1", "", "larger than"),
+        ("DELETE", "/whitelist/72x", "", "not a size"),
+        ("PUT", "/whitelist", "{not json", "not what this call takes"),
+        ("PUT", "/whitelist", "", "not what this call takes"),
+        (
+            "PUT",
+            "/whitelist",
+            r#"{"enabled": "maybe"}"#,
+            "invalid type",
+        ),
+        (
+            "PUT",
+            "/whitelist",
+            r#"{"enabled": false, "colour": 1}"#,
+            "colour",
+        ),
+        ("PUT", "/whitelist", r#"[true]"#, "JSON object"),
+        ("POST", "/purge", "{}", "exactly one"),
+        (
+            "POST",
+            "/purge",
+            r#"{"key": "a", "mode": "crop"}"#,
+            "exactly one",
+        ),
+        ("POST", "/purge", r#"{"size": "abc"}"#, "not a size"),
+        ("POST", "/purge", r#"{"everything": true}"#, "everything"),
+        ("POST", "/purge", r#"{"all": false}"#, "must be true"),
+        ("POST", "/purge", r#"{"key": "../etc/passwd"}"#, "segment"),
+        ("POST", "/purge", r#"{"key": ""}"#, "empty"),
+        ("POST", "/purge", r#"{"prefix": ""}"#, "all"),
+        ("POST", "/purge", r#"{"mode": "Crop!"}"#, "not a mode name"),
+        ("POST", "/purge", r#"{"key": 5}"#, "invalid type"),
+    ];
+    for (method, path, body, says) in cases {
+        let r = server.admin(method, path, body).await;
+        assert_eq!(r.status, 400, "{method} {path} {body}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "invalid-request");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(says), "{method} {path} {body}: {message}");
+    }
+    assert_eq!(server.admin("GET", "/whitelist", "").await.json(), before);
+    assert_eq!(
+        server.state.cache.stats().entries,
+        1,
+        "a refused purge removed something"
+    );
+    let hit = server.get("/72/72/crop/photos/Dune.jpg").await;
+    assert_eq!(hit.header("x-cache"), "HIT");
+}
+
+/// Edits made at the same time from many clients all land, and all survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_all_land_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = || TestServer::builder().whitelist("72x72,200x250");
+    let server = Arc::new(builder().start_at(dir.path()).await);
+    let tasks: Vec<_> = (1..=40)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let r = server
+                    .admin("PUT", &format!("/whitelist/{i}x{i}"), "")
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text());
+                if i % 2 == 0 {
+                    let r = server
+                        .admin("DELETE", &format!("/whitelist/{i}x{i}"), "")
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+            })
+        })
+        .chain([{
+            let server = server.clone();
+            tokio::spawn(async move {
+                let r = server.admin("DELETE", "/whitelist/200x250", "").await;
+                assert_eq!(r.status, 200);
+            })
+        }])
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut expected: Vec<String> = (1..=40)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("{i}x{i}"))
+        .chain(["72x72".to_owned()])
+        .collect();
+    let sort = |v: &mut Vec<String>| {
+        v.sort_by_key(|s| {
+            let (w, h) = s.split_once('x').unwrap();
+            (w.parse::<u32>().unwrap(), h.parse::<u32>().unwrap())
+        })
+    };
+    sort(&mut expected);
+    assert_eq!(
+        sizes(&server.admin("GET", "/whitelist", "").await),
+        expected
+    );
+    drop(server);
+    let again = builder().start_at(dir.path()).await;
+    assert_eq!(sizes(&again.admin("GET", "/whitelist", "").await), expected);
+    assert!(again.state.whitelist.allows("39x39".parse().unwrap()));
+    assert!(!again.state.whitelist.allows("200x250".parse().unwrap()));
+}
+
+/// The whitelist and the cache outlive a restart; the settings only seed a new data_dir.
+#[tokio::test]
+async fn whitelist_and_cache_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::builder()
+        .whitelist("72x72")
+        .start_at(dir.path())
+        .await;
+    server.admin("PUT", "/whitelist/300x300", "").await;
+    server
+        .admin("PUT", "/whitelist", r#"{"enabled": false}"#)
+        .await;
+    let first = server.get("/120/90/crop/photos/Wood.jpg").await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    drop(server);
+    let again = TestServer::builder()
+        .whitelist("10x10")
+        .start_at(dir.path())
+        .await;
+    let wl = again.admin("GET", "/whitelist", "").await.json();
+    assert_eq!(
+        wl,
+        serde_json::json!({"enabled": false, "sizes": ["72x72", "300x300"]})
+    );
+    let hit = again.get("/120/90/crop/photos/Wood.jpg").await;
+    assert_eq!(hit.header("x-cache"), "HIT");
+    assert_eq!(hit.body, first.body);
+    again.settled().await;
+    assert_eq!(again.state.cache.stats().entries, 1);
+}
+
+/// Stats count requests, hits, misses and errors; plugins list each mode's file and version.
+#[tokio::test]
+async fn stats_and_plugins() {
+    let server = TestServer::builder().start().await;
+    server.get("/50/50/crop/photos/Dune.jpg").await;
+    server.get("/50/50/crop/photos/Dune.jpg").await;
+    server.get("/50/50/nosuchmode/photos/Dune.jpg").await;
+    let stats = server.admin("GET", "/stats", "").await.json();
+    assert_eq!(stats["hits"], 1, "{stats}");
+    assert_eq!(stats["misses"], 1, "{stats}");
+    assert_eq!(stats["errors"]["404"], 1, "{stats}");
+    assert_eq!(stats["responses"]["200"], 2, "{stats}");
+    assert_eq!(stats["requests"], 3, "{stats}");
+    assert_eq!(stats["renders_in_flight"], 0);
+    assert_eq!(stats["cache"]["entries"], 1);
+    assert!(stats["cache"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(stats["cache"]["max_bytes"], 10u64 << 30);
+    let plugins = server.admin("GET", "/plugins", "").await.json();
+    let crop = plugins["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "crop")
+        .unwrap_or_else(|| panic!("{plugins}"));
+    assert!(crop["file"].as_str().unwrap().ends_with("libcrop.so"));
+    assert!(crop["version"].as_str().is_some_and(|v| !v.is_empty()));
+    assert!(crop["loaded_at"].as_str().unwrap().ends_with("GMT"));
+    assert!(crop["last_load_error"].is_null());
+}
+
+/// With `admin.enabled = false` there is no API.
+#[tokio::test]
+async fn the_api_can_be_switched_off() {
+    let server = TestServer::builder()
+        .set("ROSS__ADMIN__ENABLED", "false")
+        .start()
+        .await;
+    assert_eq!(server.admin("GET", "/whitelist", "").await.status, 404);
+}

@@ -1,0 +1,364 @@
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{admin, cache_bytes, cache_files, http_get, Ross};
+use crate::util::{build_dir, corpus, TestServer};
+
+/// Hundreds of variants through a cache bounded to 300 kB: after every batch the files on
+/// disk stay within the bound, the most recently served survive, and the index agrees with
+/// the disk.
+#[tokio::test]
+async fn eviction_keeps_the_cache_within_its_bound() {
+    const MAX: u64 = 300_000;
+    let server = TestServer::builder()
+        .set("ROSS__CACHE__MAX_BYTES", &MAX.to_string())
+        .start()
+        .await;
+    let photos = ["Dune", "Wood", "Storm", "LadyBird", "FreshFlower"];
+    let mut rendered = 0;
+    for batch in 0..6 {
+        for i in 0..50 {
+            let photo = photos[i % photos.len()];
+            let url = format!("/{}/120/crop/photos/{photo}.jpg", 100 + 50 * batch + i);
+            let r = server.get(&url).await;
+            assert_eq!(r.status, 200, "{url}");
+            rendered += 1;
+            // A popular variant, served all along.
+            let hot = server.get("/64/64/crop/photos/Dune.jpg").await;
+            assert_eq!(hot.status, 200);
+        }
+        let on_disk = cache_bytes(&server.cache_dir());
+        assert!(
+            on_disk <= MAX,
+            "after batch {batch}: {on_disk} bytes on disk, bound {MAX}"
+        );
+    }
+    let stats = server.state.cache.stats();
+    assert!(stats.evicted_entries > 100, "{stats:?}");
+    assert_eq!(
+        server
+            .get("/64/64/crop/photos/Dune.jpg")
+            .await
+            .header("x-cache"),
+        "HIT",
+        "the variant served all along was evicted"
+    );
+    server.settled().await;
+    let files = cache_files(&server.cache_dir());
+    let stats = server.state.cache.stats();
+    assert_eq!(stats.entries, files.len() as u64);
+    assert_eq!(stats.bytes, cache_bytes(&server.cache_dir()));
+    println!(
+        "eviction: {rendered} renders into a {MAX}-byte cache, {} entries ({} bytes) left, {} \
+         evicted; sled takes {} bytes on disk",
+        stats.entries, stats.bytes, stats.evicted_entries, stats.index_disk_bytes
+    );
+}
+
+/// Each purge kind through the API removes what it names and nothing else, and says how
+/// many entries and bytes went.
+#[tokio::test]
+async fn every_purge_kind_through_the_api() {
+    let server = TestServer::builder().start().await;
+    let urls = [
+        "/72/72/crop/photos/Dune.jpg",
+        "/72/72/resize/photos/Dune.jpg",
+        "/80/80/crop/photos/Dune.jpg",
+        "/72/72/crop/photos/Wood.jpg",
+        "/72/72/blur/png/ccwn2c08.png",
+        "/90/90/crop/png/g04n2c08.png",
+    ];
+    for url in urls {
+        assert_eq!(server.get(url).await.status, 200, "{url}");
+    }
+    let hit = |url: &'static str| {
+        let server = &server;
+        async move { server.get(url).await.header("x-cache") == "HIT" }
+    };
+    let purge = |body: &'static str| {
+        let server = &server;
+        async move {
+            let r = server.admin("POST", "/purge", body).await;
+            assert_eq!(r.status, 200, "{body}: {}", r.text());
+            let json = r.json();
+            (
+                json["entries"].as_u64().unwrap(),
+                json["bytes"].as_u64().unwrap(),
+            )
+        }
+    };
+    let dune_bytes: u64 = urls[..3]
+        .iter()
+        .map(|u| {
+            let rel = format!("jpeg{u}");
+            std::fs::metadata(server.cache_dir().join(rel))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(
+        purge(r#"{"key": "photos/Dune.jpg"}"#).await,
+        (3, dune_bytes)
+    );
+    assert!(hit("/72/72/crop/photos/Wood.jpg").await);
+    assert_eq!(purge(r#"{"mode": "blur"}"#).await.0, 1);
+    assert!(hit("/90/90/crop/png/g04n2c08.png").await);
+    assert_eq!(purge(r#"{"prefix": "png/"}"#).await.0, 1);
+    assert!(!hit("/90/90/crop/png/g04n2c08.png").await); // rendered again
+    assert_eq!(purge(r#"{"size": "72x72"}"#).await.0, 1); // Wood
+    assert_eq!(purge(r#"{"key": "photos/Nothing.jpg"}"#).await, (0, 0));
+    assert_eq!(purge(r#"{"all": true}"#).await.0, 1); // the png rendered again
+    assert!(cache_files(&server.cache_dir()).is_empty());
+    assert_eq!(server.state.cache.stats().entries, 0);
+}
+
+/// Killing the server (SIGKILL) in the middle of a burst of renders leaves no partial file,
+/// and after a restart the index agrees with the disk. Regression: this test used to look
+/// in one width's folder while the renders varied the width, so its guard that some renders
+/// were interrupted always held.
+#[test]
+fn a_burst_of_renders_killed_half_way_leaves_whole_files_and_a_consistent_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut ross = Ross::start(dir.path(), &[("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")]);
+    let port = ross.port;
+    let variant = |i: u32| format!("{}/1500/crop/webp/symbolic-d.webp", 1500 + i);
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            let path = format!("/{}", variant(i));
+            std::thread::spawn(move || {
+                let _ = http_get(port, &path, Duration::from_secs(30));
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    ross.child.kill().unwrap(); // SIGKILL: no clean-up runs
+    ross.child.wait().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut complete = 0;
+    for i in 0..12 {
+        let file = cache.join("jpeg").join(variant(i));
+        if let Ok(bytes) = std::fs::read(&file) {
+            // Variants are JPEG whatever the key's extension: decode by content.
+            let img = image::load_from_memory(&bytes)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(img.height(), 1500);
+            complete += 1;
+        }
+    }
+    assert!(
+        complete < 12,
+        "every render finished before the kill; the test proved nothing"
+    );
+    drop(ross);
+    let restarted = Ross::start(dir.path(), &[]);
+    let stats = restarted.settled();
+    let files = cache_files(&cache);
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        image::load_from_memory(&bytes).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    assert_eq!(stats["cache"]["entries"], files.len() as u64, "{stats}");
+    assert_eq!(stats["cache"]["bytes"], cache_bytes(&cache), "{stats}");
+    let leftovers = std::fs::read_dir(cache.join(".tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "temporaries survived a restart");
+}
+
+/// A purge of thousands of entries killed half-way (SIGKILL) finishes after a restart: the
+/// journal it left is run again before the cache is trusted.
+#[test]
+fn a_purge_killed_half_way_finishes_after_a_restart() {
+    const VARIANTS: u32 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut ross = Ross::start(dir.path(), &[]);
+    let port = ross.port;
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            std::thread::spawn(move || {
+                for n in (c..VARIANTS).step_by(6) {
+                    let (w, h) = (1 + n / 2, 8 + n % 2);
+                    let path = format!("/{w}/{h}/resize/png/g04n2c08.png");
+                    let (status, _) = http_get(port, &path, Duration::from_secs(30)).unwrap();
+                    assert_eq!(status, 200, "{path}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let stats = ross.settled();
+    assert_eq!(stats["cache"]["entries"], VARIANTS, "{stats}");
+    // The index is in key order: width 1's variant is purged first.
+    let first = cache.join("jpeg/1/8/resize/png/g04n2c08.png");
+    assert!(first.is_file());
+    let purge = std::thread::spawn(move || {
+        let _ = crate::process::http_request(
+            port,
+            "POST",
+            "/admin/api/purge",
+            &[(
+                "Authorization",
+                &format!("Bearer {}", crate::process::ADMIN_TOKEN),
+            )],
+            br#"{"all": true}"#,
+            Duration::from_secs(60),
+        );
+    });
+    let started = Instant::now();
+    while first.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the purge never began"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    ross.child.kill().unwrap();
+    ross.child.wait().unwrap();
+    purge.join().unwrap();
+    let left = cache_files(&cache).len();
+    assert!(
+        left > 0,
+        "the purge finished before the kill; the test proved nothing"
+    );
+    drop(ross);
+    let restarted = Ross::start(dir.path(), &[]);
+    let stats = restarted.settled();
+    assert_eq!(stats["cache"]["entries"], 0, "{stats}");
+    assert_eq!(cache_files(&cache), Vec::<std::path::PathBuf>::new());
+    println!("purge killed with {left} of {VARIANTS} files left; finished after the restart");
+}
+
+/// A second process on the same data_dir is refused at start-up with one clear line.
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Ross::start(dir.path(), &[]);
+    let out = Command::new(build_dir().join("ross"))
+        .arg("serve")
+        .env("ROSS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("ROSS__SOURCE__ROOT", corpus())
+        .env("ROSS__CACHE__DIR", dir.path().join("other-cache"))
+        .env("ROSS__DATA_DIR", dir.path().join("data"))
+        .env("ROSS__PLUGINS__DIR", build_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let data = dir.path().join("data");
+    assert!(
+        err.contains(&format!(
+            "data_dir {} is in use by another ross process",
+            data.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("other-cache").exists(),
+        "it went on after the refusal"
+    );
+}
+
+/// `cache.dir` or `data_dir` equal to the media root, inside it or containing it is a
+/// configuration error, as is a cache folder that already holds files of its own: ross
+/// removes what its index does not know, so it must never take over a folder of originals.
+#[test]
+fn dangerous_cache_folders_are_refused() {
+    let media = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        corpus().join("photos/Wood.jpg"),
+        media.path().join("Wood.jpg"),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run = |pairs: &[(&str, std::path::PathBuf)]| {
+        let mut cmd = Command::new(build_dir().join("ross"));
+        cmd.arg("serve")
+            .env("ROSS__SERVER__LISTEN", "127.0.0.1:0")
+            .env("ROSS__SOURCE__ROOT", media.path())
+            .env("ROSS__CACHE__DIR", state.path().join("cache"))
+            .env("ROSS__DATA_DIR", state.path().join("data"))
+            .env("ROSS__PLUGINS__DIR", build_dir());
+        for (k, v) in pairs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (key, var, path, says) in [
+        (
+            "cache.dir",
+            "ROSS__CACHE__DIR",
+            media.path().to_owned(),
+            "is the media root",
+        ),
+        (
+            "cache.dir",
+            "ROSS__CACHE__DIR",
+            media.path().join("cache"),
+            "lies inside",
+        ),
+        (
+            "cache.dir",
+            "ROSS__CACHE__DIR",
+            media.path().join(".."),
+            "contains",
+        ),
+        (
+            "data_dir",
+            "ROSS__DATA_DIR",
+            media.path().join("state"),
+            "lies inside",
+        ),
+    ] {
+        let (code, err) = run(&[(var, path.clone())]);
+        assert_eq!(code, Some(2), "{key} = {}: {err}", path.display());
+        assert!(err.contains(key) && err.contains(says), "{err}");
+        assert!(
+            err.lines().all(|l| l.starts_with("invalid setting ")),
+            "{err}"
+        );
+    }
+    let taken = state.path().join("taken");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("notes.txt"), "mine").unwrap();
+    let (code, err) = run(&[("ROSS__CACHE__DIR", taken.clone())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a ross cache"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(taken.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // Nothing was written among the originals.
+    let names: Vec<_> = std::fs::read_dir(media.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["Wood.jpg"]);
+}
+
+/// The live whitelist survives a real restart (SIGTERM, then start), and a kill right after
+/// an edit: an edit the API confirmed is on disk.
+#[test]
+fn a_confirmed_whitelist_edit_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        ("ROSS__WHITELIST__ENABLED", "true"),
+        ("ROSS__WHITELIST__SIZES", "72x72"),
+    ];
+    let mut ross = Ross::start(dir.path(), &extra);
+    assert_eq!(admin(ross.port, "PUT", "/whitelist/300x300", "").0, 200);
+    ross.child.kill().unwrap();
+    ross.child.wait().unwrap();
+    drop(ross);
+    let ross = Ross::start(dir.path(), &extra);
+    let (status, wl) = admin(ross.port, "GET", "/whitelist", "");
+    assert_eq!(status, 200);
+    assert_eq!(wl["sizes"], serde_json::json!(["72x72", "300x300"]));
+}
