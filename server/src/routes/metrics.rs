@@ -23,7 +23,44 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
     };
     let (pipeline, plugins) = (&state.pipeline.stats, &state.modes.stats);
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let single: [(&str, &str, &str, u64); 6] = [
+    let cache = state.cache.stats();
+    let single: [(&str, &str, &str, u64); 12] = [
+        (
+            "ross_cache_hits_total",
+            "counter",
+            "Requests answered from the cache by ross (hits nginx serves from disk never reach it).",
+            load(&pipeline.hits),
+        ),
+        (
+            "ross_cache_misses_total",
+            "counter",
+            "Requests answered by a render.",
+            load(&pipeline.misses),
+        ),
+        (
+            "ross_cache_entries",
+            "gauge",
+            "Variants in the cache index.",
+            cache.entries,
+        ),
+        (
+            "ross_cache_bytes",
+            "gauge",
+            "Bytes of the cached variants.",
+            cache.bytes,
+        ),
+        (
+            "ross_cache_max_bytes",
+            "gauge",
+            "cache.max_bytes: the bound on ross_cache_bytes.",
+            cache.max_bytes,
+        ),
+        (
+            "ross_cache_evicted_total",
+            "counter",
+            "Variants evicted (least recently served first) to stay within cache.max_bytes.",
+            cache.evicted_entries,
+        ),
         (
             "ross_renders_total",
             "counter",
