@@ -32,6 +32,10 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Result<(), CacheError> {
                     reconciled = true;
                 }
                 inner.flush_touches();
+                inner
+                    .counters
+                    .index_disk_bytes
+                    .store(inner.db.size_on_disk(), Ordering::Relaxed);
                 let start = inner.max_bytes / 1000 * EVICT_START_PERMILLE;
                 if inner.index.bytes() > start {
                     let target = inner.max_bytes / 1000 * EVICT_TARGET_PERMILLE;

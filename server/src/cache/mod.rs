@@ -149,6 +149,9 @@ pub struct CacheStats {
 struct Counters {
     evicted_entries: AtomicU64,
     evicted_bytes: AtomicU64,
+    /// sled's size on disk, measured by the maintenance thread (asking sled is file I/O,
+    /// which stats readers on the async runtime must not do).
+    index_disk_bytes: AtomicU64,
 }
 
 /// A purge that is journaled and active.
@@ -462,7 +465,7 @@ impl Cache {
             evicted_bytes: inner.counters.evicted_bytes.load(Ordering::Relaxed),
             purges_running: inner.active.load().len(),
             reconciled: inner.reconciled.load(Ordering::SeqCst),
-            index_disk_bytes: inner.db.size_on_disk(),
+            index_disk_bytes: inner.counters.index_disk_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -490,15 +493,24 @@ impl Cache {
 }
 
 /// Creates `dir` (or accepts an existing ross cache), and locks its marker for this process.
+/// A folder without the marker is taken only when empty, or when it holds nothing but what
+/// ross wrote before it had an index (`.tmp` and `{width}` folders): those files predate the
+/// index and are removed by reconciliation.
 fn claim_folder(dir: &Path) -> Result<File, CacheError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let marker = dir.join(MARKER);
     if !marker.exists() {
-        let mut entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
-        if entries.next().is_some() {
-            return Err(CacheError::NotACache {
-                path: dir.to_owned(),
-            });
+        let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let unindexed_ross = entry.file_type().is_ok_and(|t| t.is_dir())
+                && (name == TMP_DIR || name.bytes().all(|b| b.is_ascii_digit()));
+            if !unindexed_ross {
+                return Err(CacheError::NotACache {
+                    path: dir.to_owned(),
+                });
+            }
         }
         std::fs::write(
             &marker,

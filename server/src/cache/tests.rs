@@ -291,3 +291,26 @@ fn a_folder_holding_other_files_or_in_use_is_refused() {
     let err = Cache::open(&f.cache_dir(), 1000, &other).err().unwrap();
     assert!(matches!(err, CacheError::InUse { .. }), "{err}");
 }
+
+/// A cache folder of the ross before the index (`{width}/{height}/{mode}/{key}` and `.tmp`)
+/// is taken over, and its files, which no index knows, are removed.
+#[test]
+fn a_cache_folder_from_before_the_index_is_taken_over() {
+    let f = Fixture::new();
+    let old = f.cache_dir().join("300/300/crop/photos");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::create_dir_all(f.cache_dir().join(TMP_DIR)).unwrap();
+    let file = old.join("a.jpg");
+    std::fs::write(&file, b"jpeg").unwrap();
+    let past = SystemTime::now() - Duration::from_secs(60);
+    File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let cache = f.open(1000);
+    settled(&cache);
+    assert!(files_under(&f.cache_dir()).is_empty());
+    assert!(!f.cache_dir().join("300").exists());
+}
