@@ -4,7 +4,7 @@
 //! to the module that uses it ([`crate::cache`] for cache entries and the purge journal,
 //! [`crate::whitelist`] for allowed sizes). Images never go into sled: keys, sizes and times
 //! only. Writes are durable once flushed; sled flushes in the background every
-//! [`FLUSH_EVERY_MS`], and callers that promise durability (admin edits, purge journals)
+//! half second, and callers that promise durability (admin edits, purge journals)
 //! flush explicitly. Every call here may block on disk: call it off the async runtime.
 
 use std::fs::File;
