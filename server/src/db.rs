@@ -22,6 +22,9 @@ const FLUSH_EVERY_MS: u64 = 500;
 /// part of a large cache without taking much memory.
 const PAGE_CACHE_BYTES: u64 = 64 << 20;
 
+/// How long start-up waits for `data_dir`'s lock before refusing.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The lock file that keeps a second process off the same `data_dir`.
 const LOCK_FILE: &str = "ross.lock";
 
@@ -121,14 +124,22 @@ impl Database {
             .write(true)
             .open(dir.join(LOCK_FILE))
             .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(DbError::Locked {
-                    path: dir.to_owned(),
-                })
+        // A process that is closing (flushing its database) holds the lock a moment longer:
+        // wait that moment before calling the folder taken.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(DbError::Locked {
+                        path: dir.to_owned(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let sled_err = |source| DbError::Sled {
             path: dir.to_owned(),

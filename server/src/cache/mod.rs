@@ -519,12 +519,21 @@ fn claim_folder(dir: &Path) -> Result<File, CacheError> {
         .map_err(io_error(&marker))?;
     }
     let file = File::open(&marker).map_err(io_error(&marker))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(CacheError::InUse {
-            path: dir.to_owned(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error(&marker)(e)),
+    // As for data_dir: a process that is closing holds the lock a moment longer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CacheError::InUse {
+                    path: dir.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&marker)(e)),
+        }
     }
 }
 
