@@ -23,7 +23,7 @@ const FLUSH_EVERY_MS: u64 = 500;
 const PAGE_CACHE_BYTES: u64 = 64 << 20;
 
 /// How long start-up waits for `data_dir`'s lock before refusing.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The lock file that keeps a second process off the same `data_dir`.
 const LOCK_FILE: &str = "ross.lock";
@@ -88,6 +88,23 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// Takes an exclusive lock on `file` for as long as it stays open; false when another
+/// process holds it. A process that is closing (flushing its database) holds its locks a
+/// moment longer, so this waits that moment ([`LOCK_PATIENCE`]) before giving up.
+pub fn lock_exclusive(file: &File) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 /// The trees, by purpose.
 #[derive(Debug, Clone, Copy)]
 pub enum TreeName {
@@ -124,22 +141,10 @@ impl Database {
             .write(true)
             .open(dir.join(LOCK_FILE))
             .map_err(io)?;
-        // A process that is closing (flushing its database) holds the lock a moment longer:
-        // wait that moment before calling the folder taken.
-        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(DbError::Locked {
-                        path: dir.to_owned(),
-                    })
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-            }
+        if !lock_exclusive(&lock).map_err(io)? {
+            return Err(DbError::Locked {
+                path: dir.to_owned(),
+            });
         }
         let sled_err = |source| DbError::Sled {
             path: dir.to_owned(),

@@ -519,21 +519,12 @@ fn claim_folder(dir: &Path) -> Result<File, CacheError> {
         .map_err(io_error(&marker))?;
     }
     let file = File::open(&marker).map_err(io_error(&marker))?;
-    // As for data_dir: a process that is closing holds the lock a moment longer.
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(CacheError::InUse {
-                    path: dir.to_owned(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&marker)(e)),
-        }
+    match crate::db::lock_exclusive(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(CacheError::InUse {
+            path: dir.to_owned(),
+        }),
+        Err(e) => Err(io_error(&marker)(e)),
     }
 }
 
