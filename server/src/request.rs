@@ -73,17 +73,6 @@ pub struct RenderRequest {
     pub key: SourceKey,
 }
 
-impl RenderRequest {
-    /// `{width}/{height}/{mode}/{key}`: the one identity of a variant, used for the cache path
-    /// and for merging identical concurrent requests.
-    pub fn canonical(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.size.width, self.size.height, self.mode, self.key
-        )
-    }
-}
-
 /// What a path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -182,7 +171,6 @@ mod tests {
         );
         assert_eq!(r.mode, "crop");
         assert_eq!(r.key.as_str(), "products/1/a b+ü.jpg");
-        assert_eq!(r.canonical(), "300/200/crop/products/1/a b+ü.jpg");
     }
 
     #[test]
