@@ -44,6 +44,15 @@ async fn the_api_needs_the_token() {
     }
     assert_eq!(server.state.whitelist.snapshot().sizes.len(), 4);
     assert_eq!(server.admin("GET", "/whitelist", "").await.status, 200);
+    let req = server
+        .client()
+        .get("/admin/api/whitelist")
+        .header("Authorization", format!("bearer {ADMIN_TOKEN}"));
+    assert_eq!(
+        server.request(req).await.status,
+        200,
+        "the scheme is case-insensitive"
+    );
 }
 
 /// Sizes allowed, removed and the whitelist switched take effect on the next request, with

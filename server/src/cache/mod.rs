@@ -230,9 +230,11 @@ struct Inner {
     stripes: Vec<Mutex<()>>,
     /// Bytes being written and not yet indexed.
     reserved: AtomicU64,
-    /// The purge epoch. Writers hold it shared from their check to their index entry; a purge
-    /// moves it on exclusively, so once it has, no render begun earlier is written.
-    epoch: RwLock<u64>,
+    /// The purge epoch, read lock-free when a request begins.
+    epoch: AtomicU64,
+    /// Writers hold it shared from their epoch check to their index entry; a purge holds it
+    /// exclusively to move the epoch on, so once it has, no render begun earlier is written.
+    writes: RwLock<()>,
     /// Purges journaled and not finished. Read on every hit, so lock-free.
     active: ArcSwap<Vec<PurgeJob>>,
     /// Purges for the maintenance thread, by journal id.
@@ -299,7 +301,8 @@ impl Cache {
             opened_ms: now_ms(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             reserved: AtomicU64::new(0),
-            epoch: RwLock::new(0),
+            epoch: AtomicU64::new(0),
+            writes: RwLock::new(()),
             active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
             queued: Mutex::new(queued),
             expected_versions: Mutex::default(),
@@ -317,7 +320,7 @@ impl Cache {
 
     /// The purge epoch now: take it when a request begins, give it back to [`Cache::put`].
     pub fn ticket(&self) -> WriteTicket {
-        WriteTicket(*self.inner.epoch.read().unwrap_or_else(|e| e.into_inner()))
+        WriteTicket(self.inner.epoch.load(Ordering::SeqCst))
     }
 
     /// The cached file for `variant`, unless there is none or a running purge may remove it.
@@ -607,8 +610,8 @@ impl Inner {
         ticket: WriteTicket,
         current: impl FnOnce() -> bool,
     ) -> Result<PutOutcome, CacheError> {
-        let epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
-        if *epoch != ticket.0 || !current() {
+        let _no_purge = self.writes.read().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::SeqCst) != ticket.0 || !current() {
             return Ok(PutOutcome::Stale);
         }
         let _path = self.stripe(variant);
@@ -770,7 +773,10 @@ impl Inner {
     /// removed.
     fn run(&self, job: &PurgeJob) -> Result<PurgeOutcome, CacheError> {
         let started = std::time::Instant::now();
-        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) += 1;
+        {
+            let _writers_done = self.writes.write().unwrap_or_else(|e| e.into_inner());
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
         let selector = &job.selector;
         let items: Box<dyn Iterator<Item = _>> = match selector.index_prefix() {
             Some(prefix) => Box::new(self.index.scan_prefix(&prefix)),
