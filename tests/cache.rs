@@ -1,3 +1,4 @@
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use poem::http::Method;
@@ -37,7 +38,7 @@ async fn hits_are_served_without_the_source() {
         server
             .state
             .pipeline
-            .stats
+            .stats()
             .renders
             .load(std::sync::atomic::Ordering::SeqCst),
         1
@@ -118,12 +119,13 @@ async fn identical_concurrent_misses_render_once() {
         bodies.push(r.body);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    let stats = &server.state.pipeline.stats;
+    let stats = server.state.pipeline.stats();
     assert_eq!(stats.renders.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(stats.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
-/// A full queue answers 503 with Retry-After instead of queueing without bound.
+/// A full queue answers 503 with Retry-After instead of queueing without bound. Regression:
+/// the original was fetched before the queue was checked, so a 503 still cost a source read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_render_queue_is_503_with_retry_after() {
     let server = Arc::new(
@@ -156,4 +158,8 @@ async fn full_render_queue_is_503_with_retry_after() {
         statuses.contains(&200) && statuses.contains(&503),
         "{statuses:?}"
     );
+    // Refused before fetching: a 503 costs no source read.
+    let served = statuses.iter().filter(|s| **s == 200).count() as u64;
+    let fetches = server.state.pipeline.stats().fetches.load(Ordering::SeqCst);
+    assert_eq!(fetches, served, "{statuses:?}");
 }

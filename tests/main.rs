@@ -20,6 +20,8 @@ mod cache_index;
 mod corpus_matrix;
 /// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.
 mod fidelity;
+/// Abuse and careless operation: memory under bursts of large misses.
+mod hardening;
 /// Originals served unchanged.
 mod originals;
 /// Plugin loading failures and plugin panics.

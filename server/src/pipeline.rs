@@ -1,6 +1,7 @@
 //! The render path of one variant, in the SPEC's stages: cache check, fetch, decode, render,
-//! encode, cache write. CPU work runs on the blocking pool behind the [`RenderGate`], and
-//! identical concurrent misses share one run through [`SingleFlight`].
+//! encode, cache write. A miss is admitted by the [`RenderGate`] before anything is fetched,
+//! its CPU work runs on the blocking pool in a render slot, and identical concurrent misses
+//! share one run through [`SingleFlight`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
 use ross_config::Limits;
 
-use crate::cache::{Cache, OutputFormat, PutOutcome, VariantKey, WriteTicket};
+use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
 use crate::error::AppError;
 use crate::gate::RenderGate;
 use crate::imaging::{decode, encode_jpeg};
@@ -52,17 +53,21 @@ pub struct PipelineStats {
     pub misses: AtomicU64,
 }
 
-/// Everything a render needs.
+/// The render path: the cache, merged misses, and what a miss needs.
 pub struct Pipeline {
+    shared: Arc<Shared>,
+    flights: SingleFlight<String, Result<Rendered, AppError>>,
+}
+
+/// What a miss needs; shared with the task that runs it (a miss outlives its first caller).
+struct Shared {
     source: Arc<dyn Source>,
     modes: Arc<ModeRegistry>,
     cache: Cache,
     gate: RenderGate,
-    flights: SingleFlight<String, Result<Rendered, AppError>>,
     limits: Limits,
     jpeg_quality: u8,
-    /// Work counters.
-    pub stats: PipelineStats,
+    stats: PipelineStats,
 }
 
 impl Pipeline {
@@ -76,75 +81,119 @@ impl Pipeline {
         jpeg_quality: u8,
     ) -> Self {
         Pipeline {
-            source,
-            modes,
-            gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
-            cache,
+            shared: Arc::new(Shared {
+                source,
+                modes,
+                gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
+                cache,
+                limits,
+                jpeg_quality,
+                stats: PipelineStats::default(),
+            }),
             flights: SingleFlight::default(),
-            limits,
-            jpeg_quality,
-            stats: PipelineStats::default(),
         }
     }
 
     /// The source of originals.
     pub fn source(&self) -> &dyn Source {
-        self.source.as_ref()
+        self.shared.source.as_ref()
+    }
+
+    /// Work counters.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.shared.stats
     }
 
     /// The cache's purge epoch now: taken when a request begins, so that a render is not
     /// cached if a purge (or a whitelist change) started while it was being made.
     pub fn ticket(&self) -> WriteTicket {
-        self.cache.ticket()
+        self.shared.cache.ticket()
     }
 
     /// Renders in progress now (holding a render slot).
     pub fn renders_in_flight(&self) -> usize {
-        self.gate.running()
+        self.shared.gate.running()
+    }
+
+    /// Misses admitted and waiting: for a turn to fetch, for the fetch, or for a slot.
+    pub fn renders_waiting(&self) -> usize {
+        self.shared.gate.waiting()
     }
 
     /// The variant for `req` rendered with `mode`: from the cache when there, else rendered,
-    /// cached (unless a purge began after `ticket`) and returned.
+    /// cached (unless a purge began after `ticket`) and returned. Waits at most
+    /// `limits.render_timeout`; a render still running then finishes (and is cached) without
+    /// this caller.
     pub async fn variant(
         &self,
         req: &RenderRequest,
         mode: Arc<LoadedMode>,
         ticket: WriteTicket,
     ) -> Result<Rendered, AppError> {
+        let shared = &self.shared;
         let variant = VariantKey::new(req, OutputFormat::Jpeg);
-        if let Some(hit) = self.cache.get(&variant).await {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Rendered {
-                body: hit.bytes,
-                modified: hit.modified,
-                cache: CacheStatus::Hit,
-            });
+        let result = match shared.cache.get(&variant).await {
+            Some(hit) => Ok(Rendered::hit(hit)),
+            None => {
+                let deadline = tokio::time::Instant::now() + shared.limits.render_timeout;
+                // Keyed by the mode's load too: a request that arrives after a plugin was
+                // replaced never waits for a render by the old version.
+                let flight = format!("{variant}@{}", mode.id);
+                let miss = shared.clone();
+                let work = move || miss.miss(variant, mode, ticket, deadline);
+                tokio::time::timeout_at(deadline, self.flights.run(flight, work))
+                    .await
+                    .unwrap_or_else(|_| Err(AppError::render_timeout()))
+            }
+        };
+        if let Ok(rendered) = &result {
+            let counter = match rendered.cache {
+                CacheStatus::Hit => &shared.stats.hits,
+                CacheStatus::Miss => &shared.stats.misses,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        // Keyed by the mode's load too: a request that arrives after a plugin was replaced
-        // never waits for a render by the old version.
-        let flight = format!("{variant}@{}", mode.id);
-        self.flights
-            .run(flight, || self.render_miss(variant, mode, ticket))
-            .await
+        result
     }
+}
 
-    async fn render_miss(
-        &self,
+impl Rendered {
+    fn hit(file: CachedFile) -> Rendered {
+        Rendered {
+            body: file.bytes,
+            modified: file.modified,
+            cache: CacheStatus::Hit,
+        }
+    }
+}
+
+impl Shared {
+    /// One miss, run once for every request waiting on it.
+    async fn miss(
+        self: Arc<Self>,
         variant: VariantKey,
         mode: Arc<LoadedMode>,
         ticket: WriteTicket,
+        deadline: tokio::time::Instant,
     ) -> Result<Rendered, AppError> {
-        let deadline = tokio::time::Instant::now() + self.limits.render_timeout;
+        // Admitted before anything is fetched: a refused request costs no source read.
+        let admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
+        // A flight that ended as this one began may have cached the variant.
+        if let Some(hit) = self.cache.get(&variant).await {
+            return Ok(Rendered::hit(hit));
+        }
+        let timed_out = |_| AppError::render_timeout();
+        let turn = tokio::time::timeout_at(deadline, self.gate.fetch_turn())
+            .await
+            .map_err(timed_out)?;
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let object = self
             .source
             .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
-        let permit = tokio::time::timeout_at(deadline, self.gate.enter())
+        let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
-            .map_err(|_| AppError::render_timeout())?
-            .map_err(|_| AppError::overloaded())?;
+            .map_err(timed_out)?;
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
         let job = RenderJob {
             variant,
@@ -156,24 +205,26 @@ impl Pipeline {
             quality: self.jpeg_quality,
         };
         let task = tokio::task::spawn_blocking(move || {
-            let _slot = permit;
-            job.run(&object.bytes)
+            let _admitted = admission;
+            let encoded = job.render(&object.bytes);
+            // The slot covers CPU work only: the cache write waits on the disk, not a core.
+            drop((slot, turn, object));
+            job.store(encoded?)
         });
-        match tokio::time::timeout_at(deadline, task).await {
-            Err(_) => Err(AppError::render_timeout()),
-            Ok(Err(join)) => {
+        match task.await {
+            Err(join) => {
                 tracing::error!(error = %join, "render task failed");
                 Err(AppError::internal(
                     "render-failed",
                     "The image could not be rendered.",
                 ))
             }
-            Ok(Ok(result)) => result,
+            Ok(result) => result,
         }
     }
 }
 
-/// The CPU-bound part of a miss, run on the blocking pool.
+/// The CPU-bound part of a miss, and its cache write, run on the blocking pool.
 struct RenderJob {
     variant: VariantKey,
     ticket: WriteTicket,
@@ -185,12 +236,15 @@ struct RenderJob {
 }
 
 impl RenderJob {
-    fn run(self, source: &[u8]) -> Result<Rendered, AppError> {
+    fn render(&self, source: &[u8]) -> Result<Vec<u8>, AppError> {
         let target = TargetSize {
             width: self.variant.size.width,
             height: self.variant.size.height,
         };
-        let encoded = render_bytes(source, &self.mode, target, self.max_pixels, self.quality)?;
+        render_bytes(source, &self.mode, target, self.max_pixels, self.quality)
+    }
+
+    fn store(self, encoded: Vec<u8>) -> Result<Rendered, AppError> {
         // A render by a version that was replaced meanwhile, or begun before a purge, is
         // served but not cached.
         let current = || {

@@ -1,46 +1,82 @@
-//! Merging identical concurrent work: while one caller computes the value for a key, others
+//! Merging identical concurrent work: while one run computes the value for a key, others
 //! asking for the same key wait for that result instead of computing it again. Used so that
 //! many simultaneous requests for one uncached variant fetch and render it once.
+//!
+//! The work runs as a task of its own, not inside the first caller: a caller that goes away
+//! (a client that disconnects) neither cancels it nor makes a waiter start it again, and the
+//! task removes its entry when it ends, so no entry outlives its flight.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 /// In-flight computations by key.
 #[derive(Debug)]
 pub struct SingleFlight<K, V> {
-    flights: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
+    flights: Arc<Mutex<HashMap<K, watch::Receiver<Option<V>>>>>,
 }
 
 impl<K, V> Default for SingleFlight<K, V> {
     fn default() -> Self {
         SingleFlight {
-            flights: Mutex::new(HashMap::new()),
+            flights: Arc::default(),
         }
     }
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
-    /// Runs `work` for `key` unless a run for the same key is in flight, in which case waits
-    /// for that run's value. If the running caller is cancelled, a waiting one takes over.
+impl<K, V> SingleFlight<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The value of `work` for `key`: from the run in flight for `key` if there is one, else
+    /// from a new run of `work` (which is then not polled by this caller but by a task).
     pub async fn run<F, Fut>(&self, key: K, work: F) -> V
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = V>,
+        Fut: Future<Output = V> + Send + 'static,
     {
-        let cell = {
+        let mut result = {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            flights.entry(key.clone()).or_default().clone()
+            match flights.get(&key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    flights.insert(key.clone(), rx.clone());
+                    let future = work();
+                    let flights = self.flights.clone();
+                    tokio::spawn(async move {
+                        let value = future.await;
+                        // Forgotten first: a caller arriving now starts a new run (and finds
+                        // what this one cached) instead of joining a finished one.
+                        flights
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        let _ = tx.send(Some(value));
+                    });
+                    rx
+                }
+            }
         };
-        let value = cell.get_or_init(work).await.clone();
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            flights.remove(&key);
-        }
-        value
+        let value = result
+            .wait_for(Option::is_some)
+            .await
+            .expect("a flight sends its value before it ends");
+        value.clone().expect("waited for a value")
+    }
+
+    /// Runs in flight now.
+    pub fn len(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no run is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -60,7 +96,7 @@ mod tests {
             let (flights, runs) = (flights.clone(), runs.clone());
             tasks.push(tokio::spawn(async move {
                 flights
-                    .run("k", || async {
+                    .run("k", || async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         7
@@ -72,7 +108,40 @@ mod tests {
             assert_eq!(t.await.unwrap(), 7);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(flights.is_empty());
         // Finished flights are forgotten: the next call runs again.
         assert_eq!(flights.run("k", || async { 8 }).await, 8);
+    }
+
+    /// Regression: an entry whose callers all went away stayed in the map forever, and a
+    /// waiter taking over from a cancelled first caller ran the work (the fetch) again.
+    #[tokio::test]
+    async fn callers_that_go_away_neither_cancel_nor_repeat_the_work() {
+        let flights = Arc::new(SingleFlight::<&str, u32>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let slow = |runs: Arc<AtomicUsize>| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            1
+        };
+        let first = {
+            let (flights, runs) = (flights.clone(), runs.clone());
+            tokio::spawn(async move { flights.run("k", || slow(runs)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        first.abort();
+        let second = flights.run("k", || slow(runs.clone())).await;
+        assert_eq!(second, 1);
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the work ran twice");
+        // Every caller gone before the end: the entry still goes with the flight.
+        let abandoned = {
+            let (flights, runs) = (flights.clone(), runs.clone());
+            tokio::spawn(async move { flights.run("j", || slow(runs)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        abandoned.abort();
+        assert_eq!(flights.len(), 1);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(flights.is_empty(), "an abandoned flight stayed in the map");
     }
 }

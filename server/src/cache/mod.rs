@@ -12,7 +12,8 @@
 //!   `cache.max_bytes`; the least recently served entries are evicted in the background
 //!   (and by a writer itself, when the background has not kept up).
 //! - **Purges** ([`purge`]) are journaled before any file goes and run again after a crash.
-//!   While one runs, hits it may remove are not served from the cache.
+//!   While one runs, hits it may remove are not served from the cache (during a mode's
+//!   version change, only files the index says the new version made are).
 //! - **Start-up** opens the index and serves at once; a background thread finishes
 //!   interrupted purges and reconciles the index with the disk.
 //!
@@ -323,23 +324,37 @@ impl Cache {
         WriteTicket(self.inner.epoch.load(Ordering::SeqCst))
     }
 
-    /// The cached file for `variant`, unless there is none or a running purge may remove it.
-    /// The file is opened and read through one handle, so an eviction meanwhile cannot cut it
-    /// short (an unlinked file stays readable while open).
+    /// The cached file for `variant`, unless there is none or a running purge may remove it
+    /// (while a mode's older renders are being purged, a file is served only if the index
+    /// says the version in service made it). The file is opened and read through one handle,
+    /// so an eviction meanwhile cannot cut it short (an unlinked file stays readable while
+    /// open).
     pub async fn get(&self, variant: &VariantKey) -> Option<CachedFile> {
-        let inner = &self.inner;
-        if inner
-            .active
-            .load()
-            .iter()
-            .any(|p| p.selector.may_match(variant))
-        {
-            return None;
+        let inner = self.inner.clone();
+        let mut needs_version = None;
+        for job in inner.active.load().iter() {
+            match &job.selector {
+                Selector::OtherVersions { mode, version } if *mode == variant.mode => {
+                    needs_version = Some(version.clone());
+                }
+                other if other.may_match(variant) => return None,
+                _ => {}
+            }
         }
         let path = inner.dir.join(variant.relative_path());
-        let file = tokio::task::spawn_blocking(move || read_whole(&path))
-            .await
-            .ok()??;
+        let v = variant.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            if let Some(version) = needs_version {
+                let entry = inner.index.get(&v).ok()??;
+                if entry.version != version {
+                    return None;
+                }
+            }
+            read_whole(&path)
+        })
+        .await
+        .ok()??;
+        let inner = &self.inner;
         if inner.track_hits.load(Ordering::Relaxed) {
             let mut touches = lock(&inner.touches);
             if touches.len() < MAX_PENDING_TOUCHES {
@@ -768,16 +783,16 @@ impl Inner {
         Ok(())
     }
 
-    /// Runs a journaled purge: no render begun before it is cached after this starts; every
-    /// matching entry and file goes; then its follow-up is recorded and its journal record
-    /// removed.
+    /// Runs a journaled purge: no render begun before it is cached after this starts (see
+    /// [`Selector::bars_earlier_renders`]); every matching entry and file goes; then its
+    /// follow-up is recorded and its journal record removed.
     fn run(&self, job: &PurgeJob) -> Result<PurgeOutcome, CacheError> {
         let started = std::time::Instant::now();
-        {
+        let selector = &job.selector;
+        if selector.bars_earlier_renders() {
             let _writers_done = self.writes.write().unwrap_or_else(|e| e.into_inner());
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
-        let selector = &job.selector;
         let items: Box<dyn Iterator<Item = _>> = match selector.index_prefix() {
             Some(prefix) => Box::new(self.index.scan_prefix(&prefix)),
             None => Box::new(self.index.iter()),

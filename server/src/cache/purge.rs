@@ -75,6 +75,14 @@ impl Selector {
         }
     }
 
+    /// Whether renders begun before the purge must not be cached after it. Not for a mode's
+    /// version change or retirement: there the writer's own check that its mode is still
+    /// served by its version keeps old renders out, and renders by the version in service may
+    /// go on being cached while the purge runs.
+    pub fn bars_earlier_renders(&self) -> bool {
+        !matches!(self, Selector::OtherVersions { .. } | Selector::Retired(_))
+    }
+
     /// The index-key prefix every match starts with, when there is one narrower than the
     /// whole index.
     pub fn index_prefix(&self) -> Option<Vec<u8>> {

@@ -231,6 +231,39 @@ async fn a_new_mode_version_purges_other_versions_and_is_recorded_after() {
     settled(&cache);
 }
 
+/// Regression: the first sight of a mode (a purge of other versions' renders) made every
+/// render begun before it uncacheable, so a burst of requests right after start-up fetched
+/// the same original twice.
+#[test]
+fn a_version_purge_does_not_bar_renders_by_the_version_in_service() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    let ticket = cache.ticket();
+    cache.adopt_mode_version("crop", "2").unwrap();
+    settled(&cache);
+    let v = variant("/10/10/crop/a.jpg");
+    assert!(matches!(
+        cache.put(&v, "2", b"x", ticket, || true).unwrap(),
+        PutOutcome::Stored(_)
+    ));
+    // While a change back to version 1 is pending, version 2's file is not served, and a
+    // render by version 1 is.
+    let job = cache
+        .begin_purge(Selector::OtherVersions {
+            mode: "crop".into(),
+            version: "1".into(),
+        })
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(cache.get(&v)).is_none());
+    cache.put(&v, "1", b"y", cache.ticket(), || true).unwrap();
+    assert_eq!(&rt.block_on(cache.get(&v)).unwrap().bytes[..], b"y");
+    cache.finish_purge(job).unwrap();
+    assert_eq!(&rt.block_on(cache.get(&v)).unwrap().bytes[..], b"y");
+}
+
 #[test]
 fn a_purge_interrupted_before_it_ran_finishes_at_the_next_open() {
     let f = Fixture::new();

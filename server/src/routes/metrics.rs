@@ -21,7 +21,7 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let (pipeline, plugins) = (&state.pipeline.stats, &state.modes.stats);
+    let (pipeline, plugins) = (state.pipeline.stats(), &state.modes.stats);
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let cache = state.cache.stats();
     let single: [(&str, &str, &str, u64); 12] = [

@@ -24,7 +24,7 @@ pub(super) fn stats(Data(state): Data<&Arc<AppState>>) -> Response {
         .iter()
         .map(|(status, n)| (status.to_string(), json!(n)))
         .collect();
-    let pipeline = &state.pipeline.stats;
+    let pipeline = state.pipeline.stats();
     json(&json!({
         "requests": state.requests.total(),
         "responses": responses,
@@ -33,6 +33,7 @@ pub(super) fn stats(Data(state): Data<&Arc<AppState>>) -> Response {
         "misses": pipeline.misses.load(Relaxed),
         "renders": pipeline.renders.load(Relaxed),
         "renders_in_flight": state.pipeline.renders_in_flight(),
+        "renders_waiting": state.pipeline.renders_waiting(),
         "cache": state.cache.stats(),
     }))
 }
