@@ -114,3 +114,223 @@ fn a_burst_of_large_misses_stays_within_the_memory_budget() {
         "peak RSS {peak:.0} MiB over the 300 MiB budget"
     );
 }
+
+/// Sends `data` on a new connection and reads until the server closes it or `wait` passes:
+/// what came back, and whether the server closed the connection.
+fn exchange(port: u16, data: &[u8], wait: Duration) -> (Vec<u8>, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(data).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+/// The JSON error body of a raw response.
+fn error_code(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{text}"));
+    json["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// Regression: slow-header clients (slowloris) were never closed, and idle keep-alive
+/// connections piled up until the file descriptors ran out. Now 150 clients that never finish
+/// their headers do not slow others down and are answered 408 and closed at the header
+/// deadline; so is a client trickling a byte a second; an idle keep-alive connection is
+/// closed after the idle timeout, while one that keeps asking is kept.
+#[test]
+fn slow_and_idle_connections_are_closed_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SERVER__HEADER_TIMEOUT_MS", "1500"),
+            ("ROSS__SERVER__KEEP_ALIVE_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let port = ross.port;
+    let slow: Vec<_> = (0..150)
+        .map(|_| {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    let t = Instant::now();
+    assert_eq!(
+        http_get(port, "/health", Duration::from_secs(5)).unwrap().0,
+        200
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?} beside slow clients",
+        t.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut closed = 0;
+    for mut s in slow {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut raw = Vec::new();
+        if s.read_to_end(&mut raw).is_ok() {
+            assert!(
+                raw.starts_with(b"HTTP/1.1 408 "),
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+            assert_eq!(error_code(&raw), "request-timeout");
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 150,
+        "slow clients still open after the header deadline"
+    );
+
+    // One byte every 300 ms: it never goes silent, and is still closed at the deadline.
+    let trickle = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let started = Instant::now();
+        for byte in b"GET /health HTTP/1.1\r\nHost: a-very-long-host-name-indeed\r\n".iter() {
+            if s.write_all(&[*byte]).is_err() {
+                break;
+            }
+            let mut got = [0u8; 256];
+            if let Ok(n) = s.read(&mut got) {
+                return (
+                    String::from_utf8_lossy(&got[..n]).into_owned(),
+                    started.elapsed(),
+                );
+            }
+        }
+        (String::new(), started.elapsed())
+    });
+    let (answer, after) = trickle.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer:?} after {after:?}"
+    );
+    assert!(
+        after < Duration::from_millis(2500),
+        "closed only after {after:?}"
+    );
+
+    // Keep-alive: requests 600 ms apart share one connection; silence closes it after 1 s.
+    let (raw, closed) = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut answers = 0;
+        for _ in 0..3 {
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut got = [0u8; 4096];
+            let n = s.read(&mut got).unwrap();
+            answers += usize::from(got[..n].starts_with(b"HTTP/1.1 200"));
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        let idle = Instant::now();
+        let mut rest = Vec::new();
+        let closed = s.read_to_end(&mut rest).is_ok();
+        assert!(
+            idle.elapsed() < Duration::from_millis(1500),
+            "idle for {:?}",
+            idle.elapsed()
+        );
+        (answers, closed)
+    };
+    assert_eq!((raw, closed), (3, true));
+}
+
+/// Regression: errors from the HTTP layer had empty or plain-text bodies, and 405 no `Allow`.
+/// Every one now carries the SPEC's JSON error.
+#[test]
+fn http_layer_errors_carry_the_json_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(dir.path(), &[("ROSS__SERVER__MAX_HEADER_BYTES", "4096")]);
+    let port = ross.port;
+    let wait = Duration::from_secs(5);
+    let (raw, _) = exchange(port, b"NOT HTTP AT ALL\r\n\r\n", wait);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(error_code(&raw), "bad-request");
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(8000)
+    );
+    let (raw, closed) = exchange(port, big.as_bytes(), wait);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(error_code(&raw), "headers-too-large");
+    assert!(closed);
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let (raw, _) = exchange(port, long.as_bytes(), wait);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 414 ") || text.starts_with("HTTP/1.1 431 "),
+        "{text}"
+    );
+    error_code(&raw);
+    let (raw, _) = exchange(
+        port,
+        b"POST /300/300/crop/photos/Dune.jpg HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        wait,
+    );
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 405 "), "{text}");
+    assert!(text.contains("\r\nallow: get, head\r\n"), "{text}");
+    assert_eq!(error_code(&raw), "method-not-allowed");
+    // The server serves on after all of them.
+    assert_eq!(http_get(port, "/health", wait).unwrap().0, 200);
+}
+
+/// Regression: about 20,000 idle sockets exhausted the file descriptors and "accept failed"
+/// filled the log. At `server.max_connections` ross stops accepting; a client beyond it waits
+/// until a connection frees, and is then served.
+#[test]
+fn connections_beyond_the_bound_wait_for_a_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SERVER__MAX_CONNECTIONS", "8"),
+            ("ROSS__SERVER__HEADER_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let port = ross.port;
+    let idle: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let (status, _) = http_get(port, "/health", Duration::from_secs(10)).unwrap();
+    let waited = t.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_millis(700),
+        "served after {waited:?}: the bound did not hold"
+    );
+    drop(idle);
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(!log.contains("accept failed"), "{log}");
+}

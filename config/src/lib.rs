@@ -80,6 +80,16 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 pub struct ServerSettings {
     /// Address to bind; loopback by default because ross normally sits behind nginx.
     pub listen: SocketAddr,
+    /// A request head not complete this long after its first byte is answered 408 and its
+    /// connection closed: a client trickling bytes cannot hold a connection forever.
+    pub header_timeout: Duration,
+    /// A connection idle this long between requests is closed.
+    pub keep_alive_timeout: Duration,
+    /// Connections open at once; beyond it ross stops accepting until one closes, so idle or
+    /// slow clients cannot take every file descriptor.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); larger is 431.
+    pub max_header_bytes: usize,
 }
 
 /// Where originals come from.
@@ -280,8 +290,19 @@ impl Settings {
         let p = |p: &Path| format!("{:?}", p.display().to_string());
         let sizes: Vec<String> = self.whitelist.sizes.iter().map(|s| q(s)).collect();
         let l = &self.limits;
+        let sv = &self.server;
         let mut lines = vec![
-            ("server.listen", q(&self.server.listen)),
+            ("server.listen", q(&sv.listen)),
+            (
+                "server.header_timeout_ms",
+                sv.header_timeout.as_millis().to_string(),
+            ),
+            (
+                "server.keep_alive_timeout_ms",
+                sv.keep_alive_timeout.as_millis().to_string(),
+            ),
+            ("server.max_connections", sv.max_connections.to_string()),
+            ("server.max_header_bytes", sv.max_header_bytes.to_string()),
             ("source.kind", q(&self.source.kind())),
         ];
         match &self.source {
@@ -425,9 +446,24 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             );
         }
     }
+    let server = ServerSettings {
+        listen,
+        header_timeout: Duration::from_millis(r.int(
+            "server.header_timeout_ms",
+            10_000u64,
+            100..=600_000,
+        )),
+        keep_alive_timeout: Duration::from_millis(r.int(
+            "server.keep_alive_timeout_ms",
+            30_000u64,
+            100..=3_600_000,
+        )),
+        max_connections: r.int("server.max_connections", 512usize, 1..=1_000_000),
+        max_header_bytes: r.int("server.max_header_bytes", 16_384usize, 1024..=1_048_576),
+    };
     Settings {
         admin,
-        server: ServerSettings { listen },
+        server,
         source,
         cache,
         data_dir,

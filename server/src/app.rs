@@ -8,6 +8,7 @@ use std::time::Duration;
 use poem::middleware::CatchPanic;
 use poem::{get, Endpoint, EndpointExt, Route};
 
+use crate::error::AppError;
 use crate::routes;
 use crate::state::AppState;
 
@@ -41,11 +42,34 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
         .around(move |endpoint, req| {
             let state = counted.clone();
             async move {
-                let response = endpoint.get_response(req).await;
+                let path = req.uri().path().to_owned();
+                let response = in_spec_format(endpoint.get_response(req).await, &path);
                 state.requests.record(response.status().as_u16());
                 Ok(response)
             }
         })
+}
+
+/// Errors poem produces itself (a method a route does not take, an extractor that fails)
+/// come as plain text: they get the SPEC's JSON body, and a 405 its `Allow` header.
+fn in_spec_format(response: poem::Response, path: &str) -> poem::Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let mut fixed = poem::IntoResponse::into_response(AppError::from_status(status));
+    if status == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        let allow = routes::allowed_methods(path);
+        fixed.headers_mut().insert(
+            poem::http::header::ALLOW,
+            poem::http::HeaderValue::from_static(allow),
+        );
+    }
+    fixed
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
@@ -58,7 +82,14 @@ pub async fn run(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    crate::http::serve(listener, app(state.clone()), shutdown, GRACE).await?;
+    let server = &state.settings.server;
+    let limits = crate::http::HttpLimits {
+        header_timeout: server.header_timeout,
+        keep_alive_timeout: server.keep_alive_timeout,
+        max_connections: server.max_connections,
+        max_header_bytes: server.max_header_bytes,
+    };
+    crate::http::serve(listener, app(state.clone()), shutdown, GRACE, limits).await?;
     // Hit times gathered since the last batch, and the index, to disk before exiting.
     let cache = state.cache.clone();
     let flushed = tokio::task::spawn_blocking(move || cache.flush()).await;

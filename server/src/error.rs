@@ -79,6 +79,26 @@ impl AppError {
         }
     }
 
+    /// The SPEC's form of an error the HTTP framework produced with only a status.
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, message) = match status.as_u16() {
+            400 => ("bad-request", "The request is malformed."),
+            404 => ("not-found", "Nothing is served at this path."),
+            405 => (
+                "method-not-allowed",
+                "This path does not take that method; see the Allow header.",
+            ),
+            413 => ("body-too-large", "The request body is too large."),
+            415 => (
+                "unsupported-media-type",
+                "The request body is not of a type this path takes.",
+            ),
+            s if s >= 500 => ("internal-error", "The server failed; try again later."),
+            _ => ("bad-request", "The request cannot be served."),
+        };
+        AppError::new(status, code, message)
+    }
+
     /// Something inside the server failed; details are logged, not sent.
     pub fn internal(code: &'static str, message: &str) -> Self {
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)

@@ -1,26 +1,62 @@
-//! The HTTP/1.1 connection loop: hyper serving the poem application.
+//! The HTTP/1.1 connection loop: hyper serving the poem application, with the bounds a
+//! public-facing server needs and poem's own `Server` does not offer.
 //!
-//! poem's own `Server` cannot be told to write header names in their usual capitalisation,
-//! and some clients and tools (and header-comparing scripts) expect `Content-Type` rather than
-//! `content-type`; hyper can. ross sits behind nginx, which speaks HTTP/1.1 to upstreams, so
-//! HTTP/1.1 with keep-alive is all this loop serves. Shutdown stops accepting, then lets
+//! - **Connections**: at most `server.max_connections` at once. At the bound ross stops
+//!   accepting (new clients wait in the kernel's queue) rather than failing accepts in a loop.
+//! - **Header deadline**: a request's head must be complete within `server.header_timeout_ms`
+//!   of its first byte (of the connection's start, for a new connection), however slowly it
+//!   trickles in; past it the client gets a 408 and the connection is closed.
+//! - **Idle keep-alive**: a connection with no request for `server.keep_alive_timeout_ms` is
+//!   closed.
+//! - **Head size**: request heads over `server.max_header_bytes` are refused (431).
+//! - **Errors in the SPEC's format**: hyper answers malformed heads itself (400, 414, 431)
+//!   with an empty body, and nothing can be configured about it; [`Guarded`] rewrites those
+//!   answers, which it recognises because no request is being served when they are written,
+//!   into the SPEC's JSON error.
+//!
+//! hyper is used directly (poem's `Server` is hyper underneath) for these bounds, and so that
+//! header names go out in their usual capitalisation. Shutdown stops accepting, then lets
 //! connections finish their requests for up to a grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Addr, Endpoint, Request};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+/// The connection bounds, from `server.*`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Longest a request head may take to arrive.
+    pub header_timeout: Duration,
+    /// Longest a connection may sit idle between requests.
+    pub keep_alive_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// hyper's smallest read buffer; heads are bounded below it by [`Guarded`] itself.
+const HYPER_MIN_BUFFER: usize = 8192;
 
 /// Serves `endpoint` on `listener` until `shutdown` completes, then waits up to `grace` for
 /// requests in flight.
@@ -29,43 +65,70 @@ pub async fn serve<E>(
     endpoint: E,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) -> std::io::Result<()>
+    limits: HttpLimits,
+) -> io::Result<()>
 where
     E: Endpoint + 'static,
 {
     let endpoint = Arc::new(endpoint);
     let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
     let connections = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_accept_error: Option<std::time::Instant> = None;
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Usually out of file descriptors: back off, and say so once a minute.
+                    if last_accept_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                        last_accept_error = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let _ = stream.set_nodelay(true);
+        let io = Guarded::new(stream, limits);
+        let exchange = io.exchange.clone();
         let endpoint = endpoint.clone();
         let local = local.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let endpoint = endpoint.clone();
+            let exchange = exchange.clone();
+            exchange.request_began();
             let req = Request::from((req, local.clone(), RemoteAddr(remote.into()), Scheme::HTTP));
             async move {
                 let response = endpoint.get_response(req).await;
-                Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(
-                    response,
-                ))
+                let response = hyper::Response::<BoxBody<Bytes, io::Error>>::from(response);
+                Ok::<_, Infallible>(response.map(|body| {
+                    Tracked {
+                        body,
+                        exchange: Some(exchange),
+                    }
+                    .boxed()
+                }))
             }
         });
         let mut builder = http1::Builder::new();
-        builder.title_case_headers(true).keep_alive(true);
-        let connection = connections.watch(builder.serve_connection(TokioIo::new(stream), service));
+        builder
+            .title_case_headers(true)
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            // The deadlines are Guarded's; hyper's own would close without a 408.
+            .header_read_timeout(None)
+            .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUFFER));
+        let connection = connections.watch(builder.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -77,4 +140,328 @@ where
         () = tokio::time::sleep(grace) => tracing::warn!("requests still running after the grace period"),
     }
     Ok(())
+}
+
+/// Where a connection is between requests, shared by its IO and its service.
+#[derive(Debug, Default)]
+struct Exchange {
+    state: Mutex<ExchangeState>,
+}
+
+#[derive(Debug, Default)]
+struct ExchangeState {
+    /// Requests handed to the application whose response has not finished.
+    serving: usize,
+    /// A response ended since the IO last looked: the connection is idle again.
+    idle_again: bool,
+    /// The task that last waited to read: woken when a response ends, so that the idle
+    /// deadline is armed even though hyper does not read again until the socket stirs.
+    reader: Option<std::task::Waker>,
+}
+
+impl Exchange {
+    fn request_began(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).serving += 1;
+    }
+
+    fn response_ended(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.serving = state.serving.saturating_sub(1);
+        state.idle_again = true;
+        if let Some(reader) = state.reader.take() {
+            reader.wake();
+        }
+    }
+
+    fn waiting_to_read(&self, waker: &std::task::Waker) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.reader = Some(waker.clone());
+        }
+    }
+
+    /// (requests being served, whether a response ended since the last call).
+    fn take(&self) -> (usize, bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.serving, std::mem::take(&mut state.idle_again))
+    }
+}
+
+/// A response body that tells the connection when it has been sent (or dropped).
+struct Tracked {
+    body: BoxBody<Bytes, io::Error>,
+    exchange: Option<Arc<Exchange>>,
+}
+
+impl Tracked {
+    fn end(&mut self) {
+        if let Some(exchange) = self.exchange.take() {
+            exchange.response_ended();
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.end();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What the IO waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// The first byte of the next request (after a response): idle.
+    NextRequest,
+    /// The rest of a request head.
+    Head,
+    /// Nothing: a request is being served.
+    Nothing,
+}
+
+/// A TCP stream that enforces the header deadline and the idle timeout, and turns hyper's
+/// bodiless error answers into the SPEC's JSON.
+struct Guarded {
+    stream: TcpStream,
+    limits: HttpLimits,
+    exchange: Arc<Exchange>,
+    waiting: Waiting,
+    /// Head bytes read since the head began, against `max_header_bytes`.
+    head_bytes: usize,
+    /// The last bytes read, to find a head's end split across reads.
+    tail: [u8; 3],
+    /// The current head has ended (its body, if any, is not counted).
+    head_ended: bool,
+    deadline: Pin<Box<Sleep>>,
+    /// Bytes to send before anything else (a rewritten error answer).
+    pending: Vec<u8>,
+    /// Once the connection is given up: every read is end of file.
+    closed: bool,
+}
+
+impl Guarded {
+    fn new(stream: TcpStream, limits: HttpLimits) -> Guarded {
+        Guarded {
+            stream,
+            limits,
+            exchange: Arc::default(),
+            // A new connection gets the header deadline from its start.
+            waiting: Waiting::Head,
+            head_bytes: 0,
+            tail: [0; 3],
+            head_ended: false,
+            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            pending: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Brings `waiting` up to date with the service's side.
+    fn refresh(&mut self) {
+        let (serving, idle_again) = self.exchange.take();
+        if serving > 0 {
+            self.waiting = Waiting::Nothing;
+        } else if idle_again || self.waiting == Waiting::Nothing {
+            self.waiting = Waiting::NextRequest;
+            self.head_bytes = 0;
+            self.head_ended = false;
+            self.tail = [0; 3];
+            let until = Instant::now() + self.limits.keep_alive_timeout;
+            self.deadline.as_mut().reset(until);
+        }
+    }
+
+    /// Queues a JSON error answer and gives the connection up.
+    fn answer(&mut self, status: &str, code: &str, message: &str) {
+        self.pending = json_answer(status, code, message);
+        self.closed = true;
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A complete HTTP/1.1 answer with the SPEC's JSON error body, closing the connection.
+fn json_answer(status: &str, code: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The SPEC's error for one of hyper's automatic answers (its status line's code).
+fn rewrite_of(code: &[u8]) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match code {
+        b"400" => (
+            "400 Bad Request",
+            "bad-request",
+            "The request is not valid HTTP/1.1.",
+        ),
+        b"414" => (
+            "414 URI Too Long",
+            "uri-too-long",
+            "The request's URL is too long.",
+        ),
+        b"431" => (
+            "431 Request Header Fields Too Large",
+            "headers-too-large",
+            "The request's headers are too large.",
+        ),
+        _ => return None,
+    })
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.closed {
+            return Poll::Ready(Ok(()));
+        }
+        this.refresh();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 && this.waiting == Waiting::NextRequest {
+                    this.waiting = Waiting::Head;
+                    let until = Instant::now() + this.limits.header_timeout;
+                    this.deadline.as_mut().reset(until);
+                }
+                if this.waiting == Waiting::Head && !this.head_ended {
+                    let chunk = &buf.filled()[before..];
+                    // Where the head ends in this chunk (a terminator may straddle reads).
+                    let mut seam = this.tail.to_vec();
+                    seam.extend_from_slice(&chunk[..chunk.len().min(3)]);
+                    let ends_at = seam
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|p| p + 4 - this.tail.len())
+                        .or_else(|| {
+                            chunk
+                                .windows(4)
+                                .position(|w| w == b"\r\n\r\n")
+                                .map(|p| p + 4)
+                        });
+                    if chunk.len() >= 3 {
+                        this.tail.copy_from_slice(&chunk[chunk.len() - 3..]);
+                    }
+                    this.head_ended = ends_at.is_some();
+                    this.head_bytes += ends_at.unwrap_or(n);
+                    // hyper sees a head only once it is whole, and its buffer is 8 kB at
+                    // least: the bound is kept here.
+                    let limit = this.limits.max_header_bytes;
+                    if this.head_bytes > limit {
+                        buf.set_filled(before);
+                        this.answer(
+                            "431 Request Header Fields Too Large",
+                            "headers-too-large",
+                            &format!("The request's head is larger than {limit} bytes."),
+                        );
+                        let _ = this.poll_pending(cx); // best effort, as for 408
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.exchange.waiting_to_read(cx.waker());
+                if this.waiting == Waiting::Nothing {
+                    return Poll::Pending;
+                }
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    if this.waiting == Waiting::Head {
+                        let secs = this.limits.header_timeout.as_secs_f64();
+                        this.answer(
+                            "408 Request Timeout",
+                            "request-timeout",
+                            &format!("The request's head did not arrive within {secs} s."),
+                        );
+                        // Sent now, best effort: hyper only writes when it has something.
+                        let _ = this.poll_pending(cx);
+                    } else {
+                        this.closed = true;
+                    }
+                    return Poll::Ready(Ok(())); // end of file: hyper closes the connection
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        this.refresh();
+        // No request is being served and the answer has no body: hyper is answering a head
+        // it could not parse (ross's own errors always carry a JSON body).
+        let bodiless = buf.ends_with(b"\r\n\r\n")
+            && buf
+                .windows(19)
+                .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0"));
+        if this.waiting != Waiting::Nothing && bodiless && buf.starts_with(b"HTTP/1.1 ") {
+            if let Some((status, code, message)) = buf.get(9..12).and_then(rewrite_of) {
+                this.answer(status, code, message);
+                std::task::ready!(this.poll_pending(cx))?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
 }
