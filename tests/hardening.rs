@@ -334,3 +334,102 @@ fn connections_beyond_the_bound_wait_for_a_free_one() {
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(!log.contains("accept failed"), "{log}");
 }
+
+/// Stage timers and counters reach a statsd server (a UDP socket this test opens) as
+/// `<prefix>.<stage>` in ms; `/metrics` has them as Prometheus text; a request id is taken
+/// from the client or generated, and echoed; every request is one access log line.
+#[test]
+fn telemetry_reaches_statsd_prometheus_and_the_log() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let statsd_port = udp.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__STATSD__HOST", "127.0.0.1"),
+            ("ROSS__STATSD__PORT", &statsd_port),
+            ("ROSS__STATSD__PREFIX", "rosstest"),
+        ],
+    );
+    let port = ross.port;
+    let (raw, _) = exchange(
+        port,
+        b"GET /120/80/crop/photos/Dune.jpg HTTP/1.1\r\nHost: x\r\nX-Request-Id: test-req-1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    let head = String::from_utf8_lossy(&raw[..raw.len().min(600)]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("\r\nx-request-id: test-req-1\r\n"), "{head}");
+    let (raw, _) = exchange(
+        port,
+        b"GET /120/80/nosuchmode/photos/Dune.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let generated = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id generated: {head}"))
+        .trim()
+        .to_owned();
+    let wanted = [
+        "rosstest.cache_check:",
+        "rosstest.fetch:",
+        "rosstest.decode:",
+        "rosstest.render:",
+        "rosstest.encode:",
+        "rosstest.cache_write:",
+        "rosstest.requests.200:1|c",
+        "rosstest.errors.404:1|c",
+        "rosstest.misses:1|c",
+    ];
+    let mut seen = String::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) && !wanted.iter().all(|w| seen.contains(w)) {
+        let mut packet = [0u8; 2048];
+        if let Ok(n) = udp.recv(&mut packet) {
+            seen.push_str(&String::from_utf8_lossy(&packet[..n]));
+            seen.push('\n');
+        }
+    }
+    for w in wanted {
+        assert!(seen.contains(w), "{w} not received by statsd: {seen}");
+    }
+    assert!(
+        seen.contains("rosstest.fetch:") && seen.contains("|ms"),
+        "{seen}"
+    );
+    let (status, metrics) = http_get(port, "/metrics", Duration::from_secs(5)).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert_eq!(status, 200);
+    for needle in [
+        "ross_stage_ms{stage=\"fetch\",quantile=\"0.99\"}",
+        "ross_requests_total{status=\"200\"} ",
+        "ross_errors_total{status=\"404\"} 1",
+        "ross_misses_total 1",
+        "ross_renders_in_flight 0",
+        "ross_cache_entries 1",
+        "ross_plugin_load_failures_total 0",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} not in /metrics:\n{metrics}"
+        );
+    }
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let access: Vec<&str> = log.lines().filter(|l| l.contains("access")).collect();
+    assert!(
+        access.iter().any(|l| l.contains("test-req-1")
+            && l.contains("status=200")
+            && l.contains("cache=MISS")),
+        "{log}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains(&generated) && l.contains("status=404")),
+        "{log}"
+    );
+}

@@ -52,6 +52,28 @@ pub struct Settings {
     pub serve_originals: bool,
     /// The admin JSON API (and later page).
     pub admin: AdminSettings,
+    /// Where metrics are pushed as statsd, if anywhere.
+    pub statsd: Option<StatsdSettings>,
+    /// How log lines are written.
+    pub log: LogSettings,
+}
+
+/// A statsd server that receives timers and counters over UDP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsdSettings {
+    /// Host name or address.
+    pub host: String,
+    /// UDP port.
+    pub port: u16,
+    /// Prepended to every metric name (`<prefix>.fetch`).
+    pub prefix: String,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// One JSON object a line (for log shippers) instead of text.
+    pub json: bool,
 }
 
 /// The admin interface under `/admin`.
@@ -346,6 +368,22 @@ impl Settings {
             ("serve_originals", self.serve_originals.to_string()),
             ("admin.enabled", self.admin.enabled.to_string()),
             (
+                "statsd.host",
+                q(&self.statsd.as_ref().map_or("", |s| s.host.as_str())),
+            ),
+            (
+                "statsd.port",
+                self.statsd.as_ref().map_or(8125, |s| s.port).to_string(),
+            ),
+            (
+                "statsd.prefix",
+                q(&self.statsd.as_ref().map_or("ross", |s| s.prefix.as_str())),
+            ),
+            (
+                "log.format",
+                q(&if self.log.json { "json" } else { "text" }),
+            ),
+            (
                 "admin.token",
                 if self.admin.token.is_some() {
                     "\"<set, not shown>\"".into()
@@ -461,7 +499,28 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         max_connections: r.int("server.max_connections", 512usize, 1..=1_000_000),
         max_header_bytes: r.int("server.max_header_bytes", 16_384usize, 1024..=1_048_576),
     };
+    let statsd_host = r.optional_string("statsd.host").filter(|h| !h.is_empty());
+    let statsd_port = r.int("statsd.port", 8125u16, 1..=65_535);
+    let statsd_prefix = r.string("statsd.prefix", "ross");
+    let log_format = r.string("log.format", "text");
+    let json = match log_format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => {
+            r.invalid(
+                "log.format",
+                format!("expected \"text\" or \"json\", got {other:?}"),
+            );
+            false
+        }
+    };
     Settings {
+        statsd: statsd_host.map(|host| StatsdSettings {
+            host,
+            port: statsd_port,
+            prefix: statsd_prefix,
+        }),
+        log: LogSettings { json },
         admin,
         server,
         source,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use poem::middleware::CatchPanic;
 use poem::{get, Endpoint, EndpointExt, Route};
 
-use crate::error::AppError;
 use crate::routes;
 use crate::state::AppState;
+use crate::telemetry::names;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -21,7 +21,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
     if state.settings.admin.enabled {
         route = route.nest("/admin/api", routes::admin_api::routes());
     }
-    let counted = state.clone();
+    let observed = state.clone();
     route
         .at(
             "/health",
@@ -39,37 +39,24 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
         )
         .data(state)
         .with(CatchPanic::new())
-        .around(move |endpoint, req| {
-            let state = counted.clone();
-            async move {
-                let path = req.uri().path().to_owned();
-                let response = in_spec_format(endpoint.get_response(req).await, &path);
-                state.requests.record(response.status().as_u16());
-                Ok(response)
-            }
-        })
+        .around(move |endpoint, req| crate::observe::observe(endpoint, req, observed.clone()))
 }
 
-/// Errors poem produces itself (a method a route does not take, an extractor that fails)
-/// come as plain text: they get the SPEC's JSON body, and a 405 its `Allow` header.
-fn in_spec_format(response: poem::Response, path: &str) -> poem::Response {
-    let status = response.status();
-    let json = response
-        .headers()
-        .get(poem::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || json {
-        return response;
+/// Sets the gauges (renders, cache size) every second, for exporters that are pushed to.
+async fn publish_gauges(state: Arc<AppState>) {
+    loop {
+        set_gauges(&state);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let mut fixed = poem::IntoResponse::into_response(AppError::from_status(status));
-    if status == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-        let allow = routes::allowed_methods(path);
-        fixed.headers_mut().insert(
-            poem::http::header::ALLOW,
-            poem::http::HeaderValue::from_static(allow),
-        );
-    }
-    fixed
+}
+
+/// Sets the gauges from the state now.
+pub fn set_gauges(state: &AppState) {
+    let cache = state.cache.stats();
+    metrics::gauge!(names::IN_FLIGHT).set(state.pipeline.renders_in_flight() as f64);
+    metrics::gauge!(names::WAITING).set(state.pipeline.renders_waiting() as f64);
+    metrics::gauge!(names::CACHE_ENTRIES).set(cache.entries as f64);
+    metrics::gauge!(names::CACHE_BYTES).set(cache.bytes as f64);
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
@@ -89,7 +76,9 @@ pub async fn run(
         max_connections: server.max_connections,
         max_header_bytes: server.max_header_bytes,
     };
+    let gauges = tokio::spawn(publish_gauges(state.clone()));
     crate::http::serve(listener, app(state.clone()), shutdown, GRACE, limits).await?;
+    gauges.abort();
     // Hit times gathered since the last batch, and the index, to disk before exiting.
     let cache = state.cache.clone();
     let flushed = tokio::task::spawn_blocking(move || cache.flush()).await;

@@ -21,7 +21,14 @@ pub struct AppError {
     pub message: String,
     /// Seconds for `Retry-After` (503, and 502/504 when the source is down).
     pub retry_after: Option<u32>,
+    /// What went wrong inside, for the log line of the request (never sent).
+    pub detail: Option<String>,
 }
+
+/// The inside story of a failed response, carried to the request middleware in the
+/// response's extensions: it logs it once, with the request's context.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
 
 impl AppError {
     /// An error with `status`, `code` and `message`.
@@ -31,7 +38,14 @@ impl AppError {
             code,
             message: message.into(),
             retry_after: None,
+            detail: None,
         }
+    }
+
+    /// The same error, with what went wrong inside for the log.
+    pub fn detailed(mut self, detail: impl std::fmt::Display) -> Self {
+        self.detail = Some(detail.to_string());
+        self
     }
 
     /// The size is not in the whitelist.
@@ -119,6 +133,9 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, secs.into());
         }
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(ErrorDetail(detail));
+        }
         response
     }
 }
@@ -135,7 +152,7 @@ impl From<RequestError> for AppError {
 
 impl From<SourceError> for AppError {
     fn from(e: SourceError) -> Self {
-        match &e {
+        let error = match &e {
             SourceError::NotFound { key } => AppError::new(
                 StatusCode::NOT_FOUND,
                 "source-not-found",
@@ -146,56 +163,42 @@ impl From<SourceError> for AppError {
                 "source-too-large",
                 format!("The source {key:?} is larger than the {limit} bytes allowed."),
             ),
-            SourceError::Io { .. } => {
-                tracing::error!(error = %e, "source read failed");
-                AppError::new(
+            SourceError::Io { .. } => AppError::new(
+                StatusCode::BAD_GATEWAY,
+                "source-failed",
+                "The image source could not be read; try again later.",
+            ),
+            SourceError::Denied { .. } => AppError::new(
+                StatusCode::BAD_GATEWAY,
+                "source-denied",
+                "The image store refused ross access to this image.",
+            ),
+            SourceError::Rejected { .. } => AppError::new(
+                StatusCode::BAD_GATEWAY,
+                "source-rejected",
+                "The image store rejected the request for this image.",
+            ),
+            SourceError::Unavailable { .. } => AppError {
+                retry_after: Some(1),
+                ..AppError::new(
                     StatusCode::BAD_GATEWAY,
-                    "source-failed",
-                    "The image source could not be read; try again later.",
+                    "source-unavailable",
+                    "The image store failed or could not be reached; try again later.",
                 )
-            }
-            SourceError::Denied { .. } => {
-                tracing::error!(error = %e, "source refused access");
-                AppError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "source-denied",
-                    "The image store refused ross access to this image.",
+            },
+            SourceError::Timeout { after, .. } => AppError {
+                retry_after: Some(1),
+                ..AppError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "source-timeout",
+                    format!(
+                        "The image store did not answer within {} ms; try again later.",
+                        after.as_millis()
+                    ),
                 )
-            }
-            SourceError::Rejected { .. } => {
-                tracing::error!(error = %e, "source rejected the request");
-                AppError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "source-rejected",
-                    "The image store rejected the request for this image.",
-                )
-            }
-            SourceError::Unavailable { .. } => {
-                tracing::error!(error = %e, "source unavailable");
-                AppError {
-                    retry_after: Some(1),
-                    ..AppError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "source-unavailable",
-                        "The image store failed or could not be reached; try again later.",
-                    )
-                }
-            }
-            SourceError::Timeout { after, .. } => {
-                tracing::error!(error = %e, "source timed out");
-                AppError {
-                    retry_after: Some(1),
-                    ..AppError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "source-timeout",
-                        format!(
-                            "The image store did not answer within {} ms; try again later.",
-                            after.as_millis()
-                        ),
-                    )
-                }
-            }
-        }
+            },
+        };
+        error.detailed(&e)
     }
 }
 
@@ -211,7 +214,8 @@ impl From<DecodeError> for AppError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "undecodable-image",
                 format!("The source {format:?} image is damaged and cannot be decoded."),
-            ),
+            )
+            .detailed(&e),
             DecodeError::TooManyPixels { .. } => AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "source-too-many-pixels",
@@ -223,14 +227,12 @@ impl From<DecodeError> for AppError {
 
 impl From<PluginRenderError> for AppError {
     fn from(e: PluginRenderError) -> Self {
-        tracing::error!(error = %e, "render failed");
-        AppError::internal("render-failed", "The mode failed to render this image.")
+        AppError::internal("render-failed", "The mode failed to render this image.").detailed(&e)
     }
 }
 
 impl From<EncodeError> for AppError {
     fn from(e: EncodeError) -> Self {
-        tracing::error!(error = %e, "encode failed");
-        AppError::internal("encode-failed", "The rendered image could not be encoded.")
+        AppError::internal("encode-failed", "The rendered image could not be encoded.").detailed(&e)
     }
 }

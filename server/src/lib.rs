@@ -15,6 +15,7 @@ pub mod error;
 pub mod gate;
 pub mod http;
 pub mod imaging;
+pub mod observe;
 pub mod pipeline;
 pub mod plugins;
 pub mod reload;
@@ -25,6 +26,7 @@ pub mod singleflight;
 pub mod source;
 pub mod state;
 pub mod stats;
+pub mod telemetry;
 pub mod whitelist;
 
 pub use app::{app, run};

@@ -74,14 +74,21 @@ fn main() -> ExitCode {
         }
         Command::Plugin(_) => unreachable!("handled before settings are read"),
         Command::Serve => {
-            tracing_subscriber::fmt()
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into());
+            let logs = tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+                .with_env_filter(filter);
+            if settings.log.json {
+                logs.json().init();
+            } else {
+                logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .init();
+            }
+            if let Err(e) = ross::telemetry::install(settings.statsd.as_ref()) {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
             match serve(settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

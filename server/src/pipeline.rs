@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
@@ -19,6 +19,7 @@ use crate::plugins::{LoadedMode, ModeRegistry};
 use crate::request::RenderRequest;
 use crate::singleflight::SingleFlight;
 use crate::source::Source;
+use crate::telemetry::{names, stage, time_stage};
 
 /// Whether a response came from the cache or from a render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +133,10 @@ impl Pipeline {
     ) -> Result<Rendered, AppError> {
         let shared = &self.shared;
         let variant = VariantKey::new(req, OutputFormat::Jpeg);
-        let result = match shared.cache.get(&variant).await {
+        let started = Instant::now();
+        let cached = shared.cache.get(&variant).await;
+        time_stage(stage::CACHE_CHECK, started);
+        let result = match cached {
             Some(hit) => Ok(Rendered::hit(hit)),
             None => {
                 let deadline = tokio::time::Instant::now() + shared.limits.render_timeout;
@@ -147,11 +151,12 @@ impl Pipeline {
             }
         };
         if let Ok(rendered) = &result {
-            let counter = match rendered.cache {
-                CacheStatus::Hit => &shared.stats.hits,
-                CacheStatus::Miss => &shared.stats.misses,
+            let (counter, name) = match rendered.cache {
+                CacheStatus::Hit => (&shared.stats.hits, names::HITS),
+                CacheStatus::Miss => (&shared.stats.misses, names::MISSES),
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(name).increment(1);
         }
         result
     }
@@ -187,14 +192,18 @@ impl Shared {
             .await
             .map_err(timed_out)?;
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::FETCHES).increment(1);
+        let started = Instant::now();
         let object = self
             .source
             .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
+        time_stage(stage::FETCH, started);
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
             .map_err(timed_out)?;
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::RENDERS).increment(1);
         let job = RenderJob {
             variant,
             ticket,
@@ -252,6 +261,7 @@ impl RenderJob {
                 .get(&self.mode.name)
                 .is_some_and(|m| m.version == self.mode.version)
         };
+        let started = Instant::now();
         let stored = self.cache.put(
             &self.variant,
             &self.mode.version,
@@ -259,6 +269,7 @@ impl RenderJob {
             self.ticket,
             current,
         );
+        time_stage(stage::CACHE_WRITE, started);
         let modified = match stored {
             Ok(PutOutcome::Stored(modified)) => modified,
             Ok(PutOutcome::Stale | PutOutcome::NoRoom) => SystemTime::now(),
@@ -284,7 +295,9 @@ pub fn render_bytes(
     max_pixels: u64,
     quality: u8,
 ) -> Result<Vec<u8>, AppError> {
+    let started = Instant::now();
     let decoded = decode(source, Some((target.width, target.height)), max_pixels)?;
+    time_stage(stage::DECODE, started);
     let view = ImageView::new(
         &decoded.pixels,
         decoded.width,
@@ -295,6 +308,11 @@ pub fn render_bytes(
         tracing::error!(error = %e, "decoder produced an invalid buffer");
         AppError::internal("decode-failed", "The image could not be decoded.")
     })?;
+    let started = Instant::now();
     let out = mode.render(view, target)?;
-    Ok(encode_jpeg(out.view(), quality)?)
+    time_stage(stage::RENDER, started);
+    let started = Instant::now();
+    let encoded = encode_jpeg(out.view(), quality)?;
+    time_stage(stage::ENCODE, started);
+    Ok(encoded)
 }

@@ -299,6 +299,7 @@ impl ModeRegistry {
             },
         );
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::names::PLUGIN_LOADS).increment(1);
         if let Some(previous) = previous {
             // The old library stays mapped (requests in flight may still be in it); its file
             // is not needed once mapped.
@@ -339,6 +340,7 @@ impl ModeRegistry {
         }
         tracing::error!(error = %error, "plugin refused");
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::names::PLUGIN_FAILURES).increment(1);
         let failure = LoadFailure {
             file: error.file().to_owned(),
             error,

@@ -15,40 +15,20 @@ use crate::state::AppState;
 #[handler]
 pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
     let mut out = String::new();
+    crate::app::set_gauges(state);
+    if let Some(recorded) = crate::telemetry::render() {
+        out.push_str(&recorded);
+    }
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let (pipeline, plugins) = (state.pipeline.stats(), &state.modes.stats);
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let cache = state.cache.stats();
-    let single: [(&str, &str, &str, u64); 12] = [
-        (
-            "ross_cache_hits_total",
-            "counter",
-            "Requests answered from the cache by ross (hits nginx serves from disk never reach it).",
-            load(&pipeline.hits),
-        ),
-        (
-            "ross_cache_misses_total",
-            "counter",
-            "Requests answered by a render.",
-            load(&pipeline.misses),
-        ),
-        (
-            "ross_cache_entries",
-            "gauge",
-            "Variants in the cache index.",
-            cache.entries,
-        ),
-        (
-            "ross_cache_bytes",
-            "gauge",
-            "Bytes of the cached variants.",
-            cache.bytes,
-        ),
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    // What the state knows and the event sites do not record.
+    let single: [(&str, &str, &str, u64); 4] = [
         (
             "ross_cache_max_bytes",
             "gauge",
@@ -60,30 +40,6 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             "counter",
             "Variants evicted (least recently served first) to stay within cache.max_bytes.",
             cache.evicted_entries,
-        ),
-        (
-            "ross_renders_total",
-            "counter",
-            "Renders run (cache misses; identical concurrent requests count once).",
-            load(&pipeline.renders),
-        ),
-        (
-            "ross_source_fetches_total",
-            "counter",
-            "Originals fetched from the source.",
-            load(&pipeline.fetches),
-        ),
-        (
-            "ross_plugin_loads_total",
-            "counter",
-            "Plugin files loaded and put in service, at start-up and by hot reload.",
-            load(&plugins.loads),
-        ),
-        (
-            "ross_plugin_load_failures_total",
-            "counter",
-            "Plugin files refused (the version already loaded, if any, kept serving).",
-            load(&plugins.failures),
         ),
         (
             "ross_plugin_libraries_mapped",

@@ -1,0 +1,113 @@
+//! The one request middleware: every request gets an id (`X-Request-Id`, taken from the
+//! client or generated, and echoed), is counted by status, and logged once, in one access
+//! line: method, path, status, HIT/MISS, milliseconds, id, and for a failure what went wrong
+//! inside (carried here in the response's [`ErrorDetail`]). Errors are logged here and
+//! nowhere else.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use poem::http::{HeaderValue, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use crate::error::{AppError, ErrorDetail};
+use crate::routes;
+use crate::state::AppState;
+use crate::telemetry::names;
+
+/// The header that carries a request's id.
+pub const REQUEST_ID: &str = "X-Request-Id";
+
+/// Longest client-given request id kept; longer (or odd) ones are replaced.
+const MAX_ID_LEN: usize = 128;
+
+/// Serves `req` through `endpoint` with the id, the counts and the access line.
+pub async fn observe<E: Endpoint>(
+    endpoint: Arc<E>,
+    req: Request,
+    state: Arc<AppState>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(new_id, str::to_owned);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = in_spec_format(endpoint.get_response(req).await, &path);
+    let status = response.status();
+    state.requests.record(status.as_u16());
+    let code = status.as_str().to_owned();
+    metrics::counter!(names::REQUESTS, "status" => code.clone()).increment(1);
+    if status.is_client_error() || status.is_server_error() {
+        metrics::counter!(names::ERRORS, "status" => code).increment(1);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let cache = response
+        .headers()
+        .get("X-Cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let detail = response
+        .extensions()
+        .get::<ErrorDetail>()
+        .map(|d| d.0.clone());
+    match (status.is_server_error(), detail) {
+        (true, detail) => tracing::error!(
+            target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
+            cache = %cache, ms = format_args!("{ms:.1}"), error = detail.as_deref().unwrap_or(""),
+            "request failed"
+        ),
+        (false, Some(detail)) => tracing::warn!(
+            target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
+            cache = %cache, ms = format_args!("{ms:.1}"), error = %detail, "request refused"
+        ),
+        (false, None) => tracing::info!(
+            target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
+            cache = %cache, ms = format_args!("{ms:.1}"), "request"
+        ),
+    }
+    Ok(response)
+}
+
+/// A new request id: this process's random prefix and a sequence number.
+fn new_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut random = [0u8; 6];
+        let _ = getrandom::getrandom(&mut random);
+        random.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    format!("{prefix}-{:x}", SEQUENCE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Errors poem produces itself (a method a route does not take, an extractor that fails)
+/// come as plain text: they get the SPEC's JSON body, and a 405 its `Allow` header.
+fn in_spec_format(response: Response, path: &str) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let mut fixed = AppError::from_status(status).into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = routes::allowed_methods(path);
+        fixed
+            .headers_mut()
+            .insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
+    }
+    fixed
+}
