@@ -433,3 +433,101 @@ fn telemetry_reaches_statsd_prometheus_and_the_log() {
         "{log}"
     );
 }
+
+/// A stand-in for Sentry's ingest: an HTTP endpoint on loopback that keeps every body it is
+/// sent and answers `{}`.
+fn sentry_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    keep.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                    );
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// Every 5xx reaches Sentry tagged with the request's key, size, mode and plugin version, and
+/// so does a plugin that is refused (a local endpoint stands in for Sentry).
+#[test]
+fn failures_reach_sentry_with_their_context() {
+    let (sentry_port, got) = sentry_sink();
+    let plugins = crate::util::plugin_folder(&[
+        crate::util::built("crop"),
+        crate::util::fixture_plugin("panicking_plugin"),
+    ]);
+    std::fs::write(plugins.path().join("libjunk.so"), b"not a library").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = format!("http://public@127.0.0.1:{sentry_port}/1");
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SENTRY__DSN", &dsn),
+            ("ROSS__SENTRY__ENVIRONMENT", "test"),
+            ("ROSS__PLUGINS__DIR", plugins.path().to_str().unwrap()),
+        ],
+    );
+    let (status, _) = http_get(
+        ross.port,
+        "/100/90/panic/photos/Dune.jpg",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(status, 500);
+    let started = Instant::now();
+    let wanted = |events: &[String]| {
+        let failure = events.iter().any(|e| {
+            e.contains("photos/Dune.jpg")
+                && e.contains("\"mode\":\"panic\"")
+                && e.contains("100x90")
+                && e.contains("plugin_version")
+                && e.contains("\"environment\":\"test\"")
+        });
+        let refused = events
+            .iter()
+            .any(|e| e.contains("plugin refused") && e.contains("libjunk.so"));
+        failure && refused
+    };
+    while !wanted(&got.lock().unwrap()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Sentry did not get both events: {:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -56,6 +56,26 @@ pub struct Settings {
     pub statsd: Option<StatsdSettings>,
     /// How log lines are written.
     pub log: LogSettings,
+    /// Where 5xx responses and plugin failures are reported, if anywhere.
+    pub sentry: Option<SentrySettings>,
+}
+
+/// A Sentry project that receives every 5xx and every plugin failure.
+#[derive(Clone, PartialEq)]
+pub struct SentrySettings {
+    /// The project's DSN, `https://key@host/project`.
+    pub dsn: String,
+    /// Tags every event (production, staging...); unset: none.
+    pub environment: Option<String>,
+}
+
+impl fmt::Debug for SentrySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentrySettings")
+            .field("dsn", &"<set>")
+            .field("environment", &self.environment)
+            .finish()
+    }
 }
 
 /// A statsd server that receives timers and counters over UDP.
@@ -514,7 +534,25 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             false
         }
     };
+    let sentry_dsn = r.optional_string("sentry.dsn").filter(|d| !d.is_empty());
+    let sentry_environment = r
+        .optional_string("sentry.environment")
+        .filter(|e| !e.is_empty());
+    if let Some(dsn) = &sentry_dsn {
+        let shaped =
+            (dsn.starts_with("https://") || dsn.starts_with("http://")) && dsn.contains('@');
+        if !shaped {
+            r.invalid(
+                "sentry.dsn",
+                "expected a DSN like https://key@o0.ingest.sentry.io/0".into(),
+            );
+        }
+    }
     Settings {
+        sentry: sentry_dsn.map(|dsn| SentrySettings {
+            dsn,
+            environment: sentry_environment,
+        }),
         statsd: statsd_host.map(|host| StatsdSettings {
             host,
             port: statsd_port,

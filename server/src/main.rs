@@ -89,6 +89,8 @@ fn main() -> ExitCode {
                 tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
+            // Kept to the end: dropping it flushes the events still queued.
+            let _sentry = ross::telemetry::init_sentry(settings.sentry.as_ref());
             match serve(settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -14,7 +14,7 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::error::{AppError, ErrorDetail};
 use crate::routes;
 use crate::state::AppState;
-use crate::telemetry::names;
+use crate::telemetry::{self, names};
 
 /// The header that carries a request's id.
 pub const REQUEST_ID: &str = "X-Request-Id";
@@ -61,6 +61,9 @@ pub async fn observe<E: Endpoint>(
         .extensions()
         .get::<ErrorDetail>()
         .map(|d| d.0.clone());
+    if status.is_server_error() {
+        report(&state, &method, &path, &id, status, detail.as_deref());
+    }
     match (status.is_server_error(), detail) {
         (true, detail) => tracing::error!(
             target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
@@ -77,6 +80,37 @@ pub async fn observe<E: Endpoint>(
         ),
     }
     Ok(response)
+}
+
+/// Tells Sentry about a 5xx, with the request's key, size, mode and plugin version.
+fn report(
+    state: &AppState,
+    method: &poem::http::Method,
+    path: &str,
+    id: &str,
+    status: StatusCode,
+    detail: Option<&str>,
+) {
+    let limits = &state.settings.limits;
+    let render = match crate::request::parse(path, limits.max_width, limits.max_height) {
+        Ok(crate::request::Target::Render(r)) => Some(r),
+        _ => None,
+    };
+    let plugin_version = render
+        .as_ref()
+        .and_then(|r| state.modes.get(&r.mode))
+        .map(|m| m.version.clone());
+    telemetry::report_failure(&telemetry::FailedRequest {
+        status: status.as_u16(),
+        method: method.as_str(),
+        path,
+        request_id: id,
+        key: render.as_ref().map(|r| r.key.as_str()),
+        size: render.as_ref().map(|r| r.size.to_string()),
+        mode: render.as_ref().map(|r| r.mode.as_str()),
+        plugin_version,
+        detail,
+    });
 }
 
 /// A new request id: this process's random prefix and a sequence number.

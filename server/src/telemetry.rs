@@ -1,4 +1,7 @@
-//! Telemetry, configured once per process: the `metrics` facade's recorder, exporting to
+//! Telemetry, configured once per process. Sentry, when `sentry.dsn` is set, receives every
+//! 5xx ([`report_failure`]) and every plugin refused ([`report_refused_plugin`]).
+//!
+//! Metrics: the `metrics` facade's recorder, exporting to
 //! Prometheus text (`GET /metrics`) and, when `statsd.host` is set, to statsd over
 //! non-blocking UDP (cadence, through `metrics-exporter-statsd`; a full queue drops metrics,
 //! never delays a request).
@@ -14,7 +17,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_exporter_statsd::StatsdBuilder;
 use metrics_util::layers::FanoutBuilder;
-use ross_config::StatsdSettings;
+use ross_config::{SentrySettings, StatsdSettings};
 
 /// Metric names, one place for every event site.
 pub mod names {
@@ -233,4 +236,90 @@ mod tests {
         assert_eq!(statsd_name(&key(names::HITS, &[])), "hits");
         assert_eq!(statsd_name(&key(names::CACHE_BYTES, &[])), "cache_bytes");
     }
+}
+
+/// Starts the Sentry client; events are sent from its own thread until the guard drops
+/// (at exit, flushing what is queued).
+pub fn init_sentry(settings: Option<&SentrySettings>) -> Option<sentry::ClientInitGuard> {
+    let settings = settings?;
+    let mut options = sentry::ClientOptions::default();
+    options.dsn = match settings.dsn.parse() {
+        Ok(dsn) => Some(dsn),
+        Err(e) => {
+            tracing::error!(error = %e, "sentry.dsn cannot be used: Sentry off");
+            return None;
+        }
+    };
+    options.environment = settings.environment.clone().map(Into::into);
+    options.release = Some(concat!("ross@", env!("CARGO_PKG_VERSION")).into());
+    options.send_default_pii = false;
+    tracing::info!("reporting 5xx and plugin failures to Sentry");
+    Some(sentry::init(options))
+}
+
+/// What Sentry is told about a failed request.
+#[derive(Debug, Default)]
+pub struct FailedRequest<'a> {
+    /// Status sent.
+    pub status: u16,
+    /// Method and path.
+    pub method: &'a str,
+    /// The path asked for.
+    pub path: &'a str,
+    /// The request's id.
+    pub request_id: &'a str,
+    /// The source key, size and mode, for a sized request.
+    pub key: Option<&'a str>,
+    /// `WxH`.
+    pub size: Option<String>,
+    /// The mode asked for.
+    pub mode: Option<&'a str>,
+    /// The version of the mode's plugin in service.
+    pub plugin_version: Option<String>,
+    /// What went wrong inside.
+    pub detail: Option<&'a str>,
+}
+
+/// Sends a 5xx to Sentry (nothing when Sentry is off).
+pub fn report_failure(failed: &FailedRequest<'_>) {
+    sentry::with_scope(
+        |scope| {
+            scope.set_tag("status", failed.status);
+            scope.set_tag("request_id", failed.request_id);
+            scope.set_tag("path", failed.path);
+            if let Some(key) = failed.key {
+                scope.set_tag("key", key);
+            }
+            if let Some(size) = &failed.size {
+                scope.set_tag("size", size);
+            }
+            if let Some(mode) = failed.mode {
+                scope.set_tag("mode", mode);
+            }
+            if let Some(version) = &failed.plugin_version {
+                scope.set_tag("plugin_version", version);
+            }
+        },
+        || {
+            let message = format!(
+                "{} {} {}: {}",
+                failed.status,
+                failed.method,
+                failed.path,
+                failed.detail.unwrap_or("no detail")
+            );
+            sentry::capture_message(&message, sentry::Level::Error);
+        },
+    );
+}
+
+/// Sends a plugin refusal to Sentry (nothing when Sentry is off).
+pub fn report_refused_plugin(file: &std::path::Path, error: &dyn std::fmt::Display) {
+    sentry::with_scope(
+        |scope| scope.set_tag("plugin_file", file.display()),
+        || {
+            let message = format!("plugin refused: {error}");
+            sentry::capture_message(&message, sentry::Level::Error);
+        },
+    );
 }

@@ -341,6 +341,7 @@ impl ModeRegistry {
         tracing::error!(error = %error, "plugin refused");
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::names::PLUGIN_FAILURES).increment(1);
+        crate::telemetry::report_refused_plugin(error.file(), &error);
         let failure = LoadFailure {
             file: error.file().to_owned(),
             error,
