@@ -531,3 +531,36 @@ fn failures_reach_sentry_with_their_context() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Regression: `limits.max_width = max_height = 100000` was accepted and one request then
+/// aborted the process on a 30 GB allocation. The output is bounded by
+/// `limits.max_output_pixels`: such a request is a 400, and the server serves on.
+#[tokio::test]
+async fn huge_sizes_within_the_side_limits_are_refused_not_fatal() {
+    let server = crate::util::TestServer::builder()
+        .set("ROSS__LIMITS__MAX_WIDTH", "100000")
+        .set("ROSS__LIMITS__MAX_HEIGHT", "100000")
+        .start()
+        .await;
+    let r = server.get("/100000/100000/crop/photos/Dune.jpg").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "invalid-size");
+    assert!(
+        r.text().contains("limits.max_output_pixels"),
+        "{}",
+        r.text()
+    );
+    let r = server.get("/4000/4000/crop/photos/Dune.jpg").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.image().dimensions(), (4000, 4000));
+    let too_much = ross_config::Settings::from_parts(
+        None,
+        None,
+        [(
+            "ROSS__LIMITS__MAX_OUTPUT_PIXELS".to_owned(),
+            "10000000000".to_owned(),
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(too_much.0[0].key, "limits.max_output_pixels");
+}

@@ -28,6 +28,11 @@ pub const CONFIG_ENV: &str = "ROSS_CONFIG";
 /// Widths and heights above this are refused whatever the limits say: a 100k-pixel side is
 /// far beyond any screen and would only serve as a memory attack.
 const HARD_MAX_SIDE: i64 = 100_000;
+/// Ceilings on the other limits, so that no accepted setting lets one request allocate more
+/// than a machine has: 100 megapixels out (300 MB of pixels), 2 GiB and 500 megapixels in.
+const HARD_MAX_OUTPUT_PIXELS: i64 = 100_000_000;
+const HARD_MAX_SOURCE_BYTES: i64 = 2 << 30;
+const HARD_MAX_SOURCE_PIXELS: i64 = 500_000_000;
 
 /// Every setting, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +146,8 @@ pub enum SourceSettings {
     Local {
         /// The media root. Nothing outside it is ever read.
         root: PathBuf,
+        /// Bound on one read of an original; past it the request is 504.
+        timeout: Duration,
     },
     /// An S3 bucket, or any S3-compatible store (MinIO, Ceph, R2).
     S3(S3Settings),
@@ -248,6 +255,9 @@ pub struct Limits {
     pub max_width: u32,
     /// Largest height a URL may ask for.
     pub max_height: u32,
+    /// Largest output, in pixels (width x height): bounds the memory of one render however
+    /// large the width and height limits are.
+    pub max_output_pixels: u64,
     /// Largest source file read; bigger ones are refused with 413 before being read whole.
     pub max_source_bytes: u64,
     /// Largest source image, in pixels, read from the header before decoding: a 90 kB PNG can
@@ -348,7 +358,10 @@ impl Settings {
             ("source.kind", q(&self.source.kind())),
         ];
         match &self.source {
-            SourceSettings::Local { root } => lines.push(("source.root", p(root))),
+            SourceSettings::Local { root, timeout } => lines.extend([
+                ("source.root", p(root)),
+                ("source.timeout_ms", timeout.as_millis().to_string()),
+            ]),
             SourceSettings::S3(s3) => {
                 let opt = |v: &Option<String>| v.as_ref().map_or_else(|| "\"\"".into(), |v| q(v));
                 lines.extend([
@@ -373,6 +386,7 @@ impl Settings {
             ("whitelist.sizes", format!("[{}]", sizes.join(", "))),
             ("limits.max_width", l.max_width.to_string()),
             ("limits.max_height", l.max_height.to_string()),
+            ("limits.max_output_pixels", l.max_output_pixels.to_string()),
             ("limits.max_source_bytes", l.max_source_bytes.to_string()),
             ("limits.max_source_pixels", l.max_source_pixels.to_string()),
             (
@@ -464,8 +478,21 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     let limits = Limits {
         max_width: r.int("limits.max_width", 2000u32, 1..=HARD_MAX_SIDE),
         max_height: r.int("limits.max_height", 2000u32, 1..=HARD_MAX_SIDE),
-        max_source_bytes: r.int("limits.max_source_bytes", 50u64 << 20, 1..=i64::MAX),
-        max_source_pixels: r.int("limits.max_source_pixels", 50_000_000u64, 1..=i64::MAX),
+        max_output_pixels: r.int(
+            "limits.max_output_pixels",
+            16_000_000u64,
+            1..=HARD_MAX_OUTPUT_PIXELS,
+        ),
+        max_source_bytes: r.int(
+            "limits.max_source_bytes",
+            50u64 << 20,
+            1..=HARD_MAX_SOURCE_BYTES,
+        ),
+        max_source_pixels: r.int(
+            "limits.max_source_pixels",
+            50_000_000u64,
+            1..=HARD_MAX_SOURCE_PIXELS,
+        ),
         max_concurrent_renders: r.int("limits.max_concurrent_renders", cores, 1..=1024),
         max_queue: r.int("limits.max_queue", 256usize, 0..=1_000_000),
         render_timeout: Duration::from_millis(r.int(
@@ -478,15 +505,24 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     let mut sizes = Vec::new();
     for text in r.list("whitelist.sizes", &DEFAULT_WHITELIST) {
         match text.parse::<Size>() {
-            Ok(s) if s.width <= limits.max_width && s.height <= limits.max_height => sizes.push(s),
+            Ok(s)
+                if s.width <= limits.max_width
+                    && s.height <= limits.max_height
+                    && u64::from(s.width) * u64::from(s.height) <= limits.max_output_pixels =>
+            {
+                sizes.push(s)
+            }
             Ok(s) => r.invalid(
                 "whitelist.sizes",
-                format!("{s} is larger than limits.max_width x limits.max_height"),
+                format!(
+                    "{s} is larger than limits.max_width x limits.max_height, or has more \
+                     pixels than limits.max_output_pixels"
+                ),
             ),
             Err(e) => r.invalid("whitelist.sizes", e),
         }
     }
-    if let SourceSettings::Local { root } = &source {
+    if let SourceSettings::Local { root, .. } = &source {
         check_folders(r, root, &cache.dir, &data_dir);
     }
     let admin = AdminSettings {
@@ -665,7 +701,7 @@ fn read_source(r: &mut Reader<'_>) -> SourceSettings {
     let timeout = Duration::from_millis(r.int("source.timeout_ms", 5_000u64, 1..=600_000));
     let retries = r.int("source.retries", 2u32, 0..=10);
     match kind.as_str() {
-        "local" => SourceSettings::Local { root },
+        "local" => SourceSettings::Local { root, timeout },
         "s3" => {
             let bucket = match bucket {
                 Some(b) if !b.is_empty() && !b.contains('/') => b,
@@ -712,7 +748,7 @@ fn read_source(r: &mut Reader<'_>) -> SourceSettings {
                 "source.kind",
                 format!("expected \"local\" or \"s3\", got {other:?}"),
             );
-            SourceSettings::Local { root }
+            SourceSettings::Local { root, timeout }
         }
     }
 }

@@ -31,7 +31,8 @@ fn defaults_follow_the_spec() {
     assert_eq!(
         s.source,
         SourceSettings::Local {
-            root: "samples".into()
+            root: "samples".into(),
+            timeout: Duration::from_secs(5),
         }
     );
 }

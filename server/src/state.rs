@@ -58,8 +58,8 @@ impl AppState {
     /// answers shows in `GET /ready`.
     pub async fn new(settings: Settings) -> Result<Arc<AppState>, StartupError> {
         let source: Arc<dyn Source> = match &settings.source {
-            SourceSettings::Local { root } => {
-                Arc::new(LocalSource::new(root).map_err(StartupError::Source)?)
+            SourceSettings::Local { root, timeout } => {
+                Arc::new(LocalSource::new(root, *timeout).map_err(StartupError::Source)?)
             }
             SourceSettings::S3(s3) => Arc::new(S3Source::connect(s3, None).await),
         };

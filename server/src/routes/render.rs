@@ -17,6 +17,18 @@ pub(super) async fn render(
     // Taken before the whitelist is read: a render begun before a purge (or a size's removal)
     // is served but never cached.
     let ticket = state.pipeline.ticket();
+    let limits = &state.settings.limits;
+    let pixels = u64::from(req.size.width) * u64::from(req.size.height);
+    if pixels > limits.max_output_pixels {
+        return Err(AppError::new(
+            poem::http::StatusCode::BAD_REQUEST,
+            "invalid-size",
+            format!(
+                "{} is {pixels} pixels, more than the {} allowed (limits.max_output_pixels).",
+                req.size, limits.max_output_pixels
+            ),
+        ));
+    }
     if !state.whitelist.allows(req.size) {
         return Err(AppError::not_whitelisted(req.size));
     }

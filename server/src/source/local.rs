@@ -1,8 +1,12 @@
-//! Originals from a folder on local disk. The root is resolved once at start-up; every read
-//! resolves symlinks and refuses anything that ends up outside the root.
+//! Originals from a folder on local disk. The root is resolved again on every read, so a
+//! root that is a symlink (flipped to a new release) is followed; every read resolves symlinks
+//! and refuses anything that ends up outside the root. Only regular files are read: a FIFO,
+//! socket or device is "not found" at once instead of a read that never returns. Every read
+//! and every readiness probe has a deadline (`source.timeout_ms`).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
@@ -12,29 +16,32 @@ use crate::request::SourceKey;
 /// A media folder.
 #[derive(Debug)]
 pub struct LocalSource {
-    /// Canonical absolute root: comparisons against it detect escapes through symlinks.
+    /// The root as configured, made absolute; resolved (symlinks followed) on each read.
     root: PathBuf,
+    /// Bound on one read or probe.
+    timeout: Duration,
 }
 
 impl LocalSource {
     /// Opens `root`, which must be an existing folder.
-    pub fn new(root: &Path) -> std::io::Result<LocalSource> {
-        let root = std::fs::canonicalize(root).map_err(|e| {
+    pub fn new(root: &Path, timeout: Duration) -> std::io::Result<LocalSource> {
+        let absolute = std::path::absolute(root)?;
+        let resolved = std::fs::canonicalize(&absolute).map_err(|e| {
             std::io::Error::new(e.kind(), format!("media root {}: {e}", root.display()))
         })?;
-        if !root.is_dir() {
+        if !resolved.is_dir() {
             return Err(std::io::Error::new(
                 ErrorKind::NotADirectory,
                 format!("media root {} is not a folder", root.display()),
             ));
         }
-        Ok(LocalSource { root })
+        Ok(LocalSource {
+            root: absolute,
+            timeout,
+        })
     }
-}
 
-#[async_trait::async_trait]
-impl Source for LocalSource {
-    async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+    async fn read(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
         let not_found = || SourceError::NotFound {
             key: key.to_string(),
         };
@@ -42,17 +49,27 @@ impl Source for LocalSource {
             key: key.to_string(),
             source,
         };
+        let root = tokio::fs::canonicalize(&self.root).await.map_err(io)?;
         // The key is validated (relative, no `..`), so the join stays under the root unless a
         // symlink points out of it, which canonicalisation reveals.
-        let path = match tokio::fs::canonicalize(self.root.join(key.as_str())).await {
-            Ok(p) if p.starts_with(&self.root) => p,
+        let path = match tokio::fs::canonicalize(root.join(key.as_str())).await {
+            Ok(p) if p.starts_with(&root) => p,
             Ok(_) => return Err(not_found()),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
                 return Err(not_found())
             }
             Err(e) => return Err(io(e)),
         };
-        let file = tokio::fs::File::open(&path).await.map_err(io)?;
+        if !tokio::fs::metadata(&path).await.map_err(io)?.is_file() {
+            return Err(not_found());
+        }
+        // Non-blocking, so that a file swapped for a FIFO since the check cannot hang the open.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .await
+            .map_err(io)?;
         let meta = file.metadata().await.map_err(io)?;
         if !meta.is_file() {
             return Err(not_found());
@@ -84,13 +101,42 @@ impl Source for LocalSource {
         })
     }
 
-    async fn check(&self) -> Result<(), SourceError> {
+    async fn probe(&self) -> Result<(), SourceError> {
         let key = self.root.display().to_string();
-        match tokio::fs::metadata(&self.root).await {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(SourceError::NotFound { key }),
-            Err(source) => Err(SourceError::Io { key, source }),
-        }
+        let io = |source| SourceError::Io {
+            key: key.clone(),
+            source,
+        };
+        let root = tokio::fs::canonicalize(&self.root).await.map_err(io)?;
+        // Listed and readable: opening the folder and reading one entry.
+        let mut entries = tokio::fs::read_dir(&root).await.map_err(io)?;
+        entries.next_entry().await.map_err(io)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for LocalSource {
+    async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+        tokio::time::timeout(self.timeout, self.read(key, max_bytes))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SourceError::Timeout {
+                    key: key.to_string(),
+                    after: self.timeout,
+                })
+            })
+    }
+
+    async fn check(&self) -> Result<(), SourceError> {
+        tokio::time::timeout(self.timeout, self.probe())
+            .await
+            .unwrap_or_else(|_| {
+                Err(SourceError::Timeout {
+                    key: self.root.display().to_string(),
+                    after: self.timeout,
+                })
+            })
     }
 
     fn describe(&self) -> String {
@@ -110,7 +156,7 @@ mod tests {
         std::fs::write(root.join("a/x.jpg"), b"12345").unwrap();
         std::fs::write(dir.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
-        let src = LocalSource::new(&root).unwrap();
+        let src = LocalSource::new(&root, Duration::from_secs(5)).unwrap();
         let key = |k| SourceKey::new(k).unwrap();
         assert_eq!(
             &src.fetch(&key("a/x.jpg"), 100).await.unwrap().bytes[..],
@@ -132,5 +178,46 @@ mod tests {
             src.fetch(&key("a/x.jpg"), 4).await,
             Err(SourceError::TooLarge { .. })
         ));
+    }
+
+    /// Regression: a named pipe in the media root hung each request forever (and, some
+    /// hundreds later, every file operation). It is "not found" at once.
+    #[tokio::test]
+    async fn a_fifo_is_not_found_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.jpg");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let src = LocalSource::new(dir.path(), Duration::from_secs(5)).unwrap();
+        let started = std::time::Instant::now();
+        let got = src.fetch(&SourceKey::new("pipe.jpg").unwrap(), 100).await;
+        assert!(matches!(got, Err(SourceError::NotFound { .. })), "{got:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// Regression: a symlinked media root was resolved once, so flipping the link to a new
+    /// release kept serving the old folder; and /ready said ready with an unreadable root.
+    #[tokio::test]
+    async fn a_symlinked_root_is_followed_and_an_unreadable_one_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        for (release, body) in [("v1", b"one"), ("v2", b"two")] {
+            std::fs::create_dir_all(dir.path().join(release)).unwrap();
+            std::fs::write(dir.path().join(release).join("a.jpg"), body).unwrap();
+        }
+        let current = dir.path().join("current");
+        std::os::unix::fs::symlink(dir.path().join("v1"), &current).unwrap();
+        let src = LocalSource::new(&current, Duration::from_secs(5)).unwrap();
+        let key = SourceKey::new("a.jpg").unwrap();
+        assert_eq!(&src.fetch(&key, 100).await.unwrap().bytes[..], b"one");
+        let next = dir.path().join("next");
+        std::os::unix::fs::symlink(dir.path().join("v2"), &next).unwrap();
+        std::fs::rename(&next, &current).unwrap();
+        assert_eq!(&src.fetch(&key, 100).await.unwrap().bytes[..], b"two");
+        assert!(src.check().await.is_ok());
+        std::fs::remove_file(&current).unwrap();
+        assert!(src.check().await.is_err());
     }
 }
