@@ -186,3 +186,35 @@ async fn ready_needs_modes_and_a_source() {
     assert_eq!(r.status, 503, "a media root that vanished: {}", r.text());
     assert_eq!(r.json()["source"]["ok"], false);
 }
+
+/// The README's error table lists exactly the codes ross sends, each with its status.
+#[test]
+fn the_readme_error_table_matches_the_code_table() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let table = readme
+        .split("### Errors")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for row in table
+        .lines()
+        .filter(|l| l.starts_with("| 4") || l.starts_with("| 5"))
+    {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let status: u16 = cells[1].parse().unwrap();
+        for code in cells[2].split(',') {
+            documented.insert((status, code.trim().trim_matches('`').to_owned()));
+        }
+    }
+    let sent: std::collections::BTreeSet<(u16, String)> = ross::error::CODES
+        .iter()
+        .map(|(s, c)| (*s, (*c).to_owned()))
+        .collect();
+    assert_eq!(documented, sent);
+}

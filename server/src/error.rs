@@ -10,6 +10,43 @@ use crate::plugins::PluginRenderError;
 use crate::request::RequestError;
 use crate::source::SourceError;
 
+/// Every error code ross sends, with its status: the one table the README's error table is
+/// checked against (`tests/requests.rs`).
+pub const CODES: &[(u16, &str)] = &[
+    (400, "invalid-size"),
+    (400, "invalid-key"),
+    (400, "invalid-request"),
+    (400, "bad-request"),
+    (401, "unauthorized"),
+    (403, "size-not-allowed"),
+    (404, "unknown-mode"),
+    (404, "source-not-found"),
+    (404, "originals-disabled"),
+    (404, "not-found"),
+    (405, "method-not-allowed"),
+    (408, "request-timeout"),
+    (413, "source-too-large"),
+    (413, "source-too-many-pixels"),
+    (413, "body-too-large"),
+    (414, "uri-too-long"),
+    (415, "unsupported-format"),
+    (415, "undecodable-image"),
+    (415, "unsupported-media-type"),
+    (431, "headers-too-large"),
+    (500, "render-failed"),
+    (500, "encode-failed"),
+    (500, "decode-failed"),
+    (500, "store-failed"),
+    (500, "internal-error"),
+    (502, "source-failed"),
+    (502, "source-denied"),
+    (502, "source-rejected"),
+    (502, "source-unavailable"),
+    (503, "overloaded"),
+    (503, "render-timeout"),
+    (504, "source-timeout"),
+];
+
 /// A failed request, ready to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppError {
@@ -97,6 +134,10 @@ impl AppError {
     pub fn from_status(status: StatusCode) -> Self {
         let (code, message) = match status.as_u16() {
             400 => ("bad-request", "The request is malformed."),
+            401 => ("unauthorized", "This path needs credentials."),
+            408 => ("request-timeout", "The request did not arrive in time."),
+            414 => ("uri-too-long", "The request's URL is too long."),
+            431 => ("headers-too-large", "The request's headers are too large."),
             404 => ("not-found", "Nothing is served at this path."),
             405 => (
                 "method-not-allowed",
@@ -234,5 +275,26 @@ impl From<PluginRenderError> for AppError {
 impl From<EncodeError> for AppError {
     fn from(e: EncodeError) -> Self {
         AppError::internal("encode-failed", "The rendered image could not be encoded.").detailed(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framework_statuses_map_to_listed_codes() {
+        // The statuses poem and hyper produce on their own.
+        for status in [400, 401, 404, 405, 408, 413, 414, 415, 431, 500] {
+            let e = AppError::from_status(StatusCode::from_u16(status).unwrap());
+            assert!(
+                CODES.contains(&(status, e.code)),
+                "{status} gives unlisted {}",
+                e.code
+            );
+        }
+        for e in [AppError::overloaded(), AppError::render_timeout()] {
+            assert!(CODES.contains(&(e.status.as_u16(), e.code)), "{}", e.code);
+        }
     }
 }
