@@ -564,3 +564,94 @@ async fn huge_sizes_within_the_side_limits_are_refused_not_fatal() {
     .unwrap_err();
     assert_eq!(too_much.0[0].key, "limits.max_output_pixels");
 }
+
+/// Regression: a failure was not remembered, so every request for a costly bad file (a
+/// crafted progressive JPEG cost 1.8 s of CPU a render) paid for it again. A source that
+/// failed to decode is answered from a short-lived negative cache, for every size and mode,
+/// until it changes.
+#[tokio::test]
+async fn a_bad_source_costs_its_decode_once() {
+    let media = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        corpus().join("bad/truncated.jpg"),
+        media.path().join("bad.jpg"),
+    )
+    .unwrap();
+    let server = crate::util::TestServer::builder()
+        .media(media.path())
+        .start()
+        .await;
+    for (i, mode) in ["crop", "resize", "resizecomp", "crop", "resize"]
+        .iter()
+        .enumerate()
+    {
+        let r = server
+            .get(&format!("/{}/300/{mode}/bad.jpg", 300 + i))
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (415, Some("undecodable-image"))
+        );
+    }
+    let renders = server
+        .state
+        .pipeline
+        .stats()
+        .renders
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(renders, 1, "the bad file was decoded {renders} times");
+    // Replaced by a good file (a new version), it is served at once.
+    std::fs::copy(
+        corpus().join("photos/Dune.jpg"),
+        media.path().join("bad.jpg"),
+    )
+    .unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(media.path().join("bad.jpg"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_eq!(server.get("/300/300/crop/bad.jpg").await.status, 200);
+}
+
+/// SIGTERM under load: requests in flight finish (200), new connections are refused, the
+/// cache index is flushed and the process exits 0.
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ross = Ross::start(dir.path(), &[("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")]);
+    let port = ross.port;
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = format!("/{}/700/crop/webp/symbolic-d.webp", 700 + i);
+                http_get(port, &path, Duration::from_secs(30))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = ross.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting after SIGTERM"
+    );
+    for c in clients {
+        let (status, body) = c.join().unwrap().expect("an in-flight request was cut");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let code = ross.child.wait().unwrap();
+    assert_eq!(code.code(), Some(0), "exit status {code}");
+    // The renders are indexed after a restart: the index was flushed on the way out.
+    drop(ross);
+    let again = Ross::start(dir.path(), &[]);
+    let stats = again.settled();
+    assert_eq!(stats["cache"]["entries"], 6, "{stats}");
+}

@@ -69,6 +69,22 @@ struct Shared {
     limits: Limits,
     jpeg_quality: u8,
     stats: PipelineStats,
+    /// Sources that failed to decode, by key and version (modification time), so that a
+    /// costly failure is paid once, not on every request for it.
+    failures: moka::sync::Cache<(String, SystemTime), AppError>,
+}
+
+/// How many failed sources are remembered, and for how long: long enough to absorb a burst
+/// of requests for one bad file, short enough that a fixed file is served soon.
+const FAILURES_KEPT: u64 = 10_000;
+const FAILURE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Errors that say the source itself is bad (so remembering them is safe).
+fn source_is_bad(e: &AppError) -> bool {
+    matches!(
+        e.code,
+        "undecodable-image" | "unsupported-format" | "source-too-many-pixels"
+    )
 }
 
 impl Pipeline {
@@ -90,6 +106,10 @@ impl Pipeline {
                 limits,
                 jpeg_quality,
                 stats: PipelineStats::default(),
+                failures: moka::sync::Cache::builder()
+                    .max_capacity(FAILURES_KEPT)
+                    .time_to_live(FAILURE_TTL)
+                    .build(),
             }),
             flights: SingleFlight::default(),
         }
@@ -199,6 +219,12 @@ impl Shared {
             .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
         time_stage(stage::FETCH, started);
+        let version = object
+            .modified
+            .map(|m| (variant.key.as_str().to_owned(), m));
+        if let Some(failed) = version.as_ref().and_then(|v| self.failures.get(v)) {
+            return Err(failed);
+        }
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
             .map_err(timed_out)?;
@@ -227,6 +253,12 @@ impl Shared {
                     "render-failed",
                     "The image could not be rendered.",
                 ))
+            }
+            Ok(Err(e)) if source_is_bad(&e) => {
+                if let Some(version) = version {
+                    self.failures.insert(version, e.clone());
+                }
+                Err(e)
             }
             Ok(result) => result,
         }
