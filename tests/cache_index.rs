@@ -44,10 +44,24 @@ async fn eviction_keeps_the_cache_within_its_bound() {
         "the variant served all along was evicted"
     );
     server.settled().await;
-    let files = cache_files(&server.cache_dir());
-    let stats = server.state.cache.stats();
-    assert_eq!(stats.entries, files.len() as u64);
-    assert_eq!(stats.bytes, cache_bytes(&server.cache_dir()));
+    // The index and the disk agree once a background eviction still running has ended.
+    let started = std::time::Instant::now();
+    let stats = loop {
+        let files = cache_files(&server.cache_dir());
+        let stats = server.state.cache.stats();
+        let agree = stats.entries == files.len() as u64
+            && stats.bytes == cache_bytes(&server.cache_dir())
+            && stats.bytes == server.state.cache.stats().bytes;
+        if agree {
+            break stats;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "index {stats:?} and disk ({} files) disagree",
+            files.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let sled_folder = cache_bytes(&server.state.settings.data_dir.join("sled"));
     println!(
         "eviction: {rendered} renders into a {MAX}-byte cache, {} entries ({} bytes) left, {} \

@@ -57,6 +57,9 @@ const EVICT_TARGET_PERMILLE: u64 = 900;
 /// however many distinct variants are hit.
 const MAX_PENDING_TOUCHES: usize = 1 << 18;
 
+/// Longest a cache read may take before the request renders instead.
+const READ_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Path locks: a file and its entry change together under the lock of their path's stripe.
 const STRIPES: usize = 64;
 
@@ -343,7 +346,7 @@ impl Cache {
         }
         let path = inner.dir.join(variant.relative_path());
         let v = variant.clone();
-        let file = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             if let Some(version) = needs_version {
                 let entry = inner.index.get(&v).ok()??;
                 if entry.version != version {
@@ -351,9 +354,16 @@ impl Cache {
                 }
             }
             read_whole(&path)
-        })
-        .await
-        .ok()??;
+        });
+        // A cache folder that hangs (a stuck mount) must not hang the request: past the
+        // deadline it is a miss, and the render that follows reports what fails.
+        let file = match tokio::time::timeout(READ_DEADLINE, read).await {
+            Ok(joined) => joined.ok()??,
+            Err(_) => {
+                tracing::warn!(variant = %variant, "cache read timed out; rendering instead");
+                return None;
+            }
+        };
         let inner = &self.inner;
         if inner.track_hits.load(Ordering::Relaxed) {
             let mut touches = lock(&inner.touches);

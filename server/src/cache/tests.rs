@@ -255,6 +255,7 @@ fn a_version_purge_does_not_bar_renders_by_the_version_in_service() {
         })
         .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     assert!(rt.block_on(cache.get(&v)).is_none());
