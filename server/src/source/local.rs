@@ -118,25 +118,11 @@ impl LocalSource {
 #[async_trait::async_trait]
 impl Source for LocalSource {
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
-        tokio::time::timeout(self.timeout, self.read(key, max_bytes))
-            .await
-            .unwrap_or_else(|_| {
-                Err(SourceError::Timeout {
-                    key: key.to_string(),
-                    after: self.timeout,
-                })
-            })
+        super::within(self.timeout, key, self.read(key, max_bytes)).await
     }
 
     async fn check(&self) -> Result<(), SourceError> {
-        tokio::time::timeout(self.timeout, self.probe())
-            .await
-            .unwrap_or_else(|_| {
-                Err(SourceError::Timeout {
-                    key: self.root.display().to_string(),
-                    after: self.timeout,
-                })
-            })
+        super::within(self.timeout, self.root.display(), self.probe()).await
     }
 
     fn describe(&self) -> String {

@@ -87,6 +87,20 @@ pub enum SourceError {
     },
 }
 
+/// `work` on `key`, or [`SourceError::Timeout`] once `limit` has passed.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    key: impl ToString,
+    work: impl std::future::Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(SourceError::Timeout {
+            key: key.to_string(),
+            after: limit,
+        })
+    })
+}
+
 /// A store of originals.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync {

@@ -160,14 +160,7 @@ impl S3Source {
 #[async_trait::async_trait]
 impl Source for S3Source {
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
-        tokio::time::timeout(self.timeout, self.get(key, max_bytes))
-            .await
-            .unwrap_or_else(|_| {
-                Err(SourceError::Timeout {
-                    key: key.to_string(),
-                    after: self.timeout,
-                })
-            })
+        super::within(self.timeout, key, self.get(key, max_bytes)).await
     }
 
     async fn check(&self) -> Result<(), SourceError> {
