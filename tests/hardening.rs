@@ -6,10 +6,15 @@ use crate::util::corpus;
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A memory figure of `/proc/{pid}/status`, in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
@@ -115,6 +120,95 @@ fn a_burst_of_large_misses_stays_within_the_memory_budget() {
     );
 }
 
+/// Regression: an original (`GET /{key}`) was read whole per client and not admitted, so 40
+/// clients asking for a 47 MB original and never reading pinned 2 GB. Now it is streamed a
+/// buffer at a time: 40 such clients of a 40 MB original hold a few MiB, one more is refused
+/// (503, `Retry-After`) at `limits.max_original_streams`, the stalled connections are closed
+/// at `server.send_timeout_ms` and their places freed, and a client that reads gets every byte.
+#[test]
+fn originals_are_streamed_admitted_and_let_go_by_clients_that_never_read() {
+    use std::io::{Read, Write};
+    const LEN: usize = 40 << 20;
+    let media = tempfile::tempdir().unwrap();
+    // JPEG magic, then bytes that do not repeat in any short period.
+    let mut original = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while original.len() < LEN {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        original.extend_from_slice(&x.to_le_bytes());
+    }
+    original.truncate(LEN);
+    std::fs::write(media.path().join("big.jpg"), &original).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SOURCE__ROOT", media.path().to_str().unwrap()),
+            ("ROSS__LIMITS__MAX_ORIGINAL_STREAMS", "40"),
+            ("ROSS__SERVER__SEND_TIMEOUT_MS", "4000"),
+        ],
+    );
+    let port = ross.port;
+    let pid = ross.child.id();
+    let before = status_mib(pid, "VmRSS:");
+    let request = b"GET /big.jpg HTTP/1.1\r\nHost: x\r\n\r\n";
+    let stalled: Vec<_> = (0..40)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(request).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = status_mib(pid, "VmRSS:");
+    let (status, body) =
+        crate::process::http_request(port, "GET", "/big.jpg", &[], b"", Duration::from_secs(10))
+            .unwrap();
+    assert_eq!(
+        (status, error_code_of_body(&body).as_str()),
+        (503, "overloaded")
+    );
+    println!(
+        "40 clients not reading a 40 MiB original: RSS {before:.0} -> {held:.0} MiB, peak {:.0}",
+        peak_rss_mib(pid)
+    );
+    assert!(
+        held - before < 64.0,
+        "RSS grew from {before:.0} to {held:.0} MiB holding 40 stalled originals"
+    );
+    // Past the send timeout every stalled connection has been closed: each client gets what
+    // the kernel buffered, then the end, well short of the whole original.
+    std::thread::sleep(Duration::from_secs(4));
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = 0usize;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("a stalled connection stayed open: {e}"),
+            }
+        }
+        assert!(got < LEN, "a stalled client got the whole original");
+    }
+    let (status, body) =
+        crate::process::http_request(port, "GET", "/big.jpg", &[], b"", Duration::from_secs(30))
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(body == original, "the original came back changed");
+}
+
+/// The SPEC's error code in a JSON error body.
+fn error_code_of_body(body: &[u8]) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(body)));
+    json["error"]["code"].as_str().unwrap().to_owned()
+}
+
 /// Sends `data` on a new connection and reads until the server closes it or `wait` passes:
 /// what came back, and whether the server closed the connection.
 fn exchange(port: u16, data: &[u8], wait: Duration) -> (Vec<u8>, bool) {
@@ -136,10 +230,11 @@ fn exchange(port: u16, data: &[u8], wait: Duration) -> (Vec<u8>, bool) {
 
 /// The JSON error body of a raw response.
 fn error_code(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{text}"));
-    json["error"]["code"].as_str().unwrap().to_owned()
+    let body_at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 4);
+    error_code_of_body(&raw[body_at..])
 }
 
 /// Regression: slow-header clients (slowloris) were never closed, and idle keep-alive

@@ -63,6 +63,13 @@ async fn every_mode_renders_from_s3_with_odd_keys_and_a_prefix() {
         .await;
     let local = TestServer::builder().start().await;
     for (key, file) in files {
+        // The original itself, streamed from the bucket unchanged.
+        let original = s3.get(&format!("/{}", url_key(key))).await;
+        assert_eq!(original.status, 200, "{key:?}: {}", original.text());
+        assert!(
+            original.body == corpus_file(file),
+            "{key:?}: original changed"
+        );
         for mode in MODES {
             let over_s3 = s3.get(&format!("/200/250/{mode}/{}", url_key(key))).await;
             assert_eq!(over_s3.status, 200, "{mode} {key:?}: {}", over_s3.text());

@@ -137,6 +137,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Largest request head (request line and headers); larger is 431.
     pub max_header_bytes: usize,
+    /// A response that cannot send a byte for this long (the client stopped reading) is
+    /// abandoned and its connection closed.
+    pub send_timeout: Duration,
 }
 
 /// Where originals come from.
@@ -267,6 +270,9 @@ pub struct Limits {
     pub max_concurrent_renders: usize,
     /// Renders allowed to wait for a slot; beyond this requests get 503 with `Retry-After`.
     pub max_queue: usize,
+    /// Originals (`GET /{key}`) being sent at once; beyond this 503 with `Retry-After`. Each
+    /// holds an open file or store connection and one buffer, never the whole original.
+    pub max_original_streams: usize,
     /// A render still running after this answers 503; bounds how long a client waits.
     pub render_timeout: Duration,
 }
@@ -355,6 +361,10 @@ impl Settings {
             ),
             ("server.max_connections", sv.max_connections.to_string()),
             ("server.max_header_bytes", sv.max_header_bytes.to_string()),
+            (
+                "server.send_timeout_ms",
+                sv.send_timeout.as_millis().to_string(),
+            ),
             ("source.kind", q(&self.source.kind())),
         ];
         match &self.source {
@@ -394,6 +404,10 @@ impl Settings {
                 l.max_concurrent_renders.to_string(),
             ),
             ("limits.max_queue", l.max_queue.to_string()),
+            (
+                "limits.max_original_streams",
+                l.max_original_streams.to_string(),
+            ),
             (
                 "limits.render_timeout_ms",
                 l.render_timeout.as_millis().to_string(),
@@ -495,6 +509,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         ),
         max_concurrent_renders: r.int("limits.max_concurrent_renders", cores, 1..=1024),
         max_queue: r.int("limits.max_queue", 256usize, 0..=1_000_000),
+        max_original_streams: r.int("limits.max_original_streams", 64usize, 1..=100_000),
         render_timeout: Duration::from_millis(r.int(
             "limits.render_timeout_ms",
             10_000u64,
@@ -554,6 +569,11 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         )),
         max_connections: r.int("server.max_connections", 512usize, 1..=1_000_000),
         max_header_bytes: r.int("server.max_header_bytes", 16_384usize, 1024..=1_048_576),
+        send_timeout: Duration::from_millis(r.int(
+            "server.send_timeout_ms",
+            30_000u64,
+            100..=3_600_000,
+        )),
     };
     let statsd_host = r.optional_string("statsd.host").filter(|h| !h.is_empty());
     let statsd_port = r.int("statsd.port", 8125u16, 1..=65_535);

@@ -24,6 +24,8 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.limits.max_source_bytes, 50 << 20);
     assert_eq!(s.limits.max_source_pixels, 50_000_000);
     assert_eq!(s.limits.max_queue, 256);
+    assert_eq!(s.limits.max_original_streams, 64);
+    assert_eq!(s.server.send_timeout, Duration::from_secs(30));
     assert_eq!(s.limits.render_timeout, Duration::from_secs(10));
     assert_eq!(s.cache.max_age, Duration::from_secs(604_800));
     assert_eq!(s.output.jpeg_quality, 90);

@@ -75,6 +75,7 @@ pub async fn run(
         keep_alive_timeout: server.keep_alive_timeout,
         max_connections: server.max_connections,
         max_header_bytes: server.max_header_bytes,
+        send_timeout: server.send_timeout,
     };
     let gauges = tokio::spawn(publish_gauges(state.clone()));
     crate::http::serve(listener, app(state.clone()), shutdown, GRACE, limits).await?;

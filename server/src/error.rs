@@ -118,6 +118,18 @@ impl AppError {
         }
     }
 
+    /// As many originals are being sent as `limits.max_original_streams` allows.
+    pub fn originals_busy() -> Self {
+        AppError {
+            retry_after: Some(1),
+            ..AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many originals are being sent; retry in a moment.",
+            )
+        }
+    }
+
     /// The render did not finish within `limits.render_timeout_ms`.
     pub fn render_timeout() -> Self {
         AppError {

@@ -9,6 +9,8 @@
 //! - **Idle keep-alive**: a connection with no request for `server.keep_alive_timeout_ms` is
 //!   closed.
 //! - **Head size**: request heads over `server.max_header_bytes` are refused (431).
+//! - **Send stall**: a connection that cannot write a byte for `server.send_timeout_ms` (its
+//!   client stopped reading) is closed, releasing whatever its response held.
 //! - **Errors in the SPEC's format**: hyper answers malformed heads itself (400, 414, 431)
 //!   with an empty body, and nothing can be configured about it; [`Guarded`] rewrites those
 //!   answers, which it recognises because no request is being served when they are written,
@@ -42,6 +44,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
+use crate::stall::Stall;
+
 /// The connection bounds, from `server.*`.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -53,6 +57,8 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Largest request head, in bytes.
     pub max_header_bytes: usize,
+    /// Longest a write may wait for the client to read.
+    pub send_timeout: Duration,
 }
 
 /// hyper's smallest read buffer; heads are bounded below it by [`Guarded`] itself.
@@ -256,6 +262,8 @@ struct Guarded {
     /// The current head has ended (its body, if any, is not counted).
     head_ended: bool,
     deadline: Pin<Box<Sleep>>,
+    /// Writes waiting for the client to read, against `send_timeout`.
+    send: Stall,
     /// Bytes to send before anything else (a rewritten error answer).
     pending: Vec<u8>,
     /// Once the connection is given up: every read is end of file.
@@ -274,6 +282,7 @@ impl Guarded {
             tail: [0; 3],
             head_ended: false,
             deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            send: Stall::new(limits.send_timeout, "server.send_timeout_ms"),
             pending: Vec::new(),
             closed: false,
         }
@@ -302,7 +311,8 @@ impl Guarded {
 
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.pending.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.pending))?;
+            let written = Pin::new(&mut self.stream).poll_write(cx, &self.pending);
+            let n = std::task::ready!(self.send.watch(cx, written))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -450,13 +460,15 @@ impl AsyncWrite for Guarded {
                 return Poll::Ready(Ok(buf.len()));
             }
         }
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.send.watch(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_pending(cx))?;
-        Pin::new(&mut this.stream).poll_flush(cx)
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        this.send.watch(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

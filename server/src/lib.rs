@@ -24,6 +24,7 @@ pub mod routes;
 pub mod scaffold;
 pub mod singleflight;
 pub mod source;
+pub mod stall;
 pub mod state;
 pub mod stats;
 pub mod telemetry;

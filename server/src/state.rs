@@ -49,6 +49,8 @@ pub struct AppState {
     pub admin_token: AdminToken,
     /// Responses by status.
     pub requests: RequestStats,
+    /// Originals being sent (`limits.max_original_streams` permits).
+    pub original_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -110,6 +112,9 @@ impl AppState {
             cache,
             admin_token,
             requests: RequestStats::default(),
+            original_streams: Arc::new(tokio::sync::Semaphore::new(
+                settings.limits.max_original_streams,
+            )),
             settings,
         }))
     }

@@ -4,13 +4,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use poem::http::{header, StatusCode};
-use poem::{Request, Response};
+use poem::{Body, Request, Response};
 
 use crate::pipeline::CacheStatus;
 
 /// `"<mtime hex>-<length hex>"`, the form nginx uses, so an ETag does not change when the
 /// same cached file is served by nginx instead of ross.
-fn etag(modified_secs: u64, len: usize) -> String {
+fn etag(modified_secs: u64, len: u64) -> String {
     format!("\"{modified_secs:x}-{len:x}\"")
 }
 
@@ -42,11 +42,33 @@ pub(super) fn image_response(
     cache: CacheStatus,
     max_age: Duration,
 ) -> Response {
+    let len = body.len() as u64;
+    streamed_image_response(
+        req,
+        body.into(),
+        len,
+        content_type,
+        modified,
+        cache,
+        max_age,
+    )
+}
+
+/// [`image_response`] for a body of `len` bytes still to be read.
+pub(super) fn streamed_image_response(
+    req: &Request,
+    body: Body,
+    len: u64,
+    content_type: &str,
+    modified: SystemTime,
+    cache: CacheStatus,
+    max_age: Duration,
+) -> Response {
     let secs = modified
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let tag = etag(secs, body.len());
+    let tag = etag(secs, len);
     let builder = Response::builder()
         .header(
             header::CACHE_CONTROL,
@@ -71,6 +93,6 @@ pub(super) fn image_response(
     }
     builder
         .content_type(content_type)
-        .header(header::CONTENT_LENGTH, body.len())
+        .header(header::CONTENT_LENGTH, len)
         .body(body)
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::{Source, SourceError, SourceObject};
+use super::{Source, SourceError, SourceObject, SourceReader};
 use crate::request::SourceKey;
+use crate::stall::{Stall, StallReader};
 
 /// A media folder.
 #[derive(Debug)]
@@ -41,7 +42,12 @@ impl LocalSource {
         })
     }
 
-    async fn read(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+    /// Opens the regular file at `key`, refusing one larger than `max_bytes`.
+    async fn open_file(
+        &self,
+        key: &SourceKey,
+        max_bytes: u64,
+    ) -> Result<(tokio::fs::File, std::fs::Metadata), SourceError> {
         let not_found = || SourceError::NotFound {
             key: key.to_string(),
         };
@@ -81,6 +87,15 @@ impl LocalSource {
                 limit: max_bytes,
             });
         }
+        Ok((file, meta))
+    }
+
+    async fn read(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+        let io = |source| SourceError::Io {
+            key: key.to_string(),
+            source,
+        };
+        let (file, meta) = self.open_file(key, max_bytes).await?;
         // Read at most one byte past the limit, in case the file grew since the stat.
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         file.take(max_bytes + 1)
@@ -119,6 +134,21 @@ impl LocalSource {
 impl Source for LocalSource {
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
         super::within(self.timeout, key, self.read(key, max_bytes)).await
+    }
+
+    async fn open(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceReader, SourceError> {
+        let (file, meta) = super::within(self.timeout, key, self.open_file(key, max_bytes)).await?;
+        // Exactly the length seen at opening: a file that grew since is cut there, one that
+        // shrank ends early (and the client sees a short body, not a wrong one).
+        let reader = StallReader::new(
+            file.take(meta.len()),
+            Stall::new(self.timeout, "source.timeout_ms"),
+        );
+        Ok(SourceReader {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            reader: Box::pin(reader),
+        })
     }
 
     async fn check(&self) -> Result<(), SourceError> {

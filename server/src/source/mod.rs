@@ -1,13 +1,16 @@
 //! Where originals come from. Every backend implements [`Source`]; the pipeline never knows
 //! which one it talks to. Backends enforce `limits.max_source_bytes` themselves, before reading
-//! an object whole.
+//! an object whole. An original is either read whole (to render it) or opened as a reader (to
+//! send it unchanged, a buffer at a time).
 
 mod local;
 mod s3;
 
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tokio::io::AsyncRead;
 
 use crate::request::SourceKey;
 pub use local::LocalSource;
@@ -20,6 +23,26 @@ pub struct SourceObject {
     pub bytes: Bytes,
     /// When the object last changed, if the backend knows.
     pub modified: Option<SystemTime>,
+}
+
+/// An original opened to be streamed.
+pub struct SourceReader {
+    /// Its length in bytes (at most the limit it was opened with).
+    pub len: u64,
+    /// When the object last changed, if the backend knows.
+    pub modified: Option<SystemTime>,
+    /// Its bytes, `len` of them at most. A read that makes no progress for the source's
+    /// timeout fails, so a hung file or store cannot hold the reader forever.
+    pub reader: Pin<Box<dyn AsyncRead + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SourceReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceReader")
+            .field("len", &self.len)
+            .field("modified", &self.modified)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an original could not be read.
@@ -106,6 +129,10 @@ pub(crate) async fn within<T>(
 pub trait Source: Send + Sync {
     /// Reads the object at `key`, refusing one larger than `max_bytes` without reading it whole.
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError>;
+
+    /// Opens the object at `key` to be streamed, refusing one larger than `max_bytes`. Opening
+    /// has the source's deadline; so has each read of the reader, not the whole transfer.
+    async fn open(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceReader, SourceError>;
 
     /// Whether the store answers, for `GET /ready`.
     async fn check(&self) -> Result<(), SourceError>;

@@ -1,6 +1,7 @@
 //! Originals from an S3 bucket, or any store that speaks the S3 API (MinIO, Ceph, R2).
 //!
-//! One ranged `GetObject` per fetch. The SDK retries 5xx, throttling and connection failures
+//! One ranged `GetObject` per fetch, read whole (to render) or streamed (an original sent
+//! unchanged). The SDK retries 5xx, throttling and connection failures
 //! with backoff (`source.retries`); the whole fetch, body included, is bounded by
 //! `source.timeout_ms`. The range asks for one byte past `limits.max_source_bytes`, so an
 //! object over the limit is refused (413) having moved at most that much; a store that ignores
@@ -17,12 +18,16 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use ross_config::S3Settings;
 
-use super::{Source, SourceError, SourceObject};
+use tokio::io::AsyncReadExt;
+
+use super::{Source, SourceError, SourceObject, SourceReader};
 use crate::request::SourceKey;
+use crate::stall::{Stall, StallReader};
 
 /// Region used when neither `source.region` nor the AWS chain names one. S3-compatible stores
 /// mostly ignore it, but request signing needs one.
@@ -93,7 +98,8 @@ impl S3Source {
         format!("{}{}", self.prefix, key.as_str())
     }
 
-    async fn get(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+    /// Sends the `GetObject` and checks the answer's size: the body is not read yet.
+    async fn start(&self, key: &SourceKey, max_bytes: u64) -> Result<Started, SourceError> {
         let object_key = self.object_key(key);
         // Ask for one byte more than the limit: an object over it then costs at most that much
         // transfer, and the total in `Content-Range` tells its real size.
@@ -109,8 +115,9 @@ impl S3Source {
             Ok(output) => output,
             // The range of an empty object is unsatisfiable: it is an empty original.
             Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("InvalidRange") => {
-                return Ok(SourceObject {
-                    bytes: Default::default(),
+                return Ok(Started {
+                    body: ByteStream::from_static(b""),
+                    len: Some(0),
                     modified: None,
                 })
             }
@@ -118,11 +125,6 @@ impl S3Source {
                 let missing = is_missing_key(&e);
                 return Err(classify(e, key, missing, self.timeout));
             }
-        };
-        let too_large = |size: u64| SourceError::TooLarge {
-            key: key.to_string(),
-            size,
-            limit: max_bytes,
         };
         // Refuse on the size the store reports (a store that ignores `Range` sends the whole
         // length): dropping the body closes the connection instead of downloading the rest.
@@ -132,22 +134,45 @@ impl S3Source {
             .and_then(|(_, total)| total.parse::<u64>().ok());
         let announced = output.content_length().and_then(|n| u64::try_from(n).ok());
         if let Some(size) = total.or(announced).filter(|&n| n > max_bytes) {
-            return Err(too_large(size));
+            return Err(SourceError::TooLarge {
+                key: key.to_string(),
+                size,
+                limit: max_bytes,
+            });
         }
-        let modified = output
-            .last_modified()
-            .and_then(|t| SystemTime::try_from(*t).ok());
-        let capacity = announced.unwrap_or(0).min(max_bytes) as usize;
-        let mut bytes = Vec::with_capacity(capacity);
-        let mut body = output.body;
-        while let Some(chunk) = body.next().await {
+        Ok(Started {
+            modified: output
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+            len: announced,
+            body: output.body,
+        })
+    }
+
+    async fn get(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+        let Started {
+            body: mut chunks,
+            len,
+            modified,
+        } = self.start(key, max_bytes).await?;
+        let mut bytes = Vec::with_capacity(len.unwrap_or(0).min(max_bytes) as usize);
+        while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| SourceError::Unavailable {
                 key: key.to_string(),
-                detail: format!("reading the body of s3://{}/{object_key}: {e}", self.bucket),
+                detail: format!(
+                    "reading the body of s3://{}/{}: {e}",
+                    self.bucket,
+                    self.object_key(key)
+                ),
             })?;
             bytes.extend_from_slice(&chunk);
+            // A body longer than announced is cut off at the limit.
             if bytes.len() as u64 > max_bytes {
-                return Err(too_large(bytes.len() as u64));
+                return Err(SourceError::TooLarge {
+                    key: key.to_string(),
+                    size: bytes.len() as u64,
+                    limit: max_bytes,
+                });
             }
         }
         Ok(SourceObject {
@@ -157,10 +182,43 @@ impl S3Source {
     }
 }
 
+/// A `GetObject` answered and checked, its body still to read.
+struct Started {
+    body: ByteStream,
+    /// `Content-Length`, if the store sent one.
+    len: Option<u64>,
+    modified: Option<SystemTime>,
+}
+
 #[async_trait::async_trait]
 impl Source for S3Source {
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
         super::within(self.timeout, key, self.get(key, max_bytes)).await
+    }
+
+    async fn open(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceReader, SourceError> {
+        let started = super::within(self.timeout, key, self.start(key, max_bytes)).await?;
+        let Some(len) = started.len else {
+            // A store that streams without a length (none of S3's kind is known to): read it
+            // whole, within the limit, so the response can say how long it is.
+            drop(started);
+            let object = self.fetch(key, max_bytes).await?;
+            return Ok(SourceReader {
+                len: object.bytes.len() as u64,
+                modified: object.modified,
+                reader: Box::pin(std::io::Cursor::new(object.bytes)),
+            });
+        };
+        // At most `len` bytes (checked against the limit above), each read with the deadline.
+        let reader = StallReader::new(
+            started.body.into_async_read().take(len),
+            Stall::new(self.timeout, "source.timeout_ms"),
+        );
+        Ok(SourceReader {
+            len,
+            modified: started.modified,
+            reader: Box::pin(reader),
+        })
     }
 
     async fn check(&self) -> Result<(), SourceError> {
