@@ -750,3 +750,81 @@ fn sigterm_under_load_finishes_in_flight_requests_and_exits_0() {
     let stats = again.settled();
     assert_eq!(stats["cache"]["entries"], 6, "{stats}");
 }
+
+/// Regression: a PNG whose ICC profile inflated to hundreds of megabytes was inflated whole
+/// (a 1 MB file added 340 MB of peak memory). ross does no colour management: the profile is
+/// skipped unread, and the picture renders exactly as it does without one.
+#[test]
+fn an_icc_bomb_png_costs_no_memory() {
+    use image::ImageEncoder;
+    let media = tempfile::tempdir().unwrap();
+    let photo = image::open(corpus().join("photos/Dune.jpg"))
+        .unwrap()
+        .resize_exact(500, 400, image::imageops::FilterType::Triangle)
+        .into_rgb8();
+    let write = |name: &str, icc: Option<Vec<u8>>| {
+        let mut file = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut file);
+        if let Some(icc) = icc {
+            encoder.set_icc_profile(icc).unwrap();
+        }
+        encoder
+            .write_image(&photo, 500, 400, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        std::fs::write(media.path().join(name), &file).unwrap();
+        file.len()
+    };
+    // 300 MiB of zeros: a profile that compresses to a few hundred kB, under the decoder's
+    // own allocation limit, so that only skipping it keeps the memory.
+    let bomb_len = write("bomb.png", Some(vec![0u8; 300 << 20]));
+    write("plain.png", None);
+    assert!(bomb_len < 2 << 20, "{bomb_len}");
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[("ROSS__SOURCE__ROOT", media.path().to_str().unwrap())],
+    );
+    let wait = Duration::from_secs(30);
+    let (status, bomb) = http_get(ross.port, "/300/300/crop/bomb.png", wait).unwrap();
+    assert_eq!(status, 200);
+    let (_, plain) = http_get(ross.port, "/300/300/crop/plain.png", wait).unwrap();
+    assert!(bomb == plain, "the profile changed the render");
+    let peak = peak_rss_mib(ross.child.id());
+    println!("a {bomb_len}-byte PNG with a 300 MiB ICC profile: peak RSS {peak:.0} MiB");
+    assert!(
+        peak < 150.0,
+        "peak RSS {peak:.0} MiB: the profile was inflated"
+    );
+}
+
+/// Allocation failure never aborts the process: with its address space limited to 1 GiB
+/// (as on a small machine) and `limits.max_source_pixels` raised to let a 400-megapixel PNG
+/// through, decoding it needs a 1.2 GB buffer. That request gets 503 `out-of-memory` with
+/// `Retry-After`; the process lives on and serves the next request.
+#[test]
+fn an_allocation_that_fails_is_a_503_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start_with(
+        dir.path(),
+        &[("ROSS__LIMITS__MAX_SOURCE_PIXELS", "400000000")],
+        Some(1 << 30),
+    );
+    let wait = Duration::from_secs(60);
+    let (status, body) = crate::process::http_request(
+        ross.port,
+        "GET",
+        "/300/300/resize/bad/bomb_20000x20000.png",
+        &[],
+        b"",
+        wait,
+    )
+    .unwrap();
+    assert_eq!(
+        (status, error_code_of_body(&body).as_str()),
+        (503, "out-of-memory")
+    );
+    let (status, _) = http_get(ross.port, "/300/300/crop/photos/Dune.jpg", wait).unwrap();
+    assert_eq!(status, 200);
+    let mut child = ross;
+    assert!(child.child.try_wait().unwrap().is_none(), "ross exited");
+}

@@ -123,8 +123,25 @@ impl Ross {
     }
 
     pub fn start(dir: &Path, extra: &[(&str, &str)]) -> Ross {
+        Ross::start_with(dir, extra, None)
+    }
+
+    /// [`Ross::start`] with the process's address space limited to `address_space` bytes
+    /// (`ulimit -v`), so that large allocations fail as on a machine short of memory.
+    pub fn start_with(dir: &Path, extra: &[(&str, &str)], address_space: Option<u64>) -> Ross {
         let port = free_port();
-        let mut cmd = Command::new(build_dir().join("ross"));
+        let ross = build_dir().join("ross");
+        let mut cmd = match address_space {
+            None => Command::new(&ross),
+            Some(bytes) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg("ulimit -v \"$1\" && exec \"$0\" \"$2\"")
+                    .arg(&ross)
+                    .arg((bytes / 1024).to_string());
+                sh
+            }
+        };
         cmd.arg("serve")
             .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("ROSS__SOURCE__ROOT", corpus())

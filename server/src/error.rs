@@ -44,6 +44,7 @@ pub const CODES: &[(u16, &str)] = &[
     (502, "source-unavailable"),
     (503, "overloaded"),
     (503, "render-timeout"),
+    (503, "out-of-memory"),
     (504, "source-timeout"),
 ];
 
@@ -274,6 +275,15 @@ impl From<DecodeError> for AppError {
                 "source-too-many-pixels",
                 e.to_string(),
             ),
+            DecodeError::OutOfMemory { .. } => AppError {
+                retry_after: Some(5),
+                ..AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "out-of-memory",
+                    "The server has not enough memory free to decode this image now; retry later.",
+                )
+                .detailed(&e)
+            },
         }
     }
 }

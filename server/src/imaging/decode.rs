@@ -2,13 +2,15 @@
 //!
 //! Header dimensions are checked against the pixel limit before any pixel is decoded. EXIF
 //! orientation is applied, CMYK and greyscale become RGB, 16-bit becomes 8-bit, palettes are
-//! expanded and transparency is flattened onto white.
+//! expanded and transparency is flattened onto white. Every pixel buffer is allocated
+//! fallibly ([`buffers`]): a decode the memory cannot hold fails, it does not abort.
 
 use std::io::Cursor;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::{ColorType, ImageDecoder, ImageReader};
 
+use super::buffers::{self, Layout};
 use super::jpeg;
 use super::sniff::{sniff, Format};
 
@@ -36,6 +38,13 @@ pub enum DecodeError {
         /// The configured limit.
         limit: u64,
     },
+    /// A buffer the image needs could not be allocated now (the machine, or the process's
+    /// memory limit, is short of memory); another time it may be.
+    #[error("no memory for a buffer of {bytes} bytes")]
+    OutOfMemory {
+        /// The size asked for.
+        bytes: usize,
+    },
 }
 
 /// Upright, tightly packed RGB8 pixels.
@@ -58,6 +67,7 @@ pub fn decode(
 ) -> Result<Decoded, DecodeError> {
     match sniff(bytes).ok_or(DecodeError::UnsupportedFormat)? {
         Format::Jpeg => jpeg::decode(bytes, shrink_to, max_pixels),
+        Format::Png => decode_png(bytes, max_pixels),
         other => decode_with_image(bytes, other, max_pixels),
     }
 }
@@ -73,74 +83,123 @@ pub(super) fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), De
     Ok(())
 }
 
+/// PNG through the `png` crate itself: the `image` crate's decoder reads every ICC profile and
+/// text chunk, inflating each up to the decode's memory limit (a 1 MB file whose ICC profile
+/// inflates to 1 GB cost 340 MB). ross does no colour management and writes no metadata, so
+/// those chunks are skipped unread; `eXIf` is kept for the orientation.
+fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
+    let malformed = |e: png::DecodingError| match e {
+        png::DecodingError::LimitsExceeded => DecodeError::OutOfMemory {
+            bytes: usize::try_from(max_alloc(max_pixels)).unwrap_or(usize::MAX),
+        },
+        e => DecodeError::Malformed {
+            format: Format::Png,
+            reason: e.to_string(),
+        },
+    };
+    let limits = png::Limits {
+        bytes: usize::try_from(max_alloc(max_pixels)).unwrap_or(usize::MAX),
+    };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
+    decoder.set_ignore_iccp_chunk(true);
+    decoder.set_ignore_text_chunk(true);
+    // Palettes and low bit depths to 8 bits, tRNS to alpha, 16 bits to 8.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let header = decoder.read_header_info().map_err(malformed)?;
+    check_pixels(header.width, header.height, max_pixels)?;
+    let mut reader = decoder.read_info().map_err(malformed)?;
+    let orientation = reader
+        .info()
+        .exif_metadata
+        .as_deref()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    let size = reader
+        .output_buffer_size()
+        .ok_or(DecodeError::OutOfMemory { bytes: usize::MAX })?;
+    let mut pixels = buffers::zeroed(size)?;
+    let frame = reader.next_frame(&mut pixels).map_err(malformed)?;
+    pixels.truncate(frame.buffer_size());
+    let layout = match reader.output_color_type().0 {
+        png::ColorType::Grayscale => Layout::L8,
+        png::ColorType::GrayscaleAlpha => Layout::La8,
+        png::ColorType::Rgb => Layout::Rgb8,
+        png::ColorType::Rgba => Layout::Rgba8,
+        png::ColorType::Indexed => {
+            return Err(DecodeError::Malformed {
+                format: Format::Png,
+                reason: "the palette was not expanded".into(),
+            })
+        }
+    };
+    let upright = Decoded {
+        pixels: buffers::to_rgb(pixels, layout)?,
+        width: frame.width,
+        height: frame.height,
+    };
+    buffers::orient(upright, orientation)
+}
+
+/// The most a decoder may allocate: 16-bit RGBA is 8 bytes a pixel, plus room for the rest.
+fn max_alloc(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(8).saturating_add(64 << 20)
+}
+
+/// GIF (its first frame) and WebP, through the `image` crate's decoders, into a buffer that
+/// ross allocates (fallibly) itself.
 fn decode_with_image(
     bytes: &[u8],
     format: Format,
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
-    let malformed = |e: image::ImageError| DecodeError::Malformed {
-        format,
-        reason: e.to_string(),
+    let malformed = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => DecodeError::OutOfMemory {
+            bytes: usize::try_from(max_alloc(max_pixels)).unwrap_or(usize::MAX),
+        },
+        e => DecodeError::Malformed {
+            format,
+            reason: e.to_string(),
+        },
     };
     let image_format = match format {
-        Format::Png => image::ImageFormat::Png,
         Format::Gif => image::ImageFormat::Gif,
         Format::WebP => image::ImageFormat::WebP,
-        Format::Jpeg => unreachable!("JPEG has its own decoder"),
+        Format::Png | Format::Jpeg => unreachable!("PNG and JPEG have their own decoders"),
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format);
     let mut limits = image::Limits::default();
-    // Belt and braces behind the header check: 16-bit RGBA is 8 bytes a pixel.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    limits.max_alloc = Some(max_alloc(max_pixels));
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(malformed)?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(malformed)?;
-    image.apply_orientation(orientation);
-    Ok(to_rgb(image))
-}
-
-/// RGB8 from any decoded image, flattening transparency onto white.
-fn to_rgb(image: DynamicImage) -> Decoded {
-    let (width, height) = (image.width(), image.height());
-    let pixels = if image.color().has_alpha() {
-        flatten_on_white(&image.into_rgba8().into_raw())
-    } else {
-        image.into_rgb8().into_raw()
+    let layout = match decoder.color_type() {
+        ColorType::L8 => Layout::L8,
+        ColorType::La8 => Layout::La8,
+        ColorType::Rgb8 => Layout::Rgb8,
+        ColorType::Rgba8 => Layout::Rgba8,
+        other => {
+            return Err(DecodeError::Malformed {
+                format,
+                reason: format!("{other:?} pixels are not supported"),
+            })
+        }
     };
-    Decoded {
-        pixels,
+    let size = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
+    let mut pixels = buffers::zeroed(size)?;
+    decoder.read_image(&mut pixels).map_err(malformed)?;
+    let upright = Decoded {
+        pixels: buffers::to_rgb(pixels, layout)?,
         width,
         height,
-    }
-}
-
-/// RGBA (straight alpha) composited over opaque white, as RGB.
-pub(crate) fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
-    for px in rgba.chunks_exact(4) {
-        let a = u32::from(px[3]);
-        for &c in &px[..3] {
-            out.push(((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8);
-        }
-    }
-    out
+    };
+    buffers::orient(upright, orientation)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transparent_becomes_white_and_opaque_stays() {
-        assert_eq!(
-            flatten_on_white(&[0, 0, 0, 0, 10, 20, 30, 255]),
-            vec![255, 255, 255, 10, 20, 30]
-        );
-        assert_eq!(flatten_on_white(&[0, 0, 0, 128]), vec![127, 127, 127]);
-    }
 
     #[test]
     fn garbage_is_unsupported() {

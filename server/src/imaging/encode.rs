@@ -3,7 +3,7 @@
 use plugin_api::{ImageView, PixelFormat};
 use turbojpeg::{Compressor, Image, Subsamp};
 
-use super::decode::flatten_on_white;
+use super::buffers::{self, Layout};
 
 /// The encoder refused the image.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,11 +27,13 @@ pub fn encode_jpeg(image: ImageView<'_>, quality: u8) -> Result<Vec<u8>, EncodeE
             turbojpeg::PixelFormat::GRAY,
         ),
         PixelFormat::Rgba8 => {
-            let rows: Vec<u8> = (0..image.height)
-                .flat_map(|y| image.row(y))
-                .copied()
-                .collect();
-            flattened = flatten_on_white(&rows);
+            let no_memory = |e| EncodeError(format!("flattening the alpha channel: {e}"));
+            let mut rows = buffers::with_capacity(image.width as usize * image.height as usize * 4)
+                .map_err(no_memory)?;
+            for y in 0..image.height {
+                rows.extend_from_slice(image.row(y));
+            }
+            flattened = buffers::to_rgb(rows, Layout::Rgba8).map_err(no_memory)?;
             (
                 flattened.as_slice(),
                 image.width * 3,

@@ -4,10 +4,10 @@
 //! interpret it.
 
 use image::metadata::Orientation;
-use image::{DynamicImage, RgbImage};
 use plugin_api::geometry::cover;
 use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
+use super::buffers;
 use super::decode::{check_pixels, DecodeError, Decoded};
 use super::sniff::Format;
 
@@ -111,7 +111,7 @@ pub(super) fn decode(
         PixelFormat::RGB
     };
     let channels = if cmyk { 4 } else { 3 };
-    let mut pixels = vec![0u8; width * height * channels];
+    let mut pixels = buffers::zeroed(width * height * channels)?;
     let image = Image {
         pixels: pixels.as_mut_slice(),
         width,
@@ -126,24 +126,13 @@ pub(super) fn decode(
         }
         tracing::debug!(warning = %message, "served a JPEG with recoverable damage");
     }
-    let pixels = if cmyk { cmyk_to_rgb(&pixels) } else { pixels };
-    let (width, height) = (width as u32, height as u32);
-    if orientation == Orientation::NoTransforms {
-        return Ok(Decoded {
-            pixels,
-            width,
-            height,
-        });
-    }
-    let buffer = RgbImage::from_raw(width, height, pixels).expect("buffer sized for the image");
-    let mut image = DynamicImage::ImageRgb8(buffer);
-    image.apply_orientation(orientation);
-    let (width, height) = (image.width(), image.height());
-    Ok(Decoded {
-        pixels: image.into_rgb8().into_raw(),
-        width,
-        height,
-    })
+    let pixels = if cmyk { cmyk_to_rgb(&pixels)? } else { pixels };
+    let decoded = Decoded {
+        pixels,
+        width: width as u32,
+        height: height as u32,
+    };
+    buffers::orient(decoded, orientation)
 }
 
 /// CMYK as libjpeg-turbo returns it (Adobe convention: 255 is no ink) to RGB.
@@ -155,7 +144,7 @@ pub(super) fn decode(
 /// and Y already say, and multiplying darkens every colour twice (by 34 levels on average for
 /// the corpus's CMYK photo). When K is redundant like that for (nearly) every pixel, ross
 /// inverts C, M and Y alone, which restores the RGB the file was made from.
-fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+fn cmyk_to_rgb(cmyk: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let pixels = cmyk.len() / 4;
     // In inverted values, K = min(C, M, Y) of ink reads K' = max(C', M', Y').
     let redundant_k = cmyk
@@ -163,7 +152,7 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
         .filter(|p| p[3].abs_diff(p[0].max(p[1]).max(p[2])) <= 2)
         .count();
     let k_is_redundant = pixels > 0 && redundant_k as f64 >= pixels as f64 * 0.99;
-    let mut out = Vec::with_capacity(pixels * 3);
+    let mut out = buffers::with_capacity(pixels * 3)?;
     for px in cmyk.chunks_exact(4) {
         let k = if k_is_redundant {
             255
@@ -174,7 +163,7 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
             out.push((u32::from(c) * k / 255) as u8);
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -184,14 +173,14 @@ mod tests {
     #[test]
     fn cmyk_with_undercolour_removal_multiplies_in_black() {
         // Mid grey printed with black ink only, and a pure cyan (inverted values).
-        let rgb = cmyk_to_rgb(&[255, 255, 255, 127, 0, 255, 255, 255]);
+        let rgb = cmyk_to_rgb(&[255, 255, 255, 127, 0, 255, 255, 255]).unwrap();
         assert_eq!(rgb, vec![127, 127, 127, 0, 255, 255]);
     }
 
     #[test]
     fn cmyk_with_redundant_black_inverts_cmy_only() {
         // K = min(C, M, Y) everywhere (no undercolour removal): K adds nothing.
-        let rgb = cmyk_to_rgb(&[122, 179, 74, 179, 245, 235, 225, 245]);
+        let rgb = cmyk_to_rgb(&[122, 179, 74, 179, 245, 235, 225, 245]).unwrap();
         assert_eq!(rgb, vec![122, 179, 74, 245, 235, 225]);
     }
 

@@ -2,6 +2,7 @@
 //! decoding (with DCT-domain shrinking for JPEG) and JPEG encoding. Knows nothing of HTTP,
 //! sources or plugins.
 
+mod buffers;
 mod decode;
 mod encode;
 mod jpeg;
