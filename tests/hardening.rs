@@ -399,6 +399,51 @@ fn http_layer_errors_carry_the_json_body() {
     assert_eq!(http_get(port, "/health", wait).unwrap().0, 200);
 }
 
+/// An admin request whose body trickles in is answered 408 at the header deadline and its
+/// connection closed, instead of holding it forever; a body over 64 KiB is 413.
+#[test]
+fn admin_bodies_are_bounded_in_time_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(dir.path(), &[("ROSS__SERVER__HEADER_TIMEOUT_MS", "1000")]);
+    let auth = format!("Authorization: Bearer {}", crate::process::ADMIN_TOKEN);
+    let slow = format!(
+        "PUT /admin/api/whitelist HTTP/1.1\r\nHost: x\r\n{auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"enabled\""
+    );
+    let started = Instant::now();
+    let (raw, closed) = exchange(ross.port, slow.as_bytes(), Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(closed, "the connection stayed open");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(error_code(&raw), "request-timeout");
+
+    let big = format!("{{\"enabled\": true, \"pad\": \"{}\"}}", "x".repeat(70_000));
+    let (status, body) = crate::process::http_request(
+        ross.port,
+        "PUT",
+        "/admin/api/whitelist",
+        &[
+            (
+                "Authorization",
+                &format!("Bearer {}", crate::process::ADMIN_TOKEN),
+            ),
+            ("Content-Type", "application/json"),
+        ],
+        big.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, error_code_of_body(&body).as_str()),
+        (413, "body-too-large")
+    );
+}
+
 /// Regression: about 20,000 idle sockets exhausted the file descriptors and "accept failed"
 /// filled the log. At `server.max_connections` ross stops accepting; a client beyond it waits
 /// until a connection frees, and is then served.

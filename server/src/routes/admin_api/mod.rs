@@ -9,6 +9,7 @@ mod whitelist;
 
 use std::sync::Arc;
 
+use poem::error::ReadBodyError;
 use poem::http::{header, StatusCode};
 use poem::{get, post, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use serde::de::DeserializeOwned;
@@ -74,12 +75,37 @@ fn bad_request(message: impl Into<String>) -> AppError {
     AppError::new(StatusCode::BAD_REQUEST, "invalid-request", message)
 }
 
-/// Reads a JSON body into `T` (whose fields are all it may hold).
-async fn json_body<T: DeserializeOwned>(body: poem::Body) -> Result<T, AppError> {
-    let bytes = body
-        .into_bytes_limit(MAX_BODY)
-        .await
-        .map_err(|e| bad_request(format!("The request body could not be read: {e}.")))?;
+/// Reads a JSON body into `T` (whose fields are all it may hold). The body must arrive
+/// within `server.header_timeout_ms` (408 after that; a client trickling it cannot hold the
+/// connection) and be at most 64 KiB (413).
+async fn json_body<T: DeserializeOwned>(state: &AppState, body: poem::Body) -> Result<T, AppError> {
+    let deadline = state.settings.server.header_timeout;
+    let read = tokio::time::timeout(deadline, body.into_bytes_limit(MAX_BODY)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(ReadBodyError::PayloadTooLarge)) => {
+            return Err(AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("The request body is larger than {MAX_BODY} bytes."),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(bad_request(format!(
+                "The request body could not be read: {e}."
+            )))
+        }
+        Err(_) => {
+            return Err(AppError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                format!(
+                    "The request body did not arrive within {} s.",
+                    deadline.as_secs_f64()
+                ),
+            ))
+        }
+    };
     let wrong = |e: serde_json::Error| {
         bad_request(format!(
             "The request body is not what this call takes: {e}."

@@ -29,7 +29,7 @@ struct PurgeRequest {
 pub(super) async fn purge(Data(state): Data<&Arc<AppState>>, body: Body) -> Response {
     answer(
         async {
-            let selector = selector(state, json_body(body).await?)?;
+            let selector = selector(state, json_body(state, body).await?)?;
             let st = state.clone();
             let outcome: PurgeOutcome = blocking(move || {
                 st.cache.purge(selector).map_err(|e| {

@@ -31,7 +31,7 @@ pub(super) fn show(Data(state): Data<&Arc<AppState>>) -> Response {
 pub(super) async fn switch(Data(state): Data<&Arc<AppState>>, body: Body) -> Response {
     answer(
         async {
-            let Switch { enabled } = json_body(body).await?;
+            let Switch { enabled } = json_body(state, body).await?;
             let st = state.clone();
             blocking(move || {
                 st.whitelist.set_enabled(enabled).map_err(|e| {
