@@ -10,6 +10,8 @@
 //! Run with `cargo bench -p ross --bench cache [-- ENTRIES]` (default 100000 entries) after
 //! `cargo build --release --workspace`.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use ross::cache::{Cache, Selector};
 use ross::db::Database;
 use ross::plugins::ModeRegistry;
 use ross_config::Settings;
+use support::{build_dir, free_port, get};
 
 /// Encoded size of the fake variants: a typical 200x200 thumbnail.
 const VARIANT_BYTES: usize = 6_000;
@@ -37,17 +40,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let build = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    assert!(
-        build.join("ross").exists() && build.join("libcrop.so").exists(),
-        "build the workspace first: cargo build --release --workspace"
-    );
+    let build = build_dir();
     let work = tempfile::tempdir().unwrap();
     let (cache_dir, data_dir, media) = (
         work.path().join("cache"),
@@ -246,11 +239,7 @@ fn start_binary(
     data: &Path,
     hit: Option<&str>,
 ) -> (Duration, Option<Duration>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let started = Instant::now();
     let mut child = Command::new(build.join("ross"))
         .arg("serve")
@@ -281,21 +270,6 @@ fn start_binary(
     let _ = child.kill();
     let _ = child.wait();
     (health, first_hit)
-}
-
-/// One GET on a new connection: status and response head.
-fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, text))
 }
 
 struct HitRun {

@@ -3,25 +3,21 @@
 //! The allocator choice in `main.rs` rests on this figure. Run with
 //! `cargo bench -p ross --bench memory` after `cargo build --release --workspace`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::{build_dir, free_port, get, status_mib};
+
 const RENDERS: usize = 5_000;
 const CLIENTS: usize = 8;
 
 fn main() {
-    let build = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let build = build_dir();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
     let photos: Vec<String> = {
         let mut names: Vec<String> = std::fs::read_dir(corpus.join("photos"))
@@ -33,11 +29,7 @@ fn main() {
         names
     };
     let work = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(build.join("ross"))
         .arg("serve")
         .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -49,7 +41,7 @@ fn main() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while get(port, "/health") != 200 {
+    while get(port, "/health").map_or(0, |r| r.0) != 200 {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "ross did not start"
@@ -78,7 +70,7 @@ fn main() {
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(i) else { return };
-                assert_eq!(get(port, path), 200, "{path}");
+                assert_eq!(get(port, path).map_or(0, |r| r.0), 200, "{path}");
             })
         })
         .collect();
@@ -98,32 +90,4 @@ fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn get(port: u16, path: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw)
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-fn status_mib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status"))).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
 }
