@@ -45,3 +45,14 @@ test_python_env() {
   python3 -m venv "$TEST_ENV"
   "$TEST_ENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 }
+
+# Headless Chromium (Debian's, with its WebDriver) and playwright-core to drive it, for the
+# admin page tests in tests/browser. Node.js is the machine's own; Debian's when it has none.
+browser_deps() {
+  apt_install chromium chromium-driver
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+    echo "installing playwright-core into tests/browser/node_modules" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

@@ -1,4 +1,3 @@
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use poem::http::Method;
@@ -34,15 +33,7 @@ async fn hits_are_served_without_the_source() {
     // Query strings never make a new variant.
     let third = server.get("/300/300/crop/lady.jpg?v=2&width=9").await;
     assert_eq!((third.status, third.header("x-cache")), (200, "HIT"));
-    assert_eq!(
-        server
-            .state
-            .pipeline
-            .stats()
-            .renders
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(server.state.pipeline.stats().renders(), 1);
 }
 
 /// Image responses carry the SPEC's headers, and conditional requests get 304.
@@ -120,8 +111,8 @@ async fn identical_concurrent_misses_render_once() {
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
     let stats = server.state.pipeline.stats();
-    assert_eq!(stats.renders.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(stats.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stats.renders(), 1);
+    assert_eq!(stats.fetches(), 1);
 }
 
 /// A full queue answers 503 with Retry-After instead of queueing without bound. Regression:
@@ -160,6 +151,6 @@ async fn full_render_queue_is_503_with_retry_after() {
     );
     // Refused before fetching: a 503 costs no source read.
     let served = statuses.iter().filter(|s| **s == 200).count() as u64;
-    let fetches = server.state.pipeline.stats().fetches.load(Ordering::SeqCst);
+    let fetches = server.state.pipeline.stats().fetches();
     assert_eq!(fetches, served, "{statuses:?}");
 }

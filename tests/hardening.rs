@@ -733,12 +733,7 @@ async fn a_bad_source_costs_its_decode_once() {
             (415, Some("undecodable-image"))
         );
     }
-    let renders = server
-        .state
-        .pipeline
-        .stats()
-        .renders
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let renders = server.state.pipeline.stats().renders();
     assert_eq!(renders, 1, "the bad file was decoded {renders} times");
     // Replaced by a good file (a new version), it is served at once.
     std::fs::copy(

@@ -108,6 +108,11 @@ pub struct AdminSettings {
     pub enabled: bool,
     /// The bearer token; `None`: one is generated on first start and kept in `data_dir`.
     pub token: Option<String>,
+    /// How long an admin page session lasts after logging in.
+    pub session: Duration,
+    /// Mark the session cookie `Secure` (sent over HTTPS only) even when the request does not
+    /// say it came over TLS (`X-Forwarded-Proto: https`).
+    pub secure_cookies: bool,
 }
 
 impl fmt::Debug for AdminSettings {
@@ -115,6 +120,8 @@ impl fmt::Debug for AdminSettings {
         f.debug_struct("AdminSettings")
             .field("enabled", &self.enabled)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("session", &self.session)
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }
@@ -284,6 +291,9 @@ pub struct OutputSettings {
     pub jpeg_quality: u8,
 }
 
+/// The media root when nobody configured one: the sample images bundled with ross.
+pub const DEFAULT_MEDIA_ROOT: &str = "samples";
+
 /// Sizes in the whitelist when nobody configured any (OpenRoss's list plus 300x300).
 pub const DEFAULT_WHITELIST: [&str; 4] = ["72x72", "200x250", "300x300", "1024x768"];
 
@@ -416,6 +426,14 @@ impl Settings {
             ("serve_originals", self.serve_originals.to_string()),
             ("admin.enabled", self.admin.enabled.to_string()),
             (
+                "admin.session_minutes",
+                (self.admin.session.as_secs() / 60).to_string(),
+            ),
+            (
+                "admin.secure_cookies",
+                self.admin.secure_cookies.to_string(),
+            ),
+            (
                 "statsd.host",
                 q(&self.statsd.as_ref().map_or("", |s| s.host.as_str())),
             ),
@@ -426,6 +444,22 @@ impl Settings {
             (
                 "statsd.prefix",
                 q(&self.statsd.as_ref().map_or("ross", |s| s.prefix.as_str())),
+            ),
+            (
+                "sentry.dsn",
+                if self.sentry.is_some() {
+                    "\"<set, not shown>\"".into()
+                } else {
+                    "\"\"".into()
+                },
+            ),
+            (
+                "sentry.environment",
+                q(&self
+                    .sentry
+                    .as_ref()
+                    .and_then(|s| s.environment.as_deref())
+                    .unwrap_or("")),
             ),
             (
                 "log.format",
@@ -543,6 +577,8 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     let admin = AdminSettings {
         enabled: r.bool("admin.enabled", true),
         token: r.optional_string("admin.token").filter(|t| !t.is_empty()),
+        session: Duration::from_secs(60 * r.int("admin.session_minutes", 720u64, 5..=43_200)),
+        secure_cookies: r.bool("admin.secure_cookies", false),
     };
     if let Some(token) = &admin.token {
         if token.chars().count() < MIN_ADMIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
@@ -710,7 +746,7 @@ fn resolved(path: &Path) -> PathBuf {
 /// `ROSS__SOURCE__KIND` switches between them; only the chosen kind's keys take effect.
 fn read_source(r: &mut Reader<'_>) -> SourceSettings {
     let kind = r.string("source.kind", "local");
-    let root = PathBuf::from(r.string("source.root", "samples"));
+    let root = PathBuf::from(r.string("source.root", DEFAULT_MEDIA_ROOT));
     let bucket = r.optional_string("source.bucket");
     let region = r.optional_string("source.region").filter(|s| !s.is_empty());
     let endpoint = r

@@ -97,12 +97,14 @@ fn main() {
         "photo", "KiB", "crop ms", "resize ms", "resizecomp"
     );
     let mut totals = [0.0f64; 3];
+    let stats = ross::stats::Stats::default();
     for photo in &photos {
         let bytes = std::fs::read(photo).unwrap();
         let mut row = Vec::new();
         for (i, name) in MODES.iter().enumerate() {
             let mode = registry.get(name).unwrap();
-            let run = || render_bytes(&bytes, &mode, target, 50_000_000, 90).expect("renders");
+            let run =
+                || render_bytes(&bytes, &mode, target, 50_000_000, 90, &stats).expect("renders");
             run();
             let times: Vec<f64> = (0..RUNS)
                 .map(|_| {

@@ -93,10 +93,7 @@ mod tests {
     #[test]
     fn generated_once_private_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let none = AdminSettings {
-            enabled: true,
-            token: None,
-        };
+        let none = ross_config::Settings::default().admin;
         let first = AdminToken::resolve(&none, dir.path()).unwrap();
         let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
             .unwrap()
@@ -110,8 +107,8 @@ mod tests {
         assert!(!first.verify("wrong"));
         assert!(!first.verify(""));
         let set = AdminSettings {
-            enabled: true,
             token: Some("configured-token-1234".into()),
+            ..none.clone()
         };
         assert!(AdminToken::resolve(&set, dir.path())
             .unwrap()

@@ -19,7 +19,7 @@ const GRACE: Duration = Duration::from_secs(10);
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
     let mut route = Route::new();
     if state.settings.admin.enabled {
-        route = route.nest("/admin/api", routes::admin_api::routes());
+        route = routes::admin_pages::mount(route.nest("/admin/api", routes::admin_api::routes()));
     }
     let observed = state.clone();
     route

@@ -68,6 +68,11 @@ pub struct AppError {
 #[derive(Debug, Clone)]
 pub struct ErrorDetail(pub String);
 
+/// A failed response's error code, carried to the request middleware in the response's
+/// extensions, for the admin page's list of recent errors.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl AppError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -187,6 +192,7 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, secs.into());
         }
+        response.extensions_mut().insert(ErrorCode(self.code));
         if let Some(detail) = self.detail {
             response.extensions_mut().insert(ErrorDetail(detail));
         }

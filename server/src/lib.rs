@@ -7,6 +7,7 @@
 //! line and starts things.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod admin_token;
 pub mod app;
 pub mod cache;

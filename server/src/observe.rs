@@ -11,10 +11,11 @@ use std::time::Instant;
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
-use crate::error::{AppError, ErrorDetail};
+use crate::error::{AppError, ErrorCode, ErrorDetail};
 use crate::routes;
 use crate::state::AppState;
-use crate::telemetry::{self, names};
+use crate::stats::RecentError;
+use crate::telemetry;
 
 /// The header that carries a request's id.
 pub const REQUEST_ID: &str = "X-Request-Id";
@@ -41,11 +42,17 @@ pub async fn observe<E: Endpoint>(
     let path = req.uri().path().to_owned();
     let mut response = in_spec_format(endpoint.get_response(req).await, &path);
     let status = response.status();
-    state.requests.record(status.as_u16());
-    let code = status.as_str().to_owned();
-    metrics::counter!(names::REQUESTS, "status" => code.clone()).increment(1);
+    state.stats.response(status.as_u16(), started.elapsed());
     if status.is_client_error() || status.is_server_error() {
-        metrics::counter!(names::ERRORS, "status" => code).increment(1);
+        let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+        state.stats.error(RecentError {
+            at: std::time::SystemTime::now(),
+            status: status.as_u16(),
+            code: code.to_owned(),
+            method: method.to_string(),
+            path: path.clone(),
+            request_id: id.clone(),
+        });
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -126,14 +133,17 @@ fn new_id() -> String {
 }
 
 /// Errors poem produces itself (a method a route does not take, an extractor that fails)
-/// come as plain text: they get the SPEC's JSON body, and a 405 its `Allow` header.
+/// come as plain text: they get the SPEC's JSON body, and a 405 its `Allow` header. JSON
+/// errors, and the admin pages' own HTML ones, pass as they are.
 fn in_spec_format(response: Response, path: &str) -> Response {
     let status = response.status();
-    let json = response
+    let ours = response
         .headers()
         .get(poem::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || json {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || ours {
         return response;
     }
     let mut fixed = AppError::from_status(status).into_response();

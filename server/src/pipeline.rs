@@ -3,7 +3,6 @@
 //! its CPU work runs on the blocking pool in a render slot, and identical concurrent misses
 //! share one run through [`SingleFlight`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -19,7 +18,7 @@ use crate::plugins::{LoadedMode, ModeRegistry};
 use crate::request::RenderRequest;
 use crate::singleflight::SingleFlight;
 use crate::source::Source;
-use crate::telemetry::{names, stage, time_stage};
+use crate::stats::{stage, Stats};
 
 /// Whether a response came from the cache or from a render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +40,6 @@ pub struct Rendered {
     pub cache: CacheStatus,
 }
 
-/// Counters of work done, for tests and metrics.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Renders actually run (not merged, not cache hits).
-    pub renders: AtomicU64,
-    /// Source fetches made.
-    pub fetches: AtomicU64,
-    /// Requests answered from the cache.
-    pub hits: AtomicU64,
-    /// Requests answered by a render (their own or one they joined).
-    pub misses: AtomicU64,
-}
-
 /// The render path: the cache, merged misses, and what a miss needs.
 pub struct Pipeline {
     shared: Arc<Shared>,
@@ -68,7 +54,7 @@ struct Shared {
     gate: RenderGate,
     limits: Limits,
     jpeg_quality: u8,
-    stats: PipelineStats,
+    stats: Arc<Stats>,
     /// Sources that failed to decode, by key and version (modification time), so that a
     /// costly failure is paid once, not on every request for it.
     failures: moka::sync::Cache<(String, SystemTime), AppError>,
@@ -96,6 +82,7 @@ impl Pipeline {
         cache: Cache,
         limits: Limits,
         jpeg_quality: u8,
+        stats: Arc<Stats>,
     ) -> Self {
         Pipeline {
             shared: Arc::new(Shared {
@@ -105,7 +92,7 @@ impl Pipeline {
                 cache,
                 limits,
                 jpeg_quality,
-                stats: PipelineStats::default(),
+                stats,
                 failures: moka::sync::Cache::builder()
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
@@ -120,8 +107,8 @@ impl Pipeline {
         self.shared.source.as_ref()
     }
 
-    /// Work counters.
-    pub fn stats(&self) -> &PipelineStats {
+    /// The counters and timings it reports to.
+    pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }
 
@@ -155,7 +142,7 @@ impl Pipeline {
         let variant = VariantKey::new(req, OutputFormat::Jpeg);
         let started = Instant::now();
         let cached = shared.cache.get(&variant).await;
-        time_stage(stage::CACHE_CHECK, started);
+        shared.stats.stage(stage::CACHE_CHECK, started);
         let result = match cached {
             Some(hit) => Ok(Rendered::hit(hit)),
             None => {
@@ -170,13 +157,13 @@ impl Pipeline {
                     .unwrap_or_else(|_| Err(AppError::render_timeout()))
             }
         };
-        if let Ok(rendered) = &result {
-            let (counter, name) = match rendered.cache {
-                CacheStatus::Hit => (&shared.stats.hits, names::HITS),
-                CacheStatus::Miss => (&shared.stats.misses, names::MISSES),
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(name).increment(1);
+        match &result {
+            Ok(Rendered {
+                cache: CacheStatus::Hit,
+                ..
+            }) => shared.stats.hit(),
+            Ok(_) => shared.stats.miss(),
+            Err(_) => {}
         }
         result
     }
@@ -211,14 +198,13 @@ impl Shared {
         let turn = tokio::time::timeout_at(deadline, self.gate.fetch_turn())
             .await
             .map_err(timed_out)?;
-        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::FETCHES).increment(1);
+        self.stats.fetch();
         let started = Instant::now();
         let object = self
             .source
             .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
-        time_stage(stage::FETCH, started);
+        self.stats.stage(stage::FETCH, started);
         let version = object
             .modified
             .map(|m| (variant.key.as_str().to_owned(), m));
@@ -228,8 +214,8 @@ impl Shared {
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
             .map_err(timed_out)?;
-        self.stats.renders.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::RENDERS).increment(1);
+        self.stats.render();
+        self.stats.rendered_key(variant.key.as_str());
         let job = RenderJob {
             variant,
             ticket,
@@ -238,6 +224,7 @@ impl Shared {
             cache: self.cache.clone(),
             max_pixels: self.limits.max_source_pixels,
             quality: self.jpeg_quality,
+            stats: self.stats.clone(),
         };
         let task = tokio::task::spawn_blocking(move || {
             let _admitted = admission;
@@ -274,6 +261,7 @@ struct RenderJob {
     cache: Cache,
     max_pixels: u64,
     quality: u8,
+    stats: Arc<Stats>,
 }
 
 impl RenderJob {
@@ -282,7 +270,14 @@ impl RenderJob {
             width: self.variant.size.width,
             height: self.variant.size.height,
         };
-        render_bytes(source, &self.mode, target, self.max_pixels, self.quality)
+        render_bytes(
+            source,
+            &self.mode,
+            target,
+            self.max_pixels,
+            self.quality,
+            &self.stats,
+        )
     }
 
     fn store(self, encoded: Vec<u8>) -> Result<Rendered, AppError> {
@@ -301,7 +296,7 @@ impl RenderJob {
             self.ticket,
             current,
         );
-        time_stage(stage::CACHE_WRITE, started);
+        self.stats.stage(stage::CACHE_WRITE, started);
         let modified = match stored {
             Ok(PutOutcome::Stored(modified)) => modified,
             Ok(PutOutcome::Stale | PutOutcome::NoRoom) => SystemTime::now(),
@@ -326,10 +321,11 @@ pub fn render_bytes(
     target: TargetSize,
     max_pixels: u64,
     quality: u8,
+    stats: &Stats,
 ) -> Result<Vec<u8>, AppError> {
     let started = Instant::now();
     let decoded = decode(source, Some((target.width, target.height)), max_pixels)?;
-    time_stage(stage::DECODE, started);
+    stats.stage(stage::DECODE, started);
     let view = ImageView::new(
         &decoded.pixels,
         decoded.width,
@@ -342,9 +338,9 @@ pub fn render_bytes(
     })?;
     let started = Instant::now();
     let out = mode.render(view, target)?;
-    time_stage(stage::RENDER, started);
+    stats.stage(stage::RENDER, started);
     let started = Instant::now();
     let encoded = encode_jpeg(out.view(), quality)?;
-    time_stage(stage::ENCODE, started);
+    stats.stage(stage::ENCODE, started);
     Ok(encoded)
 }

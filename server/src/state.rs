@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ross_config::{Settings, SourceSettings};
 
+use crate::admin::session::Sessions;
 use crate::admin_token::{AdminToken, TokenError};
 use crate::cache::{Cache, CacheError};
 use crate::db::{Database, DbError};
@@ -11,7 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
 use crate::reload::Reloader;
 use crate::source::{LocalSource, S3Source, Source};
-use crate::stats::RequestStats;
+use crate::stats::Stats;
 use crate::whitelist::Whitelist;
 
 /// Why the server could not start.
@@ -47,8 +48,10 @@ pub struct AppState {
     pub cache: Cache,
     /// The admin API's token.
     pub admin_token: AdminToken,
-    /// Responses by status.
-    pub requests: RequestStats,
+    /// Counters and timings, read by `/metrics`, the admin API and the admin page.
+    pub stats: Arc<Stats>,
+    /// Admin page sessions.
+    pub sessions: Sessions,
     /// Originals being sent (`limits.max_original_streams` permits).
     pub original_streams: Arc<tokio::sync::Semaphore>,
 }
@@ -97,12 +100,14 @@ impl AppState {
                 );
             }
         }
+        let stats = Arc::new(Stats::default());
         let pipeline = Pipeline::new(
             source,
             modes.clone(),
             cache.clone(),
             settings.limits.clone(),
             settings.output.jpeg_quality,
+            stats.clone(),
         );
         Ok(Arc::new(AppState {
             whitelist,
@@ -111,7 +116,8 @@ impl AppState {
             pipeline,
             cache,
             admin_token,
-            requests: RequestStats::default(),
+            stats,
+            sessions: Sessions::new(settings.admin.session),
             original_streams: Arc::new(tokio::sync::Semaphore::new(
                 settings.limits.max_original_streams,
             )),

@@ -1,22 +1,18 @@
 //! Telemetry, configured once per process. Sentry, when `sentry.dsn` is set, receives every
 //! 5xx ([`report_failure`]) and every plugin refused ([`report_refused_plugin`]).
 //!
-//! Metrics: the `metrics` facade's recorder, exporting to
-//! Prometheus text (`GET /metrics`) and, when `statsd.host` is set, to statsd over
-//! non-blocking UDP (cadence, through `metrics-exporter-statsd`; a full queue drops metrics,
-//! never delays a request).
-//!
-//! Event sites call `metrics::counter!`, `histogram!` and `gauge!` with the names in
-//! [`names`]. Prometheus sees them as they are; statsd sees them renamed the statsd way
-//! ([`statsd_name`]): stage timers become `<prefix>.<stage>` in milliseconds, counters
-//! `<prefix>.<name>.<label values>` (`ross.requests.404`, `ross.hits`).
+//! Metrics: every event is reported to the server's [`Stats`](crate::stats::Stats), which
+//! `GET /metrics` (Prometheus text), the admin page and the admin API read, and which hands
+//! each event on to the `metrics` facade with the names in [`names`]. The facade's recorder,
+//! installed when `statsd.host` is set, sends them to statsd over non-blocking UDP (cadence,
+//! through `metrics-exporter-statsd`; a full queue drops metrics, never delays a request),
+//! renamed the statsd way ([`statsd_name`]): stage timers become `<prefix>.<stage>` in
+//! milliseconds, counters `<prefix>.<name>.<label values>` (`ross.requests.404`, `ross.hits`).
 
 use std::sync::OnceLock;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_exporter_statsd::StatsdBuilder;
-use metrics_util::layers::FanoutBuilder;
 use ross_config::{SentrySettings, StatsdSettings};
 
 /// Metric names, one place for every event site.
@@ -49,124 +45,44 @@ pub mod names {
     pub const PLUGIN_FAILURES: &str = "ross_plugin_load_failures_total";
 }
 
-/// The pipeline stages timed, as the SPEC names them.
-pub mod stage {
-    /// Looking for the variant in the cache.
-    pub const CACHE_CHECK: &str = "cache_check";
-    /// Reading the original.
-    pub const FETCH: &str = "fetch";
-    /// Decoding it.
-    pub const DECODE: &str = "decode";
-    /// The mode plugin's work.
-    pub const RENDER: &str = "render";
-    /// Encoding the output.
-    pub const ENCODE: &str = "encode";
-    /// Writing it to the cache.
-    pub const CACHE_WRITE: &str = "cache_write";
-}
-
-/// Records how long a stage took.
-pub fn time_stage(stage: &'static str, since: std::time::Instant) {
-    metrics::histogram!(names::STAGE_MS, "stage" => stage)
-        .record(since.elapsed().as_secs_f64() * 1e3);
-}
-
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("statsd.host: {0}")]
 pub struct TelemetryError(String);
 
-static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+/// Whether a recorder was installed (a process has one).
+static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// Metrics waiting to be sent to statsd; beyond it new ones are dropped, never waited for.
 const STATSD_QUEUE: usize = 8192;
 
-/// Installs the process's recorder: Prometheus always, statsd when configured. Later calls
-/// do nothing (the first configuration stays): a process has one recorder.
+/// Installs the process's recorder when statsd is configured (without one, the facade's
+/// calls cost next to nothing). Later calls do nothing: the first configuration stays.
 pub fn install(statsd: Option<&StatsdSettings>) -> Result<(), TelemetryError> {
-    if PROMETHEUS.get().is_some() {
+    let Some(s) = statsd else {
+        return Ok(());
+    };
+    if INSTALLED.get().is_some() {
         return Ok(());
     }
-    let prometheus = PrometheusBuilder::new().build_recorder();
-    let handle = prometheus.handle();
-    let mut fanout = FanoutBuilder::default().add_recorder(prometheus);
-    if let Some(s) = statsd {
-        let failed = |e: &dyn std::fmt::Display| TelemetryError(e.to_string());
-        let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| failed(&e))?;
-        socket.set_nonblocking(true).map_err(|e| failed(&e))?;
-        // One datagram a metric, sent at once from a queue of bounded size by cadence's own
-        // thread: a request never waits for the network, and nothing sits in a buffer.
-        let udp = cadence::UdpMetricSink::from((s.host.as_str(), s.port), socket)
-            .map_err(|e| failed(&e))?;
-        let sink = cadence::QueuingMetricSink::with_capacity(udp, STATSD_QUEUE);
-        let recorder = StatsdBuilder::from(s.host.clone(), s.port)
-            .with_sink(sink)
-            .histogram_is_timer()
-            .build(Some(&s.prefix))
-            .map_err(|e| failed(&e))?;
-        fanout = fanout.add_recorder(StatsdNames(recorder));
+    let failed = |e: &dyn std::fmt::Display| TelemetryError(e.to_string());
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| failed(&e))?;
+    socket.set_nonblocking(true).map_err(|e| failed(&e))?;
+    // One datagram a metric, sent at once from a queue of bounded size by cadence's own
+    // thread: a request never waits for the network, and nothing sits in a buffer.
+    let udp =
+        cadence::UdpMetricSink::from((s.host.as_str(), s.port), socket).map_err(|e| failed(&e))?;
+    let sink = cadence::QueuingMetricSink::with_capacity(udp, STATSD_QUEUE);
+    let recorder = StatsdBuilder::from(s.host.clone(), s.port)
+        .with_sink(sink)
+        .histogram_is_timer()
+        .build(Some(&s.prefix))
+        .map_err(|e| failed(&e))?;
+    if metrics::set_global_recorder(StatsdNames(recorder)).is_ok() {
+        let _ = INSTALLED.set(());
         tracing::info!(host = %s.host, port = s.port, prefix = %s.prefix, "sending metrics to statsd");
     }
-    if metrics::set_global_recorder(fanout.build()).is_ok() {
-        let _ = PROMETHEUS.set(handle);
-        describe();
-    }
     Ok(())
-}
-
-/// Help texts, and the counters that may stay at zero registered, so they show as 0.
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_histogram!(
-        names::STAGE_MS,
-        Unit::Milliseconds,
-        "Time spent in each pipeline stage."
-    );
-    describe_counter!(names::REQUESTS, "Responses sent, by status.");
-    describe_counter!(
-        names::ERRORS,
-        "Responses with a 4xx or 5xx status, by status."
-    );
-    describe_counter!(
-        names::HITS,
-        "Requests answered from the cache by ross (nginx's own hits never reach it)."
-    );
-    describe_counter!(names::MISSES, "Requests answered by a render.");
-    describe_counter!(
-        names::RENDERS,
-        "Renders run (identical concurrent misses count once)."
-    );
-    describe_counter!(names::FETCHES, "Originals fetched from the source.");
-    describe_gauge!(names::IN_FLIGHT, "Renders holding a render slot.");
-    describe_gauge!(
-        names::WAITING,
-        "Misses admitted and waiting for a fetch or a slot."
-    );
-    describe_gauge!(names::CACHE_ENTRIES, "Variants in the cache index.");
-    describe_gauge!(names::CACHE_BYTES, "Bytes of the cached variants.");
-    describe_counter!(
-        names::PLUGIN_LOADS,
-        "Plugin files loaded and put in service."
-    );
-    describe_counter!(
-        names::PLUGIN_FAILURES,
-        "Plugin files refused (the version already loaded, if any, kept serving)."
-    );
-    for name in [
-        names::HITS,
-        names::MISSES,
-        names::RENDERS,
-        names::FETCHES,
-        names::PLUGIN_LOADS,
-        names::PLUGIN_FAILURES,
-    ] {
-        metrics::counter!(name).increment(0);
-    }
-}
-
-/// The Prometheus text of everything recorded, if telemetry is installed.
-pub fn render() -> Option<String> {
-    PROMETHEUS.get().map(PrometheusHandle::render)
 }
 
 /// A metric's statsd name: `ross_stage_ms{stage="fetch"}` is `fetch`, `ross_requests_total

@@ -417,6 +417,18 @@ impl Cache {
         self.inner.run(&job)
     }
 
+    /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads
+    /// the index).
+    pub fn count(&self, selector: &Selector) -> Result<PurgeOutcome, CacheError> {
+        let mut outcome = PurgeOutcome::default();
+        for item in self.inner.matching(selector) {
+            let (_, meta) = item?;
+            outcome.entries += 1;
+            outcome.bytes += meta.bytes;
+        }
+        Ok(outcome)
+    }
+
     /// Removes every variant `selector` names, crash-safely. Blocking.
     pub fn purge(&self, selector: Selector) -> Result<PurgeOutcome, CacheError> {
         let job = self.begin_purge(selector)?;
@@ -796,6 +808,28 @@ impl Inner {
     /// Runs a journaled purge: no render begun before it is cached after this starts (see
     /// [`Selector::bars_earlier_renders`]); every matching entry and file goes; then its
     /// follow-up is recorded and its journal record removed.
+    /// The indexed variants `selector` names, with their entries.
+    fn matching<'a>(
+        &'a self,
+        selector: &'a Selector,
+    ) -> impl Iterator<Item = Result<(VariantKey, EntryMeta), CacheError>> + 'a {
+        let items: Box<dyn Iterator<Item = _>> = match selector.index_prefix() {
+            Some(prefix) => Box::new(self.index.scan_prefix(&prefix)),
+            None => Box::new(self.index.iter()),
+        };
+        items.filter_map(move |item| {
+            let (key, meta) = match item {
+                Ok(pair) => pair,
+                Err(e) => return Some(Err(e.into())),
+            };
+            // Reconciliation drops entries it cannot read.
+            let (variant, meta) = (VariantKey::from_index_key(&key)?, meta?);
+            selector
+                .matches(&variant, Some(&meta.version))
+                .then_some(Ok((variant, meta)))
+        })
+    }
+
     fn run(&self, job: &PurgeJob) -> Result<PurgeOutcome, CacheError> {
         let started = std::time::Instant::now();
         let selector = &job.selector;
@@ -803,20 +837,10 @@ impl Inner {
             let _writers_done = self.writes.write().unwrap_or_else(|e| e.into_inner());
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
-        let items: Box<dyn Iterator<Item = _>> = match selector.index_prefix() {
-            Some(prefix) => Box::new(self.index.scan_prefix(&prefix)),
-            None => Box::new(self.index.iter()),
-        };
         let mut outcome = PurgeOutcome::default();
         let mut emptied = BTreeSet::new();
-        for item in items {
-            let (key, meta) = item?;
-            let (Some(variant), Some(meta)) = (VariantKey::from_index_key(&key), meta) else {
-                continue; // reconciliation drops entries it cannot read
-            };
-            if !selector.matches(&variant, Some(&meta.version)) {
-                continue;
-            }
+        for item in self.matching(selector) {
+            let (variant, _) = item?;
             if let Some(gone) = self.remove_variant(&variant, None, &mut emptied)? {
                 outcome.entries += 1;
                 outcome.bytes += gone.bytes;

@@ -13,6 +13,9 @@ use crate::state::AppState;
 /// `GET`/`HEAD /{width}/{height}/{mode}/{key}` and `/{key}`.
 #[handler]
 pub async fn image(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
+    if req.uri().path() == "/" && crate::admin::views::serves_samples(state) {
+        return welcome(state);
+    }
     let limits = &state.settings.limits;
     let result = match parse(req.uri().path(), limits.max_width, limits.max_height) {
         Err(e) => Err(AppError::from(e)),
@@ -20,4 +23,37 @@ pub async fn image(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response
         Ok(Target::Original(key)) => original::original(req, state, key).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The bundled sample rendered in each mode.
+const WELCOME_SAMPLE: &str = "ladybird.jpg";
+
+/// `GET /` while the bundled samples are served: what ross is, with a render in each mode.
+fn welcome(state: &AppState) -> Response {
+    use admin_ui::pages::{Sample, WelcomePage};
+    use admin_ui::Template;
+    let page = WelcomePage {
+        samples: state
+            .modes
+            .modes()
+            .iter()
+            .map(|m| Sample {
+                mode: m.name.clone(),
+                description: m.description.clone(),
+                url: format!("/300/300/{}/{WELCOME_SAMPLE}", m.name),
+            })
+            .collect(),
+        original: WELCOME_SAMPLE.into(),
+        admin: state.settings.admin.enabled,
+    };
+    match page.render() {
+        Ok(body) => Response::builder()
+            .content_type("text/html; charset=utf-8")
+            .header("Cache-Control", "no-store")
+            .header("X-Content-Type-Options", "nosniff")
+            .body(body),
+        Err(e) => AppError::internal("internal-error", "The page could not be drawn.")
+            .detailed(e)
+            .into_response(),
+    }
 }

@@ -1,4 +1,5 @@
-//! `GET /metrics`: Prometheus text exposition of the server's counters.
+//! `GET /metrics`: Prometheus text, written from the same admin view of the stats that the
+//! admin page and the admin API show, plus what only the state knows.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -8,77 +9,199 @@ use poem::http::header;
 use poem::web::Data;
 use poem::{handler, Response};
 
-use crate::plugins::libraries_mapped;
+use crate::admin::views;
 use crate::state::AppState;
+use crate::telemetry::names;
 
-/// Counters and gauges, one `# HELP`/`# TYPE` block each.
+/// One metric family: `# HELP`, `# TYPE` and its samples (labels, value).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// A family of one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl ToString) {
+    family(out, name, kind, help, &[(String::new(), value.to_string())]);
+}
+
+/// A Prometheus float: `NaN` for none.
+fn float(value: Option<f64>) -> String {
+    value.map_or_else(|| "NaN".into(), |v| v.to_string())
+}
+
+/// Every metric, as Prometheus text.
 #[handler]
 pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
-    let mut out = String::new();
     crate::app::set_gauges(state);
-    if let Some(recorded) = crate::telemetry::render() {
-        out.push_str(&recorded);
-    }
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
+    let stats = views::stats(state);
+    let mut out = String::new();
+    let mut stage_samples = Vec::new();
+    for stage in &stats.stages {
+        let quantiles = [
+            ("0.5", stage.p50_ms),
+            ("0.9", stage.p90_ms),
+            ("0.95", stage.p95_ms),
+            ("0.99", stage.p99_ms),
+        ];
+        for (q, value) in quantiles {
+            let labels = format!("{{stage=\"{}\",quantile=\"{q}\"}}", stage.stage);
+            stage_samples.push((labels, float(value)));
         }
+    }
+    family(
+        &mut out,
+        names::STAGE_MS,
+        "summary",
+        "Time spent in each pipeline stage, in milliseconds (quantiles over the last minute).",
+        &stage_samples,
+    );
+    let per_stage = |value: &dyn Fn(&admin_ui::views::StageView) -> String| {
+        stats
+            .stages
+            .iter()
+            .map(|s| (format!("{{stage=\"{}\"}}", s.stage), value(s)))
+            .collect::<Vec<_>>()
     };
-    let cache = state.cache.stats();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    // What the state knows and the event sites do not record.
-    let single: [(&str, &str, &str, u64); 4] = [
+    for (line, samples) in [
+        ("sum", per_stage(&|s| s.sum_ms.to_string())),
+        ("count", per_stage(&|s| s.count.to_string())),
+    ] {
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{}_{line}{labels} {value}", names::STAGE_MS);
+        }
+    }
+    let by_status = |map: &std::collections::BTreeMap<u16, u64>| {
+        map.iter()
+            .map(|(status, n)| (format!("{{status=\"{status}\"}}"), n.to_string()))
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        names::REQUESTS,
+        "counter",
+        "Responses sent, by status.",
+        &by_status(&stats.responses),
+    );
+    family(
+        &mut out,
+        names::ERRORS,
+        "counter",
+        "Responses with a 4xx or 5xx status, by status.",
+        &by_status(&stats.errors),
+    );
+    let counters: [(&str, &str, u64); 7] = [
         (
-            "ross_cache_max_bytes",
-            "gauge",
-            "cache.max_bytes: the bound on ross_cache_bytes.",
-            cache.max_bytes,
+            names::HITS,
+            "Requests answered from the cache by ross (nginx's own hits never reach it).",
+            stats.hits,
+        ),
+        (
+            names::MISSES,
+            "Requests answered by a render.",
+            stats.misses,
+        ),
+        (
+            names::RENDERS,
+            "Renders run (identical concurrent misses count once).",
+            stats.renders,
+        ),
+        (
+            names::FETCHES,
+            "Originals fetched from the source.",
+            stats.fetches,
+        ),
+        (
+            names::PLUGIN_LOADS,
+            "Plugin files loaded and put in service.",
+            stats.plugins.loads,
+        ),
+        (
+            names::PLUGIN_FAILURES,
+            "Plugin files refused (the version already loaded, if any, kept serving).",
+            stats.plugins.failures,
         ),
         (
             "ross_cache_evicted_total",
-            "counter",
             "Variants evicted (least recently served first) to stay within cache.max_bytes.",
-            cache.evicted_entries,
+            stats.cache.evicted_entries,
+        ),
+    ];
+    for (name, help, value) in counters {
+        single(&mut out, name, "counter", help, value);
+    }
+    single(
+        &mut out,
+        "ross_cache_mode_purges_total",
+        "counter",
+        "Cache purges of a mode whose plugin changed version.",
+        state.reloader.stats.purges.load(Ordering::Relaxed),
+    );
+    let gauges: [(&str, &str, u64); 7] = [
+        (
+            names::IN_FLIGHT,
+            "Renders holding a render slot.",
+            stats.renders_in_flight,
+        ),
+        (
+            names::WAITING,
+            "Misses admitted and waiting for a fetch or a slot.",
+            stats.renders_waiting,
+        ),
+        (
+            names::CACHE_ENTRIES,
+            "Variants in the cache index.",
+            stats.cache.entries,
+        ),
+        (
+            names::CACHE_BYTES,
+            "Bytes of the cached variants.",
+            stats.cache.bytes,
+        ),
+        (
+            "ross_cache_max_bytes",
+            "cache.max_bytes: the bound on ross_cache_bytes.",
+            stats.cache.max_bytes,
         ),
         (
             "ross_plugin_libraries_mapped",
-            "gauge",
             "Plugin libraries mapped into this process. Never unmapped: restart the process \
              (rolling) when this grows large; see docs/plugins.md.",
-            libraries_mapped(),
+            stats.plugins.libraries_mapped,
         ),
         (
-            "ross_cache_mode_purges_total",
-            "counter",
-            "Cache purges of a mode whose plugin changed version.",
-            load(&state.reloader.stats.purges),
+            "ross_uptime_seconds",
+            "Seconds since the server started.",
+            stats.uptime_seconds,
         ),
     ];
-    for (name, kind, help, value) in single {
-        metric(name, kind, help, &[(String::new(), value)]);
+    for (name, help, value) in gauges {
+        single(&mut out, name, "gauge", help, value);
     }
-    let modes: Vec<(String, u64)> = state
+    let modes: Vec<(String, String)> = state
         .modes
         .modes()
         .iter()
         .map(|m| {
             let labels = format!("{{mode=\"{}\",version=\"{}\"}}", m.name, escape(&m.version));
-            (labels, 1)
+            (labels, "1".to_owned())
         })
         .collect();
-    metric(
+    family(
+        &mut out,
         "ross_mode_loaded",
         "gauge",
         "Modes in service, by name and version.",
         &modes,
     );
     if let Some(rss) = resident_bytes() {
-        metric(
+        single(
+            &mut out,
             "ross_process_resident_memory_bytes",
             "gauge",
             "Resident memory of this process.",
-            &[(String::new(), rss)],
+            rss,
         );
     }
     Response::builder()

@@ -9,16 +9,13 @@ mod whitelist;
 
 use std::sync::Arc;
 
-use poem::error::ReadBodyError;
 use poem::http::{header, StatusCode};
 use poem::{get, post, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use serde::de::DeserializeOwned;
 
+use crate::admin::ops::bad_request;
 use crate::error::AppError;
 use crate::state::AppState;
-
-/// Largest request body read: admin requests are a few bytes of JSON.
-const MAX_BODY: usize = 64 << 10;
 
 /// The API's routes, behind the token check.
 pub fn routes() -> impl Endpoint<Output = Response> {
@@ -70,42 +67,10 @@ fn unauthorised() -> Response {
     response
 }
 
-/// A 400 for bad admin input.
-fn bad_request(message: impl Into<String>) -> AppError {
-    AppError::new(StatusCode::BAD_REQUEST, "invalid-request", message)
-}
-
-/// Reads a JSON body into `T` (whose fields are all it may hold). The body must arrive
-/// within `server.header_timeout_ms` (408 after that; a client trickling it cannot hold the
-/// connection) and be at most 64 KiB (413).
+/// Reads a JSON body into `T` (whose fields are all it may hold), bounded as
+/// [`read_small_body`] says.
 async fn json_body<T: DeserializeOwned>(state: &AppState, body: poem::Body) -> Result<T, AppError> {
-    let deadline = state.settings.server.header_timeout;
-    let read = tokio::time::timeout(deadline, body.into_bytes_limit(MAX_BODY)).await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(ReadBodyError::PayloadTooLarge)) => {
-            return Err(AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!("The request body is larger than {MAX_BODY} bytes."),
-            ))
-        }
-        Ok(Err(e)) => {
-            return Err(bad_request(format!(
-                "The request body could not be read: {e}."
-            )))
-        }
-        Err(_) => {
-            return Err(AppError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
-                format!(
-                    "The request body did not arrive within {} s.",
-                    deadline.as_secs_f64()
-                ),
-            ))
-        }
-    };
+    let bytes = super::read_small_body(state, body).await?;
     let wrong = |e: serde_json::Error| {
         bad_request(format!(
             "The request body is not what this call takes: {e}."
@@ -124,24 +89,6 @@ fn json(value: &impl serde::Serialize) -> Response {
         .content_type("application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(serde_json::to_string(value).expect("serialises"))
-}
-
-/// Runs sled work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "admin task failed");
-        Err(store_failed())
-    })
-}
-
-/// The database failed; details are logged.
-fn store_failed() -> AppError {
-    AppError::internal(
-        "store-failed",
-        "ross could not read or write its database; see the server log.",
-    )
 }
 
 /// Answers `result`, whether value or error.

@@ -1,0 +1,301 @@
+//! The forms that change state: whitelist edits, purges and the plugin rescan. Each needs a
+//! session and its CSRF token, goes through the same operations as the admin JSON API
+//! (`crate::admin::ops`), and ends in a redirect to its page with a notice, or in the page
+//! again with the refusal shown next to the field.
+
+use std::sync::Arc;
+
+use admin_ui::format;
+use admin_ui::pages::{CachePage, PurgeCount, PurgeForm, Section, WhitelistPage};
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{handler, Body, Request, Response};
+use serde::Deserialize;
+
+use super::{check_csrf, chrome, read_form, refused, render, session, with_notice};
+use crate::admin::ops::{self, PurgeTarget};
+use crate::admin::session::Session;
+use crate::admin::views;
+use crate::cache::Selector;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The forms' fields (each form sends the ones it has).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Fields {
+    csrf: String,
+    size: String,
+    enabled: String,
+    kind: String,
+    value: String,
+}
+
+/// The session and the form, checked; or the answer to give instead.
+async fn checked(
+    req: &Request,
+    state: &AppState,
+    body: Body,
+) -> Result<(Arc<Session>, Fields), Box<Response>> {
+    let session = session(req, state)?;
+    let fields: Fields = read_form(state, body).await?;
+    check_csrf(&session, &fields.csrf)?;
+    Ok((session, fields))
+}
+
+/// An operation's failure other than bad input.
+fn failed(e: &AppError) -> Response {
+    refused(e.status, "That did not work", &e.message, "/admin")
+}
+
+/// `POST /admin/whitelist`: allows a size.
+#[handler]
+pub(super) async fn add_size(
+    req: &Request,
+    Data(state): Data<&Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let (session, fields) = match checked(req, state, body).await {
+        Ok(pair) => pair,
+        Err(answer) => return *answer,
+    };
+    let typed = fields.size.trim();
+    match ops::allow_size(state, typed).await {
+        Ok((size, true)) => with_notice(
+            &session,
+            "/admin/whitelist",
+            format!("Added {size}: it is rendered from now on."),
+        ),
+        Ok((size, false)) => with_notice(
+            &session,
+            "/admin/whitelist",
+            format!("{size} was already allowed."),
+        ),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => render(
+            StatusCode::BAD_REQUEST,
+            &WhitelistPage {
+                chrome: chrome(&session, Section::Whitelist),
+                whitelist: views::whitelist(state),
+                input: typed.to_owned(),
+                error: Some(e.message),
+            },
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `POST /admin/whitelist/remove`: stops allowing a size and purges its renders.
+#[handler]
+pub(super) async fn remove_size(
+    req: &Request,
+    Data(state): Data<&Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let (session, fields) = match checked(req, state, body).await {
+        Ok(pair) => pair,
+        Err(answer) => return *answer,
+    };
+    match ops::disallow_size(state, fields.size.trim()).await {
+        Ok((size, purged)) => with_notice(
+            &session,
+            "/admin/whitelist",
+            format!(
+                "Removed {size}; {} cached {} of it purged ({}).",
+                purged.entries,
+                if purged.entries == 1 {
+                    "render"
+                } else {
+                    "renders"
+                },
+                format::bytes(purged.bytes)
+            ),
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `POST /admin/whitelist/enabled`: turns the whitelist on or off.
+#[handler]
+pub(super) async fn switch_whitelist(
+    req: &Request,
+    Data(state): Data<&Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let (session, fields) = match checked(req, state, body).await {
+        Ok(pair) => pair,
+        Err(answer) => return *answer,
+    };
+    let enabled = match fields.enabled.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return failed(&ops::bad_request(
+                "Say whether to turn the whitelist on or off.",
+            ))
+        }
+    };
+    match ops::set_whitelist_enabled(state, enabled).await {
+        Ok(()) => with_notice(
+            &session,
+            "/admin/whitelist",
+            if enabled {
+                "The whitelist is on: only its sizes are rendered.".into()
+            } else {
+                "The whitelist is off: every size within the limits is rendered.".into()
+            },
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// The purge the form selects.
+fn purge_selector(state: &AppState, form: &PurgeForm) -> Result<Selector, AppError> {
+    let value = form.value.trim();
+    let target = match form.kind.as_str() {
+        "key" => PurgeTarget::Key(value),
+        "prefix" => PurgeTarget::Prefix(value),
+        "mode" => PurgeTarget::Mode(value),
+        "size" => PurgeTarget::Size(value),
+        "all" => PurgeTarget::All,
+        _ => return Err(ops::bad_request("Choose what to purge.")),
+    };
+    if value.is_empty() && form.kind != "all" {
+        return Err(ops::bad_request(format!(
+            "Give the {} to purge.",
+            form.kind
+        )));
+    }
+    ops::selector(state, target)
+}
+
+/// The cache page at a step of a purge.
+fn cache_page(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    form: PurgeForm,
+    error: Option<String>,
+    preview: Option<PurgeCount>,
+) -> Response {
+    render(
+        status,
+        &CachePage {
+            chrome: super::chrome(session, Section::Cache),
+            cache: views::stats(state).cache,
+            form,
+            error,
+            preview,
+        },
+    )
+}
+
+/// `POST /admin/cache/preview`: the confirmation step, with what the purge would remove.
+#[handler]
+pub(super) async fn preview_purge(
+    req: &Request,
+    Data(state): Data<&Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let (session, fields) = match checked(req, state, body).await {
+        Ok(pair) => pair,
+        Err(answer) => return *answer,
+    };
+    let form = PurgeForm {
+        kind: fields.kind,
+        value: fields.value.trim().to_owned(),
+    };
+    let counted = match purge_selector(state, &form) {
+        Ok(selector) => ops::count(state, selector).await,
+        Err(e) => Err(e),
+    };
+    match counted {
+        Ok(count) => cache_page(
+            state,
+            &session,
+            StatusCode::OK,
+            form,
+            None,
+            Some(PurgeCount {
+                entries: count.entries,
+                bytes: count.bytes,
+            }),
+        ),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => cache_page(
+            state,
+            &session,
+            StatusCode::BAD_REQUEST,
+            form,
+            Some(e.message),
+            None,
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `POST /admin/cache/purge`: the purge, then the cache page saying what it removed.
+#[handler]
+pub(super) async fn purge(
+    req: &Request,
+    Data(state): Data<&Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let (session, fields) = match checked(req, state, body).await {
+        Ok(pair) => pair,
+        Err(answer) => return *answer,
+    };
+    let form = PurgeForm {
+        kind: fields.kind,
+        value: fields.value.trim().to_owned(),
+    };
+    let purged = match purge_selector(state, &form) {
+        Ok(selector) => ops::purge(state, selector).await,
+        Err(e) => Err(e),
+    };
+    match purged {
+        Ok(outcome) => with_notice(
+            &session,
+            "/admin/cache",
+            format!(
+                "Purged {} {} ({}): {}.",
+                outcome.entries,
+                if outcome.entries == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                },
+                format::bytes(outcome.bytes),
+                form.describe()
+            ),
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `POST /admin/plugins/rescan`: loads, replaces and removes plugins as the folder says now.
+#[handler]
+pub(super) async fn rescan(
+    req: &Request,
+    Data(state): Data<&Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let (session, _) = match checked(req, state, body).await {
+        Ok(pair) => pair,
+        Err(answer) => return *answer,
+    };
+    match ops::rescan_plugins(state).await {
+        Ok(()) => {
+            let view = views::plugins(state);
+            with_notice(
+                &session,
+                "/admin/plugins",
+                format!(
+                    "Rescanned {}: {} modes in service, {} files refused so far.",
+                    view.dir,
+                    view.modes.len(),
+                    view.refused.len()
+                ),
+            )
+        }
+        Err(e) => failed(&e),
+    }
+}
