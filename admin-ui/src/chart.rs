@@ -24,7 +24,7 @@ pub struct Chart {
     pub lines: Vec<Line>,
     /// The highest p99, labelled.
     pub peak_latency: String,
-    /// How far back the chart goes, labelled.
+    /// How far back the chart goes ("15 min"), labelled.
     pub span: String,
 }
 
@@ -85,6 +85,7 @@ impl Chart {
             ("p95", "95th percentile", |p| p.p95_ms),
             ("p99", "99th percentile", |p| p.p99_ms),
         ];
+        // Steps: each bucket's value spans its width, so a single bucket shows too.
         let lines = series
             .into_iter()
             .map(|(class, label, value)| Line {
@@ -95,8 +96,10 @@ impl Chart {
                     .enumerate()
                     .filter_map(|(i, p)| {
                         let v = value(p)?;
-                        let y = HEIGHT - v / peak_latency.max(f64::MIN_POSITIVE) * (HEIGHT - 2.0);
-                        Some(format!("{},{}", num(i as f64 * STEP + STEP / 2.0), num(y)))
+                        let y =
+                            num(HEIGHT - v / peak_latency.max(f64::MIN_POSITIVE) * (HEIGHT - 2.0));
+                        let (x0, x1) = (num(i as f64 * STEP), num((i + 1) as f64 * STEP));
+                        Some(format!("{x0},{y} {x1},{y}"))
                     })
                     .collect::<Vec<_>>()
                     .join(" "),
@@ -112,7 +115,7 @@ impl Chart {
             } else {
                 "–".into()
             },
-            span: format::duration(timeline.first().map_or(0, |p| p.seconds_ago)),
+            span: format::duration(timeline.first().map_or(0, |p| p.seconds_ago) + STEP as u64),
         }
     }
 
@@ -153,7 +156,7 @@ mod tests {
         assert_eq!(chart.bars[1].h, "98");
         assert_eq!(chart.bars[0].h, "49");
         assert_eq!(chart.peak_rate, "10.0/s");
-        assert_eq!(chart.lines[2].points, "15,51 25,2");
+        assert_eq!(chart.lines[2].points, "10,51 20,51 20,2 30,2");
         assert_eq!(chart.peak_latency, "8.00 ms");
         assert!(Chart::of(&[]).is_empty());
     }

@@ -35,11 +35,26 @@ pub fn ms(value: f64) -> String {
     }
 }
 
+/// Milliseconds as a bare number to three significant figures: "0.042", "1.25", "312",
+/// "4100".
+pub fn ms_number(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else if value >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
 /// Seconds as the two largest units: "45 s", "12 min 5 s", "3 h 20 min", "2 d 4 h".
 pub fn duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s} s"),
+        (0, 0, _) if s == 0 => format!("{m} min"),
         (0, 0, _) => format!("{m} min {s} s"),
         (0, _, _) => format!("{h} h {m} min"),
         _ => format!("{d} d {h} h"),
@@ -59,8 +74,11 @@ mod tests {
         assert_eq!(ms(1.254), "1.25 ms");
         assert_eq!(ms(312.4), "312 ms");
         assert_eq!(ms(4100.0), "4.1 s");
+        assert_eq!(ms_number(4100.0), "4100");
+        assert_eq!(ms_number(0.0421), "0.042");
         assert_eq!(duration(45), "45 s");
         assert_eq!(duration(725), "12 min 5 s");
+        assert_eq!(duration(900), "15 min");
         assert_eq!(duration(12_000), "3 h 20 min");
         assert_eq!(duration(187_200), "2 d 4 h");
     }

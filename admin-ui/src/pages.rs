@@ -135,7 +135,7 @@ impl PurgeForm {
         ("prefix", "A folder", "a key prefix, e.g. products/1/"),
         ("mode", "A mode", "a mode name, e.g. crop"),
         ("size", "A size", "a size, e.g. 300x300"),
-        ("all", "Everything", "nothing"),
+        ("all", "Everything", "leave the field empty"),
     ];
 
     /// Whether `kind` is the one chosen.

@@ -102,7 +102,7 @@ pub struct StageView {
 }
 
 impl StageView {
-    /// The median as text: "1.25 ms", or a dash when nothing was recorded.
+    /// The median in milliseconds as text: "1.25", or a dash when nothing was recorded.
     pub fn p50(&self) -> String {
         ms_or_dash(self.p50_ms)
     }
@@ -119,7 +119,7 @@ impl StageView {
 }
 
 fn ms_or_dash(value: Option<f64>) -> String {
-    value.map_or_else(|| "–".into(), format::ms)
+    value.map_or_else(|| "–".into(), format::ms_number)
 }
 
 /// The disk cache's totals.
@@ -156,10 +156,12 @@ impl CacheView {
 
     /// How full the cache is, in percent.
     pub fn percent_full(&self) -> String {
-        if self.max_bytes == 0 {
-            return "0".into();
+        let percent = self.bytes as f64 * 100.0 / self.max_bytes.max(1) as f64;
+        if self.bytes > 0 && percent < 0.1 {
+            "< 0.1".into()
+        } else {
+            format!("{percent:.1}")
         }
-        format!("{:.1}", self.bytes as f64 * 100.0 / self.max_bytes as f64)
     }
 }
 
@@ -261,6 +263,18 @@ pub struct ModeView {
     pub last_load_error: Option<RefusedView>,
 }
 
+impl ModeView {
+    /// The plugin file's name, without its folder.
+    pub fn file_name(&self) -> &str {
+        file_name(&self.file)
+    }
+}
+
+/// The last part of a path.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// A plugin file refused.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RefusedView {
@@ -272,11 +286,34 @@ pub struct RefusedView {
     pub at: String,
 }
 
+impl RefusedView {
+    /// The file's name, without its folder.
+    pub fn file_name(&self) -> &str {
+        file_name(&self.file)
+    }
+}
+
 /// The effective settings, credentials redacted.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SettingsView {
     /// `key = value` lines, in the settings file's order.
     pub lines: Vec<SettingLine>,
+}
+
+impl SettingsView {
+    /// The lines by section (`server`, `source`...), in order; keys outside a section under
+    /// "general".
+    pub fn groups(&self) -> Vec<(String, Vec<&SettingLine>)> {
+        let mut groups: Vec<(String, Vec<&SettingLine>)> = Vec::new();
+        for line in &self.lines {
+            let section = line.key.split_once('.').map_or("general", |(s, _)| s);
+            match groups.iter_mut().find(|(name, _)| name == section) {
+                Some((_, lines)) => lines.push(line),
+                None => groups.push((section.to_owned(), vec![line])),
+            }
+        }
+        groups
+    }
 }
 
 /// One setting.

@@ -118,7 +118,7 @@ pub struct StageTimes {
 /// Ten seconds of the timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelinePoint {
-    /// How long ago the bucket began.
+    /// How many seconds before the current bucket this one is (0 for the current one).
     pub seconds_ago: u64,
     /// Requests answered in it.
     pub requests: u64,
@@ -330,32 +330,24 @@ impl Stats {
             .collect()
     }
 
-    /// The last 15 minutes in 10 s buckets, oldest first (empty buckets included).
+    /// The last 15 minutes in 10 s buckets, oldest first; buckets without requests (before
+    /// the start, too) are there, empty.
     pub fn timeline(&self) -> Vec<TimelinePoint> {
         let now = self.bucket_now();
-        let elapsed = self.started.elapsed().as_secs();
         let timeline = lock(&self.timeline);
-        let first = now.saturating_sub(TIMELINE_BUCKETS - 1);
-        (first..=now)
-            .map(|at| {
-                let seconds_ago = elapsed.saturating_sub(at * BUCKET.as_secs());
-                match timeline.iter().find(|b| b.at == at) {
-                    Some(b) => TimelinePoint {
-                        seconds_ago,
-                        requests: b.requests,
-                        errors: b.errors,
-                        p50_ms: b.latency.quantile(0.5),
-                        p95_ms: b.latency.quantile(0.95),
-                        p99_ms: b.latency.quantile(0.99),
-                    },
-                    None => TimelinePoint {
-                        seconds_ago,
-                        requests: 0,
-                        errors: 0,
-                        p50_ms: None,
-                        p95_ms: None,
-                        p99_ms: None,
-                    },
+        (0..TIMELINE_BUCKETS)
+            .rev()
+            .map(|ago| {
+                let bucket = now
+                    .checked_sub(ago)
+                    .and_then(|at| timeline.iter().find(|b| b.at == at));
+                TimelinePoint {
+                    seconds_ago: ago * BUCKET.as_secs(),
+                    requests: bucket.map_or(0, |b| b.requests),
+                    errors: bucket.map_or(0, |b| b.errors),
+                    p50_ms: bucket.and_then(|b| b.latency.quantile(0.5)),
+                    p95_ms: bucket.and_then(|b| b.latency.quantile(0.95)),
+                    p99_ms: bucket.and_then(|b| b.latency.quantile(0.99)),
                 }
             })
             .collect()
@@ -417,8 +409,11 @@ mod tests {
         assert_eq!((fetch.stage, fetch.count), (stage::FETCH, 0));
         assert!(fetch.quantiles.iter().all(Option::is_none));
         let timeline = s.timeline();
-        assert_eq!(timeline.len(), 1, "one bucket since start");
+        assert_eq!(timeline.len() as u64, TIMELINE_BUCKETS);
+        assert_eq!(timeline[0].seconds_ago, (TIMELINE_BUCKETS - 1) * 10);
+        assert_eq!(timeline[0].requests, 0);
         let last = timeline.last().unwrap();
+        assert_eq!(last.seconds_ago, 0);
         assert_eq!((last.requests, last.errors), (4, 2));
         assert!((last.p50_ms.unwrap() - 3.0).abs() < 0.5, "{last:?}");
     }

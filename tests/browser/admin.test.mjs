@@ -221,7 +221,7 @@ test("a broken plugin file shows its error on the plugins page", async () => {
   writeFileSync(join(plugins, "libbroken.so"), "this is not a shared library");
   await page.goto(`${base}/admin/plugins`);
   await until("the refusal on the plugins page", async () => {
-    await Promise.all([page.waitForURL(`${base}/admin/plugins`), page.click("form.inline button")]);
+    await Promise.all([page.waitForURL(`${base}/admin/plugins`), page.click("form[action='/admin/plugins/rescan'] button")]);
     const refused = page.locator("ul.refused");
     return (await refused.count()) > 0 && /libbroken\.so/.test(await refused.textContent());
   });

@@ -45,7 +45,7 @@ async fn checked(
 
 /// An operation's failure other than bad input.
 fn failed(e: &AppError) -> Response {
-    refused(e.status, "That did not work", &e.message, "/admin")
+    refused(e.status, e.code, "That did not work", &e.message, "/admin")
 }
 
 /// `POST /admin/whitelist`: allows a size.
@@ -289,13 +289,17 @@ pub(super) async fn rescan(
                 &session,
                 "/admin/plugins",
                 format!(
-                    "Rescanned {}: {} modes in service, {} files refused so far.",
-                    view.dir,
-                    view.modes.len(),
-                    view.refused.len()
+                    "Rescanned the plugin folder: {} in service, {} refused so far.",
+                    plural(view.modes.len(), "mode", "modes"),
+                    plural(view.refused.len(), "file", "files"),
                 ),
             )
         }
         Err(e) => failed(&e),
     }
+}
+
+/// `n` and the noun that goes with it: "1 file", "2 files".
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -12,6 +12,7 @@ use super::{check_csrf, client_ip, read_form, refused, render, secure, see_other
 use crate::admin::session::{
     cookie, random_token, set_cookie, tokens_match, FAILURE_DELAY, LOGIN_COOKIE, SESSION_COOKIE,
 };
+use crate::error::ErrorCode;
 use crate::state::AppState;
 
 /// How long the login form's CSRF cookie lasts.
@@ -89,6 +90,9 @@ pub(super) async fn submit(
         if let Ok(value) = HeaderValue::from_str(&wait.as_secs().to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        response
+            .extensions_mut()
+            .insert(ErrorCode("too-many-logins"));
         return response;
     }
     let form: LoginForm = match read_form(state, body).await {
@@ -99,6 +103,7 @@ pub(super) async fn submit(
     if !tokens_match(expected, &form.csrf) {
         return refused(
             StatusCode::FORBIDDEN,
+            "csrf-token-invalid",
             "The login form has expired",
             "Reload the login page and try again.",
             "/admin/login",
@@ -108,12 +113,14 @@ pub(super) async fn submit(
         state.sessions.failed(client);
         tracing::warn!(client = ?client, "admin login failed");
         tokio::time::sleep(FAILURE_DELAY).await;
-        return login_page(
+        let mut response = login_page(
             req,
             state,
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin token.".into()),
         );
+        response.extensions_mut().insert(ErrorCode("unauthorized"));
+        return response;
     }
     state.sessions.succeeded(client);
     let (id, _) = state.sessions.start();

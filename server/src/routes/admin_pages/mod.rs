@@ -23,6 +23,7 @@ use poem::{get, handler, post, Request, Response, Route};
 
 use crate::admin::session::Session;
 use crate::admin::views;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 
 /// Seconds between the dashboard's refreshes.
@@ -102,6 +103,7 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
             tracing::error!(error = %e, "admin page failed to render");
             refused(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
                 "Something went wrong",
                 "The page could not be drawn; the server log says why.",
                 "/admin",
@@ -120,8 +122,15 @@ fn see_other(to: &str) -> Response {
     response
 }
 
-/// A page saying why an action was refused.
-fn refused(status: StatusCode, title: &str, message: &str, back: &str) -> Response {
+/// A page saying why an action was refused; `code` is the SPEC's error code, for the
+/// dashboard's list of recent errors.
+fn refused(
+    status: StatusCode,
+    code: &'static str,
+    title: &str,
+    message: &str,
+    back: &str,
+) -> Response {
     let page = RefusedPage {
         title: title.into(),
         message: message.into(),
@@ -130,7 +139,9 @@ fn refused(status: StatusCode, title: &str, message: &str, back: &str) -> Respon
     let body = page
         .render()
         .unwrap_or_else(|_| format!("{title}: {message}"));
-    html(status, body)
+    let mut response = html(status, body);
+    response.extensions_mut().insert(ErrorCode(code));
+    response
 }
 
 /// The logged-in session of `req`, or the answer to give instead: a redirect to the login
@@ -191,6 +202,7 @@ async fn read_form<T: serde::de::DeserializeOwned>(
     let bytes = super::read_small_body(state, body).await.map_err(|e| {
         Box::new(refused(
             e.status,
+            e.code,
             "The form did not arrive",
             &e.message,
             "/admin",
@@ -199,6 +211,7 @@ async fn read_form<T: serde::de::DeserializeOwned>(
     serde_urlencoded::from_bytes(&bytes).map_err(|e| {
         Box::new(refused(
             StatusCode::BAD_REQUEST,
+            "invalid-request",
             "The form is not one of these pages'",
             &format!("It could not be read: {e}."),
             "/admin",
@@ -213,6 +226,7 @@ fn check_csrf(session: &Session, given: &str) -> Result<(), Box<Response>> {
     }
     Err(Box::new(refused(
         StatusCode::FORBIDDEN,
+        "csrf-token-invalid",
         "This form has expired",
         "It did not carry this session's security token (it may come from another site, or \
          from before you last logged in), so nothing was changed. Reload the page and try \
