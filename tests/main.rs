@@ -7,6 +7,7 @@ mod util;
 
 /// The admin JSON API: the token, whitelist edits, bad input, persistence, stats, plugins.
 mod admin_api;
+mod admin_pages;
 /// Bad source files get their SPEC status and the server keeps serving.
 mod bad_inputs;
 /// The `ross` binary: configuration errors, broken plugins at start-up.

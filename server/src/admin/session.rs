@@ -113,8 +113,9 @@ impl Sessions {
     }
 
     /// `Err(wait)` when `client` has failed too often and must wait before trying again.
+    /// Clients whose address is unknown count as one.
     pub fn may_try(&self, client: Option<IpAddr>) -> Result<(), Duration> {
-        let Some(failures) = client.and_then(|c| self.failures.get(&c)) else {
+        let Some(failures) = self.failures.get(&address(client)) else {
             return Ok(());
         };
         let age = failures.since.elapsed();
@@ -126,10 +127,9 @@ impl Sessions {
 
     /// A login from `client` failed.
     pub fn failed(&self, client: Option<IpAddr>) {
-        let Some(client) = client else { return };
         let now = Instant::now();
         self.failures
-            .entry(client)
+            .entry(address(client))
             .and_upsert_with(|entry| match entry.map(|e| e.into_value()) {
                 Some(f) if f.since.elapsed() < FAILURE_WINDOW => Failures {
                     count: f.count + 1,
@@ -144,10 +144,13 @@ impl Sessions {
 
     /// A login from `client` succeeded: its failures are forgotten.
     pub fn succeeded(&self, client: Option<IpAddr>) {
-        if let Some(client) = client {
-            self.failures.invalidate(&client);
-        }
+        self.failures.invalidate(&address(client));
     }
+}
+
+/// The key failures are counted under: the address, or the unspecified one when unknown.
+fn address(client: Option<IpAddr>) -> IpAddr {
+    client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 /// 32 random bytes, hex.
@@ -221,6 +224,21 @@ mod tests {
         assert!(sessions.may_try(other).is_ok());
         sessions.succeeded(client);
         assert!(sessions.may_try(client).is_ok());
+    }
+
+    #[test]
+    fn sessions_expire() {
+        let sessions = Sessions::new(Duration::from_millis(200));
+        let (id, _) = sessions.start();
+        let mut headers = HeaderMap::new();
+        let cookie = format!("{SESSION_COOKIE}={id}");
+        headers.insert(poem::http::header::COOKIE, cookie.parse().unwrap());
+        assert!(sessions.of(&headers).is_some());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            sessions.of(&headers).is_none(),
+            "the session outlived its time"
+        );
     }
 
     #[test]
