@@ -198,7 +198,7 @@ pub struct ErrorView {
 /// Ten seconds of requests.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TimelinePoint {
-    /// How long ago the bucket began.
+    /// How many seconds before the current bucket this one is (0 for the current one).
     pub seconds_ago: u64,
     /// Requests answered in it.
     pub requests: u64,

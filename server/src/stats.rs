@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use admin_ui::views::TimelinePoint;
 use metrics_util::storage::Summary;
 
 use crate::telemetry::names;
@@ -113,23 +114,6 @@ pub struct StageTimes {
     pub sum_ms: f64,
     /// [`QUANTILES`] over the last minute, in milliseconds (`None` with nothing recorded).
     pub quantiles: [Option<f64>; QUANTILES.len()],
-}
-
-/// Ten seconds of the timeline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimelinePoint {
-    /// How many seconds before the current bucket this one is (0 for the current one).
-    pub seconds_ago: u64,
-    /// Requests answered in it.
-    pub requests: u64,
-    /// Of which errors (4xx and 5xx).
-    pub errors: u64,
-    /// Median, 95th and 99th percentile of their latency, in milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile.
-    pub p99_ms: Option<f64>,
 }
 
 impl Default for Stats {

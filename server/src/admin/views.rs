@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use admin_ui::views::{
     CacheView, ErrorView, ModeView, PluginCounters, PluginsView, RefusedView, SettingLine,
-    SettingsView, SizeView, StageView, StatsView, TimelinePoint, WhitelistView,
+    SettingsView, SizeView, StageView, StatsView, WhitelistView,
 };
 
 use crate::plugins::libraries_mapped;
@@ -86,18 +86,7 @@ pub fn stats(state: &AppState) -> StatsView {
                 request_id: e.request_id,
             })
             .collect(),
-        timeline: stats
-            .timeline()
-            .into_iter()
-            .map(|p| TimelinePoint {
-                seconds_ago: p.seconds_ago,
-                requests: p.requests,
-                errors: p.errors,
-                p50_ms: p.p50_ms,
-                p95_ms: p.p95_ms,
-                p99_ms: p.p99_ms,
-            })
-            .collect(),
+        timeline: stats.timeline(),
     }
 }
 

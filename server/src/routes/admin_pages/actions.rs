@@ -168,6 +168,21 @@ fn purge_selector(state: &AppState, form: &PurgeForm) -> Result<Selector, AppErr
     ops::selector(state, target)
 }
 
+/// A purge form's session, its fields and the purge they select (or why they select none).
+async fn purge_form(
+    req: &Request,
+    state: &AppState,
+    body: Body,
+) -> Result<(Arc<Session>, PurgeForm, Result<Selector, AppError>), Box<Response>> {
+    let (session, fields) = checked(req, state, body).await?;
+    let form = PurgeForm {
+        kind: fields.kind,
+        value: fields.value.trim().to_owned(),
+    };
+    let selector = purge_selector(state, &form);
+    Ok((session, form, selector))
+}
+
 /// The cache page at a step of a purge.
 fn cache_page(
     state: &AppState,
@@ -196,15 +211,11 @@ pub(super) async fn preview_purge(
     Data(state): Data<&Arc<AppState>>,
     body: Body,
 ) -> Response {
-    let (session, fields) = match checked(req, state, body).await {
-        Ok(pair) => pair,
+    let (session, form, selector) = match purge_form(req, state, body).await {
+        Ok(parts) => parts,
         Err(answer) => return *answer,
     };
-    let form = PurgeForm {
-        kind: fields.kind,
-        value: fields.value.trim().to_owned(),
-    };
-    let counted = match purge_selector(state, &form) {
+    let counted = match selector {
         Ok(selector) => ops::count(state, selector).await,
         Err(e) => Err(e),
     };
@@ -239,15 +250,11 @@ pub(super) async fn purge(
     Data(state): Data<&Arc<AppState>>,
     body: Body,
 ) -> Response {
-    let (session, fields) = match checked(req, state, body).await {
-        Ok(pair) => pair,
+    let (session, form, selector) = match purge_form(req, state, body).await {
+        Ok(parts) => parts,
         Err(answer) => return *answer,
     };
-    let form = PurgeForm {
-        kind: fields.kind,
-        value: fields.value.trim().to_owned(),
-    };
-    let purged = match purge_selector(state, &form) {
+    let purged = match selector {
         Ok(selector) => ops::purge(state, selector).await,
         Err(e) => Err(e),
     };
