@@ -91,13 +91,13 @@ pub struct StageView {
     pub count: u64,
     /// Their sum, in milliseconds.
     pub sum_ms: f64,
-    /// Median over the last minute, in milliseconds.
+    /// Median over the last 5 minutes, in milliseconds.
     pub p50_ms: Option<f64>,
-    /// 90th percentile over the last minute.
+    /// 90th percentile over the last 5 minutes.
     pub p90_ms: Option<f64>,
-    /// 95th percentile over the last minute.
+    /// 95th percentile over the last 5 minutes.
     pub p95_ms: Option<f64>,
-    /// 99th percentile over the last minute.
+    /// 99th percentile over the last 5 minutes.
     pub p99_ms: Option<f64>,
 }
 
@@ -191,8 +191,11 @@ pub struct ErrorView {
     pub method: String,
     /// The path asked for.
     pub path: String,
-    /// The request's id (`X-Request-Id`), to find its log line.
+    /// The latest request's id (`X-Request-Id`), to find its log line.
     pub request_id: String,
+    /// How many times it was sent (same status, code, method and path) since it entered the
+    /// list.
+    pub count: u64,
 }
 
 /// Ten seconds of requests.

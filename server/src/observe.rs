@@ -52,6 +52,7 @@ pub async fn observe<E: Endpoint>(
             method: method.to_string(),
             path: path.clone(),
             request_id: id.clone(),
+            count: 1,
         });
     }
     if let Ok(value) = HeaderValue::from_str(&id) {

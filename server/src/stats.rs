@@ -3,7 +3,7 @@
 //! site reports here, and each report is also handed to the `metrics` facade, which sends it
 //! to statsd when `statsd.host` is set.
 //!
-//! Counters are totals since start. Stage timings keep quantiles over the last minute (and a
+//! Counters are totals since start. Stage timings keep quantiles over the last 5 minutes (and a
 //! total count and sum); the timeline keeps requests, errors and latency quantiles in 10 s
 //! buckets over the last 15 minutes, for the dashboard's chart.
 
@@ -42,14 +42,17 @@ const STATUS_SLOTS: usize = 501;
 /// Width of one bucket of the stage windows and of the timeline.
 const BUCKET: Duration = Duration::from_secs(10);
 
-/// Buckets a stage's quantiles are taken over: the last minute.
-const STAGE_BUCKETS: u64 = 6;
+/// Buckets a stage's quantiles are taken over: the last 5 minutes.
+const STAGE_BUCKETS: u64 = 30;
+
+/// Buckets the request rate is taken over: the last minute.
+const RATE_BUCKETS: u64 = 6;
 
 /// Buckets of the timeline: the last 15 minutes.
 pub const TIMELINE_BUCKETS: u64 = 90;
 
 /// Recent errors kept for the dashboard.
-const RECENT_ERRORS: usize = 20;
+const RECENT_ERRORS: usize = 12;
 
 /// The quantiles reported.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
@@ -69,7 +72,7 @@ pub struct Stats {
     last_rendered: arc_swap::ArcSwapOption<String>,
 }
 
-/// One stage's timings: a summary per bucket of the last minute, and totals since start.
+/// One stage's timings: a summary per bucket of the last 5 minutes, and totals since start.
 #[derive(Debug, Default)]
 struct Window {
     buckets: VecDeque<(u64, Summary)>,
@@ -86,7 +89,8 @@ struct Bucket {
     latency: Summary,
 }
 
-/// An error response, for the dashboard's list of recent ones.
+/// An error response, for the dashboard's list of recent ones. Repeats of one (same status,
+/// code, method and path) are one entry, counted.
 #[derive(Debug, Clone)]
 pub struct RecentError {
     /// When it was sent.
@@ -99,8 +103,10 @@ pub struct RecentError {
     pub method: String,
     /// The path asked for.
     pub path: String,
-    /// The request's id.
+    /// The latest request's id.
     pub request_id: String,
+    /// How many times it was sent since it entered the list.
+    pub count: u64,
 }
 
 /// A stage's timings now.
@@ -112,7 +118,7 @@ pub struct StageTimes {
     pub count: u64,
     /// Their sum, in milliseconds.
     pub sum_ms: f64,
-    /// [`QUANTILES`] over the last minute, in milliseconds (`None` with nothing recorded).
+    /// [`QUANTILES`] over the last 5 minutes, in milliseconds (`None` with nothing recorded).
     pub quantiles: [Option<f64>; QUANTILES.len()],
 }
 
@@ -184,10 +190,19 @@ impl Stats {
         bucket.latency.add(took.as_secs_f64() * 1e3);
     }
 
-    /// An error response, for the list of recent ones.
-    pub fn error(&self, error: RecentError) {
+    /// An error response, for the list of recent ones (`count` is ignored: a repeat of an
+    /// error in the list moves it to the front, counted).
+    pub fn error(&self, mut error: RecentError) {
         let mut recent = lock(&self.recent_errors);
-        if recent.len() == RECENT_ERRORS {
+        let same = |e: &RecentError| {
+            (e.status, &e.code, &e.method, &e.path)
+                == (error.status, &error.code, &error.method, &error.path)
+        };
+        error.count = 1;
+        if let Some(i) = recent.iter().position(same) {
+            let earlier = recent.remove(i).expect("found");
+            error.count += earlier.count;
+        } else if recent.len() == RECENT_ERRORS {
             recent.pop_front();
         }
         recent.push_back(error);
@@ -343,14 +358,14 @@ impl Stats {
         let timeline = lock(&self.timeline);
         let requests: u64 = timeline
             .iter()
-            .filter(|b| b.at + STAGE_BUCKETS > now)
+            .filter(|b| b.at + RATE_BUCKETS > now)
             .map(|b| b.requests)
             .sum();
         let span = self
             .started
             .elapsed()
             .as_secs_f64()
-            .min((STAGE_BUCKETS * BUCKET.as_secs()) as f64);
+            .min((RATE_BUCKETS * BUCKET.as_secs()) as f64);
         if span < 1.0 {
             requests as f64
         } else {
@@ -403,20 +418,28 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_most_recent_errors() {
+    fn keeps_the_most_recent_errors_and_counts_repeats() {
         let s = Stats::default();
+        let error = |path: String| RecentError {
+            at: SystemTime::now(),
+            status: 404,
+            code: "not-found".into(),
+            method: "GET".into(),
+            path,
+            request_id: "id".into(),
+            count: 0,
+        };
         for i in 0..30u16 {
-            s.error(RecentError {
-                at: SystemTime::now(),
-                status: 404,
-                code: "not-found".into(),
-                method: "GET".into(),
-                path: format!("/{i}"),
-                request_id: i.to_string(),
-            });
+            s.error(error(format!("/{i}")));
         }
         let recent = s.recent_errors();
         assert_eq!(recent.len(), RECENT_ERRORS);
-        assert_eq!(recent[0].path, "/29");
+        assert_eq!((recent[0].path.as_str(), recent[0].count), ("/29", 1));
+        s.error(error("/15".into()));
+        s.error(error("/15".into()));
+        let recent = s.recent_errors();
+        assert_eq!(recent.len(), RECENT_ERRORS);
+        assert_eq!((recent[0].path.as_str(), recent[0].count), ("/15", 3));
+        assert_eq!(recent[1].path, "/29");
     }
 }

@@ -84,6 +84,7 @@ pub fn stats(state: &AppState) -> StatsView {
                 method: e.method,
                 path: e.path,
                 request_id: e.request_id,
+                count: e.count,
             })
             .collect(),
         timeline: stats.timeline(),

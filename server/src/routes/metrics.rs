@@ -54,7 +54,7 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
         &mut out,
         names::STAGE_MS,
         "summary",
-        "Time spent in each pipeline stage, in milliseconds (quantiles over the last minute).",
+        "Time spent in each pipeline stage, in milliseconds (quantiles over the last 5 minutes).",
         &stage_samples,
     );
     let per_stage = |value: &dyn Fn(&admin_ui::views::StageView) -> String| {
