@@ -435,11 +435,11 @@ mod tests {
         let recent = s.recent_errors();
         assert_eq!(recent.len(), RECENT_ERRORS);
         assert_eq!((recent[0].path.as_str(), recent[0].count), ("/29", 1));
-        s.error(error("/15".into()));
-        s.error(error("/15".into()));
+        s.error(error("/25".into()));
+        s.error(error("/25".into()));
         let recent = s.recent_errors();
         assert_eq!(recent.len(), RECENT_ERRORS);
-        assert_eq!((recent[0].path.as_str(), recent[0].count), ("/15", 3));
+        assert_eq!((recent[0].path.as_str(), recent[0].count), ("/25", 3));
         assert_eq!(recent[1].path, "/29");
     }
 }
