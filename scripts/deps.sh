@@ -56,3 +56,9 @@ browser_deps() {
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
+
+# Debian's nginx, for the deploy tests (started by the tests themselves with a temporary
+# prefix; the package's own service is not needed), and wrk for the load benchmark.
+deploy_deps() {
+  apt_install nginx wrk
+}
