@@ -19,6 +19,7 @@ mod cache;
 mod cache_index;
 /// Every corpus image in every mode and several sizes, including enlargement and extremes.
 mod corpus_matrix;
+mod deploy;
 /// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.
 mod fidelity;
 /// Abuse and careless operation: memory under bursts of large misses.

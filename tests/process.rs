@@ -45,6 +45,19 @@ pub fn http_request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    http_exchange(port, method, path, headers, body, timeout)
+        .map(|(status, _, body)| (status, body))
+}
+
+/// Minimal HTTP/1.1 request: status, response head (lower-cased) and body.
+pub fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(timeout))?;
     let mut head = format!(
@@ -65,7 +78,8 @@ pub fn http_request(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(raw.len(), |p| p + 4);
-    Ok((status, raw[body_at..].to_vec()))
+    let head = String::from_utf8_lossy(&raw[..body_at]).to_lowercase();
+    Ok((status, head, raw[body_at..].to_vec()))
 }
 
 pub struct Ross {
@@ -129,7 +143,12 @@ impl Ross {
     /// [`Ross::start`] with the process's address space limited to `address_space` bytes
     /// (`ulimit -v`), so that large allocations fail as on a machine short of memory.
     pub fn start_with(dir: &Path, extra: &[(&str, &str)], address_space: Option<u64>) -> Ross {
-        let port = free_port();
+        // A listen address among `extra` (a restart on the same port) is kept.
+        let port = extra
+            .iter()
+            .find(|(k, _)| *k == "ROSS__SERVER__LISTEN")
+            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(free_port);
         let ross = build_dir().join("ross");
         let mut cmd = match address_space {
             None => Command::new(&ross),
