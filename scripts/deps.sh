@@ -58,7 +58,8 @@ browser_deps() {
 }
 
 # Debian's nginx, for the deploy tests (started by the tests themselves with a temporary
-# prefix; the package's own service is not needed), and wrk for the load benchmark.
+# prefix; the package's own service is not needed), systemd-analyze (package systemd) to
+# verify the unit, and wrk for the load benchmark.
 deploy_deps() {
-  apt_install nginx wrk
+  apt_install nginx systemd wrk
 }
