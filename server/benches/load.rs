@@ -1,0 +1,305 @@
+//! Load benchmark: ross against thumbor 7.8 (cold renders) and against nginx serving the same
+//! file (cache hits), with wrk, on this machine, in one run, so the ratios hold on a noisy
+//! shared machine. Run with `scripts/bench-load` (it installs wrk, nginx and thumbor first).
+//!
+//! - Cold renders: two connections, distinct URLs only (each wrk thread takes its own share
+//!   of them, so ross's single flight never merges two), cropping the photos of
+//!   `../shared/corpus/photos` near 300x300. thumbor: file loader on the same folder, no
+//!   storage, no result storage, `ENGINE_THREADPOOL_SIZE = 2`, `QUALITY = 90`.
+//! - Cache hits: one cached variant, asked for over and over by 32 connections: ross alone,
+//!   and nginx with `sendfile on` serving the same file from ross's cache folder.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{build_dir, free_port, get};
+
+/// How long each measured run lasts.
+const RUN: Duration = Duration::from_secs(20);
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// A process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(port: u16, path: &str, what: &str) {
+    let started = Instant::now();
+    while get(port, path).map_or(0, |r| r.0) != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not answer {path}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The wrk script for distinct crops near 300x300: thread `id` of 2 takes URL numbers id,
+/// id + 2, id + 4...; `format` is a Lua format of width, height and photo.
+fn distinct_crops_script(file: &Path, format: &str, photos: &[String]) -> PathBuf {
+    let list = photos
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let script = format!(
+        r#"local photos = {{ {list} }}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  n = 0
+end
+function request()
+  local i = n * 2 + id
+  n = n + 1
+  local photo = photos[(i % #photos) + 1]
+  local k = math.floor(i / #photos)
+  local w = 270 + (k % 61)
+  local h = 270 + (math.floor(k / 61) % 61)
+  return wrk.format("GET", string.format("{format}", w, h, photo))
+end
+"#
+    );
+    std::fs::write(file, script).unwrap();
+    file.to_owned()
+}
+
+/// Runs wrk and reads its figures.
+fn wrk(url: &str, connections: u32, script: Option<&Path>) -> Figures {
+    let mut cmd = Command::new("wrk");
+    cmd.arg("-t2")
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", RUN.as_secs()))
+        .arg("--timeout")
+        .arg("10s")
+        .arg("--latency");
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd.arg(url).output().expect("wrk is installed (scripts/bench-load)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let duration = |v: &str| -> f64 {
+        let (number, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+        let n: f64 = number.parse().unwrap();
+        match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            other => panic!("wrk unit {other}"),
+        }
+    };
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    Figures {
+        rate: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}")),
+        p50_ms: duration(field("50%").unwrap()),
+        p99_ms: duration(field("99%").unwrap()),
+        errors,
+    }
+}
+
+fn print(name: &str, f: Figures) {
+    println!(
+        "  {name:<34} {:>9.1} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms   errors {}",
+        f.rate, f.p50_ms, f.p99_ms, f.errors
+    );
+}
+
+fn main() {
+    let build = build_dir();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let corpus = root.join("../shared/corpus");
+    let thumbor = root.join("target/bench-env/bin/thumbor");
+    assert!(
+        thumbor.exists(),
+        "thumbor is not installed: run scripts/bench-load"
+    );
+    let mut photos: Vec<String> = std::fs::read_dir(corpus.join("photos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jpg"))
+        .collect();
+    photos.sort();
+    let work = tempfile::tempdir().unwrap();
+
+    // ross, on its defaults but for the whitelist (every size), rendering to a new cache.
+    let ross_port = free_port();
+    let _ross = Running(
+        Command::new(build.join("ross"))
+            .arg("serve")
+            .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{ross_port}"))
+            .env("ROSS__SOURCE__ROOT", corpus.join("photos"))
+            .env("ROSS__DATA_DIR", work.path().join("data"))
+            .env("ROSS__CACHE__DIR", work.path().join("cache"))
+            .env("ROSS__PLUGINS__DIR", &build)
+            .env("ROSS__WHITELIST__ENABLED", "false")
+            .env("ROSS__LOG__FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(ross_port, "/health", "ross");
+
+    // thumbor 7.8 on the same photos.
+    let thumbor_port = free_port();
+    let conf = work.path().join("thumbor.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "LOADER = 'thumbor.loaders.file_loader'\n\
+             FILE_LOADER_ROOT_PATH = '{}'\n\
+             STORAGE = 'thumbor.storages.no_storage'\n\
+             RESULT_STORAGE = None\n\
+             ENGINE_THREADPOOL_SIZE = 2\n\
+             QUALITY = 90\n\
+             MAX_AGE = 604800\n",
+            corpus.join("photos").display()
+        ),
+    )
+    .unwrap();
+    let _thumbor = Running(
+        Command::new(&thumbor)
+            .arg("-p")
+            .arg(thumbor_port.to_string())
+            .arg("-i")
+            .arg("127.0.0.1")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-l")
+            .arg("error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(thumbor_port, "/healthcheck", "thumbor");
+    // Both warmed up on URLs outside the measured ones (sizes under 270).
+    for photo in &photos {
+        assert_eq!(get(ross_port, &format!("/200/200/crop/{photo}")).unwrap().0, 200);
+        assert_eq!(
+            get(thumbor_port, &format!("/unsafe/200x200/{photo}")).unwrap().0,
+            200
+        );
+    }
+
+    println!(
+        "== cold renders: wrk, 2 connections, {} s each, distinct crops near 300x300 of {} photos",
+        RUN.as_secs(),
+        photos.len()
+    );
+    let ross_script = distinct_crops_script(
+        &work.path().join("ross.lua"),
+        "/%d/%d/crop/%s",
+        &photos,
+    );
+    let thumbor_script = distinct_crops_script(
+        &work.path().join("thumbor.lua"),
+        "/unsafe/%dx%d/%s",
+        &photos,
+    );
+    let ross_cold = wrk(&format!("http://127.0.0.1:{ross_port}"), 2, Some(&ross_script));
+    print("ross", ross_cold);
+    let thumbor_cold = wrk(
+        &format!("http://127.0.0.1:{thumbor_port}"),
+        2,
+        Some(&thumbor_script),
+    );
+    print("thumbor 7.8", thumbor_cold);
+
+    // Hits: one cached variant; nginx serves the same file from the cache folder.
+    let hit = format!("/300/300/crop/{}", photos[0]);
+    assert_eq!(get(ross_port, &hit).unwrap().0, 200);
+    let file = work
+        .path()
+        .join("cache/jpeg/300/300/crop")
+        .join(&photos[0]);
+    assert!(file.exists(), "{} is not cached", file.display());
+    let nginx_port = free_port();
+    let nginx_dir = work.path().join("nginx");
+    std::fs::create_dir_all(nginx_dir.join("tmp")).unwrap();
+    #[allow(unsafe_code)] // geteuid has no preconditions
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
+    let d = nginx_dir.display();
+    std::fs::write(
+        nginx_dir.join("nginx.conf"),
+        format!(
+            "{user} daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{ listen 127.0.0.1:{nginx_port}; root {};\n\
+             location / {{ default_type image/jpeg; try_files /jpeg$uri =404; }} }} }}\n",
+            work.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let _nginx = Running(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(nginx_dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&nginx_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed (scripts/bench-load)"),
+    );
+    wait_for(nginx_port, &hit, "nginx");
+    println!(
+        "== cache hits: wrk, 32 connections, {} s each, {hit}",
+        RUN.as_secs()
+    );
+    let ross_hits = wrk(&format!("http://127.0.0.1:{ross_port}{hit}"), 32, None);
+    print("ross", ross_hits);
+    let nginx_hits = wrk(&format!("http://127.0.0.1:{nginx_port}{hit}"), 32, None);
+    print("nginx static (sendfile)", nginx_hits);
+
+    println!("== ratios (same run)");
+    println!(
+        "  cold renders, ross / thumbor:    {:.2}x the rate, p99 {:.2}x",
+        ross_cold.rate / thumbor_cold.rate,
+        ross_cold.p99_ms / thumbor_cold.p99_ms
+    );
+    println!(
+        "  cache hits, ross / nginx:        {:.2}x the rate, p99 {:.2}x",
+        ross_hits.rate / nginx_hits.rate,
+        ross_hits.p99_ms / nginx_hits.p99_ms
+    );
+}
