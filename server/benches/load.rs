@@ -95,7 +95,10 @@ fn wrk(url: &str, connections: u32, script: Option<&Path>) -> Figures {
     if let Some(script) = script {
         cmd.arg("-s").arg(script);
     }
-    let out = cmd.arg(url).output().expect("wrk is installed (scripts/bench-load)");
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("wrk is installed (scripts/bench-load)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let duration = |v: &str| -> f64 {
         let (number, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap());
@@ -207,9 +210,14 @@ fn main() {
     wait_for(thumbor_port, "/healthcheck", "thumbor");
     // Both warmed up on URLs outside the measured ones (sizes under 270).
     for photo in &photos {
-        assert_eq!(get(ross_port, &format!("/200/200/crop/{photo}")).unwrap().0, 200);
         assert_eq!(
-            get(thumbor_port, &format!("/unsafe/200x200/{photo}")).unwrap().0,
+            get(ross_port, &format!("/200/200/crop/{photo}")).unwrap().0,
+            200
+        );
+        assert_eq!(
+            get(thumbor_port, &format!("/unsafe/200x200/{photo}"))
+                .unwrap()
+                .0,
             200
         );
     }
@@ -219,17 +227,18 @@ fn main() {
         RUN.as_secs(),
         photos.len()
     );
-    let ross_script = distinct_crops_script(
-        &work.path().join("ross.lua"),
-        "/%d/%d/crop/%s",
-        &photos,
-    );
+    let ross_script =
+        distinct_crops_script(&work.path().join("ross.lua"), "/%d/%d/crop/%s", &photos);
     let thumbor_script = distinct_crops_script(
         &work.path().join("thumbor.lua"),
         "/unsafe/%dx%d/%s",
         &photos,
     );
-    let ross_cold = wrk(&format!("http://127.0.0.1:{ross_port}"), 2, Some(&ross_script));
+    let ross_cold = wrk(
+        &format!("http://127.0.0.1:{ross_port}"),
+        2,
+        Some(&ross_script),
+    );
     print("ross", ross_cold);
     let thumbor_cold = wrk(
         &format!("http://127.0.0.1:{thumbor_port}"),
@@ -241,10 +250,7 @@ fn main() {
     // Hits: one cached variant; nginx serves the same file from the cache folder.
     let hit = format!("/300/300/crop/{}", photos[0]);
     assert_eq!(get(ross_port, &hit).unwrap().0, 200);
-    let file = work
-        .path()
-        .join("cache/jpeg/300/300/crop")
-        .join(&photos[0]);
+    let file = work.path().join("cache/jpeg/300/300/crop").join(&photos[0]);
     assert!(file.exists(), "{} is not cached", file.display());
     let nginx_port = free_port();
     let nginx_dir = work.path().join("nginx");
