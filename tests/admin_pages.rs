@@ -261,3 +261,21 @@ async fn the_page_the_api_and_metrics_agree() {
     assert_eq!(metric("ross_errors_total{status=\"404\"}"), 1);
     assert_eq!(stats["errors"]["404"], 1);
 }
+
+/// With `admin.enabled = false` there are no pages and no API, but the stylesheet the welcome
+/// page uses is still served.
+#[tokio::test]
+async fn admin_off_leaves_only_the_static_files() {
+    let server = TestServer::builder()
+        .set("ROSS__ADMIN__ENABLED", "false")
+        .start()
+        .await;
+    for path in ["/admin", "/admin/login", "/admin/api/stats"] {
+        let reply = server.get(path).await;
+        assert_ne!(reply.status, 200, "{path}");
+        assert_ne!(reply.status, 303, "{path}");
+    }
+    let css = server.get("/admin/static/admin.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").starts_with("text/css"));
+}

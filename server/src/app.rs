@@ -17,7 +17,7 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
-    let mut route = Route::new();
+    let mut route = routes::admin_pages::mount_static(Route::new());
     if state.settings.admin.enabled {
         route = routes::admin_pages::mount(route.nest("/admin/api", routes::admin_api::routes()));
     }

@@ -49,6 +49,12 @@ pub fn mount(route: Route) -> Route {
         .at("/admin/plugins", get(plugins))
         .at("/admin/plugins/rescan", post(actions::rescan))
         .at("/admin/settings", get(settings))
+}
+
+/// Adds the pages' static files (stylesheet, script, icon) to `route`. They are served even
+/// with the admin pages off: the welcome page uses the stylesheet too.
+pub fn mount_static(route: Route) -> Route {
+    route
         .at("/admin/static/admin.css", get(stylesheet))
         .at("/admin/static/admin.js", get(script))
         .at("/admin/static/favicon.svg", get(icon))
