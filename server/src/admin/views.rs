@@ -19,7 +19,6 @@ pub fn stats(state: &AppState) -> StatsView {
     let stats = &state.stats;
     let responses = stats.responses();
     let (hits, misses) = (stats.hits(), stats.misses());
-    let cache = state.cache.stats();
     let plugins = &state.modes.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     StatsView {
@@ -53,16 +52,7 @@ pub fn stats(state: &AppState) -> StatsView {
                 p99_ms: t.quantiles[3],
             })
             .collect(),
-        cache: CacheView {
-            entries: cache.entries,
-            bytes: cache.bytes,
-            max_bytes: cache.max_bytes,
-            evicted_entries: cache.evicted_entries,
-            evicted_bytes: cache.evicted_bytes,
-            purges_running: cache.purges_running as u64,
-            reconciled: cache.reconciled,
-            index_disk_bytes: cache.index_disk_bytes,
-        },
+        cache: cache_totals(state),
         plugins: PluginCounters {
             loads: load(&plugins.loads),
             failures: load(&plugins.failures),
@@ -88,6 +78,21 @@ pub fn stats(state: &AppState) -> StatsView {
             })
             .collect(),
         timeline: stats.timeline(),
+    }
+}
+
+/// The disk cache's totals.
+pub fn cache_totals(state: &AppState) -> CacheView {
+    let cache = state.cache.stats();
+    CacheView {
+        entries: cache.entries,
+        bytes: cache.bytes,
+        max_bytes: cache.max_bytes,
+        evicted_entries: cache.evicted_entries,
+        evicted_bytes: cache.evicted_bytes,
+        purges_running: cache.purges_running as u64,
+        reconciled: cache.reconciled,
+        index_disk_bytes: cache.index_disk_bytes,
     }
 }
 

@@ -196,7 +196,7 @@ fn cache_page(
         status,
         &CachePage {
             chrome: super::chrome(session, Section::Cache),
-            cache: views::stats(state).cache,
+            cache: views::cache_totals(state),
             form,
             error,
             preview,

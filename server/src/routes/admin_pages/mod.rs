@@ -241,88 +241,66 @@ fn check_csrf(session: &Session, given: &str) -> Result<(), Box<Response>> {
     )))
 }
 
+/// A page of `section` for a logged-in session (else the redirect to the login page).
+fn page<T: Template>(
+    req: &Request,
+    state: &AppState,
+    section: Section,
+    build: impl FnOnce(Chrome) -> T,
+) -> Response {
+    match session(req, state) {
+        Ok(session) => render(StatusCode::OK, &build(chrome(&session, section))),
+        Err(answer) => *answer,
+    }
+}
+
 #[handler]
 fn dashboard(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    let session = match session(req, state) {
-        Ok(s) => s,
-        Err(answer) => return *answer,
-    };
-    render(
-        StatusCode::OK,
-        &DashboardPage {
-            chrome: chrome(&session, Section::Dashboard),
-            stats: views::stats(state),
-            refresh_seconds: REFRESH_SECONDS,
-        },
-    )
+    page(req, state, Section::Dashboard, |chrome| DashboardPage {
+        chrome,
+        stats: views::stats(state),
+        refresh_seconds: REFRESH_SECONDS,
+    })
 }
 
 #[handler]
 fn whitelist(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    let session = match session(req, state) {
-        Ok(s) => s,
-        Err(answer) => return *answer,
-    };
-    render(
-        StatusCode::OK,
-        &WhitelistPage {
-            chrome: chrome(&session, Section::Whitelist),
-            whitelist: views::whitelist(state),
-            input: String::new(),
-            error: None,
-        },
-    )
+    page(req, state, Section::Whitelist, |chrome| WhitelistPage {
+        chrome,
+        whitelist: views::whitelist(state),
+        input: String::new(),
+        error: None,
+    })
 }
 
 #[handler]
 fn cache(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    let session = match session(req, state) {
-        Ok(s) => s,
-        Err(answer) => return *answer,
-    };
-    render(
-        StatusCode::OK,
-        &CachePage {
-            chrome: chrome(&session, Section::Cache),
-            cache: views::stats(state).cache,
-            form: PurgeForm {
-                kind: "key".into(),
-                value: String::new(),
-            },
-            error: None,
-            preview: None,
+    page(req, state, Section::Cache, |chrome| CachePage {
+        chrome,
+        cache: views::cache_totals(state),
+        form: PurgeForm {
+            kind: "key".into(),
+            value: String::new(),
         },
-    )
+        error: None,
+        preview: None,
+    })
 }
 
 #[handler]
 fn plugins(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    let session = match session(req, state) {
-        Ok(s) => s,
-        Err(answer) => return *answer,
-    };
-    render(
-        StatusCode::OK,
-        &PluginsPage {
-            chrome: chrome(&session, Section::Plugins),
-            plugins: views::plugins(state),
-        },
-    )
+    page(req, state, Section::Plugins, |chrome| PluginsPage {
+        chrome,
+        plugins: views::plugins(state),
+    })
 }
 
 #[handler]
 fn settings(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    let session = match session(req, state) {
-        Ok(s) => s,
-        Err(answer) => return *answer,
-    };
-    render(
-        StatusCode::OK,
-        &SettingsPage {
-            chrome: chrome(&session, Section::Settings),
-            settings: views::settings(state),
-        },
-    )
+    page(req, state, Section::Settings, |chrome| SettingsPage {
+        chrome,
+        settings: views::settings(state),
+    })
 }
 
 /// A static file, cached by browsers for an hour.
