@@ -9,13 +9,14 @@ use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
 use super::buffers;
 use super::decode::{check_pixels, DecodeError, Decoded};
+use super::scans;
 use super::sniff::Format;
 
 /// Progressive JPEGs can hold thousands of tiny scans, each a full pass over the image: a cheap
 /// way to burn CPU (a crafted 134 kB file cost 1.8 s a render under the old cap of 500).
 /// Real encoders write about 10 (libjpeg's default script), mozjpeg's optimised scripts a few
 /// more; 64 leaves room for any of them.
-const MAX_SCANS: u32 = 64;
+pub(super) const MAX_SCANS: u32 = 64;
 
 fn malformed(reason: impl ToString) -> DecodeError {
     DecodeError::Malformed {
@@ -86,6 +87,17 @@ pub(super) fn decode(
     shrink_to: Option<(u32, u32)>,
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
+    decode_trimmed(bytes, shrink_to, max_pixels, Some(scans::POLICY))
+}
+
+/// [`decode`], with the scans that cannot matter at the shrunken size dropped by `trim`'s
+/// rule first (progressive files only; see [`scans`]).
+fn decode_trimmed(
+    bytes: &[u8],
+    shrink_to: Option<(u32, u32)>,
+    max_pixels: u64,
+    trim: Option<scans::Policy>,
+) -> Result<Decoded, DecodeError> {
     let mut decompressor = Decompressor::new().map_err(malformed)?;
     let header = decompressor.read_header(bytes).map_err(malformed)?;
     let (w, h) = (header.width as u32, header.height as u32);
@@ -93,14 +105,18 @@ pub(super) fn decode(
     decompressor.set_scan_limit(MAX_SCANS).map_err(malformed)?;
     let orientation = exif_orientation(bytes);
     let mut eighths = 8;
+    let mut trimmed = None;
     if let (Some(target), false) = (shrink_to, header.is_lossless) {
         let target = if swaps_sides(orientation) {
             (target.1, target.0)
         } else {
             target
         };
-        eighths = dct_eighths((w, h), cover((w, h), target));
+        let shown = cover((w, h), target);
+        eighths = dct_eighths((w, h), shown);
+        trimmed = trim.and_then(|policy| scans::trim(bytes, (w, h), eighths, shown, policy));
     }
+    let bytes = trimmed.as_deref().unwrap_or(bytes);
     let factor = ScalingFactor::new(eighths as usize, 8);
     decompressor.set_scaling_factor(factor).map_err(malformed)?;
     let (width, height) = (factor.scale(header.width), factor.scale(header.height));
@@ -169,6 +185,134 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Result<Vec<u8>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plugin_api::geometry::fit;
+    use plugin_api::ImageView;
+
+    fn corpus_file(path: &str) -> Vec<u8> {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+        std::fs::read(corpus.join(path)).unwrap()
+    }
+
+    /// Every progressive JPEG of the corpus.
+    const PROGRESSIVE: [&str; 4] = [
+        "photos/Elephants.jpg",
+        "photos/FreshFlower.jpg",
+        "photos/GreenMeadow.jpg",
+        "jpeg-variants/flower_420_progr.jpg",
+    ];
+
+    /// Boxes the whitelist of a shop typically holds, from thumbnails to product pages.
+    const BOXES: [(u32, u32); 7] = [
+        (72, 72),
+        (100, 100),
+        (150, 150),
+        (300, 300),
+        (400, 300),
+        (640, 480),
+        (1024, 768),
+    ];
+
+    /// `decoded` scaled to `size` with the resampler modes use.
+    fn shown(decoded: &Decoded, size: (u32, u32)) -> Vec<u8> {
+        let view = ImageView::new(
+            &decoded.pixels,
+            decoded.width,
+            decoded.height,
+            plugin_api::PixelFormat::Rgb8,
+        )
+        .unwrap();
+        let out = plugin_api::ops::resize(view, size.0, size.1).unwrap();
+        out.view().pixels.as_slice().to_vec()
+    }
+
+    fn mean_error(a: &[u8], b: &[u8]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let sum: u64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum as f64 / a.len() as f64
+    }
+
+    /// The largest mean error a trimmed decode adds, over every progressive file and box,
+    /// shown both covering the box (crop) and fitting in it (resize).
+    fn worst_error(policy: scans::Policy) -> (f64, String) {
+        let mut worst = (0.0, String::new());
+        for path in PROGRESSIVE {
+            let bytes = corpus_file(path);
+            for target in BOXES {
+                let full = decode_trimmed(&bytes, Some(target), u64::MAX, None).unwrap();
+                let trimmed = decode_trimmed(&bytes, Some(target), u64::MAX, Some(policy)).unwrap();
+                assert_eq!((full.width, full.height), (trimmed.width, trimmed.height));
+                let size = (full.width, full.height);
+                for out in [cover(size, target), fit(size, target)] {
+                    let error = mean_error(&shown(&full, out), &shown(&trimmed, out));
+                    if error > worst.0 {
+                        worst = (error, format!("{path} at {}x{}", out.0, out.1));
+                    }
+                }
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn trimmed_decodes_stay_within_the_error_bound() {
+        let (error, at) = worst_error(scans::POLICY);
+        assert!(
+            error <= scans::MAX_MEAN_ERROR,
+            "mean error {error:.3} for {at}"
+        );
+    }
+
+    #[test]
+    fn one_eighth_trims_exactly() {
+        let bytes = corpus_file("photos/Elephants.jpg");
+        let full = decode_trimmed(&bytes, Some((200, 100)), u64::MAX, None).unwrap();
+        let trimmed = decode(&bytes, Some((200, 100)), u64::MAX).unwrap();
+        assert_eq!(full.width, 240);
+        assert!(full.pixels == trimmed.pixels);
+    }
+
+    /// Prints the error and decode time of a range of policies (`cargo test --release -p ross
+    /// trim_policy_sweep -- --ignored --nocapture`); how [`scans::POLICY`] was chosen.
+    #[test]
+    #[ignore]
+    fn trim_policy_sweep() {
+        let time = |bytes: &[u8], target, policy| {
+            let started = std::time::Instant::now();
+            for _ in 0..5 {
+                decode_trimmed(bytes, Some(target), u64::MAX, policy).unwrap();
+            }
+            started.elapsed().as_secs_f64() * 1000.0 / 5.0
+        };
+        let timed = |policy: Option<scans::Policy>| {
+            let mut all = 0.0;
+            let mut at_300 = Vec::new();
+            for path in PROGRESSIVE {
+                let bytes = corpus_file(path);
+                for target in BOXES {
+                    let ms = time(&bytes, target, policy);
+                    all += ms;
+                    if target == (300, 300) {
+                        at_300.push(format!("{ms:.1}"));
+                    }
+                }
+            }
+            format!("{all:.0} ms in all, at 300x300 {}", at_300.join(" / "))
+        };
+        println!("files: {}", PROGRESSIVE.join(" / "));
+        println!("untrimmed: {}", timed(None));
+        for exact_below in [0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.75, 1.0, f64::INFINITY] {
+            let policy = scans::Policy { exact_below };
+            let (error, at) = worst_error(policy);
+            println!(
+                "exact_below {exact_below}: {}, worst mean error {error:.3} ({at})",
+                timed(Some(policy))
+            );
+        }
+    }
 
     #[test]
     fn cmyk_with_undercolour_removal_multiplies_in_black() {

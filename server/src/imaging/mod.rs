@@ -6,6 +6,7 @@ mod buffers;
 mod decode;
 mod encode;
 mod jpeg;
+mod scans;
 mod sniff;
 
 pub use decode::{decode, DecodeError, Decoded};
