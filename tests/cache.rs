@@ -123,6 +123,8 @@ async fn full_render_queue_is_503_with_retry_after() {
         TestServer::builder()
             .set("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")
             .set("ROSS__LIMITS__MAX_QUEUE", "0")
+            // Every render fetches, so fetches count the requests let in.
+            .set("ROSS__CACHE__DECODED_BYTES", "0")
             .start()
             .await,
     );
@@ -153,4 +155,84 @@ async fn full_render_queue_is_503_with_retry_after() {
     let served = statuses.iter().filter(|s| **s == 200).count() as u64;
     let fetches = server.state.pipeline.stats().fetches();
     assert_eq!(fetches, served, "{statuses:?}");
+}
+
+/// A page's sizes of one original: one fetch and one decode, made for the largest size the
+/// whitelist allows, render them all. A purge of the key (the original was replaced) makes the
+/// next size fetch and decode the new original.
+#[tokio::test]
+async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
+    let (_dir, media) = media_copy();
+    let sizes = "72x72,200x250,300x300,1024x768";
+    let server = TestServer::builder()
+        .media(&media)
+        .whitelist(sizes)
+        .start()
+        .await;
+    let decodes = || {
+        let stages = server.state.pipeline.stats().stages();
+        stages.iter().find(|s| s.stage == "decode").unwrap().count
+    };
+    let mut bodies = Vec::new();
+    for size in ["300/300", "72/72", "1024/768"] {
+        let r = server.get(&format!("/{size}/crop/lady.jpg")).await;
+        assert_eq!((r.status, r.header("x-cache")), (200, "MISS"), "{size}");
+        bodies.push(r.image());
+    }
+    let stats = server.state.pipeline.stats();
+    assert_eq!((stats.renders(), stats.fetches(), decodes()), (3, 1, 1));
+
+    // The same sizes without reuse: the same pictures, within resampling noise.
+    let (_other, media_again) = media_copy();
+    let plain = TestServer::builder()
+        .media(&media_again)
+        .whitelist(sizes)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .start()
+        .await;
+    for (size, shared) in ["300/300", "72/72", "1024/768"].iter().zip(&bodies) {
+        let alone = plain.get(&format!("/{size}/crop/lady.jpg")).await.image();
+        assert_eq!(alone.dimensions(), shared.dimensions());
+        let error = crate::util::mae(&alone, shared);
+        assert!(
+            error < 2.0,
+            "{size}: mean error {error:.2} against a decode of its own"
+        );
+    }
+    assert_eq!(plain.state.pipeline.stats().fetches(), 3);
+
+    // Replaced and purged: the next size is the new picture.
+    std::fs::copy(corpus().join("photos/Storm.jpg"), media.join("lady.jpg")).unwrap();
+    let r = server
+        .admin("POST", "/purge", r#"{"key": "lady.jpg"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = server.get("/200/250/crop/lady.jpg").await;
+    assert_eq!(after.status, 200);
+    assert_eq!((stats.fetches(), decodes()), (2, 2));
+}
+
+/// A size larger than the decode kept was made for decodes again, from the kept bytes.
+#[tokio::test]
+async fn a_larger_size_than_the_kept_decode_decodes_again() {
+    let (_dir, media) = media_copy();
+    let server = TestServer::builder()
+        .media(&media)
+        .set("ROSS__WHITELIST__ENABLED", "false")
+        .start()
+        .await;
+    for size in ["100/100", "1600/1000", "300/300"] {
+        assert_eq!(
+            server.get(&format!("/{size}/crop/lady.jpg")).await.status,
+            200
+        );
+    }
+    let stats = server.state.pipeline.stats();
+    let decodes = stats
+        .stages()
+        .iter()
+        .find(|s| s.stage == "decode")
+        .unwrap()
+        .count;
+    assert_eq!((stats.renders(), stats.fetches(), decodes), (3, 1, 2));
 }

@@ -141,12 +141,21 @@ pub struct CacheView {
     pub reconciled: bool,
     /// Bytes the index takes on disk.
     pub index_disk_bytes: u64,
+    /// Hot variants also held in memory.
+    pub memory_entries: u64,
+    /// Their bytes.
+    pub memory_bytes: u64,
 }
 
 impl CacheView {
     /// The bytes cached, readable.
     pub fn bytes_text(&self) -> String {
         format::bytes(self.bytes)
+    }
+
+    /// The bytes held in memory, readable.
+    pub fn memory_bytes_text(&self) -> String {
+        format::bytes(self.memory_bytes)
     }
 
     /// The bound, readable.

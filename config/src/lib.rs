@@ -99,6 +99,8 @@ pub struct StatsdSettings {
 pub struct LogSettings {
     /// One JSON object a line (for log shippers) instead of text.
     pub json: bool,
+    /// A line for every request served; off, only refused and failed ones are logged.
+    pub access: bool,
 }
 
 /// The admin interface under `/admin`.
@@ -204,6 +206,11 @@ pub struct CacheSettings {
     pub max_age: Duration,
     /// Bound on the bytes of cached files; the least recently served go first.
     pub max_bytes: u64,
+    /// Bound on the bytes of hot variants also kept in memory (0: none).
+    pub memory_bytes: u64,
+    /// Bound on the bytes of originals fetched and decoded in the last minute, kept in memory
+    /// to render other sizes of them (0: none).
+    pub decoded_bytes: u64,
 }
 
 /// Mode plugins.
@@ -399,6 +406,8 @@ impl Settings {
             ("cache.dir", p(&self.cache.dir)),
             ("cache.max_age", self.cache.max_age.as_secs().to_string()),
             ("cache.max_bytes", self.cache.max_bytes.to_string()),
+            ("cache.memory_bytes", self.cache.memory_bytes.to_string()),
+            ("cache.decoded_bytes", self.cache.decoded_bytes.to_string()),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -465,6 +474,7 @@ impl Settings {
                 "log.format",
                 q(&if self.log.json { "json" } else { "text" }),
             ),
+            ("log.access", self.log.access.to_string()),
             (
                 "admin.token",
                 if self.admin.token.is_some() {
@@ -514,6 +524,8 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         dir: cache_dir.unwrap_or_else(|| data_dir.join("cache")),
         max_age: Duration::from_secs(r.int("cache.max_age", 604_800u64, 0..=i64::from(u32::MAX))),
         max_bytes: r.int("cache.max_bytes", 10u64 << 30, 1..=i64::MAX),
+        memory_bytes: r.int("cache.memory_bytes", 64u64 << 20, 0..=1 << 40),
+        decoded_bytes: r.int("cache.decoded_bytes", 256u64 << 20, 0..=1 << 40),
     };
     let plugins = PluginSettings {
         dir: r
@@ -650,7 +662,10 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             port: statsd_port,
             prefix: statsd_prefix,
         }),
-        log: LogSettings { json },
+        log: LogSettings {
+            json,
+            access: r.bool("log.access", true),
+        },
         admin,
         server,
         source,

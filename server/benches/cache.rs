@@ -198,7 +198,7 @@ fn fill(build: &Path, cache_dir: &Path, data_dir: &Path, entries: u32) {
     registry.load_file(&build.join("libcrop.so")).unwrap();
     let version = registry.get("crop").unwrap().version.clone();
     let db = Database::open(data_dir).unwrap();
-    let cache = Cache::open(cache_dir, 10 << 30, &db).unwrap();
+    let cache = Cache::open(cache_dir, 10 << 30, 64 << 20, &db).unwrap();
     cache.adopt_mode_version("crop", &version).unwrap();
     while cache.stats().purges_running > 0 {
         std::thread::sleep(Duration::from_millis(10));

@@ -467,6 +467,29 @@ impl AsyncWrite for Guarded {
         this.send.watch(cx, written)
     }
 
+    /// A response's head and body in one `writev`: without it hyper copies every body into
+    /// its own buffer first (measured: 7% of the CPU time of cache hits).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        this.refresh();
+        let mut parts = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(first), None) = (parts.next(), parts.next()) {
+            // Maybe hyper's own bodiless answer to a head it could not parse: checked above.
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.send.watch(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_pending(cx))?;

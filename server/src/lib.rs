@@ -19,6 +19,7 @@ pub mod imaging;
 pub mod observe;
 pub mod pipeline;
 pub mod plugins;
+pub mod recent;
 pub mod reload;
 pub mod request;
 pub mod routes;

@@ -8,17 +8,19 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
-use ross_config::Limits;
+use ross_config::{Limits, Settings};
 
 use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
 use crate::error::AppError;
 use crate::gate::RenderGate;
-use crate::imaging::{decode, encode_jpeg};
+use crate::imaging::{decode, encode_jpeg, sniff, Decoded, Format};
 use crate::plugins::{LoadedMode, ModeRegistry};
+use crate::recent::{DecodedSource, Recent};
 use crate::request::RenderRequest;
 use crate::singleflight::SingleFlight;
-use crate::source::Source;
+use crate::source::{Source, SourceObject};
 use crate::stats::{stage, Stats};
+use crate::whitelist::Whitelist;
 
 /// Whether a response came from the cache or from a render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,10 @@ struct Shared {
     limits: Limits,
     jpeg_quality: u8,
     stats: Arc<Stats>,
+    /// The live whitelist: a decode is made for the largest size it allows.
+    whitelist: Arc<Whitelist>,
+    /// Originals fetched and decoded in the last seconds.
+    recent: Recent,
     /// Sources that failed to decode, by key and version (modification time), so that a
     /// costly failure is paid once, not on every request for it.
     failures: moka::sync::Cache<(String, SystemTime), AppError>,
@@ -80,10 +86,11 @@ impl Pipeline {
         source: Arc<dyn Source>,
         modes: Arc<ModeRegistry>,
         cache: Cache,
-        limits: Limits,
-        jpeg_quality: u8,
+        whitelist: Arc<Whitelist>,
+        settings: &Settings,
         stats: Arc<Stats>,
     ) -> Self {
+        let limits = settings.limits.clone();
         Pipeline {
             shared: Arc::new(Shared {
                 source,
@@ -91,8 +98,10 @@ impl Pipeline {
                 gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
                 cache,
                 limits,
-                jpeg_quality,
+                jpeg_quality: settings.output.jpeg_quality,
                 stats,
+                whitelist,
+                recent: Recent::new(settings.cache.decoded_bytes),
                 failures: moka::sync::Cache::builder()
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
@@ -195,19 +204,37 @@ impl Shared {
             return Ok(Rendered::hit(hit));
         }
         let timed_out = |_| AppError::render_timeout();
-        let turn = tokio::time::timeout_at(deadline, self.gate.fetch_turn())
-            .await
-            .map_err(timed_out)?;
-        self.stats.fetch();
-        let started = Instant::now();
-        let object = self
-            .source
-            .fetch(&variant.key, self.limits.max_source_bytes)
-            .await?;
-        self.stats.stage(stage::FETCH, started);
-        let version = object
-            .modified
-            .map(|m| (variant.key.as_str().to_owned(), m));
+        let epoch = ticket.epoch();
+        let key = variant.key.as_str().to_owned();
+        let size = (variant.size.width, variant.size.height);
+        // Pixels decoded for this size or a larger one moments ago, else the bytes fetched
+        // moments ago, else a fetch.
+        let mut turn = None;
+        let input = match self.recent.pixels(&key, epoch, size) {
+            Some(pixels) => Input::Pixels(pixels),
+            None => match self.recent.object(&key, epoch) {
+                Some(object) => Input::Object(object),
+                None => {
+                    turn = Some(
+                        tokio::time::timeout_at(deadline, self.gate.fetch_turn())
+                            .await
+                            .map_err(timed_out)?,
+                    );
+                    self.stats.fetch();
+                    let started = Instant::now();
+                    let object = self
+                        .source
+                        .fetch(&variant.key, self.limits.max_source_bytes)
+                        .await?;
+                    self.stats.stage(stage::FETCH, started);
+                    Input::Object(object)
+                }
+            },
+        };
+        let version = match &input {
+            Input::Object(object) => object.modified.map(|m| (key.clone(), m)),
+            Input::Pixels(_) => None,
+        };
         if let Some(failed) = version.as_ref().and_then(|v| self.failures.get(v)) {
             return Err(failed);
         }
@@ -215,7 +242,13 @@ impl Shared {
             .await
             .map_err(timed_out)?;
         self.stats.render();
-        self.stats.rendered_key(variant.key.as_str());
+        self.stats.rendered_key(&key);
+        // The largest size the whitelist allows may be asked for next: decode for it.
+        let allowed = self.whitelist.snapshot();
+        let mut boxes = vec![size];
+        if allowed.enabled {
+            boxes.extend(allowed.sizes.iter().map(|s| (s.width, s.height)));
+        }
         let job = RenderJob {
             variant,
             ticket,
@@ -226,11 +259,25 @@ impl Shared {
             quality: self.jpeg_quality,
             stats: self.stats.clone(),
         };
+        let shared = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _admitted = admission;
-            let encoded = job.render(&object.bytes);
+            let pixels = match input {
+                Input::Pixels(pixels) => Ok(pixels),
+                Input::Object(object) => {
+                    let decoded = job.decode(&object.bytes, &boxes);
+                    // Kept once it decodes: a bad file is fetched again (to see it fixed).
+                    if let Ok(pixels) = &decoded {
+                        shared.recent.keep_object(&key, epoch, object);
+                        shared.recent.keep_pixels(&key, epoch, pixels.clone());
+                    }
+                    decoded
+                }
+            };
+            drop(turn);
+            let encoded = pixels.and_then(|p| job.render(&p.image));
             // The slot covers CPU work only: the cache write waits on the disk, not a core.
-            drop((slot, turn, object));
+            drop(slot);
             job.store(encoded?)
         });
         match task.await {
@@ -252,6 +299,14 @@ impl Shared {
     }
 }
 
+/// What a miss renders from.
+enum Input {
+    /// The original's bytes, to decode.
+    Object(SourceObject),
+    /// Its pixels, decoded for this size or a larger one.
+    Pixels(Arc<DecodedSource>),
+}
+
 /// The CPU-bound part of a miss, and its cache write, run on the blocking pool.
 struct RenderJob {
     variant: VariantKey,
@@ -265,19 +320,24 @@ struct RenderJob {
 }
 
 impl RenderJob {
-    fn render(&self, source: &[u8]) -> Result<Vec<u8>, AppError> {
+    /// Decodes `source` for the largest of `boxes` (the variant's size first).
+    fn decode(&self, source: &[u8], boxes: &[(u32, u32)]) -> Result<Arc<DecodedSource>, AppError> {
+        let started = Instant::now();
+        let image = decode(source, boxes, self.max_pixels)?;
+        self.stats.stage(stage::DECODE, started);
+        // Only a JPEG is shrunk (and trimmed) for the boxes; other formats are full size.
+        let good_up_to = (sniff(source) == Some(Format::Jpeg))
+            .then(|| largest_box(&image, boxes))
+            .flatten();
+        Ok(Arc::new(DecodedSource { image, good_up_to }))
+    }
+
+    fn render(&self, image: &Decoded) -> Result<Vec<u8>, AppError> {
         let target = TargetSize {
             width: self.variant.size.width,
             height: self.variant.size.height,
         };
-        render_bytes(
-            source,
-            &self.mode,
-            target,
-            self.max_pixels,
-            self.quality,
-            &self.stats,
-        )
+        render_decoded(image, &self.mode, target, self.quality, &self.stats)
     }
 
     fn store(self, encoded: Vec<u8>) -> Result<Rendered, AppError> {
@@ -324,8 +384,31 @@ pub fn render_bytes(
     stats: &Stats,
 ) -> Result<Vec<u8>, AppError> {
     let started = Instant::now();
-    let decoded = decode(source, Some((target.width, target.height)), max_pixels)?;
+    let decoded = decode(source, &[(target.width, target.height)], max_pixels)?;
     stats.stage(stage::DECODE, started);
+    render_decoded(&decoded, mode, target, quality, stats)
+}
+
+/// The box of `boxes` shown largest over `image` (covers keep the image's shape).
+fn largest_box(image: &Decoded, boxes: &[(u32, u32)]) -> Option<(u32, u32)> {
+    let scale = |&(w, h): &(u32, u32)| {
+        (f64::from(w) / f64::from(image.width.max(1)))
+            .max(f64::from(h) / f64::from(image.height.max(1)))
+    };
+    boxes
+        .iter()
+        .copied()
+        .max_by(|a, b| scale(a).total_cmp(&scale(b)))
+}
+
+/// Render and encode from decoded pixels.
+pub fn render_decoded(
+    decoded: &Decoded,
+    mode: &LoadedMode,
+    target: TargetSize,
+    quality: u8,
+    stats: &Stats,
+) -> Result<Vec<u8>, AppError> {
     let view = ImageView::new(
         &decoded.pixels,
         decoded.width,

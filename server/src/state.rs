@@ -43,7 +43,7 @@ pub struct AppState {
     /// The render path.
     pub pipeline: Pipeline,
     /// Allowed sizes.
-    pub whitelist: Whitelist,
+    pub whitelist: Arc<Whitelist>,
     /// The cache of rendered variants.
     pub cache: Cache,
     /// The admin API's token.
@@ -82,8 +82,13 @@ impl AppState {
         tracing::info!(source = %source.describe(), "serving originals");
         // The database first: its lock keeps a second process off everything in data_dir.
         let db = Database::open(&settings.data_dir)?;
-        let cache = Cache::open(&settings.cache.dir, settings.cache.max_bytes, &db)?;
-        let whitelist = Whitelist::open(&db, &settings.whitelist)?;
+        let cache = Cache::open(
+            &settings.cache.dir,
+            settings.cache.max_bytes,
+            settings.cache.memory_bytes,
+            &db,
+        )?;
+        let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let modes = Arc::new(ModeRegistry::new(&settings.data_dir.join("loaded-plugins")));
         let reloader = Arc::new(Reloader::new(
@@ -105,8 +110,8 @@ impl AppState {
             source,
             modes.clone(),
             cache.clone(),
-            settings.limits.clone(),
-            settings.output.jpeg_quality,
+            whitelist.clone(),
+            &settings,
             stats.clone(),
         );
         Ok(Arc::new(AppState {

@@ -93,6 +93,8 @@ pub fn cache_totals(state: &AppState) -> CacheView {
         purges_running: cache.purges_running as u64,
         reconciled: cache.reconciled,
         index_disk_bytes: cache.index_disk_bytes,
+        memory_entries: cache.memory_entries,
+        memory_bytes: cache.memory_bytes,
     }
 }
 

@@ -118,6 +118,7 @@ impl Inner {
                     }
                 }
                 _ => {
+                    self.forget(&variant);
                     self.index.remove(&variant)?;
                     dropped += 1;
                 }

@@ -8,6 +8,12 @@
 //!   entry (removed by reconciliation); never a partial file at a variant's path.
 //! - **Hits** read the file and note the time in memory; a background thread writes those
 //!   times to the index in batches, so a hit never waits for sled.
+//! - **Hot variants** (`cache.memory_bytes`) are also kept in memory, least recently used out
+//!   first: a hit there reads no file. The memory holds only what the disk and the index hold:
+//!   a variant goes in under its path lock while its entry is indexed (after a render, or after
+//!   a hit that finds the same file still in place), and every removal (eviction, purge,
+//!   reconciliation) takes it out under the same lock. While a purge runs, hits it may
+//!   remove are not served from memory either.
 //! - **Bounded size**: the bytes indexed plus those being written never exceed
 //!   `cache.max_bytes`; the least recently served entries are evicted in the background
 //!   (and by a writer itself, when the background has not kept up).
@@ -113,6 +119,15 @@ pub struct CachedFile {
     pub modified: SystemTime,
 }
 
+/// A file as read from disk, with the inode it was read from.
+struct ReadFile {
+    file: CachedFile,
+    inode: (u64, u64),
+}
+
+/// The hot variants in memory, bounded by their bytes.
+type Hot = moka::sync::Cache<VariantKey, CachedFile>;
+
 /// What became of a render offered to the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -127,6 +142,14 @@ pub enum PutOutcome {
 /// The purge epoch when a request began. A render is cached only if no purge started since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteTicket(u64);
+
+impl WriteTicket {
+    /// The purge epoch itself: what was fetched or decoded for a request is good for others
+    /// with the same epoch (no purge in between).
+    pub fn epoch(self) -> u64 {
+        self.0
+    }
+}
 
 /// Counters and totals, for the admin API and `/metrics`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -147,6 +170,10 @@ pub struct CacheStats {
     pub reconciled: bool,
     /// Bytes sled takes on disk for ross's state.
     pub index_disk_bytes: u64,
+    /// Hot variants held in memory (approximate: the count settles in the background).
+    pub memory_entries: u64,
+    /// Their bytes, at most `cache.memory_bytes`.
+    pub memory_bytes: u64,
 }
 
 #[derive(Default)]
@@ -250,6 +277,8 @@ struct Inner {
     track_hits: AtomicBool,
     /// One eviction at a time.
     evicting: Mutex<()>,
+    /// Hot variants (`None` when `cache.memory_bytes` is 0).
+    hot: Option<Hot>,
     reconciled: AtomicBool,
     counters: Counters,
     signal: Arc<Signal>,
@@ -269,7 +298,13 @@ impl Drop for Inner {
 impl Cache {
     /// Opens the cache in `dir` with its index in `db`, bounded to `max_bytes`, and starts its
     /// background work. Blocking: the index is scanned once for its totals.
-    pub fn open(dir: &Path, max_bytes: u64, db: &Database) -> Result<Cache, CacheError> {
+    /// Up to `memory_bytes` of the most recently served variants are also kept in memory.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        memory_bytes: u64,
+        db: &Database,
+    ) -> Result<Cache, CacheError> {
         let marker = claim_folder(dir)?;
         let tmp = dir.join(TMP_DIR);
         if tmp.exists() {
@@ -313,6 +348,14 @@ impl Cache {
             touches: Mutex::default(),
             track_hits: AtomicBool::new(true),
             evicting: Mutex::new(()),
+            hot: (memory_bytes > 0).then(|| {
+                Hot::builder()
+                    .max_capacity(memory_bytes)
+                    .weigher(|_, file: &CachedFile| {
+                        u32::try_from(file.bytes.len()).unwrap_or(u32::MAX)
+                    })
+                    .build()
+            }),
             reconciled: AtomicBool::new(false),
             counters: Counters::default(),
             signal: Arc::default(),
@@ -344,6 +387,12 @@ impl Cache {
                 _ => {}
             }
         }
+        if needs_version.is_none() {
+            if let Some(file) = inner.hot.as_ref().and_then(|hot| hot.get(variant)) {
+                inner.touch(variant);
+                return Some(file);
+            }
+        }
         let path = inner.dir.join(variant.relative_path());
         let v = variant.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -353,7 +402,9 @@ impl Cache {
                     return None;
                 }
             }
-            read_whole(&path)
+            let read = read_whole(&path)?;
+            inner.remember(&v, &path, &read);
+            Some(read.file)
         });
         // A cache folder that hangs (a stuck mount) must not hang the request: past the
         // deadline it is a miss, and the render that follows reports what fails.
@@ -364,13 +415,7 @@ impl Cache {
                 return None;
             }
         };
-        let inner = &self.inner;
-        if inner.track_hits.load(Ordering::Relaxed) {
-            let mut touches = lock(&inner.touches);
-            if touches.len() < MAX_PENDING_TOUCHES {
-                touches.insert(variant.index_key(), now_ms());
-            }
-        }
+        self.inner.touch(variant);
         Some(file)
     }
 
@@ -395,7 +440,7 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
             return Ok(PutOutcome::NoRoom);
         }
-        let outcome = inner.place(variant, version, &tmp, n, ticket, current);
+        let outcome = inner.place(variant, version, &tmp, bytes, ticket, current);
         inner.reserved.fetch_sub(n, Ordering::SeqCst);
         if !matches!(outcome, Ok(PutOutcome::Stored(_))) {
             let _ = std::fs::remove_file(&tmp);
@@ -506,6 +551,8 @@ impl Cache {
             purges_running: inner.active.load().len(),
             reconciled: inner.reconciled.load(Ordering::SeqCst),
             index_disk_bytes: inner.counters.index_disk_bytes.load(Ordering::Relaxed),
+            memory_entries: inner.hot.as_ref().map_or(0, |hot| hot.entry_count()),
+            memory_bytes: inner.hot.as_ref().map_or(0, |hot| hot.weighted_size()),
         }
     }
 
@@ -568,7 +615,8 @@ fn claim_folder(dir: &Path) -> Result<File, CacheError> {
     }
 }
 
-fn read_whole(path: &Path) -> Option<CachedFile> {
+fn read_whole(path: &Path) -> Option<ReadFile> {
+    use std::os::unix::fs::MetadataExt;
     let mut file = File::open(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() {
@@ -576,15 +624,49 @@ fn read_whole(path: &Path) -> Option<CachedFile> {
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut bytes).ok()?;
-    Some(CachedFile {
-        bytes: bytes.into(),
-        modified: meta.modified().ok()?,
+    Some(ReadFile {
+        file: CachedFile {
+            bytes: bytes.into(),
+            modified: meta.modified().ok()?,
+        },
+        inode: (meta.dev(), meta.ino()),
     })
 }
 
 static TMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl Inner {
+    /// Notes a hit's time for eviction.
+    fn touch(&self, variant: &VariantKey) {
+        if self.track_hits.load(Ordering::Relaxed) {
+            let mut touches = lock(&self.touches);
+            if touches.len() < MAX_PENDING_TOUCHES {
+                touches.insert(variant.index_key(), now_ms());
+            }
+        }
+    }
+
+    /// Keeps a file read from disk in memory, if it is still the variant's indexed file: under
+    /// the path lock, so a removal or replacement either happened before (the entry is gone,
+    /// or the path holds another file) or comes after and takes it out again.
+    fn remember(&self, variant: &VariantKey, path: &Path, read: &ReadFile) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(hot) = &self.hot else { return };
+        let _path = self.stripe(variant);
+        let indexed = self.index.get(variant).is_ok_and(|e| e.is_some());
+        let same_file = std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == read.inode);
+        if indexed && same_file {
+            hot.insert(variant.clone(), read.file.clone());
+        }
+    }
+
+    /// Takes `variant` out of memory. Call under its path lock.
+    fn forget(&self, variant: &VariantKey) {
+        if let Some(hot) = &self.hot {
+            hot.invalidate(variant);
+        }
+    }
+
     fn stripe(&self, variant: &VariantKey) -> MutexGuard<'_, ()> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(variant);
@@ -643,10 +725,11 @@ impl Inner {
         variant: &VariantKey,
         version: &str,
         tmp: &Path,
-        n: u64,
+        bytes: &[u8],
         ticket: WriteTicket,
         current: impl FnOnce() -> bool,
     ) -> Result<PutOutcome, CacheError> {
+        let n = bytes.len() as u64;
         let _no_purge = self.writes.read().unwrap_or_else(|e| e.into_inner());
         if self.epoch.load(Ordering::SeqCst) != ticket.0 || !current() {
             return Ok(PutOutcome::Stale);
@@ -666,8 +749,16 @@ impl Inner {
         };
         if let Err(e) = self.index.insert(variant, &entry) {
             // Without an entry the file would escape the bound: take it back.
+            self.forget(variant);
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
+        }
+        if let Some(hot) = &self.hot {
+            let file = CachedFile {
+                bytes: Bytes::copy_from_slice(bytes),
+                modified,
+            };
+            hot.insert(variant.clone(), file);
         }
         Ok(PutOutcome::Stored(modified))
     }
@@ -687,6 +778,7 @@ impl Inner {
         if created_ms.is_some_and(|c| c != entry.created_ms) {
             return Ok(None); // written again since it was chosen
         }
+        self.forget(variant);
         let path = self.dir.join(variant.relative_path());
         match std::fs::remove_file(&path) {
             Ok(()) => {}

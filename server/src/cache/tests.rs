@@ -28,7 +28,7 @@ impl Fixture {
 
     fn open(&self, max_bytes: u64) -> Cache {
         let db = Database::open(&self.dir.path().join("data")).unwrap();
-        Cache::open(&self.cache_dir(), max_bytes, &db).unwrap()
+        Cache::open(&self.cache_dir(), max_bytes, 1 << 20, &db).unwrap()
     }
 }
 
@@ -317,12 +317,12 @@ fn a_folder_holding_other_files_or_in_use_is_refused() {
     std::fs::create_dir_all(f.cache_dir()).unwrap();
     std::fs::write(f.cache_dir().join("photo.jpg"), b"x").unwrap();
     let db = Database::open(&f.dir.path().join("data")).unwrap();
-    let err = Cache::open(&f.cache_dir(), 1000, &db).err().unwrap();
+    let err = Cache::open(&f.cache_dir(), 1000, 0, &db).err().unwrap();
     assert!(matches!(err, CacheError::NotACache { .. }), "{err}");
     std::fs::remove_file(f.cache_dir().join("photo.jpg")).unwrap();
-    let _first = Cache::open(&f.cache_dir(), 1000, &db).unwrap();
+    let _first = Cache::open(&f.cache_dir(), 1000, 0, &db).unwrap();
     let other = Database::open(&f.dir.path().join("data2")).unwrap();
-    let err = Cache::open(&f.cache_dir(), 1000, &other).err().unwrap();
+    let err = Cache::open(&f.cache_dir(), 1000, 0, &other).err().unwrap();
     assert!(matches!(err, CacheError::InUse { .. }), "{err}");
 }
 
@@ -347,4 +347,110 @@ fn a_cache_folder_from_before_the_index_is_taken_over() {
     settled(&cache);
     assert!(files_under(&f.cache_dir()).is_empty());
     assert!(!f.cache_dir().join("300").exists());
+}
+
+impl Cache {
+    fn in_memory(&self, variant: &VariantKey) -> bool {
+        self.inner
+            .hot
+            .as_ref()
+            .is_some_and(|hot| hot.contains_key(variant))
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn hot_variants_are_served_from_memory() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    let v = variant("/10/10/crop/a.jpg");
+    put(&cache, "/10/10/crop/a.jpg", 100);
+    assert!(cache.in_memory(&v));
+    // Proof that the hit reads no file: it is served with the file gone behind ross's back.
+    std::fs::remove_file(f.cache_dir().join(v.relative_path())).unwrap();
+    assert_eq!(block_on(cache.get(&v)).unwrap().bytes.len(), 100);
+
+    // With no memory, it is a miss.
+    let g = Fixture::new();
+    let db = Database::open(&g.dir.path().join("data")).unwrap();
+    let cold = Cache::open(&g.cache_dir(), 1 << 20, 0, &db).unwrap();
+    put(&cold, "/10/10/crop/a.jpg", 100);
+    std::fs::remove_file(g.cache_dir().join(v.relative_path())).unwrap();
+    assert!(block_on(cold.get(&v)).is_none());
+}
+
+#[test]
+fn a_disk_hit_fills_memory() {
+    let f = Fixture::new();
+    let v = variant("/10/10/crop/a.jpg");
+    {
+        let cache = f.open(1 << 20);
+        put(&cache, "/10/10/crop/a.jpg", 100);
+    }
+    let cache = f.open(1 << 20);
+    assert!(!cache.in_memory(&v));
+    assert_eq!(block_on(cache.get(&v)).unwrap().bytes.len(), 100);
+    assert!(cache.in_memory(&v));
+}
+
+#[test]
+fn purges_and_evictions_take_variants_out_of_memory() {
+    let f = Fixture::new();
+    let cache = f.open(10_000);
+    settled(&cache);
+    let purged = variant("/10/10/crop/purged.jpg");
+    let kept = variant("/10/10/crop/kept.jpg");
+    put(&cache, "/10/10/crop/purged.jpg", 100);
+    put(&cache, "/10/10/crop/kept.jpg", 100);
+    cache.purge(Selector::Key("purged.jpg".into())).unwrap();
+    assert!(!cache.in_memory(&purged));
+    assert!(cache.in_memory(&kept));
+
+    // A version purge: the other version's renders leave memory with their files.
+    cache.adopt_mode_version("crop", "2.0.0").unwrap();
+    settled(&cache);
+    assert!(!cache.in_memory(&kept));
+
+    // Evictions: 30 renders of 1 kB in a cache of 10 kB.
+    for i in 1..=30 {
+        put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
+    }
+    let held: Vec<_> = (1..=30)
+        .map(|i| variant(&format!("/{i}/1/crop/a.jpg")))
+        .filter(|v| cache.in_memory(v))
+        .collect();
+    assert!(held.len() <= 10, "{} in memory", held.len());
+    for v in held {
+        assert!(cache.entry(&v).unwrap().is_some(), "{v} in memory only");
+    }
+}
+
+#[test]
+fn a_read_overtaken_by_a_removal_or_a_new_render_is_not_remembered() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    let inner = &cache.inner;
+    let v = variant("/10/10/crop/a.jpg");
+    let path = inner.dir.join(v.relative_path());
+
+    // Read, then the variant is purged before the read is remembered.
+    put(&cache, "/10/10/crop/a.jpg", 100);
+    let read = read_whole(&path).unwrap();
+    cache.purge(Selector::All).unwrap();
+    inner.remember(&v, &path, &read);
+    assert!(!cache.in_memory(&v));
+
+    // Read, then rendered again (a new file at the path) before the read is remembered.
+    put(&cache, "/10/10/crop/a.jpg", 100);
+    let read = read_whole(&path).unwrap();
+    put(&cache, "/10/10/crop/a.jpg", 200);
+    inner.remember(&v, &path, &read);
+    assert_eq!(block_on(cache.get(&v)).unwrap().bytes.len(), 200);
 }

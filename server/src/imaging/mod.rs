@@ -9,6 +9,6 @@ mod jpeg;
 mod scans;
 mod sniff;
 
-pub use decode::{decode, DecodeError, Decoded};
+pub use decode::{decode, decode_every_scan, DecodeError, Decoded};
 pub use encode::{encode_jpeg, EncodeError};
 pub use sniff::{sniff, Format};

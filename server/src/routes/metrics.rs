@@ -138,7 +138,7 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
         "Cache purges of a mode whose plugin changed version.",
         state.reloader.stats.purges.load(Ordering::Relaxed),
     );
-    let gauges: [(&str, &str, u64); 7] = [
+    let gauges: [(&str, &str, u64); 8] = [
         (
             names::IN_FLIGHT,
             "Renders holding a render slot.",
@@ -158,6 +158,11 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             names::CACHE_BYTES,
             "Bytes of the cached variants.",
             stats.cache.bytes,
+        ),
+        (
+            "ross_cache_memory_bytes",
+            "Bytes of the hot variants also held in memory (at most cache.memory_bytes).",
+            stats.cache.memory_bytes,
         ),
         (
             "ross_cache_max_bytes",
