@@ -268,6 +268,7 @@ async fn stats_and_plugins() {
         .unwrap_or_else(|| panic!("{plugins}"));
     assert!(crop["file"].as_str().unwrap().ends_with("libcrop.so"));
     assert!(crop["version"].as_str().is_some_and(|v| !v.is_empty()));
+    assert_eq!(crop["abi"], plugin_api::PLUGIN_ABI_VERSION);
     assert!(crop["loaded_at"].as_str().unwrap().ends_with("GMT"));
     assert!(crop["last_load_error"].is_null());
 }

@@ -150,3 +150,79 @@ async fn plugin_panic_is_a_500_for_that_request_only() {
         "only the crop render is cached"
     );
 }
+
+/// A plugin built before plugin ABI 0.1.1 (its root module has no `decode_need`, its version
+/// string is 0.1.0) loads and serves, its decode just covering the box; a mode that asks for
+/// the full size gets it.
+#[tokio::test]
+async fn plugins_built_before_decode_needs_still_load() {
+    let dir = plugin_folder(&[fixture_plugin("legacy_plugin"), built("trimresize")]);
+    let server = TestServer::builder().plugins(dir.path()).start().await;
+    assert!(
+        server.state.modes.failures().is_empty(),
+        "{:?}",
+        server.state.modes.failures()
+    );
+    let legacy = server
+        .state
+        .modes
+        .get("legacy")
+        .expect("the old plugin loaded");
+    let target = plugin_api::TargetSize {
+        width: 300,
+        height: 200,
+    };
+    assert_eq!(legacy.abi_version(), "0.1.0");
+    assert_eq!(legacy.decode_box(target), Some((300, 200)));
+    let trim = server.state.modes.get("trimresize").unwrap();
+    assert_eq!(trim.abi_version(), plugin_api::PLUGIN_ABI_VERSION);
+    assert_eq!(trim.decode_box(target), None);
+    let r = server.get("/300/200/legacy/photos/Dune.jpg").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.image().dimensions(), (300, 200));
+    // The whole picture, stretched: its mean colour is the picture's.
+    let mean = |img: &image::RgbImage| {
+        let n = f64::from(img.width() * img.height());
+        [0, 1, 2].map(|c| img.pixels().map(|p| f64::from(p.0[c])).sum::<f64>() / n)
+    };
+    let whole = image::open(crate::util::corpus().join("photos/Dune.jpg"))
+        .unwrap()
+        .to_rgb8();
+    for (got, want) in mean(&r.image()).iter().zip(mean(&whole)) {
+        assert!((got - want).abs() < 4.0, "mean {got:.1} against {want:.1}");
+    }
+}
+
+/// trimresize asks for the full-size source: a 2400x2400 JPEG holding a 1200x1200 object on
+/// white gives the object at 300 px in a 300x300 box, as the same picture stored as PNG does
+/// (a decode shrunk to cover the box would have shown it at 150).
+#[tokio::test]
+async fn a_mode_that_needs_the_full_size_gets_it_from_any_format() {
+    let media = tempfile::tempdir().unwrap();
+    let picture = image::RgbImage::from_fn(2400, 2400, |x, y| {
+        let inside = (600..1800).contains(&x) && (600..1800).contains(&y);
+        if inside {
+            image::Rgb([40, (x / 10) as u8, (y / 10) as u8])
+        } else {
+            image::Rgb([255, 255, 255])
+        }
+    });
+    picture.save(media.path().join("object.png")).unwrap();
+    picture.save(media.path().join("object.jpg")).unwrap();
+    let server = TestServer::builder().media(media.path()).start().await;
+    let object_width = |img: &image::RgbImage| {
+        let row = img.height() / 2;
+        (0..img.width())
+            .filter(|&x| img.get_pixel(x, row).0[0] < 128)
+            .count()
+    };
+    for file in ["object.jpg", "object.png"] {
+        let r = server.get(&format!("/300/300/trimresize/{file}")).await;
+        assert_eq!(r.status, 200, "{file}");
+        let width = object_width(&r.image());
+        assert!(
+            (296..=300).contains(&width),
+            "{file}: object {width} px wide"
+        );
+    }
+}

@@ -265,6 +265,8 @@ pub struct ModeView {
     pub version: String,
     /// One line for operators.
     pub description: String,
+    /// The plugin ABI its library was built against.
+    pub abi: String,
     /// The plugin file.
     pub file: String,
     /// When it was loaded, as an HTTP date.

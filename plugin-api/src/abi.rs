@@ -6,7 +6,18 @@ use std::fmt;
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
-use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
+use abi_stable::{declare_root_module_statics, StableAbi};
+
+/// The version of the plugin ABI, independent of ross's own: the host refuses a plugin whose
+/// ABI version has another major number (another minor number while it is 0.x), or a lower
+/// minor number than its own. Raise the patch number for additions that older plugins can do
+/// without (fields appended to [`PluginModule`]); raise the minor number (0.x) only for a
+/// change that breaks every plugin built before it.
+///
+/// History: 0.1.0, the first (it was the workspace's version then, so every plugin built
+/// before this constant carries it; frozen in [`crate::v0_1_0`]); 0.1.1 appended
+/// [`PluginModule::decode_need`].
+pub const PLUGIN_ABI_VERSION: &str = "0.1.1";
 
 /// How pixels are laid out in a buffer. Every format is 8 bits per channel, interleaved.
 #[repr(u8)]
@@ -210,6 +221,50 @@ pub struct TargetSize {
     pub height: u32,
 }
 
+/// What decode of the source a mode needs for a request. The host shrinks a source on load to
+/// just cover the requested box (a JPEG in the DCT, several times faster); a mode that crops
+/// into the picture by what it finds there (a trimmed border) needs more pixels than that.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeNeed {
+    /// The source whole, at full size.
+    pub full_size: bool,
+    /// Otherwise, the decoded source covers at least this box (the host never decodes less
+    /// than the requested box covers).
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+}
+
+impl DecodeNeed {
+    /// Just what covers `target`: the host's default.
+    pub const fn cover(target: TargetSize) -> DecodeNeed {
+        DecodeNeed {
+            full_size: false,
+            width: target.width,
+            height: target.height,
+        }
+    }
+
+    /// At least `width` x `height` covered.
+    pub const fn at_least(width: u32, height: u32) -> DecodeNeed {
+        DecodeNeed {
+            full_size: false,
+            width,
+            height,
+        }
+    }
+
+    /// The source at full size.
+    pub const fn full_size() -> DecodeNeed {
+        DecodeNeed {
+            full_size: true,
+            width: 0,
+            height: 0,
+        }
+    }
+}
+
 /// Why a render failed, so the host can log and count failures by kind.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,8 +331,8 @@ pub struct ModeInfo {
 
 /// The root module every plugin library exports (through [`crate::export_modes!`]).
 ///
-/// It is a prefix type: a later API version may append fields after `render`, and plugins
-/// built against this version keep loading.
+/// It is a prefix type: a later API version appends fields after `render`, and plugins built
+/// before keep loading (the host sees such a field as missing in them and does without).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
@@ -292,13 +347,17 @@ pub struct PluginModule {
         source: ImageView<'_>,
         target: TargetSize,
     ) -> RResult<ImageBuf, RenderError>,
+    /// The decode mode `mode` needs for a request of `target` (ABI 0.1.1; plugins built
+    /// before it get [`DecodeNeed::cover`]).
+    #[sabi(missing_field(option))]
+    pub decode_need: extern "C" fn(mode: RStr<'_>, target: TargetSize) -> DecodeNeed,
 }
 
 impl RootModule for PluginModule_Ref {
     declare_root_module_statics! {PluginModule_Ref}
     const BASE_NAME: &'static str = "ross_mode";
     const NAME: &'static str = "ross mode plugin";
-    /// The version of this crate: a plugin built against an incompatible version (another
-    /// minor version while ross is 0.x) is refused before any of its code runs.
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    /// [`PLUGIN_ABI_VERSION`]: a plugin built against an incompatible one is refused before
+    /// any of its code runs.
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(PLUGIN_ABI_VERSION);
 }

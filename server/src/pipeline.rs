@@ -206,11 +206,14 @@ impl Shared {
         let timed_out = |_| AppError::render_timeout();
         let epoch = ticket.epoch();
         let key = variant.key.as_str().to_owned();
-        let size = (variant.size.width, variant.size.height);
+        let need = mode.decode_box(TargetSize {
+            width: variant.size.width,
+            height: variant.size.height,
+        });
         // Pixels decoded for this size or a larger one moments ago, else the bytes fetched
         // moments ago, else a fetch.
         let mut turn = None;
-        let input = match self.recent.pixels(&key, epoch, size) {
+        let input = match self.recent.pixels(&key, epoch, need) {
             Some(pixels) => Input::Pixels(pixels),
             None => match self.recent.object(&key, epoch) {
                 Some(object) => Input::Object(object),
@@ -243,12 +246,19 @@ impl Shared {
             .map_err(timed_out)?;
         self.stats.render();
         self.stats.rendered_key(&key);
-        // The largest size the whitelist allows may be asked for next: decode for it.
+        // The largest size the whitelist allows may be asked for next: decode for it (as
+        // this mode needs it). No box at all: the full size.
         let allowed = self.whitelist.snapshot();
-        let mut boxes = vec![size];
+        let mut needs = vec![need];
         if allowed.enabled {
-            boxes.extend(allowed.sizes.iter().map(|s| (s.width, s.height)));
+            needs.extend(allowed.sizes.iter().map(|s| {
+                mode.decode_box(TargetSize {
+                    width: s.width,
+                    height: s.height,
+                })
+            }));
         }
+        let boxes: Vec<(u32, u32)> = needs.into_iter().collect::<Option<_>>().unwrap_or_default();
         let job = RenderJob {
             variant,
             ticket,
@@ -384,7 +394,8 @@ pub fn render_bytes(
     stats: &Stats,
 ) -> Result<Vec<u8>, AppError> {
     let started = Instant::now();
-    let decoded = decode(source, &[(target.width, target.height)], max_pixels)?;
+    let boxes: Vec<_> = mode.decode_box(target).into_iter().collect();
+    let decoded = decode(source, &boxes, max_pixels)?;
     stats.stage(stage::DECODE, started);
     render_decoded(&decoded, mode, target, quality, stats)
 }

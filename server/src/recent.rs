@@ -33,18 +33,19 @@ pub struct DecodedSource {
 }
 
 impl DecodedSource {
-    /// Whether these pixels render `target` as a decode for it would: they cover it, and were
-    /// decoded (shrunk, trimmed) for a box at least as large.
-    pub fn serves(&self, target: (u32, u32)) -> bool {
-        let Some(limit) = self.good_up_to else {
-            return true;
+    /// Whether these pixels serve a render needing a decode that covers `need` (`None`: the
+    /// full size) as a decode for it would: they cover it, and were decoded (shrunk, trimmed)
+    /// for a box at least as large.
+    pub fn serves(&self, need: Option<(u32, u32)>) -> bool {
+        let (Some(limit), Some(need)) = (self.good_up_to, need) else {
+            return self.good_up_to.is_none();
         };
         // The scale at which a box is shown, against these pixels (covers keep their shape).
         let scale = |(w, h): (u32, u32)| {
             (f64::from(w) / f64::from(self.image.width.max(1)))
                 .max(f64::from(h) / f64::from(self.image.height.max(1)))
         };
-        scale(target) <= scale(limit) * (1.0 + 1e-9)
+        scale(need) <= scale(limit) * (1.0 + 1e-9)
     }
 
     fn weight(&self) -> usize {
@@ -124,10 +125,16 @@ impl Recent {
         }
     }
 
-    /// The original's pixels, if decoded in `epoch` for a box at least as large as `target`.
-    pub fn pixels(&self, key: &str, epoch: u64, target: (u32, u32)) -> Option<Arc<DecodedSource>> {
+    /// The original's pixels, if decoded in `epoch` for what `need` asks (see
+    /// [`DecodedSource::serves`]).
+    pub fn pixels(
+        &self,
+        key: &str,
+        epoch: u64,
+        need: Option<(u32, u32)>,
+    ) -> Option<Arc<DecodedSource>> {
         match self.get(key, Kind::Pixels, epoch)? {
-            Held::Pixels(pixels) if pixels.serves(target) => Some(pixels),
+            Held::Pixels(pixels) if pixels.serves(need) => Some(pixels),
             _ => None,
         }
     }
@@ -144,7 +151,9 @@ impl Recent {
             let larger = match (held.good_up_to, pixels.good_up_to) {
                 (None, _) => true,
                 (Some(_), None) => false,
-                (Some(held_box), Some(new_box)) => held.serves(new_box) && held_box != new_box,
+                (Some(held_box), Some(new_box)) => {
+                    held.serves(Some(new_box)) && held_box != new_box
+                }
             };
             if larger {
                 return;
@@ -186,12 +195,14 @@ mod tests {
     fn pixels_serve_boxes_up_to_the_one_they_were_decoded_for() {
         // A 2400x1600 JPEG decoded at 1/4 for 300x300: 600x400, good up to 450x300.
         let p = pixels(600, 400, Some((300, 300)));
-        assert!(p.serves((300, 300)));
-        assert!(p.serves((72, 72)));
-        assert!(p.serves((450, 300)));
-        assert!(!p.serves((301, 301)));
-        assert!(!p.serves((1024, 768)));
-        assert!(pixels(600, 400, None).serves((2000, 2000)));
+        assert!(p.serves(Some((300, 300))));
+        assert!(p.serves(Some((72, 72))));
+        assert!(p.serves(Some((450, 300))));
+        assert!(!p.serves(Some((301, 301))));
+        assert!(!p.serves(Some((1024, 768))));
+        assert!(!p.serves(None));
+        let whole = pixels(600, 400, None);
+        assert!(whole.serves(Some((2000, 2000))) && whole.serves(None));
     }
 
     #[test]
@@ -212,16 +223,24 @@ mod tests {
     fn larger_decodes_replace_smaller_ones_not_the_reverse() {
         let recent = Recent::new(1 << 24);
         recent.keep_pixels("a.jpg", 0, pixels(600, 400, Some((300, 300))));
-        assert!(recent.pixels("a.jpg", 0, (200, 200)).is_some());
-        assert!(recent.pixels("a.jpg", 0, (1024, 768)).is_none());
+        assert!(recent.pixels("a.jpg", 0, Some((200, 200))).is_some());
+        assert!(recent.pixels("a.jpg", 0, Some((1024, 768))).is_none());
         recent.keep_pixels("a.jpg", 0, pixels(1200, 800, Some((1024, 768))));
         assert_eq!(
-            recent.pixels("a.jpg", 0, (1024, 768)).unwrap().image.width,
+            recent
+                .pixels("a.jpg", 0, Some((1024, 768)))
+                .unwrap()
+                .image
+                .width,
             1200
         );
         recent.keep_pixels("a.jpg", 0, pixels(300, 200, Some((72, 72))));
         assert_eq!(
-            recent.pixels("a.jpg", 0, (72, 72)).unwrap().image.width,
+            recent
+                .pixels("a.jpg", 0, Some((72, 72)))
+                .unwrap()
+                .image
+                .width,
             1200
         );
     }

@@ -8,7 +8,9 @@
 //! is kept whole.
 
 use plugin_api::geometry::{fit, Region};
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_api::{
+    ops, DecodeNeed, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize,
+};
 
 /// Largest per-channel difference from the border colour still counted as border (about 6%).
 pub const TOLERANCE: u8 = 16;
@@ -42,6 +44,13 @@ impl Mode for TrimResize {
             copy_box(src, x, y, w, h)
         };
         ops::centre_on_white(content.view(), tw, th)
+    }
+
+    /// The whole source: how large the content is, and so how far it may be shrunk, is known
+    /// only once the border is found. A decode shrunk to cover the box would show a 1200 px
+    /// object in a 2400 px JPEG at half the size its PNG gives.
+    fn decode_need(&self, _target: TargetSize) -> DecodeNeed {
+        DecodeNeed::full_size()
     }
 }
 

@@ -144,6 +144,7 @@ pub fn plugins(state: &AppState) -> PluginsView {
                 name: m.name.clone(),
                 version: m.version.clone(),
                 description: m.description.clone(),
+                abi: m.abi_version().to_owned(),
                 file: m.file.display().to_string(),
                 loaded_at: httpdate::fmt_http_date(m.loaded_at),
                 status: if last_load_error.is_some() {

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
-use plugin_api::{ImageView, ModeInfo, PixelFormat, PluginModule_Ref, TargetSize};
+use plugin_api::{
+    v0_1_0, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule_Ref, RenderError,
+    RenderErrorKind, TargetSize,
+};
 
 use crate::request::is_mode_word;
 
@@ -95,9 +98,74 @@ impl PluginLoadError {
     }
 }
 
+/// A plugin's root module, of whichever supported ABI version it was built against; calls
+/// are converted at the boundary.
+#[derive(Clone, Copy)]
+pub(crate) enum Module {
+    /// The current ABI ([`plugin_api::PLUGIN_ABI_VERSION`]).
+    Current(PluginModule_Ref),
+    /// ABI 0.1.0: no `decode_need`.
+    V0_1_0(v0_1_0::PluginModule_Ref),
+}
+
+impl Module {
+    /// The modes the library declares.
+    pub(crate) fn modes(self) -> Result<Vec<ModeInfo>, RenderError> {
+        match self {
+            Module::Current(m) => m.modes()().into_result().map(|v| v.into_iter().collect()),
+            Module::V0_1_0(m) => m.modes()()
+                .into_result()
+                .map(|v| v.into_iter().map(ModeInfo::from).collect())
+                .map_err(RenderError::from),
+        }
+    }
+
+    /// Renders `source` in `mode` at `target`.
+    pub(crate) fn render(
+        self,
+        mode: &str,
+        source: ImageView<'_>,
+        target: TargetSize,
+    ) -> Result<ImageBuf, RenderError> {
+        match self {
+            Module::Current(m) => m.render()(RStr::from(mode), source, target).into_result(),
+            Module::V0_1_0(m) => {
+                let source = v0_1_0::ImageView::from_current(source).ok_or_else(|| {
+                    RenderError::new(
+                        RenderErrorKind::Unsupported,
+                        "a plugin built for ABI 0.1.0 cannot take this pixel format",
+                    )
+                })?;
+                m.render()(RStr::from(mode), source, target.into())
+                    .into_result()
+                    .map(ImageBuf::from)
+                    .map_err(RenderError::from)
+            }
+        }
+    }
+
+    /// The plugin ABI version it was built against (the oldest of its line).
+    pub(crate) fn abi_version(self) -> &'static str {
+        match self {
+            Module::Current(_) => plugin_api::PLUGIN_ABI_VERSION,
+            Module::V0_1_0(_) => "0.1.0",
+        }
+    }
+
+    /// The decode `mode` needs for `target`; `None` from a plugin that cannot say (ABI
+    /// 0.1.0), which gets just what covers the target.
+    pub(crate) fn decode_need(self, mode: &str, target: TargetSize) -> Option<DecodeNeed> {
+        match self {
+            Module::Current(m) => m.decode_need().map(|f| f(RStr::from(mode), target)),
+            Module::V0_1_0(_) => None,
+        }
+    }
+}
+
 /// A plugin library opened and checked.
 pub(crate) struct OpenedLibrary {
-    pub(crate) module: PluginModule_Ref,
+    /// Its root module.
+    pub(crate) module: Module,
     pub(crate) modes: Vec<ModeInfo>,
     /// The private copy that is mapped.
     pub(crate) copy: PathBuf,
@@ -250,15 +318,19 @@ fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError>
     })?;
     preflight(copy, file)?;
     let header = lib_header_from_path(copy).map_err(|e| summarise(file, e))?;
-    let module = header
-        .init_root_module::<PluginModule_Ref>()
-        .map_err(|e| summarise(file, e))?;
-    let modes = module.modes()()
-        .into_result()
-        .map_err(|e| PluginLoadError::InitFailed {
-            file: file.to_owned(),
-            reason: e.message.to_string(),
-        })?;
+    // Checked against the current ABI, then against the frozen older ones (abi_stable takes a
+    // plugin newer than the type it is checked against, never older).
+    let module = match header.init_root_module::<PluginModule_Ref>() {
+        Ok(current) => Module::Current(current),
+        Err(e) => match header.init_root_module::<v0_1_0::PluginModule_Ref>() {
+            Ok(old) => Module::V0_1_0(old),
+            Err(_) => return Err(summarise(file, e)),
+        },
+    };
+    let modes = module.modes().map_err(|e| PluginLoadError::InitFailed {
+        file: file.to_owned(),
+        reason: e.message.to_string(),
+    })?;
     let invalid = |reason: String| PluginLoadError::InvalidMode {
         file: file.to_owned(),
         reason,
@@ -293,7 +365,7 @@ const TEST_RENDER_LIMIT: Duration = Duration::from_secs(5);
 /// Test-renders every mode on a thread of its own, so a plugin that hangs is refused after
 /// [`TEST_RENDER_LIMIT`] instead of stopping every later reload. (The hung thread cannot be
 /// stopped; it is left behind, like the library.)
-fn test_renders(module: PluginModule_Ref, modes: Vec<String>) -> Result<(), (String, String)> {
+fn test_renders(module: Module, modes: Vec<String>) -> Result<(), (String, String)> {
     let (tx, rx) = mpsc::channel();
     let first = modes.first().cloned().unwrap_or_default();
     let spawned = std::thread::Builder::new()
@@ -318,7 +390,7 @@ fn test_renders(module: PluginModule_Ref, modes: Vec<String>) -> Result<(), (Str
 
 /// Renders a small gradient at a smaller size, as ross will, before the mode is put in
 /// service: a plugin that cannot render at all is refused while the old version still serves.
-fn test_render(module: PluginModule_Ref, mode: &str) -> Result<(), String> {
+fn test_render(module: Module, mode: &str) -> Result<(), String> {
     let (w, h) = (24u32, 16u32);
     let pixels: Vec<u8> = (0..h)
         .flat_map(|y| (0..w).flat_map(move |x| [(x * 10) as u8, (y * 15) as u8, 128]))
@@ -328,8 +400,10 @@ fn test_render(module: PluginModule_Ref, mode: &str) -> Result<(), String> {
         width: 12,
         height: 10,
     };
-    let out = module.render()(RStr::from(mode), view, target)
-        .into_result()
+    // Asked on every miss, before its render: it must answer at once (and here, in time).
+    module.decode_need(mode, target);
+    let out = module
+        .render(mode, view, target)
         .map_err(|e| e.to_string())?;
     out.view().validate().map_err(|e| e.to_string())?;
     if out.width > target.width || out.height > target.height || out.width == 0 {

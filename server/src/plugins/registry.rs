@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use abi_stable::std_types::RStr;
 use arc_swap::ArcSwap;
-use plugin_api::{ImageBuf, ImageView, PluginModule_Ref, RenderError, TargetSize};
+use plugin_api::{ImageBuf, ImageView, RenderError, TargetSize};
 
 use super::loader::{self, PluginLoadError};
 
@@ -32,7 +31,7 @@ pub struct LoadedMode {
     /// Unique to this load of this mode in this process: renders of different loads are
     /// never merged, even when their versions are equal.
     pub id: u64,
-    module: PluginModule_Ref,
+    module: loader::Module,
 }
 
 impl std::fmt::Debug for LoadedMode {
@@ -69,6 +68,21 @@ pub enum PluginRenderError {
 }
 
 impl LoadedMode {
+    /// The plugin ABI its library was built against.
+    pub fn abi_version(&self) -> &'static str {
+        self.module.abi_version()
+    }
+
+    /// The box the decoded source must cover for a render at `target` (never less than
+    /// `target`), or `None` for the full size. Plugins built before ABI 0.1.1 do not say:
+    /// `target`.
+    pub fn decode_box(&self, target: TargetSize) -> Option<(u32, u32)> {
+        let Some(need) = self.module.decode_need(&self.name, target) else {
+            return Some((target.width, target.height));
+        };
+        (!need.full_size).then(|| (need.width.max(target.width), need.height.max(target.height)))
+    }
+
     /// Renders `source` at `target`. The output is checked: a valid buffer no larger than the
     /// target box.
     pub fn render(
@@ -76,8 +90,9 @@ impl LoadedMode {
         source: ImageView<'_>,
         target: TargetSize,
     ) -> Result<ImageBuf, PluginRenderError> {
-        let out = self.module.render()(RStr::from(self.name.as_str()), source, target)
-            .into_result()
+        let out = self
+            .module
+            .render(&self.name, source, target)
             .map_err(|error| PluginRenderError::Failed {
                 mode: self.name.clone(),
                 error,
