@@ -291,6 +291,34 @@ mod tests {
         assert!(full.pixels == trimmed.pixels);
     }
 
+    /// Writes the trimmed files ross decodes for 300x300 and 150x150 crops of every progressive
+    /// photo to
+    /// `target/trimmed/`, named `{photo}-{side}-{eighths}.jpg` (`cargo test --release -p ross
+    /// write_trimmed_files -- --ignored`), to
+    /// measure them with other decoders (docs/performance.md: block smoothing on and off).
+    #[test]
+    #[ignore]
+    fn write_trimmed_files() {
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/trimmed");
+        std::fs::create_dir_all(&out).unwrap();
+        for path in PROGRESSIVE {
+            let bytes = corpus_file(path);
+            let mut d = Decompressor::new().unwrap();
+            let header = d.read_header(&bytes).unwrap();
+            let full = (header.width as u32, header.height as u32);
+            for side in [300, 150] {
+                let shown = cover(full, (side, side));
+                let eighths = dct_eighths(full, shown);
+                let stem = std::path::Path::new(path).file_stem().unwrap();
+                let name = format!("{}-{side}-{eighths}.jpg", stem.to_string_lossy());
+                if let Some(trimmed) = scans::trim(&bytes, full, eighths, shown, scans::POLICY) {
+                    std::fs::write(out.join(&name), trimmed).unwrap();
+                    println!("{name}: {side}x{side} at {eighths}/8");
+                }
+            }
+        }
+    }
+
     /// Prints the error and decode time of a range of policies (`cargo test --release -p ross
     /// trim_policy_sweep -- --ignored --nocapture`); how [`scans::POLICY`] was chosen.
     #[test]
