@@ -868,3 +868,31 @@ fn an_allocation_that_fails_is_a_503_not_an_abort() {
     let mut child = ross;
     assert!(child.child.try_wait().unwrap().is_none(), "ross exited");
 }
+
+/// `log.access = false` keeps the lines of refused and failed requests only; lines are
+/// written by a thread of their own and reach the log within moments.
+#[test]
+fn access_lines_can_be_limited_to_refusals_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(dir.path(), &[("ROSS__LOG__ACCESS", "false")]);
+    let ok = b"GET /120/80/crop/photos/Dune.jpg HTTP/1.1\r\nHost: x\r\nX-Request-Id: served-1\r\nConnection: close\r\n\r\n";
+    let (raw, _) = exchange(ross.port, ok, Duration::from_secs(10));
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    let refused = b"GET /120/80/nosuchmode/photos/Dune.jpg HTTP/1.1\r\nHost: x\r\nX-Request-Id: refused-1\r\nConnection: close\r\n\r\n";
+    let (raw, _) = exchange(ross.port, refused, Duration::from_secs(10));
+    assert!(raw.starts_with(b"HTTP/1.1 404"));
+    let started = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        if log.contains("refused-1") || started.elapsed() > Duration::from_secs(5) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused-1") && l.contains("status=404")),
+        "{log}"
+    );
+    assert!(!log.contains("served-1"), "{log}");
+}

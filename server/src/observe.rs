@@ -82,7 +82,7 @@ pub async fn observe<E: Endpoint>(
             target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
             cache = %cache, ms = format_args!("{ms:.1}"), error = %detail, "request refused"
         ),
-        (false, None) if state.settings.log.access => tracing::info!(
+        (false, None) if state.settings.log.access || status.is_client_error() => tracing::info!(
             target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
             cache = %cache, ms = format_args!("{ms:.1}"), "request"
         ),
