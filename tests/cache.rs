@@ -181,6 +181,19 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
     }
     let stats = server.state.pipeline.stats();
     assert_eq!((stats.renders(), stats.fetches(), decodes()), (3, 1, 1));
+    // The memory both caches hold is reported.
+    let metrics = server.get("/metrics").await.text();
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(
+        gauge("ross_recent_originals_bytes") > 343 * 1024,
+        "{metrics}"
+    );
+    assert!(gauge("ross_cache_memory_bytes") > 0, "{metrics}");
 
     // The same sizes without reuse: the same pictures, within resampling noise.
     let (_other, media_again) = media_copy();

@@ -145,6 +145,8 @@ pub struct CacheView {
     pub memory_entries: u64,
     /// Their bytes.
     pub memory_bytes: u64,
+    /// Bytes of the originals fetched in the last minute, and their decoded pixels.
+    pub recent_bytes: u64,
 }
 
 impl CacheView {
@@ -156,6 +158,11 @@ impl CacheView {
     /// The bytes held in memory, readable.
     pub fn memory_bytes_text(&self) -> String {
         format::bytes(self.memory_bytes)
+    }
+
+    /// The originals' bytes held in memory, readable.
+    pub fn recent_bytes_text(&self) -> String {
+        format::bytes(self.recent_bytes)
     }
 
     /// The bound, readable.

@@ -137,6 +137,11 @@ impl Pipeline {
         self.shared.gate.waiting()
     }
 
+    /// Bytes of the originals (and their pixels) kept from the last minute.
+    pub fn recent_bytes(&self) -> u64 {
+        self.shared.recent.held_bytes()
+    }
+
     /// The variant for `req` rendered with `mode`: from the cache when there, else rendered,
     /// cached (unless a purge began after `ticket`) and returned. Waits at most
     /// `limits.render_timeout`; a render still running then finishes (and is cached) without

@@ -162,9 +162,12 @@ impl Recent {
         self.keep(key, Kind::Pixels, epoch, Held::Pixels(pixels));
     }
 
-    /// Bytes held now (approximate: the count settles in the background).
+    /// Bytes held now.
     pub fn held_bytes(&self) -> u64 {
-        self.entries.as_ref().map_or(0, |e| e.weighted_size())
+        self.entries.as_ref().map_or(0, |e| {
+            e.run_pending_tasks();
+            e.weighted_size()
+        })
     }
 }
 

@@ -95,6 +95,7 @@ pub fn cache_totals(state: &AppState) -> CacheView {
         index_disk_bytes: cache.index_disk_bytes,
         memory_entries: cache.memory_entries,
         memory_bytes: cache.memory_bytes,
+        recent_bytes: state.pipeline.recent_bytes(),
     }
 }
 

@@ -170,7 +170,7 @@ pub struct CacheStats {
     pub reconciled: bool,
     /// Bytes sled takes on disk for ross's state.
     pub index_disk_bytes: u64,
-    /// Hot variants held in memory (approximate: the count settles in the background).
+    /// Hot variants held in memory.
     pub memory_entries: u64,
     /// Their bytes, at most `cache.memory_bytes`.
     pub memory_bytes: u64,
@@ -542,6 +542,9 @@ impl Cache {
     /// Totals and counters now.
     pub fn stats(&self) -> CacheStats {
         let inner = &self.inner;
+        if let Some(hot) = &inner.hot {
+            hot.run_pending_tasks(); // so that its totals are current
+        }
         CacheStats {
             entries: inner.index.entries(),
             bytes: inner.index.bytes(),

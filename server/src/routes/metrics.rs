@@ -138,7 +138,7 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
         "Cache purges of a mode whose plugin changed version.",
         state.reloader.stats.purges.load(Ordering::Relaxed),
     );
-    let gauges: [(&str, &str, u64); 8] = [
+    let gauges: [(&str, &str, u64); 9] = [
         (
             names::IN_FLIGHT,
             "Renders holding a render slot.",
@@ -163,6 +163,12 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             "ross_cache_memory_bytes",
             "Bytes of the hot variants also held in memory (at most cache.memory_bytes).",
             stats.cache.memory_bytes,
+        ),
+        (
+            "ross_recent_originals_bytes",
+            "Bytes of the originals fetched in the last minute and their decoded pixels, kept to \
+             render other sizes (at most cache.decoded_bytes).",
+            stats.cache.recent_bytes,
         ),
         (
             "ross_cache_max_bytes",
