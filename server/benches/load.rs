@@ -305,6 +305,9 @@ fn main() {
     print("ross", ross_hits);
     let nginx_hits = wrk(&format!("http://127.0.0.1:{nginx_port}{hit}"), 32, None);
     print("nginx static (sendfile)", nginx_hits);
+    let hyper_port = bare_hyper(std::fs::read(&file).unwrap().into());
+    let hyper_hits = wrk(&format!("http://127.0.0.1:{hyper_port}{hit}"), 32, None);
+    print("hyper alone, same bytes from memory", hyper_hits);
 
     let (limit, naive) = in_process_limit(&build, &corpus.join("photos"), &photos);
     println!(
@@ -336,9 +339,58 @@ fn main() {
         ross_hits.p99_ms / nginx_hits.p99_ms
     );
     println!(
+        "  cache hits, ross / hyper alone:    {:.2}x the rate (the HTTP stack's own limit here)",
+        ross_hits.rate / hyper_hits.rate
+    );
+    println!(
         "  several sizes, reuse / no reuse:   {:.2}x the rate                (target >= 2x)",
         alone / shared
     );
+}
+
+/// A server with ross's HTTP stack and nothing else (hyper 1 on a tokio runtime with a worker
+/// per core, no routing, no cache lookup, no logging) answering every request with `body`
+/// and headers like ross's: the ceiling of ross's cache hits on this machine. Runs until the
+/// benchmark exits.
+fn bare_hyper(body: bytes::Bytes) -> u16 {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores())
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        let body = body.clone();
+                        async move {
+                            hyper::Response::builder()
+                                .header("Content-Type", "image/jpeg")
+                                .header("Cache-Control", "public, max-age=604800")
+                                .header("ETag", "\"6745d1f2-77a3\"")
+                                .header("Last-Modified", "Tue, 26 Nov 2026 00:00:00 GMT")
+                                .header("X-Cache", "HIT")
+                                .body(http_body_util::Full::new(body))
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    port
 }
 
 fn cores() -> usize {
