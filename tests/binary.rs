@@ -67,3 +67,95 @@ fn broken_plugins_do_not_stop_the_binary() {
         "{log}"
     );
 }
+
+/// A cache hit held in memory is answered before the router: the same headers and bytes as
+/// the router's answer (the miss, and the same hit with memory off), counted and logged like
+/// any request; a conditional request, a HEAD, and a hit while a purge may remove it still go
+/// through the router.
+#[test]
+fn memory_hits_are_answered_as_the_router_answers_them() {
+    use crate::process::{admin, http_exchange};
+    let headers_of = |head: &str| -> Vec<String> {
+        let mut kept: Vec<String> = head
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("date:") && !l.starts_with("x-cache:"))
+            .filter(|l| !l.starts_with("x-request-id:") && !l.starts_with("connection:"))
+            .map(str::to_owned)
+            .collect();
+        kept.sort();
+        kept
+    };
+    let path = "/120/80/crop/photos/Dune.jpg";
+    let get = |port: u16, extra: &[(&str, &str)]| {
+        http_exchange(port, "GET", path, extra, b"", Duration::from_secs(10)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(dir.path(), &[]);
+    let (status, miss_head, miss_body) = get(ross.port, &[]);
+    assert_eq!(status, 200);
+    assert!(miss_head.contains("x-cache: miss"), "{miss_head}");
+    let (status, hit_head, hit_body) = get(ross.port, &[("X-Request-Id", "fast-1")]);
+    assert_eq!(status, 200);
+    assert!(hit_head.contains("x-cache: hit"), "{hit_head}");
+    assert!(hit_head.contains("x-request-id: fast-1"), "{hit_head}");
+    assert_eq!(hit_body, miss_body);
+    assert_eq!(headers_of(&hit_head), headers_of(&miss_head));
+
+    // The router's own hit (memory off) answers the same.
+    let other = tempfile::tempdir().unwrap();
+    let plain = Ross::start(other.path(), &[("ROSS__CACHE__MEMORY_BYTES", "0")]);
+    get(plain.port, &[]);
+    let (_, plain_head, plain_body) = get(plain.port, &[]);
+    assert!(plain_head.contains("x-cache: hit"), "{plain_head}");
+    assert_eq!(plain_body, hit_body);
+    let strip_dates = |h: Vec<String>| -> Vec<String> {
+        h.into_iter()
+            .filter(|l| !l.starts_with("etag:") && !l.starts_with("last-modified:"))
+            .collect()
+    };
+    assert_eq!(
+        strip_dates(headers_of(&plain_head)),
+        strip_dates(headers_of(&hit_head))
+    );
+
+    // Conditional: a 304 (from the router).
+    let etag = hit_head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (status, _, body) = get(ross.port, &[("If-None-Match", &etag)]);
+    assert_eq!((status, body.len()), (304, 0));
+    let (status, head, body) =
+        http_exchange(ross.port, "HEAD", path, &[], b"", Duration::from_secs(10)).unwrap();
+    assert_eq!((status, body.len()), (200, 0));
+    assert!(head.contains("x-cache: hit"), "{head}");
+
+    // Counted and logged like any request: 1 miss, 2 GET hits and the HEAD's.
+    let (_, stats) = admin(ross.port, "GET", "/stats", "");
+    assert_eq!(stats["hits"], 3, "{stats}");
+    assert_eq!(stats["misses"], 1, "{stats}");
+    let started = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        if log.contains("fast-1") || started.elapsed() > Duration::from_secs(5) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        log.lines()
+            .any(|l| l.contains("fast-1") && l.contains("status=200") && l.contains("cache=HIT")),
+        "{log}"
+    );
+
+    // Purged: the next request renders again.
+    let (status, _) = admin(ross.port, "POST", "/purge", r#"{"key": "photos/Dune.jpg"}"#);
+    assert_eq!(status, 200);
+    let (status, head, _) = get(ross.port, &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("x-cache: miss"), "{head}");
+}

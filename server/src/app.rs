@@ -78,7 +78,13 @@ pub async fn run(
         send_timeout: server.send_timeout,
     };
     let gauges = tokio::spawn(publish_gauges(state.clone()));
-    crate::http::serve(listener, app(state.clone()), shutdown, GRACE, limits).await?;
+    let fast_state = state.clone();
+    let fast = move |method: &poem::http::Method,
+                     uri: &poem::http::Uri,
+                     headers: &poem::http::HeaderMap| {
+        routes::fast::memory_hit(&fast_state, method, uri, headers)
+    };
+    crate::http::serve(listener, app(state.clone()), fast, shutdown, GRACE, limits).await?;
     gauges.abort();
     // Hit times gathered since the last batch, and the index, to disk before exiting.
     let cache = state.cache.clone();

@@ -40,6 +40,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::http::uri::Scheme;
+use poem::http::{HeaderMap, Method, Uri};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Addr, Endpoint, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -68,18 +69,22 @@ pub struct HttpLimits {
 const HYPER_MIN_BUFFER: usize = 8192;
 
 /// Serves `endpoint` on `listener` until `shutdown` completes, then waits up to `grace` for
-/// requests in flight.
-pub async fn serve<E>(
+/// requests in flight. `fast` may answer a request before the endpoint (from its method,
+/// URI and headers alone): the cache hits held in memory.
+pub async fn serve<E, F>(
     listener: tokio::net::TcpListener,
     endpoint: E,
+    fast: F,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     limits: HttpLimits,
 ) -> io::Result<()>
 where
     E: Endpoint + 'static,
+    F: Fn(&Method, &Uri, &HeaderMap) -> Option<poem::Response> + Send + Sync + 'static,
 {
     let endpoint = Arc::new(endpoint);
+    let fast = Arc::new(fast);
     let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
     let connections = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -109,14 +114,26 @@ where
         let io = Guarded::new(stream, limits);
         let exchange = io.exchange.clone();
         let endpoint = endpoint.clone();
+        let fast = fast.clone();
         let local = local.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let endpoint = endpoint.clone();
             let exchange = exchange.clone();
             exchange.request_began();
-            let req = Request::from((req, local.clone(), RemoteAddr(remote.into()), Scheme::HTTP));
+            let route = match fast(req.method(), req.uri(), req.headers()) {
+                Some(response) => Route::Answered(response),
+                None => Route::Endpoint(Box::new(Request::from((
+                    req,
+                    local.clone(),
+                    RemoteAddr(remote.into()),
+                    Scheme::HTTP,
+                )))),
+            };
             async move {
-                let response = endpoint.get_response(req).await;
+                let response = match route {
+                    Route::Answered(response) => response,
+                    Route::Endpoint(req) => endpoint.get_response(*req).await,
+                };
                 let response = hyper::Response::<BoxBody<Bytes, io::Error>>::from(response);
                 Ok::<_, Infallible>(response.map(|body| {
                     Tracked {
@@ -149,6 +166,12 @@ where
         () = tokio::time::sleep(grace) => tracing::warn!("requests still running after the grace period"),
     }
     Ok(())
+}
+
+/// Where a request goes: answered before the endpoint, or to it.
+enum Route {
+    Answered(poem::Response),
+    Endpoint(Box<Request>),
 }
 
 /// Where a connection is between requests, shared by its IO and its service.

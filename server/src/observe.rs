@@ -30,14 +30,7 @@ pub async fn observe<E: Endpoint>(
     state: Arc<AppState>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
-        })
-        .map_or_else(new_id, str::to_owned);
+    let id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut response = in_spec_format(endpoint.get_response(req).await, &path);
@@ -82,13 +75,41 @@ pub async fn observe<E: Endpoint>(
             target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
             cache = %cache, ms = format_args!("{ms:.1}"), error = %detail, "request refused"
         ),
-        (false, None) if state.settings.log.access || status.is_client_error() => tracing::info!(
-            target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
-            cache = %cache, ms = format_args!("{ms:.1}"), "request"
-        ),
+        (false, None) if status.is_client_error() => {
+            log_served(&id, &method, &path, status, &cache, ms);
+        }
+        (false, None) if state.settings.log.access => {
+            log_served(&id, &method, &path, status, &cache, ms);
+        }
         (false, None) => {}
     }
     Ok(response)
+}
+
+/// The request's id: the client's `X-Request-Id` if it is a sane one, else a new one.
+pub fn request_id(headers: &poem::http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(new_id, str::to_owned)
+}
+
+/// The access line of a request served (or refused without a detail).
+pub fn log_served(
+    id: &str,
+    method: &poem::http::Method,
+    path: &str,
+    status: StatusCode,
+    cache: &str,
+    ms: f64,
+) {
+    tracing::info!(
+        target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
+        cache = %cache, ms = format_args!("{ms:.1}"), "request"
+    );
 }
 
 /// Tells Sentry about a 5xx, with the request's key, size, mode and plugin version.

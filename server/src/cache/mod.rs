@@ -377,22 +377,16 @@ impl Cache {
     /// open).
     pub async fn get(&self, variant: &VariantKey) -> Option<CachedFile> {
         let inner = self.inner.clone();
-        let mut needs_version = None;
-        for job in inner.active.load().iter() {
-            match &job.selector {
-                Selector::OtherVersions { mode, version } if *mode == variant.mode => {
-                    needs_version = Some(version.clone());
+        let needs_version = match inner.running_purges(variant) {
+            Purging::Variant => return None,
+            Purging::OtherVersions(version) => Some(version),
+            Purging::No => {
+                if let Some(file) = self.get_in_memory(variant) {
+                    return Some(file);
                 }
-                other if other.may_match(variant) => return None,
-                _ => {}
+                None
             }
-        }
-        if needs_version.is_none() {
-            if let Some(file) = inner.hot.as_ref().and_then(|hot| hot.get(variant)) {
-                inner.touch(variant);
-                return Some(file);
-            }
-        }
+        };
         let path = inner.dir.join(variant.relative_path());
         let v = variant.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -416,6 +410,19 @@ impl Cache {
             }
         };
         self.inner.touch(variant);
+        Some(file)
+    }
+
+    /// The variant if it is held in memory and no running purge may remove it: what
+    /// [`Cache::get`] serves without reading a file, answered at once.
+    pub fn get_in_memory(&self, variant: &VariantKey) -> Option<CachedFile> {
+        let inner = &self.inner;
+        let hot = inner.hot.as_ref()?;
+        if !matches!(inner.running_purges(variant), Purging::No) {
+            return None;
+        }
+        let file = hot.get(variant)?;
+        inner.touch(variant);
         Some(file)
     }
 
@@ -638,7 +645,32 @@ fn read_whole(path: &Path) -> Option<ReadFile> {
 
 static TMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// What running purges mean for a hit on one variant.
+enum Purging {
+    /// None may remove it.
+    No,
+    /// A purge may remove it: not served from the cache.
+    Variant,
+    /// The mode's other versions are being purged: served only if the index says this
+    /// version made it.
+    OtherVersions(String),
+}
+
 impl Inner {
+    fn running_purges(&self, variant: &VariantKey) -> Purging {
+        let mut purging = Purging::No;
+        for job in self.active.load().iter() {
+            match &job.selector {
+                Selector::OtherVersions { mode, version } if *mode == variant.mode => {
+                    purging = Purging::OtherVersions(version.clone());
+                }
+                other if other.may_match(variant) => return Purging::Variant,
+                _ => {}
+            }
+        }
+        purging
+    }
+
     /// Notes a hit's time for eviction.
     fn touch(&self, variant: &VariantKey) {
         if self.track_hits.load(Ordering::Relaxed) {

@@ -69,15 +69,32 @@ pub(super) fn streamed_image_response(
         .unwrap_or_default()
         .as_secs();
     let tag = etag(secs, len);
-    let builder = Response::builder()
+    let builder = caching_headers(&tag, secs, cache, max_age);
+    if not_modified(req, &tag, secs) {
+        return builder.status(StatusCode::NOT_MODIFIED).finish();
+    }
+    builder
+        .content_type(content_type)
+        .header(header::CONTENT_LENGTH, len)
+        .body(body)
+}
+
+/// The headers every image response carries, 200 or 304.
+fn caching_headers(
+    tag: &str,
+    modified_secs: u64,
+    cache: CacheStatus,
+    max_age: Duration,
+) -> poem::ResponseBuilder {
+    Response::builder()
         .header(
             header::CACHE_CONTROL,
             format!("public, max-age={}", max_age.as_secs()),
         )
-        .header(header::ETAG, tag.as_str())
+        .header(header::ETAG, tag)
         .header(
             header::LAST_MODIFIED,
-            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(modified_secs)),
         )
         .header(
             "X-Cache",
@@ -87,11 +104,23 @@ pub(super) fn streamed_image_response(
                 "MISS"
             },
         )
-        .header("X-Content-Type-Options", "nosniff");
-    if not_modified(req, &tag, secs) {
-        return builder.status(StatusCode::NOT_MODIFIED).finish();
-    }
-    builder
+        .header("X-Content-Type-Options", "nosniff")
+}
+
+/// [`image_response`] for a request known not to be conditional: a 200.
+pub(super) fn unconditional_image_response(
+    body: Bytes,
+    content_type: &str,
+    modified: SystemTime,
+    cache: CacheStatus,
+    max_age: Duration,
+) -> Response {
+    let len = body.len() as u64;
+    let secs = modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    caching_headers(&etag(secs, len), secs, cache, max_age)
         .content_type(content_type)
         .header(header::CONTENT_LENGTH, len)
         .body(body)
