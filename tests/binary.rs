@@ -138,14 +138,7 @@ fn memory_hits_are_answered_as_the_router_answers_them() {
     let (_, stats) = admin(ross.port, "GET", "/stats", "");
     assert_eq!(stats["hits"], 3, "{stats}");
     assert_eq!(stats["misses"], 1, "{stats}");
-    let started = std::time::Instant::now();
-    let log = loop {
-        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
-        if log.contains("fast-1") || started.elapsed() > Duration::from_secs(5) {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = crate::process::log_once_it_holds(dir.path(), "fast-1");
     assert!(
         log.lines()
             .any(|l| l.contains("fast-1") && l.contains("status=200") && l.contains("cache=HIT")),

@@ -249,3 +249,48 @@ async fn a_larger_size_than_the_kept_decode_decodes_again() {
         .count;
     assert_eq!((stats.renders(), stats.fetches(), decodes), (3, 1, 2));
 }
+
+/// The path before the router answers a plain GET of a variant in memory, and declines (for
+/// the router) a HEAD, a conditional request, a variant not in memory, a size the whitelist
+/// refuses and anything that is not a sized URL.
+#[tokio::test]
+async fn memory_hits_are_answered_before_the_router_and_nothing_else() {
+    use poem::http::{HeaderMap, HeaderValue, Method, Uri};
+    use ross::routes::fast::memory_hit;
+    let server = TestServer::builder().whitelist("120x80").start().await;
+    let state = &server.state;
+    let uri = |path: &str| path.parse::<Uri>().unwrap();
+    let none = HeaderMap::new();
+    let hit = "/120/80/crop/photos/Dune.jpg";
+    assert!(memory_hit(state, &Method::GET, &uri(hit), &none).is_none()); // not rendered yet
+    let miss = server.get(hit).await;
+    assert_eq!(miss.status, 200);
+    let answered = memory_hit(state, &Method::GET, &uri(hit), &none).expect("in memory");
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.headers()["x-cache"], "HIT");
+    assert_eq!(answered.headers()["etag"], miss.header("etag"));
+    assert_eq!(answered.into_body().into_vec().await.unwrap(), miss.body);
+    let mut conditional = HeaderMap::new();
+    conditional.insert("if-none-match", HeaderValue::from_static("\"x\""));
+    assert!(memory_hit(state, &Method::GET, &uri(hit), &conditional).is_none());
+    assert!(memory_hit(state, &Method::HEAD, &uri(hit), &none).is_none());
+    for other in [
+        "/72/72/crop/photos/Dune.jpg",
+        "/120/80/nosuchmode/photos/Dune.jpg",
+        "/photos/Dune.jpg",
+        "/metrics",
+    ] {
+        assert!(
+            memory_hit(state, &Method::GET, &uri(other), &none).is_none(),
+            "{other}"
+        );
+    }
+    // While a purge that may remove it runs, the router answers (and renders).
+    let job = state
+        .cache
+        .begin_purge(ross::cache::Selector::Key("photos/Dune.jpg".into()))
+        .unwrap();
+    assert!(memory_hit(state, &Method::GET, &uri(hit), &none).is_none());
+    state.cache.finish_purge(job).unwrap();
+    assert!(memory_hit(state, &Method::GET, &uri(hit), &none).is_none());
+}

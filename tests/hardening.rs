@@ -881,14 +881,7 @@ fn access_lines_can_be_limited_to_refusals_and_failures() {
     let refused = b"GET /120/80/nosuchmode/photos/Dune.jpg HTTP/1.1\r\nHost: x\r\nX-Request-Id: refused-1\r\nConnection: close\r\n\r\n";
     let (raw, _) = exchange(ross.port, refused, Duration::from_secs(10));
     assert!(raw.starts_with(b"HTTP/1.1 404"));
-    let started = Instant::now();
-    let log = loop {
-        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
-        if log.contains("refused-1") || started.elapsed() > Duration::from_secs(5) {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = crate::process::log_once_it_holds(dir.path(), "refused-1");
     assert!(
         log.lines()
             .any(|l| l.contains("refused-1") && l.contains("status=404")),

@@ -36,6 +36,19 @@ pub fn admin(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_jso
     (status, json)
 }
 
+/// `dir/log` (the log of a [`Ross`] started in `dir`) once it holds `needle`, or after 5 s:
+/// log lines are written by a thread of their own, moments after the request.
+pub fn log_once_it_holds(dir: &Path, needle: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        if log.contains(needle) || started.elapsed() > Duration::from_secs(5) {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Minimal HTTP/1.1 request: status and body.
 pub fn http_request(
     port: u16,

@@ -381,7 +381,7 @@ impl Cache {
             Purging::Variant => return None,
             Purging::OtherVersions(version) => Some(version),
             Purging::No => {
-                if let Some(file) = self.get_in_memory(variant) {
+                if let Some(file) = inner.in_memory(variant) {
                     return Some(file);
                 }
                 None
@@ -417,13 +417,11 @@ impl Cache {
     /// [`Cache::get`] serves without reading a file, answered at once.
     pub fn get_in_memory(&self, variant: &VariantKey) -> Option<CachedFile> {
         let inner = &self.inner;
-        let hot = inner.hot.as_ref()?;
+        inner.hot.as_ref()?;
         if !matches!(inner.running_purges(variant), Purging::No) {
             return None;
         }
-        let file = hot.get(variant)?;
-        inner.touch(variant);
-        Some(file)
+        inner.in_memory(variant)
     }
 
     /// Stores `bytes`, rendered by `version` of the mode, as `variant`, unless a purge began
@@ -669,6 +667,13 @@ impl Inner {
             }
         }
         purging
+    }
+
+    /// The variant from memory, its hit noted; the caller has checked the running purges.
+    fn in_memory(&self, variant: &VariantKey) -> Option<CachedFile> {
+        let file = self.hot.as_ref()?.get(variant)?;
+        self.touch(variant);
+        Some(file)
     }
 
     /// Notes a hit's time for eviction.

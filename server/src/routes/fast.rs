@@ -1,5 +1,5 @@
 //! Cache hits held in memory, answered before the router: a hit is the request ross serves
-//! most, and poem's request, router and middleware were a third of its CPU (the HTTP stack
+//! most, and poem's request, router and middleware took about 12% of its CPU (the HTTP stack
 //! alone serves the same bytes faster than nginx; see docs/performance.md). Only a plain
 //! `GET` of a sized URL whose variant is in memory, whitelisted and of a mode in service, and
 //! that is not conditional, is answered here; everything else, errors included, goes through
