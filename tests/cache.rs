@@ -256,24 +256,27 @@ async fn a_larger_size_than_the_kept_decode_decodes_again() {
 #[tokio::test]
 async fn memory_hits_are_answered_before_the_router_and_nothing_else() {
     use poem::http::{HeaderMap, HeaderValue, Method, Uri};
-    use ross::routes::fast::memory_hit;
+    use ross::routes::fast::MemoryHits;
     let server = TestServer::builder().whitelist("120x80").start().await;
+    let hits = MemoryHits::new(server.state.clone());
+    let memory_hit =
+        |method: &Method, uri: &Uri, headers: &HeaderMap| hits.answer(method, uri, headers);
     let state = &server.state;
     let uri = |path: &str| path.parse::<Uri>().unwrap();
     let none = HeaderMap::new();
     let hit = "/120/80/crop/photos/Dune.jpg";
-    assert!(memory_hit(state, &Method::GET, &uri(hit), &none).is_none()); // not rendered yet
+    assert!(memory_hit(&Method::GET, &uri(hit), &none).is_none()); // not rendered yet
     let miss = server.get(hit).await;
     assert_eq!(miss.status, 200);
-    let answered = memory_hit(state, &Method::GET, &uri(hit), &none).expect("in memory");
+    let answered = memory_hit(&Method::GET, &uri(hit), &none).expect("in memory");
     assert_eq!(answered.status(), 200);
     assert_eq!(answered.headers()["x-cache"], "HIT");
     assert_eq!(answered.headers()["etag"], miss.header("etag"));
     assert_eq!(answered.into_body().into_vec().await.unwrap(), miss.body);
     let mut conditional = HeaderMap::new();
     conditional.insert("if-none-match", HeaderValue::from_static("\"x\""));
-    assert!(memory_hit(state, &Method::GET, &uri(hit), &conditional).is_none());
-    assert!(memory_hit(state, &Method::HEAD, &uri(hit), &none).is_none());
+    assert!(memory_hit(&Method::GET, &uri(hit), &conditional).is_none());
+    assert!(memory_hit(&Method::HEAD, &uri(hit), &none).is_none());
     for other in [
         "/72/72/crop/photos/Dune.jpg",
         "/120/80/nosuchmode/photos/Dune.jpg",
@@ -281,7 +284,7 @@ async fn memory_hits_are_answered_before_the_router_and_nothing_else() {
         "/metrics",
     ] {
         assert!(
-            memory_hit(state, &Method::GET, &uri(other), &none).is_none(),
+            memory_hit(&Method::GET, &uri(other), &none).is_none(),
             "{other}"
         );
     }
@@ -290,7 +293,7 @@ async fn memory_hits_are_answered_before_the_router_and_nothing_else() {
         .cache
         .begin_purge(ross::cache::Selector::Key("photos/Dune.jpg".into()))
         .unwrap();
-    assert!(memory_hit(state, &Method::GET, &uri(hit), &none).is_none());
+    assert!(memory_hit(&Method::GET, &uri(hit), &none).is_none());
     state.cache.finish_purge(job).unwrap();
-    assert!(memory_hit(state, &Method::GET, &uri(hit), &none).is_none());
+    assert!(memory_hit(&Method::GET, &uri(hit), &none).is_none());
 }

@@ -78,12 +78,11 @@ pub async fn run(
         send_timeout: server.send_timeout,
     };
     let gauges = tokio::spawn(publish_gauges(state.clone()));
-    let fast_state = state.clone();
-    let fast = move |method: &poem::http::Method,
-                     uri: &poem::http::Uri,
-                     headers: &poem::http::HeaderMap| {
-        routes::fast::memory_hit(&fast_state, method, uri, headers)
-    };
+    let hits = routes::fast::MemoryHits::new(state.clone());
+    let fast =
+        move |method: &poem::http::Method,
+              uri: &poem::http::Uri,
+              headers: &poem::http::HeaderMap| hits.answer(method, uri, headers);
     crate::http::serve(listener, app(state.clone()), fast, shutdown, GRACE, limits).await?;
     gauges.abort();
     // Hit times gathered since the last batch, and the index, to disk before exiting.

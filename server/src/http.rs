@@ -146,7 +146,6 @@ where
         });
         let mut builder = http1::Builder::new();
         builder
-            .title_case_headers(true)
             .keep_alive(true)
             .timer(TokioTimer::new())
             // The deadlines are Guarded's; hyper's own would close without a 408.
@@ -274,6 +273,41 @@ enum Waiting {
     Nothing,
 }
 
+/// A deadline moved on every request that touches the timer only when it must: a later
+/// deadline is noted and the timer, still set for the earlier one, is moved when it fires.
+/// Resetting the timer twice per request (idle, then head) was 3% of the CPU time of hits.
+struct Deadline {
+    at: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Deadline {
+    fn new(at: Instant) -> Deadline {
+        Deadline {
+            at,
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    fn set(&mut self, at: Instant) {
+        self.at = at;
+        if at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(at);
+        }
+    }
+
+    /// Ready once `at` has passed.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            std::task::ready!(self.sleep.as_mut().poll(cx));
+            if self.sleep.deadline() >= self.at {
+                return Poll::Ready(());
+            }
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+}
+
 /// A TCP stream that enforces the header deadline and the idle timeout, and turns hyper's
 /// bodiless error answers into the SPEC's JSON.
 struct Guarded {
@@ -287,7 +321,7 @@ struct Guarded {
     tail: [u8; 3],
     /// The current head has ended (its body, if any, is not counted).
     head_ended: bool,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Deadline,
     /// Writes waiting for the client to read, against `send_timeout`.
     send: Stall,
     /// Bytes to send before anything else (a rewritten error answer).
@@ -307,7 +341,7 @@ impl Guarded {
             head_bytes: 0,
             tail: [0; 3],
             head_ended: false,
-            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            deadline: Deadline::new(Instant::now() + limits.header_timeout),
             send: Stall::new(limits.send_timeout, "server.send_timeout_ms"),
             pending: Vec::new(),
             closed: false,
@@ -324,8 +358,8 @@ impl Guarded {
             self.head_bytes = 0;
             self.head_ended = false;
             self.tail = [0; 3];
-            let until = Instant::now() + self.limits.keep_alive_timeout;
-            self.deadline.as_mut().reset(until);
+            self.deadline
+                .set(Instant::now() + self.limits.keep_alive_timeout);
         }
     }
 
@@ -398,8 +432,8 @@ impl AsyncRead for Guarded {
                 let n = buf.filled().len() - before;
                 if n > 0 && this.waiting == Waiting::NextRequest {
                     this.waiting = Waiting::Head;
-                    let until = Instant::now() + this.limits.header_timeout;
-                    this.deadline.as_mut().reset(until);
+                    this.deadline
+                        .set(Instant::now() + this.limits.header_timeout);
                 }
                 if this.waiting == Waiting::Head && !this.head_ended {
                     let chunk = &buf.filled()[before..];
@@ -443,7 +477,7 @@ impl AsyncRead for Guarded {
                 if this.waiting == Waiting::Nothing {
                     return Poll::Pending;
                 }
-                if this.deadline.as_mut().poll(cx).is_ready() {
+                if this.deadline.poll(cx).is_ready() {
                     if this.waiting == Waiting::Head {
                         let secs = this.limits.header_timeout.as_secs_f64();
                         this.answer(

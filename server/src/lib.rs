@@ -30,6 +30,7 @@ pub mod stall;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod validators;
 pub mod whitelist;
 
 pub use app::{app, run};

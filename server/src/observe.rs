@@ -91,10 +91,20 @@ pub fn request_id(headers: &poem::http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|v| valid_id(v.as_bytes()))
         .map_or_else(new_id, str::to_owned)
+}
+
+/// [`request_id`] as a header value, the client's own (no copy) when it is valid.
+pub fn request_id_value(headers: &poem::http::HeaderMap) -> HeaderValue {
+    match headers.get(REQUEST_ID) {
+        Some(v) if valid_id(v.as_bytes()) => v.clone(),
+        _ => HeaderValue::from_maybe_shared(bytes::Bytes::from(new_id())).expect("hex and a dash"),
+    }
+}
+
+fn valid_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.iter().all(u8::is_ascii_graphic)
 }
 
 /// The access line of a request served (or refused without a detail).

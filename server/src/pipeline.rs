@@ -204,10 +204,6 @@ impl Shared {
     ) -> Result<Rendered, AppError> {
         // Admitted before anything is fetched: a refused request costs no source read.
         let admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
-        // A flight that ended as this one began may have cached the variant.
-        if let Some(hit) = self.cache.get(&variant).await {
-            return Ok(Rendered::hit(hit));
-        }
         let timed_out = |_| AppError::render_timeout();
         let epoch = ticket.epoch();
         let key = variant.key.as_str().to_owned();
@@ -277,6 +273,12 @@ impl Shared {
         let shared = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _admitted = admission;
+            // A flight that ended as this one began may have cached the variant: checked
+            // here, on the blocking pool already, rather than by one more trip to it before
+            // the fetch (under load each trip waits for a core).
+            if let Some(hit) = job.cache.get_blocking(&job.variant) {
+                return Ok(Rendered::hit(hit));
+            }
             let pixels = match input {
                 Input::Pixels(pixels) => Ok(pixels),
                 Input::Object(object) => {

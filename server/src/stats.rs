@@ -163,7 +163,7 @@ impl Stats {
             .unwrap_or(STATUS_SLOTS - 1);
         self.responses[slot].fetch_add(1, Ordering::Relaxed);
         let error = status >= 400;
-        let label = status.to_string();
+        let label = status_label(status);
         metrics::counter!(names::REQUESTS, "status" => label.clone()).increment(1);
         if error {
             metrics::counter!(names::ERRORS, "status" => label).increment(1);
@@ -376,6 +376,24 @@ impl Stats {
     /// The most recent error responses, newest first.
     pub fn recent_errors(&self) -> Vec<RecentError> {
         lock(&self.recent_errors).iter().rev().cloned().collect()
+    }
+}
+
+/// A status as a metric label: the common ones without an allocation per request.
+fn status_label(status: u16) -> metrics::SharedString {
+    const COMMON: [(u16, &str); 8] = [
+        (200, "200"),
+        (304, "304"),
+        (400, "400"),
+        (403, "403"),
+        (404, "404"),
+        (429, "429"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    match COMMON.iter().find(|(code, _)| *code == status) {
+        Some((_, label)) => metrics::SharedString::const_str(label),
+        None => status.to_string().into(),
     }
 }
 

@@ -43,6 +43,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::db::{Database, DbError, TreeName};
+use crate::validators::Validators;
 pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
@@ -117,6 +118,19 @@ pub struct CachedFile {
     pub bytes: Bytes,
     /// The file's modification time, for `Last-Modified` and `ETag`.
     pub modified: SystemTime,
+    /// Both, made once (a file in memory is served many times).
+    pub validators: Validators,
+}
+
+impl CachedFile {
+    fn new(bytes: Bytes, modified: SystemTime) -> CachedFile {
+        let validators = Validators::new(modified, bytes.len() as u64);
+        CachedFile {
+            bytes,
+            modified,
+            validators,
+        }
+    }
 }
 
 /// A file as read from disk, with the inode it was read from.
@@ -376,30 +390,13 @@ impl Cache {
     /// so an eviction meanwhile cannot cut it short (an unlinked file stays readable while
     /// open).
     pub async fn get(&self, variant: &VariantKey) -> Option<CachedFile> {
-        let inner = self.inner.clone();
-        let needs_version = match inner.running_purges(variant) {
-            Purging::Variant => return None,
-            Purging::OtherVersions(version) => Some(version),
-            Purging::No => {
-                if let Some(file) = inner.in_memory(variant) {
-                    return Some(file);
-                }
-                None
-            }
+        let needs_version = match self.inner.hit_rule(variant)? {
+            Ok(file) => return Some(file),
+            Err(needs_version) => needs_version,
         };
-        let path = inner.dir.join(variant.relative_path());
+        let inner = self.inner.clone();
         let v = variant.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            if let Some(version) = needs_version {
-                let entry = inner.index.get(&v).ok()??;
-                if entry.version != version {
-                    return None;
-                }
-            }
-            let read = read_whole(&path)?;
-            inner.remember(&v, &path, &read);
-            Some(read.file)
-        });
+        let read = tokio::task::spawn_blocking(move || inner.read_hit(&v, needs_version));
         // A cache folder that hangs (a stuck mount) must not hang the request: past the
         // deadline it is a miss, and the render that follows reports what fails.
         let file = match tokio::time::timeout(READ_DEADLINE, read).await {
@@ -409,6 +406,18 @@ impl Cache {
                 return None;
             }
         };
+        self.inner.touch(variant);
+        Some(file)
+    }
+
+    /// [`Cache::get`] for a caller already on the blocking pool (a render about to start,
+    /// checking that a render just finished did not cache the variant). Blocking.
+    pub fn get_blocking(&self, variant: &VariantKey) -> Option<CachedFile> {
+        let needs_version = match self.inner.hit_rule(variant)? {
+            Ok(file) => return Some(file),
+            Err(needs_version) => needs_version,
+        };
+        let file = self.inner.read_hit(variant, needs_version)?;
         self.inner.touch(variant);
         Some(file)
     }
@@ -633,10 +642,7 @@ fn read_whole(path: &Path) -> Option<ReadFile> {
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut bytes).ok()?;
     Some(ReadFile {
-        file: CachedFile {
-            bytes: bytes.into(),
-            modified: meta.modified().ok()?,
-        },
+        file: CachedFile::new(bytes.into(), meta.modified().ok()?),
         inode: (meta.dev(), meta.ino()),
     })
 }
@@ -667,6 +673,33 @@ impl Inner {
             }
         }
         purging
+    }
+
+    /// How a hit on `variant` may be served: `None` not at all (a purge may remove it),
+    /// `Some(Ok(file))` from memory, `Some(Err(version))` from disk, if the index says
+    /// `version` made it when one is given.
+    #[allow(clippy::type_complexity)]
+    fn hit_rule(&self, variant: &VariantKey) -> Option<Result<CachedFile, Option<String>>> {
+        match self.running_purges(variant) {
+            Purging::Variant => None,
+            Purging::OtherVersions(version) => Some(Err(Some(version))),
+            Purging::No => Some(self.in_memory(variant).ok_or(None)),
+        }
+    }
+
+    /// Reads `variant`'s file (if the index says `version` made it, when one is given) and
+    /// keeps it in memory. Blocking.
+    fn read_hit(&self, variant: &VariantKey, version: Option<String>) -> Option<CachedFile> {
+        if let Some(version) = version {
+            let entry = self.index.get(variant).ok()??;
+            if entry.version != version {
+                return None;
+            }
+        }
+        let path = self.dir.join(variant.relative_path());
+        let read = read_whole(&path)?;
+        self.remember(variant, &path, &read);
+        Some(read.file)
     }
 
     /// The variant from memory, its hit noted; the caller has checked the running purges.
@@ -794,10 +827,7 @@ impl Inner {
             return Err(e.into());
         }
         if let Some(hot) = &self.hot {
-            let file = CachedFile {
-                bytes: Bytes::copy_from_slice(bytes),
-                modified,
-            };
+            let file = CachedFile::new(Bytes::copy_from_slice(bytes), modified);
             hot.insert(variant.clone(), file);
         }
         Ok(PutOutcome::Stored(modified))

@@ -3,23 +3,19 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use poem::http::{header, StatusCode};
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Body, Request, Response};
 
 use crate::pipeline::CacheStatus;
+use crate::validators::Validators;
 
-/// `"<mtime hex>-<length hex>"`, the form nginx uses, so an ETag does not change when the
-/// same cached file is served by nginx instead of ross.
-fn etag(modified_secs: u64, len: u64) -> String {
-    format!("\"{modified_secs:x}-{len:x}\"")
-}
-
-fn not_modified(req: &Request, tag: &str, modified_secs: u64) -> bool {
+fn not_modified(req: &Request, validators: &Validators) -> bool {
     if let Some(inm) = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
+        let tag = validators.etag_str();
         return inm
             .split(',')
             .map(str::trim)
@@ -30,7 +26,7 @@ fn not_modified(req: &Request, tag: &str, modified_secs: u64) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .and_then(|since| since.duration_since(UNIX_EPOCH).ok())
-        .is_some_and(|since| modified_secs <= since.as_secs())
+        .is_some_and(|since| validators.modified_secs <= since.as_secs())
 }
 
 /// A 200 (or 304) image response with caching headers and `X-Cache`.
@@ -64,13 +60,9 @@ pub(super) fn streamed_image_response(
     cache: CacheStatus,
     max_age: Duration,
 ) -> Response {
-    let secs = modified
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let tag = etag(secs, len);
-    let builder = caching_headers(&tag, secs, cache, max_age);
-    if not_modified(req, &tag, secs) {
+    let validators = Validators::new(modified, len);
+    let builder = caching_headers(&validators, cache, cache_control(max_age));
+    if not_modified(req, &validators) {
         return builder.status(StatusCode::NOT_MODIFIED).finish();
     }
     builder
@@ -79,49 +71,47 @@ pub(super) fn streamed_image_response(
         .body(body)
 }
 
+/// `Cache-Control` of an image response.
+pub fn cache_control(max_age: Duration) -> HeaderValue {
+    HeaderValue::from_maybe_shared(format!("public, max-age={}", max_age.as_secs())).expect("ASCII")
+}
+
 /// The headers every image response carries, 200 or 304.
 fn caching_headers(
-    tag: &str,
-    modified_secs: u64,
+    validators: &Validators,
     cache: CacheStatus,
-    max_age: Duration,
+    cache_control: HeaderValue,
 ) -> poem::ResponseBuilder {
     Response::builder()
-        .header(
-            header::CACHE_CONTROL,
-            format!("public, max-age={}", max_age.as_secs()),
-        )
-        .header(header::ETAG, tag)
-        .header(
-            header::LAST_MODIFIED,
-            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(modified_secs)),
-        )
+        .header(header::CACHE_CONTROL, cache_control)
+        .header(header::ETAG, validators.etag.clone())
+        .header(header::LAST_MODIFIED, validators.last_modified.clone())
         .header(
             "X-Cache",
-            if cache == CacheStatus::Hit {
+            HeaderValue::from_static(if cache == CacheStatus::Hit {
                 "HIT"
             } else {
                 "MISS"
-            },
+            }),
         )
-        .header("X-Content-Type-Options", "nosniff")
+        .header(
+            "X-Content-Type-Options",
+            HeaderValue::from_static("nosniff"),
+        )
 }
 
-/// [`image_response`] for a request known not to be conditional: a 200.
+/// [`image_response`] for a request known not to be conditional, of a file whose validators
+/// are made: a 200.
 pub(super) fn unconditional_image_response(
     body: Bytes,
-    content_type: &str,
-    modified: SystemTime,
+    content_type: &'static str,
+    validators: &Validators,
     cache: CacheStatus,
-    max_age: Duration,
+    cache_control: HeaderValue,
 ) -> Response {
     let len = body.len() as u64;
-    let secs = modified
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    caching_headers(&etag(secs, len), secs, cache, max_age)
-        .content_type(content_type)
+    caching_headers(validators, cache, cache_control)
+        .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
         .header(header::CONTENT_LENGTH, len)
         .body(body)
 }

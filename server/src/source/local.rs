@@ -8,6 +8,9 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+
 use tokio::io::AsyncReadExt;
 
 use super::{Source, SourceError, SourceObject, SourceReader};
@@ -42,12 +45,14 @@ impl LocalSource {
         })
     }
 
-    /// Opens the regular file at `key`, refusing one larger than `max_bytes`.
-    async fn open_file(
-        &self,
+    /// Opens the regular file at `key`, refusing one larger than `max_bytes`. Blocking: one
+    /// trip to the blocking pool for the whole open (resolving, checks, open, stat), not one
+    /// per call, which under load made each a wait for a core.
+    fn open_file(
+        root: &Path,
         key: &SourceKey,
         max_bytes: u64,
-    ) -> Result<(tokio::fs::File, std::fs::Metadata), SourceError> {
+    ) -> Result<(std::fs::File, std::fs::Metadata), SourceError> {
         let not_found = || SourceError::NotFound {
             key: key.to_string(),
         };
@@ -55,10 +60,10 @@ impl LocalSource {
             key: key.to_string(),
             source,
         };
-        let root = tokio::fs::canonicalize(&self.root).await.map_err(io)?;
+        let root = std::fs::canonicalize(root).map_err(io)?;
         // The key is validated (relative, no `..`), so the join stays under the root unless a
         // symlink points out of it, which canonicalisation reveals.
-        let path = match tokio::fs::canonicalize(root.join(key.as_str())).await {
+        let path = match std::fs::canonicalize(root.join(key.as_str())) {
             Ok(p) if p.starts_with(&root) => p,
             Ok(_) => return Err(not_found()),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
@@ -66,17 +71,16 @@ impl LocalSource {
             }
             Err(e) => return Err(io(e)),
         };
-        if !tokio::fs::metadata(&path).await.map_err(io)?.is_file() {
+        if !std::fs::metadata(&path).map_err(io)?.is_file() {
             return Err(not_found());
         }
         // Non-blocking, so that a file swapped for a FIFO since the check cannot hang the open.
-        let file = tokio::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)
-            .await
             .map_err(io)?;
-        let meta = file.metadata().await.map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(not_found());
         }
@@ -90,17 +94,17 @@ impl LocalSource {
         Ok((file, meta))
     }
 
-    async fn read(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
+    /// The whole file at `key`. Blocking.
+    fn read(root: &Path, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
         let io = |source| SourceError::Io {
             key: key.to_string(),
             source,
         };
-        let (file, meta) = self.open_file(key, max_bytes).await?;
+        let (file, meta) = Self::open_file(root, key, max_bytes)?;
         // Read at most one byte past the limit, in case the file grew since the stat.
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         file.take(max_bytes + 1)
             .read_to_end(&mut bytes)
-            .await
             .map_err(io)?;
         if bytes.len() as u64 > max_bytes {
             let size = bytes.len() as u64;
@@ -114,6 +118,24 @@ impl LocalSource {
             bytes: bytes.into(),
             modified: meta.modified().ok(),
         })
+    }
+
+    /// Runs `work` on the blocking pool with the root and a copy of `key`.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &SourceKey,
+        work: impl FnOnce(&Path, &SourceKey) -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, SourceError> {
+        let root = self.root.clone();
+        let owned = key.clone();
+        tokio::task::spawn_blocking(move || work(&root, &owned))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SourceError::Io {
+                    key: key.to_string(),
+                    source: std::io::Error::other(e),
+                })
+            })
     }
 
     async fn probe(&self) -> Result<(), SourceError> {
@@ -133,11 +155,14 @@ impl LocalSource {
 #[async_trait::async_trait]
 impl Source for LocalSource {
     async fn fetch(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceObject, SourceError> {
-        super::within(self.timeout, key, self.read(key, max_bytes)).await
+        let read = self.blocking(key, move |root, key| Self::read(root, key, max_bytes));
+        super::within(self.timeout, key, read).await
     }
 
     async fn open(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceReader, SourceError> {
-        let (file, meta) = super::within(self.timeout, key, self.open_file(key, max_bytes)).await?;
+        let open = self.blocking(key, move |root, key| Self::open_file(root, key, max_bytes));
+        let (file, meta) = super::within(self.timeout, key, open).await?;
+        let file = tokio::fs::File::from_std(file);
         // Exactly the length seen at opening: a file that grew since is cut there, one that
         // shrank ends early (and the client sees a short body, not a wrong one).
         let reader = StallReader::new(
