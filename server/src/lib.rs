@@ -13,6 +13,7 @@ pub mod app;
 pub mod cache;
 pub mod db;
 pub mod error;
+pub mod file_headers;
 pub mod gate;
 pub mod http;
 pub mod imaging;
@@ -30,7 +31,6 @@ pub mod stall;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
-pub mod validators;
 pub mod whitelist;
 
 pub use app::{app, run};

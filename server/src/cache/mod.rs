@@ -43,7 +43,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::db::{Database, DbError, TreeName};
-use crate::validators::Validators;
+use crate::file_headers::FileHeaders;
 pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
@@ -119,16 +119,16 @@ pub struct CachedFile {
     /// The file's modification time, for `Last-Modified` and `ETag`.
     pub modified: SystemTime,
     /// Both, made once (a file in memory is served many times).
-    pub validators: Validators,
+    pub headers: FileHeaders,
 }
 
 impl CachedFile {
     fn new(bytes: Bytes, modified: SystemTime) -> CachedFile {
-        let validators = Validators::new(modified, bytes.len() as u64);
+        let headers = FileHeaders::new(modified, bytes.len() as u64);
         CachedFile {
             bytes,
             modified,
-            validators,
+            headers,
         }
     }
 }

@@ -64,7 +64,7 @@ impl MemoryHits {
         let mut response = unconditional_image_response(
             file.bytes,
             "image/jpeg",
-            &file.validators,
+            &file.headers,
             CacheStatus::Hit,
             self.cache_control.clone(),
         );

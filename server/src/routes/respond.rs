@@ -6,16 +6,16 @@ use bytes::Bytes;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Body, Request, Response};
 
+use crate::file_headers::FileHeaders;
 use crate::pipeline::CacheStatus;
-use crate::validators::Validators;
 
-fn not_modified(req: &Request, validators: &Validators) -> bool {
+fn not_modified(req: &Request, headers: &FileHeaders) -> bool {
     if let Some(inm) = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        let tag = validators.etag_str();
+        let tag = headers.etag_str();
         return inm
             .split(',')
             .map(str::trim)
@@ -26,7 +26,7 @@ fn not_modified(req: &Request, validators: &Validators) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .and_then(|since| since.duration_since(UNIX_EPOCH).ok())
-        .is_some_and(|since| validators.modified_secs <= since.as_secs())
+        .is_some_and(|since| headers.modified_secs <= since.as_secs())
 }
 
 /// A 200 (or 304) image response with caching headers and `X-Cache`.
@@ -60,9 +60,9 @@ pub(super) fn streamed_image_response(
     cache: CacheStatus,
     max_age: Duration,
 ) -> Response {
-    let validators = Validators::new(modified, len);
-    let builder = caching_headers(&validators, cache, cache_control(max_age));
-    if not_modified(req, &validators) {
+    let headers = FileHeaders::new(modified, len);
+    let builder = caching_headers(&headers, cache, cache_control(max_age));
+    if not_modified(req, &headers) {
         return builder.status(StatusCode::NOT_MODIFIED).finish();
     }
     builder
@@ -78,14 +78,14 @@ pub fn cache_control(max_age: Duration) -> HeaderValue {
 
 /// The headers every image response carries, 200 or 304.
 fn caching_headers(
-    validators: &Validators,
+    headers: &FileHeaders,
     cache: CacheStatus,
     cache_control: HeaderValue,
 ) -> poem::ResponseBuilder {
     Response::builder()
         .header(header::CACHE_CONTROL, cache_control)
-        .header(header::ETAG, validators.etag.clone())
-        .header(header::LAST_MODIFIED, validators.last_modified.clone())
+        .header(header::ETAG, headers.etag.clone())
+        .header(header::LAST_MODIFIED, headers.last_modified.clone())
         .header(
             "X-Cache",
             HeaderValue::from_static(if cache == CacheStatus::Hit {
@@ -100,18 +100,17 @@ fn caching_headers(
         )
 }
 
-/// [`image_response`] for a request known not to be conditional, of a file whose validators
+/// [`image_response`] for a request known not to be conditional, of a file whose headers
 /// are made: a 200.
 pub(super) fn unconditional_image_response(
     body: Bytes,
     content_type: &'static str,
-    validators: &Validators,
+    headers: &FileHeaders,
     cache: CacheStatus,
     cache_control: HeaderValue,
 ) -> Response {
-    let len = body.len() as u64;
-    caching_headers(validators, cache, cache_control)
+    caching_headers(headers, cache, cache_control)
         .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
-        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_LENGTH, headers.content_length.clone())
         .body(body)
 }
