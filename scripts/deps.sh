@@ -22,9 +22,10 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# Rust via rustup when cargo is missing, plus what the bundled libjpeg-turbo build needs.
+# Rust via rustup when cargo is missing, plus what the bundled libjpeg-turbo build needs and
+# libavif (with libaom) for AVIF output, which ross links from Debian (docs/formats.md).
 build_deps() {
-  apt_install ca-certificates curl build-essential pkg-config cmake nasm
+  apt_install ca-certificates curl build-essential pkg-config cmake nasm libavif-dev
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     export PATH="$HOME/.cargo/bin:$PATH"

@@ -218,6 +218,94 @@ fn nginx_serves_hits_from_the_cache_and_passes_the_rest_to_ross() {
     );
 }
 
+/// `deploy/nginx.conf` with its format lines enabled, in front of a ross serving AVIF, WebP and
+/// JPEG: each browser-like `Accept` gets the format ross gives it, a miss from ross and then a
+/// hit from nginx's own files with the same headers (`Vary: Accept` included), and refusals
+/// by `q=0` are honoured by both.
+#[test]
+fn nginx_serves_the_hit_of_the_format_ross_would_choose() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("nginx/tmp")).unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__WHITELIST__ENABLED", "false"),
+            ("ROSS__OUTPUT__FORMATS", "avif,webp,jpeg"),
+        ],
+    );
+    let port = free_port();
+    let cache = dir.path().join("cache");
+    let site = deploy("nginx.conf")
+        .replace("    # \"~*image/", "    \"~*image/")
+        .replace(
+            "map \"\" $ross_vary {\n    default \"\";",
+            "map \"\" $ross_vary {\n    default \"Accept\";",
+        )
+        .replace("/var/cache/ross", cache.to_str().unwrap())
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ross.port))
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    assert!(site.contains("default \"Accept\";") && !site.contains("# \"~*image/"));
+    let nginx = Nginx::start(&dir.path().join("nginx"), &site, port);
+    let chromium = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+    for (i, (accept, want)) in [
+        (chromium, "image/avif"),
+        ("image/webp,*/*;q=0.8", "image/webp"),
+        ("image/avif;q=0,image/webp,*/*;q=0.8", "image/webp"),
+        ("image/avif; q=0.0, image/webp;q=0", "image/jpeg"),
+        ("*/*", "image/jpeg"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A size of its own per case, so that each begins with a miss.
+        let path = format!("/{}/200/crop/photos/Dune.jpg", 300 + i);
+        let headers = [("Accept", accept)];
+        let (status, miss, _) = nginx.get(&path, &headers);
+        assert_eq!(status, 200, "{accept}: {miss}");
+        assert!(
+            header(&miss, "x-request-id").is_some(),
+            "{accept}: not a miss"
+        );
+        assert_eq!(header(&miss, "content-type"), Some(want), "{accept}");
+        let (_, from_ross, _) = http_exchange(
+            ross.port,
+            "GET",
+            &path,
+            &headers,
+            b"",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let (status, hit, body) = nginx.get(&path, &headers);
+        assert_eq!(status, 200);
+        assert!(
+            header(&hit, "x-request-id").is_none(),
+            "{accept}: the hit reached ross"
+        );
+        for name in [
+            "content-type",
+            "cache-control",
+            "etag",
+            "last-modified",
+            "x-cache",
+            "vary",
+        ] {
+            assert_eq!(
+                header(&hit, name),
+                header(&from_ross, name),
+                "{accept}: {name}"
+            );
+        }
+        assert_eq!(header(&hit, "vary"), Some("accept")); // heads are lower-cased here
+        if want == "image/avif" {
+            assert_eq!(&body[4..12], b"ftypavif"); // the image crate here reads no AVIF
+        } else {
+            let decoded = image::load_from_memory(&body).unwrap().into_rgb8();
+            assert_eq!(decoded.dimensions(), (300 + i as u32, 200), "{accept}");
+        }
+    }
+}
+
 /// Renders run by the node on `port`.
 fn renders(port: u16) -> u64 {
     admin(port, "GET", "/stats", "").1["renders"]

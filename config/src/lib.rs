@@ -296,7 +296,85 @@ pub struct Limits {
 pub struct OutputSettings {
     /// Baseline JPEG quality, 1..=100.
     pub jpeg_quality: u8,
+    /// The formats served, in order of preference; JPEG, what every client takes, is always
+    /// last (added when not listed).
+    pub formats: Vec<OutputFormat>,
+    /// WebP quality, 1..=100 (libwebp's scale).
+    pub webp_quality: u8,
+    /// AVIF quality, 1..=100 (libavif's scale: 100 is lossless colour).
+    pub avif_quality: u8,
+    /// AVIF encoder speed, 0 (slowest, smallest) ..= 10 (fastest).
+    pub avif_speed: u8,
 }
+
+/// An encoding ross can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutputFormat {
+    /// Baseline JPEG, what every client accepts.
+    Jpeg,
+    /// WebP (lossy, with alpha).
+    Webp,
+    /// AVIF (AV1 still image, with alpha).
+    Avif,
+}
+
+impl OutputFormat {
+    /// Every format.
+    pub const ALL: [OutputFormat; 3] = [OutputFormat::Jpeg, OutputFormat::Webp, OutputFormat::Avif];
+
+    /// Its name in settings and in cache paths, also the subtype of its media type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpeg",
+            OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
+        }
+    }
+
+    /// Its media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
+        }
+    }
+
+    /// Whether it can hold transparency.
+    pub fn has_alpha(self) -> bool {
+        self != OutputFormat::Jpeg
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim().to_ascii_lowercase();
+        let name = if name == "jpg" {
+            "jpeg".to_owned()
+        } else {
+            name
+        };
+        OutputFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == name)
+            .ok_or_else(|| format!("{s:?} is not a format ross serves (jpeg, webp, avif)"))
+    }
+}
+
+/// Defaults of the output section, from the measurements in docs/formats.md.
+pub const DEFAULT_WEBP_QUALITY: u8 = 85;
+/// See [`DEFAULT_WEBP_QUALITY`].
+pub const DEFAULT_AVIF_QUALITY: u8 = 60;
+/// See [`DEFAULT_WEBP_QUALITY`].
+pub const DEFAULT_AVIF_SPEED: u8 = 8;
 
 /// The media root when nobody configured one: the sample images bundled with ross.
 pub const DEFAULT_MEDIA_ROOT: &str = "samples";
@@ -432,6 +510,21 @@ impl Settings {
                 l.render_timeout.as_millis().to_string(),
             ),
             ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
+            (
+                "output.formats",
+                format!(
+                    "[{}]",
+                    self.output
+                        .formats
+                        .iter()
+                        .map(|f| q(f))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            ("output.webp_quality", self.output.webp_quality.to_string()),
+            ("output.avif_quality", self.output.avif_quality.to_string()),
+            ("output.avif_speed", self.output.avif_speed.to_string()),
             ("serve_originals", self.serve_originals.to_string()),
             ("admin.enabled", self.admin.enabled.to_string()),
             (
@@ -674,10 +767,43 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         plugins,
         whitelist: WhitelistSettings { enabled, sizes },
         limits,
-        output: OutputSettings {
-            jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100),
-        },
+        output: read_output(r),
         serve_originals: r.bool("serve_originals", true),
+    }
+}
+
+fn read_output(r: &mut Reader<'_>) -> OutputSettings {
+    let mut formats = Vec::new();
+    let mut after_jpeg = false;
+    for text in r.list("output.formats", &["jpeg"]) {
+        match text.parse::<OutputFormat>() {
+            Ok(f) if formats.contains(&f) => {
+                r.invalid("output.formats", format!("{f} is listed twice"));
+            }
+            Ok(f) => {
+                after_jpeg |= formats.contains(&OutputFormat::Jpeg);
+                formats.push(f);
+            }
+            Err(e) => r.invalid("output.formats", e),
+        }
+    }
+    if after_jpeg {
+        r.invalid(
+            "output.formats",
+            "jpeg must come last: every client accepts it, so a format after it would never \
+             be served"
+                .to_owned(),
+        );
+    }
+    if !formats.contains(&OutputFormat::Jpeg) {
+        formats.push(OutputFormat::Jpeg);
+    }
+    OutputSettings {
+        jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100),
+        formats,
+        webp_quality: r.int("output.webp_quality", DEFAULT_WEBP_QUALITY, 1..=100),
+        avif_quality: r.int("output.avif_quality", DEFAULT_AVIF_QUALITY, 1..=100),
+        avif_speed: r.int("output.avif_speed", DEFAULT_AVIF_SPEED, 0..=10),
     }
 }
 

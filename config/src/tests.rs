@@ -308,3 +308,41 @@ fn cache_bound_and_admin_settings() {
     let err = load(None, &[("ROSS__CACHE__MAX_BYTES", "0")]).unwrap_err();
     assert_eq!(err.0[0].key, "cache.max_bytes");
 }
+
+#[test]
+fn output_formats_are_an_ordered_list_ending_in_jpeg() {
+    let s = Settings::default();
+    assert_eq!(s.output.formats, [OutputFormat::Jpeg]);
+    assert_eq!(
+        (
+            s.output.webp_quality,
+            s.output.avif_quality,
+            s.output.avif_speed
+        ),
+        (
+            DEFAULT_WEBP_QUALITY,
+            DEFAULT_AVIF_QUALITY,
+            DEFAULT_AVIF_SPEED
+        )
+    );
+    let s = load(None, &[("ROSS__OUTPUT__FORMATS", "avif, WebP,jpeg")]).unwrap();
+    let all = [OutputFormat::Avif, OutputFormat::Webp, OutputFormat::Jpeg];
+    assert_eq!(s.output.formats, all);
+    // JPEG is the fallback whether listed or not.
+    let s = load(Some("[output]\nformats = [\"webp\"]\n"), &[]).unwrap();
+    assert_eq!(s.output.formats, [OutputFormat::Webp, OutputFormat::Jpeg]);
+    for (bad, says) in [
+        ("jpeg,webp", "must come last"),
+        ("webp,webp", "listed twice"),
+        ("gif", "not a format"),
+    ] {
+        let e = load(None, &[("ROSS__OUTPUT__FORMATS", bad)]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("ROSS__OUTPUT__FORMATS") && text.contains(says),
+            "{bad}: {text}"
+        );
+    }
+    let e = load(None, &[("ROSS__OUTPUT__AVIF_SPEED", "11")]).unwrap_err();
+    assert!(e.to_string().contains("output.avif_speed") || e.to_string().contains("AVIF_SPEED"));
+}

@@ -437,7 +437,7 @@ fn in_process_limit(build: &Path, media: &Path, photos: &[String]) -> (f64, f64)
         .collect();
     let render_all = || {
         for (bytes, target) in &jobs {
-            render_bytes(bytes, &mode, *target, u64::MAX, 90, &stats).unwrap();
+            render_bytes(bytes, &mode, *target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap();
         }
     };
     render_all(); // warm-up
@@ -522,3 +522,10 @@ fn several_sizes(photos_dir: &Path, photos: &[String], work: &Path) -> (f64, f64
     );
     (alone, shared)
 }
+
+/// Encoding as the server's defaults: baseline JPEG at quality 90.
+const JPEG: ross::cache::OutputFormat = ross::cache::OutputFormat::Jpeg;
+
+/// The default output settings, made once (not inside the timed renders).
+static OUTPUT: std::sync::LazyLock<ross_config::OutputSettings> =
+    std::sync::LazyLock::new(|| ross_config::Settings::default().output);

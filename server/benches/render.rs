@@ -104,8 +104,10 @@ fn main() {
         let mut row = Vec::new();
         for (i, name) in MODES.iter().enumerate() {
             let mode = registry.get(name).unwrap();
-            let run =
-                || render_bytes(&bytes, &mode, target, 50_000_000, 90, &stats).expect("renders");
+            let run = || {
+                render_bytes(&bytes, &mode, target, 50_000_000, JPEG, &OUTPUT, &stats)
+                    .expect("renders")
+            };
             run();
             let times: Vec<f64> = (0..RUNS)
                 .map(|_| {
@@ -178,7 +180,8 @@ fn decode_floor(photos: &[PathBuf], registry: &ModeRegistry) {
         let floor = timed(|| decode_every_scan(&bytes, &boxed, u64::MAX).unwrap());
         let eighth = timed(|| decode_every_scan(&bytes, &[(1, 1)], u64::MAX).unwrap());
         let ours = timed(|| decode(&bytes, &boxed, u64::MAX).unwrap());
-        let render = timed(|| render_bytes(&bytes, &mode, target, u64::MAX, 90, &stats).unwrap());
+        let render =
+            timed(|| render_bytes(&bytes, &mode, target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap());
         println!(
             "{:<20} {:>11} {:>13.2} {:>12.2} {:>12.2} {:>10.2} {:>7.0}%",
             photo.file_name().unwrap().to_string_lossy(),
@@ -206,13 +209,13 @@ fn several_sizes(photos: &[PathBuf], registry: &ModeRegistry) {
         let bytes = std::fs::read(photo).unwrap();
         alone += timed(|| {
             for size in SIZES {
-                render_bytes(&bytes, &mode, target(size), u64::MAX, 90, &stats).unwrap();
+                render_bytes(&bytes, &mode, target(size), u64::MAX, JPEG, &OUTPUT, &stats).unwrap();
             }
         });
         largest += timed(|| {
             let decoded = decode(&bytes, &SIZES, u64::MAX).unwrap();
             for size in SIZES {
-                render_decoded(&decoded, &mode, target(size), 90, &stats).unwrap();
+                render_decoded(&decoded, &mode, target(size), JPEG, &OUTPUT, &stats).unwrap();
             }
         });
         growing += timed(|| {
@@ -228,7 +231,7 @@ fn several_sizes(photos: &[PathBuf], registry: &ModeRegistry) {
                     kept = Some((decode(&bytes, &[size], u64::MAX).unwrap(), size));
                 }
                 let decoded = &kept.as_ref().unwrap().0;
-                render_decoded(decoded, &mode, target(size), 90, &stats).unwrap();
+                render_decoded(decoded, &mode, target(size), JPEG, &OUTPUT, &stats).unwrap();
             }
         });
     }
@@ -284,3 +287,10 @@ fn compare_with_vips(photos: &[PathBuf], means: &[f64]) {
         );
     }
 }
+
+/// Encoding as the server's defaults: baseline JPEG at quality 90.
+const JPEG: ross::cache::OutputFormat = ross::cache::OutputFormat::Jpeg;
+
+/// The default output settings, made once (not inside the timed renders).
+static OUTPUT: std::sync::LazyLock<ross_config::OutputSettings> =
+    std::sync::LazyLock::new(|| ross_config::Settings::default().output);

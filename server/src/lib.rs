@@ -17,6 +17,7 @@ pub mod file_headers;
 pub mod gate;
 pub mod http;
 pub mod imaging;
+pub mod negotiate;
 pub mod observe;
 pub mod pipeline;
 pub mod plugins;

@@ -8,12 +8,12 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
-use ross_config::{Limits, Settings};
+use ross_config::{Limits, OutputSettings, Settings};
 
 use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
 use crate::error::AppError;
 use crate::gate::RenderGate;
-use crate::imaging::{decode, encode_jpeg, sniff, Decoded, Format};
+use crate::imaging::{decode, encode, sniff, Decoded, Format};
 use crate::plugins::{LoadedMode, ModeRegistry};
 use crate::recent::{DecodedSource, Recent};
 use crate::request::RenderRequest;
@@ -55,7 +55,7 @@ struct Shared {
     cache: Cache,
     gate: RenderGate,
     limits: Limits,
-    jpeg_quality: u8,
+    output: Arc<OutputSettings>,
     stats: Arc<Stats>,
     /// The live whitelist: a decode is made for the largest size it allows.
     whitelist: Arc<Whitelist>,
@@ -98,7 +98,7 @@ impl Pipeline {
                 gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
                 cache,
                 limits,
-                jpeg_quality: settings.output.jpeg_quality,
+                output: Arc::new(settings.output.clone()),
                 stats,
                 whitelist,
                 recent: Recent::new(settings.cache.decoded_bytes),
@@ -149,11 +149,12 @@ impl Pipeline {
     pub async fn variant(
         &self,
         req: &RenderRequest,
+        format: OutputFormat,
         mode: Arc<LoadedMode>,
         ticket: WriteTicket,
     ) -> Result<Rendered, AppError> {
         let shared = &self.shared;
-        let variant = VariantKey::new(req, OutputFormat::Jpeg);
+        let variant = VariantKey::new(req, format);
         let started = Instant::now();
         let cached = shared.cache.get(&variant).await;
         shared.stats.stage(stage::CACHE_CHECK, started);
@@ -267,7 +268,7 @@ impl Shared {
             modes: self.modes.clone(),
             cache: self.cache.clone(),
             max_pixels: self.limits.max_source_pixels,
-            quality: self.jpeg_quality,
+            output: self.output.clone(),
             stats: self.stats.clone(),
         };
         let shared = self.clone();
@@ -332,7 +333,7 @@ struct RenderJob {
     modes: Arc<ModeRegistry>,
     cache: Cache,
     max_pixels: u64,
-    quality: u8,
+    output: Arc<OutputSettings>,
     stats: Arc<Stats>,
 }
 
@@ -354,7 +355,8 @@ impl RenderJob {
             width: self.variant.size.width,
             height: self.variant.size.height,
         };
-        render_decoded(image, &self.mode, target, self.quality, &self.stats)
+        let format = self.variant.format;
+        render_decoded(image, &self.mode, target, format, &self.output, &self.stats)
     }
 
     fn store(self, encoded: Vec<u8>) -> Result<Rendered, AppError> {
@@ -397,14 +399,15 @@ pub fn render_bytes(
     mode: &LoadedMode,
     target: TargetSize,
     max_pixels: u64,
-    quality: u8,
+    format: OutputFormat,
+    output: &OutputSettings,
     stats: &Stats,
 ) -> Result<Vec<u8>, AppError> {
     let started = Instant::now();
     let boxes: Vec<_> = mode.decode_box(target).into_iter().collect();
     let decoded = decode(source, &boxes, max_pixels)?;
     stats.stage(stage::DECODE, started);
-    render_decoded(&decoded, mode, target, quality, stats)
+    render_decoded(&decoded, mode, target, format, output, stats)
 }
 
 /// The box of `boxes` shown largest over `image` (covers keep the image's shape).
@@ -424,7 +427,8 @@ pub fn render_decoded(
     decoded: &Decoded,
     mode: &LoadedMode,
     target: TargetSize,
-    quality: u8,
+    format: OutputFormat,
+    output: &OutputSettings,
     stats: &Stats,
 ) -> Result<Vec<u8>, AppError> {
     let view = ImageView::new(
@@ -441,7 +445,7 @@ pub fn render_decoded(
     let out = mode.render(view, target)?;
     stats.stage(stage::RENDER, started);
     let started = Instant::now();
-    let encoded = encode_jpeg(out.view(), quality)?;
+    let encoded = encode(out.view(), format, output)?;
     stats.stage(stage::ENCODE, started);
     Ok(encoded)
 }

@@ -20,26 +20,11 @@ use crate::request::{is_mode_word, RenderRequest, SourceKey};
 pub const TMP_DIR: &str = ".tmp";
 
 /// The encoding of a cached variant: the first folder of its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutputFormat {
-    /// Baseline JPEG, what every client accepts.
-    Jpeg,
-}
+pub use ross_config::OutputFormat;
 
-impl OutputFormat {
-    /// Every format, in the order the folders are named.
-    pub const ALL: [OutputFormat; 1] = [OutputFormat::Jpeg];
-
-    /// The folder name (also the subtype in `image/...`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputFormat::Jpeg => "jpeg",
-        }
-    }
-
-    fn parse(s: &str) -> Option<OutputFormat> {
-        OutputFormat::ALL.into_iter().find(|f| f.as_str() == s)
-    }
+/// The format a cache folder is named after.
+fn parse_format(s: &str) -> Option<OutputFormat> {
+    OutputFormat::ALL.into_iter().find(|f| f.as_str() == s)
 }
 
 /// One cached variant: what was rendered and how it was encoded.
@@ -118,7 +103,7 @@ impl VariantKey {
             return None;
         }
         Some(VariantKey {
-            format: OutputFormat::parse(format)?,
+            format: parse_format(format)?,
             size,
             mode: mode.to_owned(),
             key: SourceKey::new(key).ok()?,

@@ -1,7 +1,8 @@
 //! Bytes to upright RGB pixels and back: format sniffing, header checks against the limits,
-//! decoding (with DCT-domain shrinking for JPEG) and JPEG encoding. Knows nothing of HTTP,
+//! decoding (with DCT-domain shrinking for JPEG) and encoding (JPEG, WebP, AVIF). Knows nothing of HTTP,
 //! sources or plugins.
 
+mod avif;
 mod buffers;
 mod decode;
 mod encode;
@@ -10,5 +11,5 @@ mod scans;
 mod sniff;
 
 pub use decode::{decode, decode_every_scan, DecodeError, Decoded};
-pub use encode::{encode_jpeg, EncodeError};
+pub use encode::{encode, encode_jpeg, EncodeError};
 pub use sniff::{sniff, Format};

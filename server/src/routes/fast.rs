@@ -13,7 +13,8 @@ use poem::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use poem::Response;
 
 use super::respond::{cache_control, unconditional_image_response};
-use crate::cache::{OutputFormat, VariantKey};
+use crate::cache::VariantKey;
+use crate::negotiate::negotiate;
 use crate::observe::{log_served, request_id_value, REQUEST_ID};
 use crate::pipeline::CacheStatus;
 use crate::request::{parse, Target};
@@ -56,14 +57,16 @@ impl MemoryHits {
             return None;
         }
         state.modes.get(&req.mode)?;
-        let variant = VariantKey::new(&req, OutputFormat::Jpeg);
+        let formats = &state.settings.output.formats;
+        let format = negotiate(headers, formats);
+        let variant = VariantKey::new(&req, format);
         let file = state.cache.get_in_memory(&variant)?;
         let stats = &state.stats;
         stats.stage(stage::CACHE_CHECK, started);
         stats.hit();
         let mut response = unconditional_image_response(
             file.bytes,
-            "image/jpeg",
+            format.media_type(),
             &file.headers,
             CacheStatus::Hit,
             self.cache_control.clone(),
@@ -76,6 +79,10 @@ impl MemoryHits {
             log_served(shown, method, path, StatusCode::OK, "HIT", ms);
         }
         response.headers_mut().insert(REQUEST_ID, id);
+        if formats.len() > 1 {
+            let vary = HeaderValue::from_static("Accept");
+            response.headers_mut().insert(header::VARY, vary);
+        }
         Some(response)
     }
 }

@@ -6,6 +6,7 @@ use poem::{Request, Response};
 
 use super::respond::image_response;
 use crate::error::AppError;
+use crate::negotiate::negotiate;
 use crate::request::RenderRequest;
 use crate::state::AppState;
 
@@ -36,13 +37,16 @@ pub(super) async fn render(
         .modes
         .get(&req.mode)
         .ok_or_else(|| AppError::unknown_mode(&req.mode))?;
-    let rendered = state.pipeline.variant(&req, mode, ticket).await?;
+    let formats = &state.settings.output.formats;
+    let format = negotiate(http.headers(), formats);
+    let rendered = state.pipeline.variant(&req, format, mode, ticket).await?;
     Ok(image_response(
         http,
         rendered.body,
-        "image/jpeg",
+        format,
         rendered.modified,
         rendered.cache,
         state.settings.cache.max_age,
+        formats.len() > 1,
     ))
 }

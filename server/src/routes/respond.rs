@@ -6,6 +6,7 @@ use bytes::Bytes;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Body, Request, Response};
 
+use crate::cache::OutputFormat;
 use crate::file_headers::FileHeaders;
 use crate::pipeline::CacheStatus;
 
@@ -29,25 +30,33 @@ fn not_modified(req: &Request, headers: &FileHeaders) -> bool {
         .is_some_and(|since| headers.modified_secs <= since.as_secs())
 }
 
-/// A 200 (or 304) image response with caching headers and `X-Cache`.
+/// A 200 (or 304) rendered image with caching headers and `X-Cache`, and `Vary: Accept`
+/// when it `varies` by the request's `Accept` (more than one format is served).
 pub(super) fn image_response(
     req: &Request,
     body: Bytes,
-    content_type: &str,
+    format: OutputFormat,
     modified: SystemTime,
     cache: CacheStatus,
     max_age: Duration,
+    varies: bool,
 ) -> Response {
     let len = body.len() as u64;
-    streamed_image_response(
+    let mut response = streamed_image_response(
         req,
         body.into(),
         len,
-        content_type,
+        format.media_type(),
         modified,
         cache,
         max_age,
-    )
+    );
+    if varies {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    response
 }
 
 /// [`image_response`] for a body of `len` bytes still to be read.
