@@ -22,6 +22,8 @@ mod corpus_matrix;
 mod deploy;
 /// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.
 mod fidelity;
+/// WebP and AVIF by `Accept`: every mode in every format, defaults, caching per format.
+mod formats;
 /// Abuse and careless operation: memory under bursts of large misses.
 mod hardening;
 /// Originals served unchanged.

@@ -86,3 +86,67 @@ void ross_avif_free(uint8_t *data, size_t len) {
     avifRWData output = {data, len};
     avifRWDataFree(&output);
 }
+
+/* Decodes an AVIF file to 8-bit RGBA rows, `*width * 4` bytes each (free with
+ * ross_avif_free_pixels). Returns 0, or a libavif result with a message in `error`. For the
+ * tests and benchmarks, which compare renders; ross does not read AVIF sources. */
+int ross_avif_decode(const uint8_t *data, size_t len, uint8_t **pixels, uint32_t *width,
+                     uint32_t *height, char *error, size_t error_len) {
+    avifResult result = AVIF_RESULT_UNKNOWN_ERROR;
+    avifRGBImage rgb;
+    memset(&rgb, 0, sizeof(rgb));
+    avifDecoder *decoder = avifDecoderCreate();
+    avifImage *image = avifImageCreateEmpty();
+    if (decoder == NULL || image == NULL) {
+        result = AVIF_RESULT_OUT_OF_MEMORY;
+        goto done;
+    }
+    result = avifDecoderReadMemory(decoder, image, data, len);
+    if (result != AVIF_RESULT_OK) {
+        goto done;
+    }
+    avifRGBImageSetDefaults(&rgb, image);
+    rgb.depth = 8;
+    rgb.format = AVIF_RGB_FORMAT_RGBA;
+    avifRGBImageAllocatePixels(&rgb);
+    result = avifImageYUVToRGB(image, &rgb);
+    if (result != AVIF_RESULT_OK) {
+        avifRGBImageFreePixels(&rgb);
+        goto done;
+    }
+    /* Rows back to back, whatever libavif's row length. */
+    size_t row = (size_t)rgb.width * 4;
+    uint8_t *packed = malloc(row * rgb.height);
+    if (packed == NULL) {
+        avifRGBImageFreePixels(&rgb);
+        result = AVIF_RESULT_OUT_OF_MEMORY;
+        goto done;
+    }
+    for (uint32_t y = 0; y < rgb.height; y++) {
+        memcpy(packed + y * row, rgb.pixels + (size_t)y * rgb.rowBytes, row);
+    }
+    *pixels = packed;
+    *width = rgb.width;
+    *height = rgb.height;
+    avifRGBImageFreePixels(&rgb);
+
+done:
+    if (result != AVIF_RESULT_OK && error_len > 0) {
+        const char *text = avifResultToString(result);
+        if (decoder != NULL && decoder->diag.error[0] != '\0') {
+            text = decoder->diag.error;
+        }
+        strncpy(error, text, error_len - 1);
+        error[error_len - 1] = '\0';
+    }
+    if (image != NULL) {
+        avifImageDestroy(image);
+    }
+    if (decoder != NULL) {
+        avifDecoderDestroy(decoder);
+    }
+    return (int)result;
+}
+
+/* Frees what ross_avif_decode returned. */
+void ross_avif_free_pixels(uint8_t *pixels) { free(pixels); }

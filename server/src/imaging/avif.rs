@@ -22,6 +22,16 @@ unsafe extern "C" {
         error_len: usize,
     ) -> c_int;
     fn ross_avif_free(data: *mut u8, len: usize);
+    fn ross_avif_decode(
+        data: *const u8,
+        len: usize,
+        pixels: *mut *mut u8,
+        width: *mut u32,
+        height: *mut u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+    fn ross_avif_free_pixels(pixels: *mut u8);
 }
 
 /// libavif's own mapping of quality (1..=100) to AV1's quantizer (63..=0).
@@ -93,6 +103,46 @@ pub fn encode_avif(
     Ok(encoded)
 }
 
+/// An AVIF file's pixels as RGBA rows, with its width and height. For the tests and
+/// benchmarks, which compare renders across formats; ross does not take AVIF sources.
+pub fn decode_avif(data: &[u8]) -> Result<(Vec<u8>, u32, u32), EncodeError> {
+    let mut pixels: *mut u8 = std::ptr::null_mut();
+    let (mut width, mut height) = (0u32, 0u32);
+    let mut error = [0 as c_char; 256];
+    // SAFETY: `data` is read for `data.len()` bytes; the out-pointers are valid for writes.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        ross_avif_decode(
+            data.as_ptr(),
+            data.len(),
+            &mut pixels,
+            &mut width,
+            &mut height,
+            error.as_mut_ptr(),
+            error.len(),
+        )
+    };
+    if result != 0 || pixels.is_null() {
+        // SAFETY: the shim wrote a NUL-terminated message into the zeroed `error`.
+        #[allow(unsafe_code)]
+        let message = unsafe { CStr::from_ptr(error.as_ptr()) };
+        return Err(EncodeError::new(format!(
+            "AVIF: {}",
+            message.to_string_lossy()
+        )));
+    }
+    let len = width as usize * height as usize * 4;
+    // SAFETY: on success the shim returned `width * height` RGBA pixels back to back, freed
+    // once, right after the copy.
+    #[allow(unsafe_code)]
+    let rgba = unsafe {
+        let copy = std::slice::from_raw_parts(pixels, len).to_vec();
+        ross_avif_free_pixels(pixels);
+        copy
+    };
+    Ok((rgba, width, height))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +164,16 @@ mod tests {
         let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i % 253) as u8).collect();
         let avif = encode_avif(&rgba, w, h, w as usize * 4, 4, 60, 9).unwrap();
         assert_eq!(&avif[4..12], b"ftypavif");
+        let (back, bw, bh) = decode_avif(&avif).unwrap();
+        assert_eq!((bw, bh, back.len()), (w, h, (w * h * 4) as usize));
+        let alpha_error = back
+            .chunks_exact(4)
+            .zip(rgba.chunks_exact(4))
+            .map(|(a, b)| i32::from(a[3]).abs_diff(i32::from(b[3])))
+            .max()
+            .unwrap();
+        assert!(alpha_error < 40, "alpha kept: worst {alpha_error}");
+        assert!(decode_avif(b"not an avif").is_err());
         assert!(encode_avif(&rgb[..10], w, h, w as usize * 3, 3, 60, 9).is_err());
     }
 }
