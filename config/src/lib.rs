@@ -370,11 +370,11 @@ impl FromStr for OutputFormat {
 }
 
 /// Defaults of the output section, from the measurements in docs/formats.md.
-pub const DEFAULT_WEBP_QUALITY: u8 = 85;
+pub const DEFAULT_WEBP_QUALITY: u8 = 86;
 /// See [`DEFAULT_WEBP_QUALITY`].
-pub const DEFAULT_AVIF_QUALITY: u8 = 60;
+pub const DEFAULT_AVIF_QUALITY: u8 = 75;
 /// See [`DEFAULT_WEBP_QUALITY`].
-pub const DEFAULT_AVIF_SPEED: u8 = 8;
+pub const DEFAULT_AVIF_SPEED: u8 = 9;
 
 /// The media root when nobody configured one: the sample images bundled with ross.
 pub const DEFAULT_MEDIA_ROOT: &str = "samples";

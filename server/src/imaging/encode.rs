@@ -61,8 +61,9 @@ pub fn encode(
     }
 }
 
-/// libwebp's effort, 0 (fastest) to 6; 4 is its default (docs/formats.md).
-const WEBP_METHOD: i32 = 4;
+/// libwebp's effort, 0 (fastest) to 6. Measured against its default 4 (docs/formats.md): 2.3x
+/// faster to encode, 2% larger, one SSIMULACRA2 point lower at the same quality setting.
+const WEBP_METHOD: i32 = 2;
 
 /// The rows of `image` back to back as RGB, or RGBA when some pixel is not opaque, and the
 /// channels per pixel: what the WebP and AVIF encoders take.
