@@ -1,20 +1,29 @@
-use image::RgbImage;
+use image::{RgbImage, RgbaImage};
 
 use crate::util::TestServer;
 
 const CHROMIUM: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
 
-/// A body decoded to RGB, whatever the format (AVIF through ross's own libavif).
-fn rgb(body: &[u8]) -> RgbImage {
+/// A body decoded to RGBA, whatever the format (AVIF through ross's own libavif).
+fn rgba(body: &[u8]) -> RgbaImage {
     if body.get(4..12) == Some(b"ftypavif") {
         let (rgba, w, h) = ross::imaging::decode_avif(body).expect("decodes");
-        let rgb = rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        return RgbImage::from_raw(w, h, rgb).unwrap();
+        return RgbaImage::from_raw(w, h, rgba).unwrap();
     }
-    image::load_from_memory(body).expect("decodes").into_rgb8()
+    image::load_from_memory(body).expect("decodes").into_rgba8()
+}
+
+/// A body as shown on white.
+fn rgb(body: &[u8]) -> RgbImage {
+    let image = rgba(body);
+    let over_white = |c: u8, a: u8| {
+        let (c, a) = (u32::from(c), u32::from(a));
+        ((c * a + 255 * (255 - a) + 127) / 255) as u8
+    };
+    RgbImage::from_fn(image.width(), image.height(), |x, y| {
+        let [r, g, b, a] = image.get_pixel(x, y).0;
+        image::Rgb([over_white(r, a), over_white(g, a), over_white(b, a)])
+    })
 }
 
 fn mean_abs_error(a: &RgbImage, b: &RgbImage) -> f64 {
@@ -28,8 +37,10 @@ fn mean_abs_error(a: &RgbImage, b: &RgbImage) -> f64 {
 }
 
 /// Every mode, from a JPEG photo, a PNG with alpha, a greyscale PNG and a greyscale JPEG, in
-/// every format: the right type, `Vary: Accept`, the same size as the JPEG render and the
-/// same picture within a small error (the encoders differ, the pixels they start from do not).
+/// every format: the right type, `Vary: Accept`, the same size as the JPEG render and, shown
+/// on white, the same picture within a small error (the encoders differ, the pixels they start
+/// from do not). Transparency is kept exactly by the modes that take it (crop, resize) and
+/// never by the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_in_every_format_matches_its_jpeg_render() {
     let server = TestServer::builder()
@@ -72,6 +83,9 @@ async fn every_mode_in_every_format_matches_its_jpeg_render() {
                 assert_eq!(r.header("vary"), "Accept", "{path}");
                 let at = if media_type == "image/avif" { 4 } else { 8 };
                 assert_eq!(&r.body[at..at + magic.len()], magic, "{path} {media_type}");
+                let transparent = rgba(&r.body).pixels().any(|p| p.0[3] < 128);
+                let keeps = key.contains("alpha") && (mode == "crop" || mode == "resize");
+                assert_eq!(transparent, keeps, "{path} {media_type}: transparency");
                 let got = rgb(&r.body);
                 assert_eq!(
                     got.dimensions(),

@@ -193,6 +193,66 @@ async fn plugins_built_before_decode_needs_still_load() {
     }
 }
 
+/// A plugin built against ABI 0.1.1 (its root module has `decode_need` but no `takes_alpha`,
+/// its version string is 0.1.1) loads, its decode need is honoured, and it is handed RGB: a
+/// transparent source is flattened for it even when the answer is WebP. The built-in `crop`
+/// takes alpha and keeps it.
+#[tokio::test]
+async fn plugins_built_before_alpha_still_load_and_get_rgb() {
+    let dir = plugin_folder(&[fixture_plugin("abi_0_1_1_plugin"), built("crop")]);
+    let server = TestServer::builder()
+        .plugins(dir.path())
+        .set("ROSS__OUTPUT__FORMATS", "webp,jpeg")
+        .start()
+        .await;
+    assert!(
+        server.state.modes.failures().is_empty(),
+        "{:?}",
+        server.state.modes.failures()
+    );
+    let old = server
+        .state
+        .modes
+        .get("abi011")
+        .expect("the 0.1.1 plugin loaded");
+    assert_eq!(old.abi_version(), "0.1.1");
+    assert!(!old.takes_alpha());
+    let target = plugin_api::TargetSize {
+        width: 300,
+        height: 200,
+    };
+    assert_eq!(
+        old.decode_box(target),
+        None,
+        "its full-size decode need is lost"
+    );
+    let crop = server.state.modes.get("crop").unwrap();
+    assert_eq!(crop.abi_version(), plugin_api::PLUGIN_ABI_VERSION);
+    assert!(crop.takes_alpha());
+    let webp = |path: &str| {
+        let req = server.client().get(path).header("Accept", "image/webp");
+        server.request(req)
+    };
+    let alpha_of = |body: &[u8]| {
+        let img = image::load_from_memory(body).unwrap();
+        img.color().has_alpha().then(|| img.into_rgba8())
+    };
+    let r = webp("/120/80/abi011/png/tmshre_riaphotographs_alpha.png").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), "image/webp");
+    assert!(
+        alpha_of(&r.body).is_none(),
+        "an RGB-only mode's answer has alpha"
+    );
+    let r = webp("/120/80/crop/png/tmshre_riaphotographs_alpha.png").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rgba = alpha_of(&r.body).expect("crop kept the transparency");
+    assert!(
+        rgba.pixels().any(|p| p.0[3] < 128),
+        "no transparent pixel left"
+    );
+}
+
 /// trimresize asks for the full-size source: a 2400x2400 JPEG holding a 1200x1200 object on
 /// white gives the object at 300 px in a 300x300 box, as the same picture stored as PNG does
 /// (a decode shrunk to cover the box would have shown it at 150).

@@ -16,16 +16,19 @@ use abi_stable::{declare_root_module_statics, StableAbi};
 ///
 /// History: 0.1.0, the first (it was the workspace's version then, so every plugin built
 /// before this constant carries it; frozen in [`crate::v0_1_0`]); 0.1.1 appended
-/// [`PluginModule::decode_need`].
-pub const PLUGIN_ABI_VERSION: &str = "0.1.1";
+/// [`PluginModule::decode_need`] (frozen in [`crate::v0_1_1`]); 0.1.2 appended
+/// [`PluginModule::takes_alpha`].
+pub const PLUGIN_ABI_VERSION: &str = "0.1.2";
 
 /// How pixels are laid out in a buffer. Every format is 8 bits per channel, interleaved.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
-    /// Red, green, blue. Hosts of this API version always hand plugins `Rgb8`.
+    /// Red, green, blue. What the host hands a mode, unless the mode takes alpha.
     Rgb8 = 0,
-    /// Red, green, blue, alpha (not premultiplied). The host flattens it onto white.
+    /// Red, green, blue, alpha (not premultiplied). Handed only to a mode whose
+    /// [`PluginModule::takes_alpha`] says so, for a source with transparency and an output
+    /// format that keeps it; the host flattens it onto white otherwise.
     Rgba8 = 1,
     /// One grey channel.
     Gray8 = 2,
@@ -351,6 +354,10 @@ pub struct PluginModule {
     /// before it get [`DecodeNeed::cover`]).
     #[sabi(missing_field(option))]
     pub decode_need: extern "C" fn(mode: RStr<'_>, target: TargetSize) -> DecodeNeed,
+    /// Whether mode `mode` takes [`PixelFormat::Rgba8`] sources and keeps their transparency
+    /// (ABI 0.1.2; plugins built before it are handed RGB only).
+    #[sabi(missing_field(option))]
+    pub takes_alpha: extern "C" fn(mode: RStr<'_>) -> bool,
 }
 
 impl RootModule for PluginModule_Ref {

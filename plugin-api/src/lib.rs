@@ -30,6 +30,8 @@ pub mod ops;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod v0_1_0;
+#[allow(unsafe_code)] // the accessor abi_stable generates for `decode_need`
+pub mod v0_1_1;
 
 pub use abi::{
     DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule, PluginModule_Ref,
@@ -42,5 +44,5 @@ pub use abi_stable;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::{module_decode_need, module_modes, module_render};
+    pub use crate::export::{module_decode_need, module_modes, module_render, module_takes_alpha};
 }

@@ -431,16 +431,23 @@ pub fn render_decoded(
     output: &OutputSettings,
     stats: &Stats,
 ) -> Result<Vec<u8>, AppError> {
-    let view = ImageView::new(
-        &decoded.pixels,
-        decoded.width,
-        decoded.height,
-        PixelFormat::Rgb8,
-    )
-    .map_err(|e| {
-        tracing::error!(error = %e, "decoder produced an invalid buffer");
-        AppError::internal("decode-failed", "The image could not be decoded.")
-    })?;
+    // Transparency goes to the mode only if it takes it and the format keeps it.
+    let keeps_alpha = format.has_alpha() && mode.takes_alpha();
+    let image = if keeps_alpha {
+        std::borrow::Cow::Borrowed(decoded)
+    } else {
+        decoded.flattened()?
+    };
+    let pixel_format = if image.alpha {
+        PixelFormat::Rgba8
+    } else {
+        PixelFormat::Rgb8
+    };
+    let view =
+        ImageView::new(&image.pixels, image.width, image.height, pixel_format).map_err(|e| {
+            tracing::error!(error = %e, "decoder produced an invalid buffer");
+            AppError::internal("decode-failed", "The image could not be decoded.")
+        })?;
     let started = Instant::now();
     let out = mode.render(view, target)?;
     stats.stage(stage::RENDER, started);

@@ -185,11 +185,7 @@ mod tests {
 
     fn pixels(width: u32, height: u32, good_up_to: Option<(u32, u32)>) -> Arc<DecodedSource> {
         Arc::new(DecodedSource {
-            image: Decoded {
-                pixels: vec![0; (width * height * 3) as usize],
-                width,
-                height,
-            },
+            image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
             good_up_to,
         })
     }

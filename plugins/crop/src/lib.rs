@@ -22,6 +22,11 @@ impl Mode for Crop {
         let region = cover_region((src.width, src.height), (target.width, target.height));
         ops::resize_region(src, region, target.width, target.height)
     }
+
+    /// Scaling keeps transparency (resampled with premultiplied alpha).
+    fn takes_alpha(&self) -> bool {
+        true
+    }
 }
 
 plugin_api::export_modes!(Crop);
@@ -61,6 +66,13 @@ mod tests {
         let modes = instantiate_root_module().modes()().into_result().unwrap();
         assert_eq!(modes.len(), 1);
         assert_eq!(modes[0].name.as_str(), "crop");
+    }
+
+    #[test]
+    fn exported_module_says_crop_takes_alpha() {
+        let takes_alpha = instantiate_root_module().takes_alpha().expect("ABI 0.1.2");
+        assert!(takes_alpha(RStr::from("crop")));
+        assert!(!takes_alpha(RStr::from("unknown")));
     }
 
     #[test]

@@ -20,6 +20,11 @@ impl Mode for Resize {
         let (w, h) = fit((src.width, src.height), (target.width, target.height));
         ops::resize(src, w, h)
     }
+
+    /// Scaling keeps transparency (resampled with premultiplied alpha).
+    fn takes_alpha(&self) -> bool {
+        true
+    }
 }
 
 plugin_api::export_modes!(Resize);

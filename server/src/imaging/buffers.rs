@@ -85,6 +85,39 @@ pub(crate) fn to_rgb(pixels: Vec<u8>, layout: Layout) -> Result<Vec<u8>, DecodeE
     Ok(out)
 }
 
+/// Decoded pixels in `layout`: RGB, or RGBA when some pixel is not opaque (grey expanded;
+/// transparency kept, to be flattened where the output has none).
+pub(crate) fn upright_layout(
+    pixels: Vec<u8>,
+    layout: Layout,
+    width: u32,
+    height: u32,
+) -> Result<Decoded, DecodeError> {
+    let opaque = match layout {
+        Layout::La8 => pixels.chunks_exact(2).all(|p| p[1] == 255),
+        Layout::Rgba8 => pixels.chunks_exact(4).all(|p| p[3] == 255),
+        Layout::L8 | Layout::Rgb8 => true,
+    };
+    if opaque {
+        return Ok(Decoded::rgb(to_rgb(pixels, layout)?, width, height));
+    }
+    let pixels = if layout == Layout::La8 {
+        let mut rgba = with_capacity(pixels.len() * 2)?;
+        for p in pixels.chunks_exact(2) {
+            rgba.extend_from_slice(&[p[0], p[0], p[0], p[1]]);
+        }
+        rgba
+    } else {
+        pixels
+    };
+    Ok(Decoded {
+        pixels,
+        width,
+        height,
+        alpha: true,
+    })
+}
+
 /// `image` turned upright by EXIF `orientation` (a new buffer unless it is already upright).
 pub(crate) fn orient(image: Decoded, orientation: Orientation) -> Result<Decoded, DecodeError> {
     use Orientation::*;
@@ -97,10 +130,11 @@ pub(crate) fn orient(image: Decoded, orientation: Orientation) -> Result<Decoded
         Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH
     );
     let (out_w, out_h) = if swaps { (h, w) } else { (w, h) };
-    let mut out = zeroed(w * h * 3)?;
+    let n = image.channels();
+    let mut out = zeroed(w * h * n)?;
     for y in 0..h {
-        let row = &image.pixels[y * w * 3..(y + 1) * w * 3];
-        for (x, px) in row.chunks_exact(3).enumerate() {
+        let row = &image.pixels[y * w * n..(y + 1) * w * n];
+        for (x, px) in row.chunks_exact(n).enumerate() {
             // Where source pixel (x, y) lands.
             let (dx, dy) = match orientation {
                 NoTransforms => (x, y),
@@ -112,14 +146,15 @@ pub(crate) fn orient(image: Decoded, orientation: Orientation) -> Result<Decoded
                 Rotate270FlipH => (h - 1 - y, w - 1 - x),
                 Rotate270 => (y, w - 1 - x),
             };
-            let at = (dy * out_w + dx) * 3;
-            out[at..at + 3].copy_from_slice(px);
+            let at = (dy * out_w + dx) * n;
+            out[at..at + n].copy_from_slice(px);
         }
     }
     Ok(Decoded {
         pixels: out,
         width: out_w as u32,
         height: out_h as u32,
+        alpha: image.alpha,
     })
 }
 
@@ -138,15 +173,7 @@ mod tests {
             let mut expected =
                 DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels.clone()).unwrap());
             expected.apply_orientation(orientation);
-            let got = orient(
-                Decoded {
-                    pixels: pixels.clone(),
-                    width: w,
-                    height: h,
-                },
-                orientation,
-            )
-            .unwrap();
+            let got = orient(Decoded::rgb(pixels.clone(), w, h), orientation).unwrap();
             assert_eq!(
                 (got.width, got.height),
                 (expected.width(), expected.height()),

@@ -47,15 +47,53 @@ pub enum DecodeError {
     },
 }
 
-/// Upright, tightly packed RGB8 pixels.
-#[derive(Debug)]
+/// Upright, tightly packed pixels: RGB8, or RGBA8 when the source has transparency.
+#[derive(Debug, Clone)]
 pub struct Decoded {
-    /// `width * height * 3` bytes.
+    /// `width * height * 3` bytes (RGB), or `* 4` (RGBA, straight alpha) when `alpha`.
     pub pixels: Vec<u8>,
     /// Pixels across.
     pub width: u32,
     /// Pixels down.
     pub height: u32,
+    /// Whether some pixel is not opaque (the pixels are then RGBA).
+    pub alpha: bool,
+}
+
+impl Decoded {
+    /// Opaque RGB pixels.
+    pub fn rgb(pixels: Vec<u8>, width: u32, height: u32) -> Decoded {
+        Decoded {
+            pixels,
+            width,
+            height,
+            alpha: false,
+        }
+    }
+
+    /// Bytes per pixel: 3, or 4 with alpha.
+    pub fn channels(&self) -> usize {
+        if self.alpha {
+            4
+        } else {
+            3
+        }
+    }
+
+    /// These pixels without transparency: flattened onto white (a copy) when they have some.
+    pub fn flattened(&self) -> Result<std::borrow::Cow<'_, Decoded>, DecodeError> {
+        if !self.alpha {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let mut rgba = buffers::with_capacity(self.pixels.len())?;
+        rgba.extend_from_slice(&self.pixels);
+        let rgb = buffers::to_rgb(rgba, Layout::Rgba8)?;
+        Ok(std::borrow::Cow::Owned(Decoded::rgb(
+            rgb,
+            self.width,
+            self.height,
+        )))
+    }
 }
 
 /// Decodes `bytes`. With boxes in `shrink_to` (upright width and height), the decoder may
@@ -146,11 +184,7 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
             })
         }
     };
-    let upright = Decoded {
-        pixels: buffers::to_rgb(pixels, layout)?,
-        width: frame.width,
-        height: frame.height,
-    };
+    let upright = buffers::upright_layout(pixels, layout, frame.width, frame.height)?;
     buffers::orient(upright, orientation)
 }
 
@@ -203,11 +237,7 @@ fn decode_with_image(
     let size = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
     let mut pixels = buffers::zeroed(size)?;
     decoder.read_image(&mut pixels).map_err(malformed)?;
-    let upright = Decoded {
-        pixels: buffers::to_rgb(pixels, layout)?,
-        width,
-        height,
-    };
+    let upright = buffers::upright_layout(pixels, layout, width, height)?;
     buffers::orient(upright, orientation)
 }
 

@@ -159,11 +159,7 @@ fn decode_trimmed(
         tracing::debug!(warning = %message, "served a JPEG with recoverable damage");
     }
     let pixels = if cmyk { cmyk_to_rgb(&pixels)? } else { pixels };
-    let decoded = Decoded {
-        pixels,
-        width: width as u32,
-        height: height as u32,
-    };
+    let decoded = Decoded::rgb(pixels, width as u32, height as u32);
     buffers::orient(decoded, orientation)
 }
 

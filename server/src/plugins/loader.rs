@@ -16,8 +16,8 @@ use std::time::Duration;
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
 use plugin_api::{
-    v0_1_0, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule_Ref, RenderError,
-    RenderErrorKind, TargetSize,
+    v0_1_0, v0_1_1, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule_Ref,
+    RenderError, RenderErrorKind, TargetSize,
 };
 
 use crate::request::is_mode_word;
@@ -104,7 +104,9 @@ impl PluginLoadError {
 pub(crate) enum Module {
     /// The current ABI ([`plugin_api::PLUGIN_ABI_VERSION`]).
     Current(PluginModule_Ref),
-    /// ABI 0.1.0: no `decode_need`.
+    /// ABI 0.1.1: no `takes_alpha`.
+    V0_1_1(v0_1_1::PluginModule_Ref),
+    /// ABI 0.1.0: no `decode_need` either.
     V0_1_0(v0_1_0::PluginModule_Ref),
 }
 
@@ -113,6 +115,7 @@ impl Module {
     pub(crate) fn modes(self) -> Result<Vec<ModeInfo>, RenderError> {
         match self {
             Module::Current(m) => m.modes()().into_result().map(|v| v.into_iter().collect()),
+            Module::V0_1_1(m) => m.modes()().into_result().map(|v| v.into_iter().collect()),
             Module::V0_1_0(m) => m.modes()()
                 .into_result()
                 .map(|v| v.into_iter().map(ModeInfo::from).collect())
@@ -129,6 +132,7 @@ impl Module {
     ) -> Result<ImageBuf, RenderError> {
         match self {
             Module::Current(m) => m.render()(RStr::from(mode), source, target).into_result(),
+            Module::V0_1_1(m) => m.render()(RStr::from(mode), source, target).into_result(),
             Module::V0_1_0(m) => {
                 let source = v0_1_0::ImageView::from_current(source).ok_or_else(|| {
                     RenderError::new(
@@ -148,6 +152,7 @@ impl Module {
     pub(crate) fn abi_version(self) -> &'static str {
         match self {
             Module::Current(_) => plugin_api::PLUGIN_ABI_VERSION,
+            Module::V0_1_1(_) => "0.1.1",
             Module::V0_1_0(_) => "0.1.0",
         }
     }
@@ -157,7 +162,17 @@ impl Module {
     pub(crate) fn decode_need(self, mode: &str, target: TargetSize) -> Option<DecodeNeed> {
         match self {
             Module::Current(m) => m.decode_need().map(|f| f(RStr::from(mode), target)),
+            Module::V0_1_1(m) => m.decode_need().map(|f| f(RStr::from(mode), target)),
             Module::V0_1_0(_) => None,
+        }
+    }
+
+    /// Whether `mode` takes RGBA sources and keeps their transparency; false from a plugin
+    /// built before ABI 0.1.2 (it is handed RGB).
+    pub(crate) fn takes_alpha(self, mode: &str) -> bool {
+        match self {
+            Module::Current(m) => m.takes_alpha().is_some_and(|f| f(RStr::from(mode))),
+            Module::V0_1_1(_) | Module::V0_1_0(_) => false,
         }
     }
 }
@@ -322,9 +337,12 @@ fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError>
     // plugin newer than the type it is checked against, never older).
     let module = match header.init_root_module::<PluginModule_Ref>() {
         Ok(current) => Module::Current(current),
-        Err(e) => match header.init_root_module::<v0_1_0::PluginModule_Ref>() {
-            Ok(old) => Module::V0_1_0(old),
-            Err(_) => return Err(summarise(file, e)),
+        Err(e) => match header.init_root_module::<v0_1_1::PluginModule_Ref>() {
+            Ok(old) => Module::V0_1_1(old),
+            Err(_) => match header.init_root_module::<v0_1_0::PluginModule_Ref>() {
+                Ok(older) => Module::V0_1_0(older),
+                Err(_) => return Err(summarise(file, e)),
+            },
         },
     };
     let modes = module.modes().map_err(|e| PluginLoadError::InitFailed {

@@ -83,6 +83,12 @@ impl LoadedMode {
         (!need.full_size).then(|| (need.width.max(target.width), need.height.max(target.height)))
     }
 
+    /// Whether this mode takes RGBA sources and keeps their transparency (plugins built
+    /// before ABI 0.1.2 do not: they are handed RGB).
+    pub fn takes_alpha(&self) -> bool {
+        self.module.takes_alpha(&self.name)
+    }
+
     /// Renders `source` at `target`. The output is checked: a valid buffer no larger than the
     /// target box.
     pub fn render(
