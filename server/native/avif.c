@@ -10,12 +10,13 @@
 #include <string.h>
 
 /* Encodes `height` rows of `width` pixels, `stride` bytes apart, `channels` (3 or 4) bytes per
- * pixel. `quantizer` 0 (lossless) to 63 (worst); `speed` 0 (slowest) to 10 (fastest). On
+ * pixel, with libaom (`codec` 0) or rav1e (`codec` 1, for the benchmark's comparison).
+ * `quantizer` 0 (lossless) to 63 (worst); `speed` 0 (slowest) to 10 (fastest). On
  * success returns 0 and sets `*out` / `*out_len` (free with ross_avif_free). On failure returns
  * a non-zero libavif result and leaves a message in `error` (NUL-terminated, `error_len` bytes
  * at most). */
 int ross_avif_encode(const uint8_t *pixels, uint32_t width, uint32_t height, uint32_t stride,
-                     uint32_t channels, int quantizer, int speed, int threads, uint8_t **out,
+                     uint32_t channels, int codec, int quantizer, int speed, int threads, uint8_t **out,
                      size_t *out_len, char *error, size_t error_len) {
     avifResult result = AVIF_RESULT_UNKNOWN_ERROR;
     avifEncoder *encoder = NULL;
@@ -47,7 +48,7 @@ int ross_avif_encode(const uint8_t *pixels, uint32_t width, uint32_t height, uin
         result = AVIF_RESULT_OUT_OF_MEMORY;
         goto done;
     }
-    encoder->codecChoice = AVIF_CODEC_CHOICE_AOM;
+    encoder->codecChoice = codec == 1 ? AVIF_CODEC_CHOICE_RAV1E : AVIF_CODEC_CHOICE_AOM;
     encoder->maxThreads = threads;
     encoder->speed = speed;
     encoder->minQuantizer = quantizer;

@@ -13,6 +13,7 @@ unsafe extern "C" {
         height: u32,
         stride: u32,
         channels: u32,
+        codec: c_int,
         quantizer: c_int,
         speed: c_int,
         threads: c_int,
@@ -40,9 +41,18 @@ pub fn quantizer(quality: u8) -> u8 {
     (((100 - q) * 63 + 50) / 100) as u8
 }
 
+/// The AV1 encoders libavif can use here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvifEncoder {
+    /// libaom: what ross uses (docs/formats.md).
+    Aom,
+    /// rav1e (the encoder of the pure-Rust `ravif` too), for the benchmark's comparison.
+    Rav1e,
+}
+
 /// Encodes `height` rows of `width` RGB (`channels` 3) or RGBA (4) pixels, `stride` bytes
-/// apart, as AVIF (4:2:0, full range) at `quality` and `speed` (0..=10), on the calling
-/// thread only.
+/// apart, as AVIF (4:2:0, full range) at `quality` and `speed` (0..=10) with libaom, on the
+/// calling thread only.
 pub fn encode_avif(
     pixels: &[u8],
     width: u32,
@@ -52,6 +62,45 @@ pub fn encode_avif(
     quality: u8,
     speed: u8,
 ) -> Result<Vec<u8>, EncodeError> {
+    let rows = Rows {
+        pixels,
+        width,
+        height,
+        stride,
+        channels,
+    };
+    encode_avif_with(AvifEncoder::Aom, &rows, quality, speed)
+}
+
+/// Pixel rows as [`encode_avif`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// The pixels.
+    pub pixels: &'a [u8],
+    /// Pixels across.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Bytes from one row to the next.
+    pub stride: usize,
+    /// Bytes per pixel: 3 (RGB) or 4 (RGBA).
+    pub channels: u32,
+}
+
+/// [`encode_avif`] with a choice of encoder.
+pub fn encode_avif_with(
+    encoder: AvifEncoder,
+    rows: &Rows<'_>,
+    quality: u8,
+    speed: u8,
+) -> Result<Vec<u8>, EncodeError> {
+    let Rows {
+        pixels,
+        width,
+        height,
+        stride,
+        channels,
+    } = *rows;
     let row = width as usize * channels as usize;
     let needed = stride * (height as usize).saturating_sub(1) + row;
     if !(channels == 3 || channels == 4) || stride < row || pixels.len() < needed {
@@ -74,6 +123,7 @@ pub fn encode_avif(
             height,
             stride,
             channels,
+            c_int::from(encoder == AvifEncoder::Rav1e),
             c_int::from(quantizer(quality)),
             c_int::from(speed.min(10)),
             1,

@@ -10,7 +10,7 @@ mod jpeg;
 mod scans;
 mod sniff;
 
-pub use avif::decode_avif;
+pub use avif::{decode_avif, encode_avif_with, AvifEncoder, Rows};
 pub use decode::{decode, decode_every_scan, DecodeError, Decoded};
 pub use encode::{encode, encode_jpeg, EncodeError};
 pub use sniff::{sniff, Format};
