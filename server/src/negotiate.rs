@@ -18,6 +18,52 @@ pub fn negotiate(headers: &HeaderMap, formats: &[OutputFormat]) -> OutputFormat 
     if formats.len() < 2 {
         return OutputFormat::Jpeg;
     }
+    let mut values = headers.get_all(ACCEPT).iter();
+    let (Some(only), None) = (values.next(), values.next()) else {
+        return negotiate_uncached(headers, formats);
+    };
+    // Browsers send the same few Accept strings on every request: the last answers of this
+    // thread are kept, by the header's bytes and the formats they were chosen among.
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        let key = only.as_bytes();
+        if let Some(hit) = last
+            .iter()
+            .find(|m| m.accept == key && m.formats == formats)
+        {
+            return hit.chosen;
+        }
+        let chosen = negotiate_uncached(headers, formats);
+        if key.len() <= MAX_REMEMBERED_ACCEPT {
+            if last.len() == REMEMBERED {
+                last.remove(0);
+            }
+            last.push(Remembered {
+                accept: key.to_vec(),
+                formats: formats.to_vec(),
+                chosen,
+            });
+        }
+        chosen
+    })
+}
+
+/// An answer of [`negotiate`] kept for the next request with the same header.
+struct Remembered {
+    accept: Vec<u8>,
+    formats: Vec<OutputFormat>,
+    chosen: OutputFormat,
+}
+
+/// Answers kept per thread, and the longest header kept (a longer one is worked out anew).
+const REMEMBERED: usize = 8;
+const MAX_REMEMBERED_ACCEPT: usize = 512;
+
+thread_local! {
+    static LAST: std::cell::RefCell<Vec<Remembered>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn negotiate_uncached(headers: &HeaderMap, formats: &[OutputFormat]) -> OutputFormat {
     let mut ranges = Vec::new();
     for value in headers.get_all(ACCEPT) {
         if let Ok(text) = value.to_str() {
@@ -197,6 +243,34 @@ mod tests {
         headers.append(ACCEPT, HeaderValue::from_static("image/avif;q=0"));
         headers.append(ACCEPT, HeaderValue::from_static("image/webp"));
         assert_eq!(negotiate(&headers, &ALL), Webp);
+    }
+
+    /// The answers kept per thread are the ones worked out anew, for the same header with
+    /// other formats too, and after more distinct headers than are kept.
+    #[test]
+    fn remembered_answers_are_the_computed_ones() {
+        let headers = |a: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT, HeaderValue::from_str(a).unwrap());
+            h
+        };
+        let accepts: Vec<String> = (0..20)
+            .map(|i| format!("image/webp;q=0.{i},image/avif;q=0.{},*/*", 19 - i))
+            .chain(["image/avif,image/webp,*/*;q=0.8".to_owned()])
+            .collect();
+        for _ in 0..3 {
+            for a in &accepts {
+                for formats in [&ALL[..], &[Webp, Jpeg], &[Avif, Jpeg], &[Jpeg]] {
+                    let h = headers(a);
+                    let want = if formats.len() < 2 {
+                        Jpeg
+                    } else {
+                        negotiate_uncached(&h, formats)
+                    };
+                    assert_eq!(negotiate(&h, formats), want, "{a} {formats:?}");
+                }
+            }
+        }
     }
 
     #[test]
