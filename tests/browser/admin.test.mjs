@@ -7,10 +7,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, copyFileSync, writeFileSync, readdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { freePort, until as waitUntil } from "./support.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const BUILD = join(ROOT, "target/release");
@@ -26,27 +26,8 @@ const PHONE = { width: 390, height: 844 };
 
 let ross, base, work, plugins, browser, log = "";
 
-function freePort() {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => done(port));
-    });
-  });
-}
-
-async function until(what, check, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error(`${what} did not happen within ${ms} ms\n${log.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Waits for `check`, failing with the end of ross's log. */
+const until = (what, check, ms) => waitUntil(what, check, () => log.slice(-3000), ms);
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), "ross-browser-"));

@@ -8,10 +8,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, copyFileSync, readdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { freePort, until } from "./support.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const BUILD = join(ROOT, "target/release");
@@ -29,17 +29,6 @@ const IMAGES = [
 ];
 
 let ross, base, work, browser, log = "";
-
-function freePort() {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => done(port));
-    });
-  });
-}
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), "ross-formats-"));
@@ -64,14 +53,8 @@ before(async () => {
     stdio: ["ignore", "ignore", "pipe"],
   });
   ross.stderr.on("data", (chunk) => { log += chunk; });
-  const end = Date.now() + 20000;
-  for (;;) {
-    try {
-      if ((await fetch(`${base}/health`)).ok) break;
-    } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error(`ross did not answer /health\n${log.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await until("ross answering /health", async () => (await fetch(`${base}/health`)).ok,
+    () => log.slice(-3000));
   browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
 });
 
