@@ -1,6 +1,6 @@
 use ross::plugins::PluginLoadError;
 
-use crate::util::{built, fixture_plugin, plugin_folder, TestServer};
+use crate::util::{built, fixture_plugin, mode_code, plugin_folder, TestServer};
 
 /// Each kind of bad plugin file is refused with a one-line reason; the good ones load and
 /// serve.
@@ -173,10 +173,14 @@ async fn plugins_built_before_decode_needs_still_load() {
         height: 200,
     };
     assert_eq!(legacy.abi_version(), "0.1.0");
-    assert_eq!(legacy.decode_box(target), Some((300, 200)));
+    let legacy_code = mode_code(&fixture_plugin("legacy_plugin"), "legacy");
+    assert_eq!(legacy_code.decode_box(target), Some((300, 200)));
     let trim = server.state.modes.get("trimresize").unwrap();
     assert_eq!(trim.abi_version(), plugin_api::PLUGIN_ABI_VERSION);
-    assert_eq!(trim.decode_box(target), None);
+    assert_eq!(
+        mode_code(&built("trimresize"), "trimresize").decode_box(target),
+        None
+    );
     let r = server.get("/300/200/legacy/photos/Dune.jpg").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.image().dimensions(), (300, 200));
@@ -216,19 +220,19 @@ async fn plugins_built_before_alpha_still_load_and_get_rgb() {
         .get("abi011")
         .expect("the 0.1.1 plugin loaded");
     assert_eq!(old.abi_version(), "0.1.1");
-    assert!(!old.takes_alpha());
+    assert!(!old.takes_alpha);
     let target = plugin_api::TargetSize {
         width: 300,
         height: 200,
     };
     assert_eq!(
-        old.decode_box(target),
+        mode_code(&fixture_plugin("abi_0_1_1_plugin"), "abi011").decode_box(target),
         None,
         "its full-size decode need is lost"
     );
     let crop = server.state.modes.get("crop").unwrap();
     assert_eq!(crop.abi_version(), plugin_api::PLUGIN_ABI_VERSION);
-    assert!(crop.takes_alpha());
+    assert!(crop.takes_alpha);
     let webp = |path: &str| {
         let req = server.client().get(path).header("Accept", "image/webp");
         server.request(req)

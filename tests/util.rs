@@ -65,6 +65,16 @@ pub fn fixture_plugin(name: &str) -> PathBuf {
     path
 }
 
+/// Mode `name` of the plugin `file`, opened in this (test) process: for what only a worker
+/// asks a plugin (its decode need), which the server never loads itself.
+pub fn mode_code(file: &Path, name: &str) -> ross::plugins::ModeCode {
+    ross::plugins::ModeCode::open(file, file)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("{} provides no mode {name}", file.display()))
+}
+
 /// A folder holding copies of the given plugin files.
 pub fn plugin_folder(files: &[PathBuf]) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +135,8 @@ impl Reply {
 impl TestServer {
     /// A builder serving the corpus with the whitelist off and the built plugins.
     pub fn builder() -> TestServerBuilder {
+        // Render workers are `ross worker` processes: this test binary is not `ross`.
+        ross::worker::use_program(build_dir().join("ross"));
         TestServerBuilder { env: Vec::new() }
             .set("ROSS__SOURCE__ROOT", corpus().to_str().unwrap())
             .set("ROSS__WHITELIST__ENABLED", "false")
@@ -251,7 +263,11 @@ impl TestServerBuilder {
             unreachable!("source.kind is s3")
         };
         let source = S3Source::connect(s3, Some(credentials)).await;
-        let state = AppState::with_source(settings, Arc::new(source)).expect("server starts");
+        let state =
+            tokio::task::spawn_blocking(move || AppState::with_source(settings, Arc::new(source)))
+                .await
+                .unwrap()
+                .expect("server starts");
         TestServer::around(state, Some(dir))
     }
 }

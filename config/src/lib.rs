@@ -287,12 +287,17 @@ pub struct Limits {
     /// Originals (`GET /{key}`) being sent at once; beyond this 503 with `Retry-After`. Each
     /// holds an open file or store connection and one buffer, never the whole original.
     pub max_original_streams: usize,
-    /// A render still running after this answers 503; bounds how long a client waits.
+    /// A render still running after this answers 503 and its worker is killed; bounds how
+    /// long a client waits and how long a runaway plugin holds a core.
     pub render_timeout: Duration,
+    /// Address space one render worker may map (`RLIMIT_AS`): a plugin or decoder that wants
+    /// more fails its own request with 503 `out-of-memory` and the server never grows. The
+    /// default is derived from the source limits ([`default_worker_memory`]).
+    pub worker_memory_bytes: u64,
 }
 
 /// Encoding of rendered images.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutputSettings {
     /// Baseline JPEG quality, 1..=100.
     pub jpeg_quality: u8,
@@ -308,7 +313,10 @@ pub struct OutputSettings {
 }
 
 /// An encoding ross can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// Baseline JPEG, what every client accepts.
     Jpeg,
@@ -509,6 +517,10 @@ impl Settings {
                 "limits.render_timeout_ms",
                 l.render_timeout.as_millis().to_string(),
             ),
+            (
+                "limits.worker_memory_bytes",
+                l.worker_memory_bytes.to_string(),
+            ),
             ("output.jpeg_quality", self.output.jpeg_quality.to_string()),
             (
                 "output.formats",
@@ -654,7 +666,17 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             10_000u64,
             1..=3_600_000,
         )),
+        worker_memory_bytes: 0,
     };
+    let limits = Limits {
+        worker_memory_bytes: r.int(
+            "limits.worker_memory_bytes",
+            default_worker_memory(&limits, cache.decoded_bytes),
+            MIN_WORKER_MEMORY as i64..=1 << 46,
+        ),
+        ..limits
+    };
+
     let enabled = r.bool("whitelist.enabled", true);
     let mut sizes = Vec::new();
     for text in r.list("whitelist.sizes", &DEFAULT_WHITELIST) {
@@ -810,6 +832,24 @@ fn read_output(r: &mut Reader<'_>) -> OutputSettings {
 /// `cache.dir` and `data_dir` must stay clear of the media root, and of each other: ross
 /// deletes what its index does not know from the cache folder, and would serve its renders
 /// and state as originals from inside the media root.
+/// The least address space a render worker can start in: the `ross` binary, its libraries and
+/// the plugins mapped, with room for a small render (measured: a worker maps about 140 MiB
+/// before its first image).
+pub const MIN_WORKER_MEMORY: u64 = 384 << 20;
+
+/// The default of `limits.worker_memory_bytes`: what the largest source the limits admit can
+/// take in a worker (its bytes; its pixels decoded as RGBA, a flattened copy and the mode's
+/// output of the same order), the worker's share of decoded pixels kept for reuse, and the
+/// worker's own mappings. With the defaults (50 MiB, 50 megapixels, 256 MiB kept, 2 workers)
+/// about 1.4 GiB.
+pub fn default_worker_memory(limits: &Limits, decoded_bytes: u64) -> u64 {
+    let workers = limits.max_concurrent_renders.max(1) as u64;
+    MIN_WORKER_MEMORY
+        + limits.max_source_bytes
+        + limits.max_source_pixels.saturating_mul(12)
+        + decoded_bytes / workers
+}
+
 fn check_folders(r: &mut Reader<'_>, root: &Path, cache: &Path, data: &Path) {
     let (root, cache, data) = (resolved(root), resolved(cache), resolved(data));
     for (key, dir) in [("cache.dir", &cache), ("data_dir", &data)] {

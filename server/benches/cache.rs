@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ross::cache::{Cache, Selector};
 use ross::db::Database;
-use ross::plugins::ModeRegistry;
+use ross::render::InProcessModes;
 use ross_config::Settings;
 use support::{build_dir, free_port, get};
 
@@ -193,10 +193,8 @@ fn main() {
 /// Writes `entries` variants of `crop` through the cache, recorded as the built plugin's
 /// version (as a server would have).
 fn fill(build: &Path, cache_dir: &Path, data_dir: &Path, entries: u32) {
-    let copies = tempfile::tempdir().unwrap();
-    let registry = ModeRegistry::new(copies.path());
-    registry.load_file(&build.join("libcrop.so")).unwrap();
-    let version = registry.get("crop").unwrap().version.clone();
+    let modes = InProcessModes::load_dir(build);
+    let version = modes.get("crop").unwrap().spec.version.clone();
     let db = Database::open(data_dir).unwrap();
     let cache = Cache::open(cache_dir, 10 << 30, 64 << 20, &db).unwrap();
     cache.adopt_mode_version("crop", &version).unwrap();

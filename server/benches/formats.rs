@@ -15,8 +15,8 @@ use std::time::Instant;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
 use ross::cache::OutputFormat;
 use ross::imaging::{decode, decode_avif, encode, encode_avif_with, AvifEncoder, Rows};
-use ross::pipeline::render_bytes;
-use ross::plugins::ModeRegistry;
+use ross::render::render_bytes;
+use ross::render::InProcessModes;
 use ross_config::OutputSettings;
 use ssimulacra2::{compute_frame_ssimulacra2, ColorPrimaries, Rgb, TransferCharacteristic};
 
@@ -139,8 +139,7 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
         .collect();
     photos.sort();
-    let data = tempfile::tempdir().unwrap();
-    let registry = ModeRegistry::load_dir(&root.join("target/release"), data.path());
+    let registry = InProcessModes::load_dir(&root.join("target/release"));
     let crop = registry
         .get("crop")
         .expect("the crop mode is not built: run cargo build --release --workspace first");

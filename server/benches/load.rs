@@ -24,8 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plugin_api::TargetSize;
-use ross::pipeline::render_bytes;
-use ross::plugins::ModeRegistry;
+use ross::render::render_bytes;
+use ross::render::InProcessModes;
 use support::{build_dir, free_port, get};
 
 /// How long each measured run lasts.
@@ -423,8 +423,7 @@ fn start_ross(port: u16, media: &Path, dir: &Path, env: &[(&str, &str)]) -> Runn
 /// cores (the reckoning, which assumes the cores add up). Returns both, in renders
 /// a second.
 fn in_process_limit(build: &Path, media: &Path, photos: &[String]) -> (f64, f64) {
-    let data = tempfile::tempdir().unwrap();
-    let registry = ModeRegistry::load_dir(build, data.path());
+    let registry = InProcessModes::load_dir(build);
     let mode = registry.get("crop").expect("crop is built");
     let stats = ross::stats::Stats::default();
     let jobs: Vec<(Vec<u8>, TargetSize)> = photos

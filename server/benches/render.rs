@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use plugin_api::TargetSize;
 use ross::imaging::{decode, decode_every_scan};
-use ross::pipeline::{render_bytes, render_decoded};
-use ross::plugins::ModeRegistry;
+use ross::render::InProcessModes;
+use ross::render::{render_bytes, render_decoded};
 
 const MODES: [&str; 3] = ["crop", "resize", "resizecomp"];
 const RUNS: usize = 9;
@@ -75,8 +75,7 @@ fn main() {
         .collect();
     photos.sort();
     let plugins = root.join("target/release");
-    let data = tempfile::tempdir().unwrap();
-    let registry = ModeRegistry::load_dir(&plugins, data.path());
+    let registry = InProcessModes::load_dir(&plugins);
     for mode in MODES {
         assert!(
             registry.get(mode).is_some(),
@@ -160,7 +159,7 @@ fn timed<T>(mut run: impl FnMut() -> T) -> f64 {
 /// scale with every scan (the floor of a render from this file at this scale), the same at
 /// 1/8 (the IDCT and colour work all but gone: close to entropy decoding alone), ross's decode
 /// (progressive scans trimmed) and the whole render.
-fn decode_floor(photos: &[PathBuf], registry: &ModeRegistry) {
+fn decode_floor(photos: &[PathBuf], registry: &InProcessModes) {
     println!("where the time goes at 300x300 crop, ms per photo (median of {RUNS}):");
     println!(
         "{:<20} {:>11} {:>13} {:>12} {:>12} {:>10} {:>8}",
@@ -199,7 +198,7 @@ fn decode_floor(photos: &[PathBuf], registry: &ModeRegistry) {
 /// 300x300, product page 1024x768, thumbnails 72x72 and 200x250), rendered three ways: each
 /// from its own decode (no reuse), from one decode made for the largest size (ross's rule),
 /// and from a decode made for each request, kept and reused while it covers the next.
-fn several_sizes(photos: &[PathBuf], registry: &ModeRegistry) {
+fn several_sizes(photos: &[PathBuf], registry: &InProcessModes) {
     const SIZES: [(u32, u32); 4] = [(300, 300), (1024, 768), (72, 72), (200, 250)];
     let mode = registry.get("crop").unwrap();
     let stats = ross::stats::Stats::default();
@@ -215,7 +214,9 @@ fn several_sizes(photos: &[PathBuf], registry: &ModeRegistry) {
         largest += timed(|| {
             let decoded = decode(&bytes, &SIZES, u64::MAX).unwrap();
             for size in SIZES {
-                render_decoded(&decoded, &mode, target(size), JPEG, &OUTPUT, &stats).unwrap();
+                render_decoded(&decoded, &mode, target(size), JPEG, &OUTPUT, &mut |_| {})
+                    .unwrap()
+                    .0;
             }
         });
         growing += timed(|| {
@@ -231,7 +232,9 @@ fn several_sizes(photos: &[PathBuf], registry: &ModeRegistry) {
                     kept = Some((decode(&bytes, &[size], u64::MAX).unwrap(), size));
                 }
                 let decoded = &kept.as_ref().unwrap().0;
-                render_decoded(decoded, &mode, target(size), JPEG, &OUTPUT, &stats).unwrap();
+                render_decoded(decoded, &mode, target(size), JPEG, &OUTPUT, &mut |_| {})
+                    .unwrap()
+                    .0;
             }
         });
     }

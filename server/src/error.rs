@@ -36,6 +36,7 @@ pub const CODES: &[(u16, &str)] = &[
     (429, "too-many-logins"),
     (431, "headers-too-large"),
     (500, "render-failed"),
+    (500, "render-crashed"),
     (500, "encode-failed"),
     (500, "decode-failed"),
     (500, "store-failed"),
@@ -47,8 +48,13 @@ pub const CODES: &[(u16, &str)] = &[
     (503, "overloaded"),
     (503, "render-timeout"),
     (503, "out-of-memory"),
+    (503, "mode-quarantined"),
     (504, "source-timeout"),
 ];
+
+/// `Retry-After` of a quarantined mode's answers: a quarantine lasts until an operator
+/// replaces the plugin, which takes minutes, not seconds.
+pub const QUARANTINE_RETRY_AFTER: u32 = 300;
 
 /// A failed request, ready to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +153,64 @@ impl AppError {
                 "render-timeout",
                 "The image took too long to render; retry in a moment.",
             )
+        }
+    }
+
+    /// The render's worker died (a crash in the mode's plugin, a decoder or an encoder).
+    pub fn render_crashed() -> Self {
+        AppError::internal(
+            "render-crashed",
+            "Rendering this image crashed its worker; the server is unaffected.",
+        )
+    }
+
+    /// The render's worker went over `limits.worker_memory_bytes`.
+    pub fn worker_out_of_memory() -> Self {
+        AppError {
+            retry_after: Some(5),
+            ..AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "out-of-memory",
+                "Rendering this image needs more memory than a render may take.",
+            )
+        }
+    }
+
+    /// The mode kept crashing or hanging its workers and is out of service until its plugin
+    /// file changes.
+    pub fn mode_quarantined(mode: &str, reason: &str) -> Self {
+        AppError {
+            retry_after: Some(QUARANTINE_RETRY_AFTER),
+            ..AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mode-quarantined",
+                format!(
+                    "The mode {mode:?} is out of service ({reason}) until its plugin is \
+                     replaced; cached images stay served."
+                ),
+            )
+        }
+    }
+
+    /// An error a render worker answered with. A code that is not ross's (a worker that a
+    /// crafted file took over can say anything) becomes an internal error.
+    pub fn from_wire(wire: crate::worker::protocol::WireError) -> Self {
+        let known = CODES
+            .iter()
+            .find(|(status, code)| *status == wire.status && *code == wire.code);
+        match known {
+            Some(&(status, code)) => AppError {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                code,
+                message: wire.message,
+                retry_after: wire.retry_after,
+                detail: wire.detail,
+            },
+            None => {
+                AppError::internal("render-failed", "The image could not be rendered.").detailed(
+                    format!("a worker answered the unknown error {:?}", wire.code),
+                )
+            }
         }
     }
 

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod recent;
 pub mod reload;
+pub mod render;
 pub mod request;
 pub mod routes;
 pub mod scaffold;
@@ -33,6 +34,7 @@ pub mod state;
 pub mod stats;
 pub mod telemetry;
 pub mod whitelist;
+pub mod worker;
 
 pub use app::{app, run};
 pub use state::{AppState, StartupError};

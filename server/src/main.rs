@@ -27,6 +27,10 @@ enum Command {
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// A render worker, started by the server with its socket as standard input (not for
+    /// people).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let command = match cli.command.unwrap_or(Command::Serve) {
+        // A worker reads no settings (the file may hold secrets): the server tells it all.
+        Command::Worker => return ross::worker::process::main(),
         // Plugin tools read no settings: they work outside any deployment.
         Command::Plugin(command) => return plugin_command(command),
         command => command,
@@ -84,9 +90,9 @@ fn main() -> ExitCode {
             for (key, value) in settings.effective() {
                 println!("{key} = {value}");
             }
-            ExitCode::SUCCESS
+            check_plugins(&settings)
         }
-        Command::Plugin(_) => unreachable!("handled before settings are read"),
+        Command::Plugin(_) | Command::Worker => unreachable!("handled before settings are read"),
         Command::Serve => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -151,7 +157,14 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
         PluginCommand::Check { files } => {
             let copies =
                 std::env::temp_dir().join(format!("ross-plugin-check-{}", std::process::id()));
-            let registry = ross::plugins::ModeRegistry::new(&copies);
+            let checker = match PluginChecker::new(&copies, &Settings::default()) {
+                Ok(checker) => checker,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let registry = &checker.registry;
             let mut ok = true;
             for file in files {
                 match registry.load_file(&file) {
@@ -180,6 +193,73 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// A registry with its own runtime, checking plugins in sandboxed workers as the server does,
+/// outside any server.
+struct PluginChecker {
+    registry: ross::plugins::ModeRegistry,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl PluginChecker {
+    fn new(copies: &std::path::Path, settings: &Settings) -> anyhow::Result<PluginChecker> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let spawner = ross::worker::Spawner::new()?;
+        let registry = ross::plugins::ModeRegistry::new(
+            copies,
+            spawner,
+            ross::state::worker_settings(settings),
+            runtime.handle().clone(),
+        );
+        Ok(PluginChecker {
+            registry,
+            _runtime: runtime,
+        })
+    }
+}
+
+/// `check-config`'s look at `plugins.dir`: every plugin loaded in a worker as at start-up;
+/// an error when none loads.
+fn check_plugins(settings: &Settings) -> ExitCode {
+    if let Err(e) = ross::state::check_plugins_dir(&settings.plugins.dir) {
+        eprintln!("plugins.dir: {e}");
+        return ExitCode::from(2);
+    }
+    let copies = std::env::temp_dir().join(format!("ross-check-config-{}", std::process::id()));
+    let checker = match PluginChecker::new(&copies, settings) {
+        Ok(checker) => checker,
+        Err(e) => {
+            eprintln!("plugins.dir: cannot check the plugins: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = ross::plugins::plugin_files(&settings.plugins.dir).unwrap_or_default();
+    for file in &files {
+        if let Err(e) = checker.registry.load_file(file) {
+            eprintln!("plugins.dir: {e}");
+        }
+    }
+    let modes: Vec<String> = checker
+        .registry
+        .modes()
+        .iter()
+        .map(|m| format!("{} {}", m.name, m.version))
+        .collect();
+    let _ = std::fs::remove_dir_all(&copies);
+    if modes.is_empty() {
+        eprintln!(
+            "plugins.dir: no mode loads from {} ({} plugin files refused)",
+            settings.plugins.dir.display(),
+            files.len()
+        );
+        return ExitCode::from(2);
+    }
+    println!("# modes: {}", modes.join(", "));
+    ExitCode::SUCCESS
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

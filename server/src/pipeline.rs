@@ -1,26 +1,28 @@
 //! The render path of one variant, in the SPEC's stages: cache check, fetch, decode, render,
 //! encode, cache write. A miss is admitted by the [`RenderGate`] before anything is fetched,
-//! its CPU work runs on the blocking pool in a render slot, and identical concurrent misses
-//! share one run through [`SingleFlight`].
+//! its CPU work (decode, render, encode) runs in a render worker process while the miss holds
+//! a render slot, and identical concurrent misses share one run through [`SingleFlight`].
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use plugin_api::{ImageView, PixelFormat, TargetSize};
-use ross_config::{Limits, OutputSettings, Settings};
+use ross_config::{Limits, Settings};
 
 use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
 use crate::error::AppError;
 use crate::gate::RenderGate;
-use crate::imaging::{decode, encode, sniff, Decoded, Format};
-use crate::plugins::{LoadedMode, ModeRegistry};
-use crate::recent::{DecodedSource, Recent};
+use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
+use crate::recent::{Recent, ORIGINALS_SHARE};
+use crate::render::report_timings;
 use crate::request::RenderRequest;
 use crate::singleflight::SingleFlight;
 use crate::source::{Source, SourceObject};
 use crate::stats::{stage, Stats};
 use crate::whitelist::Whitelist;
+use crate::worker::pool::JobOutcome;
+use crate::worker::protocol::{RenderJob, Stage};
+use crate::worker::WorkerPool;
 
 /// Whether a response came from the cache or from a render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +57,13 @@ struct Shared {
     cache: Cache,
     gate: RenderGate,
     limits: Limits,
-    output: Arc<OutputSettings>,
     stats: Arc<Stats>,
     /// The live whitelist: a decode is made for the largest size it allows.
     whitelist: Arc<Whitelist>,
-    /// Originals fetched and decoded in the last seconds.
+    /// Originals fetched in the last seconds.
     recent: Recent,
+    /// The render workers.
+    workers: Arc<WorkerPool>,
     /// Sources that failed to decode, by key and version (modification time), so that a
     /// costly failure is paid once, not on every request for it.
     failures: moka::sync::Cache<(String, SystemTime), AppError>,
@@ -85,6 +88,7 @@ impl Pipeline {
     pub fn new(
         source: Arc<dyn Source>,
         modes: Arc<ModeRegistry>,
+        workers: Arc<WorkerPool>,
         cache: Cache,
         whitelist: Arc<Whitelist>,
         settings: &Settings,
@@ -98,10 +102,10 @@ impl Pipeline {
                 gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
                 cache,
                 limits,
-                output: Arc::new(settings.output.clone()),
                 stats,
                 whitelist,
-                recent: Recent::new(settings.cache.decoded_bytes),
+                recent: Recent::new(settings.cache.decoded_bytes / ORIGINALS_SHARE),
+                workers,
                 failures: moka::sync::Cache::builder()
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
@@ -137,7 +141,12 @@ impl Pipeline {
         self.shared.gate.waiting()
     }
 
-    /// Bytes of the originals (and their pixels) kept from the last minute.
+    /// The render workers.
+    pub fn workers(&self) -> &WorkerPool {
+        &self.shared.workers
+    }
+
+    /// Bytes of the originals kept from the last minute (their pixels are in the workers).
     pub fn recent_bytes(&self) -> u64 {
         self.shared.recent.held_bytes()
     }
@@ -150,7 +159,7 @@ impl Pipeline {
         &self,
         req: &RenderRequest,
         format: OutputFormat,
-        mode: Arc<LoadedMode>,
+        mode: ModeRef,
         ticket: WriteTicket,
     ) -> Result<Rendered, AppError> {
         let shared = &self.shared;
@@ -199,167 +208,179 @@ impl Shared {
     async fn miss(
         self: Arc<Self>,
         variant: VariantKey,
-        mode: Arc<LoadedMode>,
+        mode: ModeRef,
         ticket: WriteTicket,
         deadline: tokio::time::Instant,
     ) -> Result<Rendered, AppError> {
+        if let Some(quarantine) = mode.quarantine() {
+            return Err(AppError::mode_quarantined(&mode.name, &quarantine.reason));
+        }
         // Admitted before anything is fetched: a refused request costs no source read.
-        let admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
+        let _admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
         let timed_out = |_| AppError::render_timeout();
         let epoch = ticket.epoch();
         let key = variant.key.as_str().to_owned();
-        let need = mode.decode_box(TargetSize {
-            width: variant.size.width,
-            height: variant.size.height,
-        });
-        // Pixels decoded for this size or a larger one moments ago, else the bytes fetched
+        // A worker holding pixels of this original from moments ago renders from them:
+        // nothing is fetched unless they do not serve this size. Else the bytes fetched
         // moments ago, else a fetch.
         let mut turn = None;
-        let input = match self.recent.pixels(&key, epoch, need) {
-            Some(pixels) => Input::Pixels(pixels),
-            None => match self.recent.object(&key, epoch) {
-                Some(object) => Input::Object(object),
+        let mut original = None;
+        if !self.workers.holds(&key, epoch) {
+            let object = match self.recent.object(&key, epoch) {
+                Some(object) => object,
                 None => {
                     turn = Some(
                         tokio::time::timeout_at(deadline, self.gate.fetch_turn())
                             .await
                             .map_err(timed_out)?,
                     );
-                    self.stats.fetch();
-                    let started = Instant::now();
-                    let object = self
-                        .source
-                        .fetch(&variant.key, self.limits.max_source_bytes)
-                        .await?;
-                    self.stats.stage(stage::FETCH, started);
-                    Input::Object(object)
+                    self.fetch(&variant).await?
                 }
-            },
-        };
-        let version = match &input {
-            Input::Object(object) => object.modified.map(|m| (key.clone(), m)),
-            Input::Pixels(_) => None,
-        };
+            };
+            original = Some(object);
+        }
+        let version = original
+            .as_ref()
+            .and_then(|o| o.modified.map(|m| (key.clone(), m)));
         if let Some(failed) = version.as_ref().and_then(|v| self.failures.get(v)) {
             return Err(failed);
         }
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
             .map_err(timed_out)?;
+        // A flight that ended as this one began may have cached the variant.
+        if let Some(hit) = self.cache.get(&variant).await {
+            return Ok(Rendered::hit(hit));
+        }
         self.stats.render();
         self.stats.rendered_key(&key);
-        // The largest size the whitelist allows may be asked for next: decode for it (as
-        // this mode needs it). No box at all: the full size.
         let allowed = self.whitelist.snapshot();
-        let mut needs = vec![need];
-        if allowed.enabled {
-            needs.extend(allowed.sizes.iter().map(|s| {
-                mode.decode_box(TargetSize {
-                    width: s.width,
-                    height: s.height,
-                })
-            }));
-        }
-        let boxes: Vec<(u32, u32)> = needs.into_iter().collect::<Option<_>>().unwrap_or_default();
         let job = RenderJob {
+            key: key.clone(),
+            epoch,
+            mode: mode.name.clone(),
+            width: variant.size.width,
+            height: variant.size.height,
+            format: variant.format,
+            sizes: if allowed.enabled {
+                allowed.sizes.iter().map(|s| (s.width, s.height)).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let plan = mode.generation.plan();
+        let mut lease = self.workers.checkout(&plan, &key, epoch).await?;
+        let mut sent = match (&original, lease.holds) {
+            (_, true) => None,
+            (Some(object), false) => Some(object.clone()),
+            (None, false) => Some(self.original(&variant, epoch).await?),
+        };
+        let outcome = loop {
+            let bytes = sent.as_ref().map_or(&[][..], |o| &o.bytes[..]);
+            match lease.render(&job, bytes).await {
+                Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
+                    sent = Some(self.original(&variant, epoch).await?);
+                }
+                Ok(JobOutcome::NeedOriginal) => {
+                    break Err(AppError::internal(
+                        "render-failed",
+                        "The image could not be rendered.",
+                    )
+                    .detailed("a worker asked again for the original it was sent"));
+                }
+                Ok(JobOutcome::Rendered { encoded, timings }) => {
+                    report_timings(&self.stats, &timings);
+                    break Ok(encoded);
+                }
+                Ok(JobOutcome::Failed(e)) => break Err(e),
+                Err(failure) => {
+                    if let Some(quarantine) = mode.note_failure(&failure) {
+                        self.modes.quarantined(&mode.name, &quarantine);
+                    }
+                    let error = failure.to_app_error(&mode.name);
+                    if failure.stage == Stage::Decode {
+                        // The file (or its decoder) is to blame: not tried again for a while.
+                        if let Some(version) = &version {
+                            self.failures.insert(version.clone(), error.clone());
+                        }
+                    }
+                    break Err(error);
+                }
+            }
+        };
+        drop(lease);
+        drop(slot);
+        drop(turn);
+        let encoded = match outcome {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                if source_is_bad(&e) {
+                    if let Some(version) = version {
+                        self.failures.insert(version, e.clone());
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // Kept once it rendered: a bad file is fetched again (to see it fixed).
+        if let Some(object) = sent.or(original) {
+            self.recent.keep_object(&key, epoch, object);
+        }
+        let store = StoreJob {
             variant,
             ticket,
-            mode,
+            mode: mode.mode.clone(),
             modes: self.modes.clone(),
             cache: self.cache.clone(),
-            max_pixels: self.limits.max_source_pixels,
-            output: self.output.clone(),
             stats: self.stats.clone(),
         };
-        let shared = self.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let _admitted = admission;
-            // A flight that ended as this one began may have cached the variant: checked
-            // here, on the blocking pool already, rather than by one more trip to it before
-            // the fetch (under load each trip waits for a core).
-            if let Some(hit) = job.cache.get_blocking(&job.variant) {
-                return Ok(Rendered::hit(hit));
-            }
-            let pixels = match input {
-                Input::Pixels(pixels) => Ok(pixels),
-                Input::Object(object) => {
-                    let decoded = job.decode(&object.bytes, &boxes);
-                    // Kept once it decodes: a bad file is fetched again (to see it fixed).
-                    if let Ok(pixels) = &decoded {
-                        shared.recent.keep_object(&key, epoch, object);
-                        shared.recent.keep_pixels(&key, epoch, pixels.clone());
-                    }
-                    decoded
-                }
-            };
-            drop(turn);
-            let encoded = pixels.and_then(|p| job.render(&p.image));
-            // The slot covers CPU work only: the cache write waits on the disk, not a core.
-            drop(slot);
-            job.store(encoded?)
-        });
-        match task.await {
+        // The cache write (and its fsync) waits on the disk, not a core: outside the slot.
+        match tokio::task::spawn_blocking(move || store.store(encoded)).await {
+            Ok(rendered) => Ok(rendered),
             Err(join) => {
-                tracing::error!(error = %join, "render task failed");
+                tracing::error!(error = %join, "cache write task failed");
                 Err(AppError::internal(
-                    "render-failed",
-                    "The image could not be rendered.",
+                    "store-failed",
+                    "The image could not be stored.",
                 ))
             }
-            Ok(Err(e)) if source_is_bad(&e) => {
-                if let Some(version) = version {
-                    self.failures.insert(version, e.clone());
-                }
-                Err(e)
-            }
-            Ok(result) => result,
+        }
+    }
+
+    /// Fetches the original of `variant`.
+    async fn fetch(&self, variant: &VariantKey) -> Result<SourceObject, AppError> {
+        self.stats.fetch();
+        let started = Instant::now();
+        let object = self
+            .source
+            .fetch(&variant.key, self.limits.max_source_bytes)
+            .await?;
+        self.stats.stage(stage::FETCH, started);
+        Ok(object)
+    }
+
+    /// The original of `variant`: kept from moments ago, else fetched (within a render slot
+    /// already: a worker asked for it).
+    async fn original(&self, variant: &VariantKey, epoch: u64) -> Result<SourceObject, AppError> {
+        match self.recent.object(variant.key.as_str(), epoch) {
+            Some(object) => Ok(object),
+            None => self.fetch(variant).await,
         }
     }
 }
 
-/// What a miss renders from.
-enum Input {
-    /// The original's bytes, to decode.
-    Object(SourceObject),
-    /// Its pixels, decoded for this size or a larger one.
-    Pixels(Arc<DecodedSource>),
-}
-
-/// The CPU-bound part of a miss, and its cache write, run on the blocking pool.
-struct RenderJob {
+/// A render's cache write, run on the blocking pool.
+struct StoreJob {
     variant: VariantKey,
     ticket: WriteTicket,
     mode: Arc<LoadedMode>,
     modes: Arc<ModeRegistry>,
     cache: Cache,
-    max_pixels: u64,
-    output: Arc<OutputSettings>,
     stats: Arc<Stats>,
 }
 
-impl RenderJob {
-    /// Decodes `source` for the largest of `boxes` (the variant's size first).
-    fn decode(&self, source: &[u8], boxes: &[(u32, u32)]) -> Result<Arc<DecodedSource>, AppError> {
-        let started = Instant::now();
-        let image = decode(source, boxes, self.max_pixels)?;
-        self.stats.stage(stage::DECODE, started);
-        // Only a JPEG is shrunk (and trimmed) for the boxes; other formats are full size.
-        let good_up_to = (sniff(source) == Some(Format::Jpeg))
-            .then(|| largest_box(&image, boxes))
-            .flatten();
-        Ok(Arc::new(DecodedSource { image, good_up_to }))
-    }
-
-    fn render(&self, image: &Decoded) -> Result<Vec<u8>, AppError> {
-        let target = TargetSize {
-            width: self.variant.size.width,
-            height: self.variant.size.height,
-        };
-        let format = self.variant.format;
-        render_decoded(image, &self.mode, target, format, &self.output, &self.stats)
-    }
-
-    fn store(self, encoded: Vec<u8>) -> Result<Rendered, AppError> {
+impl StoreJob {
+    fn store(self, encoded: Vec<u8>) -> Rendered {
         // A render by a version that was replaced meanwhile, or begun before a purge, is
         // served but not cached.
         let current = || {
@@ -384,75 +405,10 @@ impl RenderJob {
                 SystemTime::now()
             }
         };
-        Ok(Rendered {
+        Rendered {
             body: encoded.into(),
             modified,
             cache: CacheStatus::Miss,
-        })
+        }
     }
-}
-
-/// Decode, render and encode, in memory: the whole CPU cost of a variant. Public for the
-/// benchmark, which measures exactly what a cache miss costs.
-pub fn render_bytes(
-    source: &[u8],
-    mode: &LoadedMode,
-    target: TargetSize,
-    max_pixels: u64,
-    format: OutputFormat,
-    output: &OutputSettings,
-    stats: &Stats,
-) -> Result<Vec<u8>, AppError> {
-    let started = Instant::now();
-    let boxes: Vec<_> = mode.decode_box(target).into_iter().collect();
-    let decoded = decode(source, &boxes, max_pixels)?;
-    stats.stage(stage::DECODE, started);
-    render_decoded(&decoded, mode, target, format, output, stats)
-}
-
-/// The box of `boxes` shown largest over `image` (covers keep the image's shape).
-fn largest_box(image: &Decoded, boxes: &[(u32, u32)]) -> Option<(u32, u32)> {
-    let scale = |&(w, h): &(u32, u32)| {
-        (f64::from(w) / f64::from(image.width.max(1)))
-            .max(f64::from(h) / f64::from(image.height.max(1)))
-    };
-    boxes
-        .iter()
-        .copied()
-        .max_by(|a, b| scale(a).total_cmp(&scale(b)))
-}
-
-/// Render and encode from decoded pixels.
-pub fn render_decoded(
-    decoded: &Decoded,
-    mode: &LoadedMode,
-    target: TargetSize,
-    format: OutputFormat,
-    output: &OutputSettings,
-    stats: &Stats,
-) -> Result<Vec<u8>, AppError> {
-    // Transparency goes to the mode only if it takes it and the format keeps it.
-    let keeps_alpha = format.has_alpha() && mode.takes_alpha();
-    let image = if keeps_alpha {
-        std::borrow::Cow::Borrowed(decoded)
-    } else {
-        decoded.flattened()?
-    };
-    let pixel_format = if image.alpha {
-        PixelFormat::Rgba8
-    } else {
-        PixelFormat::Rgb8
-    };
-    let view =
-        ImageView::new(&image.pixels, image.width, image.height, pixel_format).map_err(|e| {
-            tracing::error!(error = %e, "decoder produced an invalid buffer");
-            AppError::internal("decode-failed", "The image could not be decoded.")
-        })?;
-    let started = Instant::now();
-    let out = mode.render(view, target)?;
-    stats.stage(stage::RENDER, started);
-    let started = Instant::now();
-    let encoded = encode(out.view(), format, output)?;
-    stats.stage(stage::ENCODE, started);
-    Ok(encoded)
 }

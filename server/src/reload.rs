@@ -10,9 +10,10 @@
 //!
 //! Whenever a mode is put in service with a version other than the one its cached renders
 //! were made with, the cache is told ([`Cache::adopt_mode_version`]) and purges them; a mode
-//! that leaves service, here or while the server was down, has its renders purged
+//! whose file is removed while the server runs has its renders purged
 //! ([`Cache::retire_mode`]): once nginx serves hits from the cache folder, a render left on
-//! disk would still be served.
+//! disk would still be served. A mode merely absent at start-up is never purged: a misspelt
+//! `plugins.dir`, or a folder holding some of the modes, must not cost the cache.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,8 +74,10 @@ impl Reloader {
         }
     }
 
-    /// Loads every plugin in the folder now, without waiting for files to settle (start-up),
-    /// then retires the modes the cache holds renders of that no plugin provides any more.
+    /// Loads every plugin in the folder now, without waiting for files to settle (start-up).
+    /// Modes the cache holds renders of that no plugin provides are left alone (and
+    /// reported): their renders stay valid, and are purged if the mode comes back with
+    /// another version.
     pub fn load_all(&self) {
         let files = plugin_files(&self.dir).unwrap_or_else(|e| {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the plugin folder");
@@ -91,11 +94,12 @@ impl Reloader {
             Vec::new()
         });
         for mode in recorded {
-            if self.registry.get(&mode).is_none() {
-                tracing::warn!(mode = %mode, "no plugin provides this mode any more: its cached renders are purged");
-                if let Err(e) = self.cache.retire_mode(&mode) {
-                    tracing::error!(mode = %mode, error = %e, "cannot purge a retired mode's renders");
-                }
+            if !self.registry.contains(&mode) {
+                tracing::warn!(
+                    mode = %mode,
+                    "the cache holds renders of this mode, which no plugin provides now: they \
+                     are kept (purge them from the admin page if the mode is gone for good)"
+                );
             }
         }
     }

@@ -14,6 +14,46 @@ use crate::reload::Reloader;
 use crate::source::{LocalSource, S3Source, Source};
 use crate::stats::Stats;
 use crate::whitelist::Whitelist;
+use crate::worker::protocol::WorkerSettings;
+use crate::worker::{Spawner, WorkerPool};
+
+/// What every render worker is told: the source limits, its memory and its share of the
+/// decoded pixels kept for reuse, the encoders' settings.
+pub fn worker_settings(settings: &Settings) -> WorkerSettings {
+    let decoded = settings.cache.decoded_bytes;
+    let for_pixels = decoded - decoded / crate::recent::ORIGINALS_SHARE;
+    WorkerSettings {
+        max_source_pixels: settings.limits.max_source_pixels,
+        memory_bytes: settings.limits.worker_memory_bytes,
+        decoded_bytes: for_pixels / settings.limits.max_concurrent_renders.max(1) as u64,
+        output: settings.output.clone(),
+        sandbox: true,
+    }
+}
+
+/// Checks that `dir` is a readable folder holding at least one plugin file (`*.so`, not
+/// hidden): a misspelt `plugins.dir` must stop start-up, not start a server with no modes.
+pub fn check_plugins_dir(dir: &std::path::Path) -> Result<(), String> {
+    match crate::plugins::plugin_files(dir) {
+        Ok(files) if !files.is_empty() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} holds no mode plugin (*.so): point it at the folder of the built plugins (a \
+             release build leaves them in target/release)",
+            dir.display()
+        )),
+        Err(e) => Err(format!(
+            "{} cannot be read ({e}): point it at the folder holding the mode plugins (*.so)",
+            dir.display()
+        )),
+    }
+}
+
+/// The largest answer read from a worker: an encoded image of the largest output allowed,
+/// with room for an encoder that grows noise (never more than 1 GiB).
+fn max_reply(settings: &Settings) -> usize {
+    let bound = settings.limits.max_output_pixels.saturating_mul(8) + (1 << 20);
+    usize::try_from(bound.min(1 << 30)).unwrap_or(1 << 30)
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +70,23 @@ pub enum StartupError {
     /// The admin token cannot be read or kept.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Render workers cannot be started.
+    #[error("cannot start render workers: {0}")]
+    Workers(std::io::Error),
+    /// `plugins.dir` is missing, unreadable or holds no plugin file.
+    #[error("plugins.dir: {0}")]
+    PluginsDir(String),
+    /// No plugin in `plugins.dir` loaded: the server would answer 404 to every render.
+    #[error(
+        "plugins.dir: no mode loaded from {dir} ({refused} plugin files refused; see the lines \
+         above): point it at the folder of the built mode plugins"
+    )]
+    NoModes {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// Files refused.
+        refused: usize,
+    },
 }
 
 /// Shared server state.
@@ -38,6 +95,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Loaded modes.
     pub modes: Arc<ModeRegistry>,
+    /// The render workers.
+    pub workers: Arc<WorkerPool>,
     /// Keeps the modes in step with the plugin folder (and the cache with the modes).
     pub reloader: Arc<Reloader>,
     /// The render path.
@@ -57,10 +116,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the source, the database and the cache, and loads the plugins. A plugin that
-    /// fails to load is logged and skipped; a missing media root, a `data_dir` in use or an
-    /// unusable cache folder stops start-up. An S3 bucket is not contacted here: whether it
-    /// answers shows in `GET /ready`.
+    /// Opens the source, the database and the cache, and loads the plugins (each checked by a
+    /// render worker). A plugin that fails to load is logged and skipped; a missing media
+    /// root, a `data_dir` in use, an unusable cache folder or no loadable mode stops start-up.
+    /// An S3 bucket is not contacted here: whether it answers shows in `GET /ready`.
     pub async fn new(settings: Settings) -> Result<Arc<AppState>, StartupError> {
         let source: Arc<dyn Source> = match &settings.source {
             SourceSettings::Local { root, timeout } => {
@@ -90,13 +149,38 @@ impl AppState {
         )?;
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
-        let modes = Arc::new(ModeRegistry::new(&settings.data_dir.join("loaded-plugins")));
+        let spawner = Spawner::new().map_err(StartupError::Workers)?;
+        let worker_settings = worker_settings(&settings);
+        let workers = WorkerPool::new(
+            spawner.clone(),
+            worker_settings.clone(),
+            settings.limits.max_concurrent_renders,
+            settings.limits.render_timeout,
+            max_reply(&settings),
+        );
+        let modes = Arc::new(ModeRegistry::new(
+            &settings.data_dir.join("loaded-plugins"),
+            spawner,
+            worker_settings,
+            tokio::runtime::Handle::current(),
+        ));
+        let pool = workers.clone();
+        modes.on_generation(move |plan| pool.serve_generation(plan));
         let reloader = Arc::new(Reloader::new(
             &settings.plugins.dir,
             modes.clone(),
             cache.clone(),
         ));
+        if let Err(e) = check_plugins_dir(&settings.plugins.dir) {
+            return Err(StartupError::PluginsDir(e));
+        }
         reloader.load_all();
+        if modes.modes().is_empty() {
+            return Err(StartupError::NoModes {
+                dir: settings.plugins.dir.clone(),
+                refused: modes.failures().len(),
+            });
+        }
         if settings.plugins.hot_reload {
             if let Err(e) = reloader.watch() {
                 tracing::error!(
@@ -109,6 +193,7 @@ impl AppState {
         let pipeline = Pipeline::new(
             source,
             modes.clone(),
+            workers.clone(),
             cache.clone(),
             whitelist.clone(),
             &settings,
@@ -117,6 +202,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             whitelist,
             modes,
+            workers,
             reloader,
             pipeline,
             cache,

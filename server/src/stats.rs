@@ -244,7 +244,12 @@ impl Stats {
 
     /// A stage of one request took from `since` until now.
     pub fn stage(&self, stage: &'static str, since: Instant) {
-        let ms = since.elapsed().as_secs_f64() * 1e3;
+        self.stage_took(stage, since.elapsed());
+    }
+
+    /// Records that `stage` took `took` (measured elsewhere: in a render worker).
+    pub fn stage_took(&self, stage: &'static str, took: std::time::Duration) {
+        let ms = took.as_secs_f64() * 1e3;
         metrics::histogram!(names::STAGE_MS, "stage" => stage).record(ms);
         let Some(i) = stage::ALL.iter().position(|s| *s == stage) else {
             return;

@@ -43,6 +43,13 @@ pub mod names {
     pub const PLUGIN_LOADS: &str = "ross_plugin_loads_total";
     /// Counter: plugin files refused.
     pub const PLUGIN_FAILURES: &str = "ross_plugin_load_failures_total";
+    /// Counter, label `mode`: modes put in quarantine.
+    pub const MODE_QUARANTINES: &str = "ross_mode_quarantines_total";
+    /// Counter: render workers started (replacements included).
+    pub const WORKERS_STARTED: &str = "ross_workers_started_total";
+    /// Counter, label `kind` (`timeout`, `crash`, `out-of-memory`): render workers lost in a
+    /// job.
+    pub const WORKER_FAILURES: &str = "ross_worker_failures_total";
 }
 
 /// Why telemetry could not start.

@@ -1,17 +1,16 @@
 //! Loading one plugin file, safely.
 //!
-//! Three facts about `abi_stable` 0.11 and glibc shape this (see `ARCHITECTURE.md`):
-//! libraries are never unloaded; `dlopen` returns an already-loaded library for the same path;
-//! and overwriting a loaded library in place crashes the process. So each file is first copied
-//! to a unique path in the data folder and only the copy is ever opened. The copy is opened with
+//! This runs in render workers, never in the server process (see `crate::worker`). Three facts
+//! about `abi_stable` 0.11 and glibc shape it (see `ARCHITECTURE.md`): libraries are never
+//! unloaded; `dlopen` returns an already-loaded library for the same path; and overwriting a
+//! loaded library in place crashes the process. So the server copies each file to a unique
+//! path in the data folder and workers only ever open the copy. The copy is opened with
 //! `RTLD_NOW` first, which refuses a library with unresolved symbols with the dynamic linker's
 //! own message before abi_stable runs any of its code; abi_stable then checks the ABI version,
 //! the plugin-api version and the full layout of the root module.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
@@ -23,7 +22,7 @@ use plugin_api::{
 use crate::request::is_mode_word;
 
 /// Why a plugin file was refused. Each variant names the file and says what to do in a line.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PluginLoadError {
     /// The file could not be copied to the data folder.
     #[error("{file}: cannot copy the plugin into the data folder: {reason}")]
@@ -81,6 +80,15 @@ pub enum PluginLoadError {
         /// What is wrong with the mode list.
         reason: String,
     },
+    /// The worker loading it died or hung (a crash in the library's initialisers or its test
+    /// render).
+    #[error("{file}: {reason}")]
+    Crashed {
+        /// The plugin file.
+        file: PathBuf,
+        /// How the worker ended.
+        reason: String,
+    },
 }
 
 impl PluginLoadError {
@@ -93,7 +101,8 @@ impl PluginLoadError {
             | PluginLoadError::Incompatible { file, .. }
             | PluginLoadError::InitFailed { file, .. }
             | PluginLoadError::Changed { file }
-            | PluginLoadError::InvalidMode { file, .. } => file,
+            | PluginLoadError::InvalidMode { file, .. }
+            | PluginLoadError::Crashed { file, .. } => file,
         }
     }
 }
@@ -182,8 +191,6 @@ pub(crate) struct OpenedLibrary {
     /// Its root module.
     pub(crate) module: Module,
     pub(crate) modes: Vec<ModeInfo>,
-    /// The private copy that is mapped.
-    pub(crate) copy: PathBuf,
 }
 
 /// Libraries this process has mapped; never unmapped, so this only grows.
@@ -194,30 +201,6 @@ static LIBRARIES_MAPPED: AtomicU64 = AtomicU64::new(0);
 /// the life of the process.
 pub fn libraries_mapped() -> u64 {
     LIBRARIES_MAPPED.load(Ordering::Relaxed)
-}
-
-/// Distinguishes copies made by this process.
-static COPY_SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// Copies `file` into `copies_dir` under a name never used before, via a temporary name and a
-/// rename so a half-written copy is never opened.
-fn private_copy(file: &Path, copies_dir: &Path) -> Result<PathBuf, PluginLoadError> {
-    let copy_err = |e: std::io::Error| PluginLoadError::Copy {
-        file: file.to_owned(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(copies_dir).map_err(copy_err)?;
-    let stem = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin");
-    let seq = COPY_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{stem}.{}.{seq}.so", std::process::id());
-    let tmp = copies_dir.join(format!(".{name}.tmp"));
-    let dest = copies_dir.join(name);
-    std::fs::copy(file, &tmp).map_err(copy_err)?;
-    std::fs::rename(&tmp, &dest).map_err(copy_err)?;
-    Ok(dest)
 }
 
 /// Opens the library with every symbol resolved now, so a library with missing symbols is
@@ -304,29 +287,10 @@ fn first_line(text: &str) -> String {
         .to_owned()
 }
 
-/// Copies, opens and checks the plugin at `file`, and lists its modes. `unchanged` says
-/// whether the file is still what it was before the copy: if not, the copy is not opened.
-pub(crate) fn open(
-    file: &Path,
-    copies_dir: &Path,
-    unchanged: &dyn Fn() -> bool,
-) -> Result<OpenedLibrary, PluginLoadError> {
-    let copy = private_copy(file, copies_dir)?;
-    let opened = if unchanged() {
-        open_copy(&copy, file)
-    } else {
-        Err(PluginLoadError::Changed {
-            file: file.to_owned(),
-        })
-    };
-    if opened.is_err() {
-        // A refused copy is never used again (if the linker mapped it, it stays mapped).
-        let _ = std::fs::remove_file(&copy);
-    }
-    opened
-}
-
-fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError> {
+/// Opens and checks `copy`, the private copy of the plugin file `file` (named in errors)
+/// (its modes are test-rendered next, with [`test_render`], once the worker is sandboxed). Runs in a worker (or in-process in benchmarks): the
+/// server process never opens a plugin.
+pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError> {
     check_elf(copy).map_err(|reason| PluginLoadError::NotALibrary {
         file: file.to_owned(),
         reason,
@@ -365,50 +329,15 @@ fn open_copy(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoadError>
             )));
         }
     }
-    let names: Vec<String> = modes.iter().map(|m| m.name.to_string()).collect();
-    test_renders(module, names).map_err(|(mode, reason)| {
-        invalid(format!("mode {mode:?} failed its test render: {reason}"))
-    })?;
     Ok(OpenedLibrary {
         module,
         modes: modes.into_iter().collect(),
-        copy: copy.to_owned(),
     })
-}
-
-/// How long a mode's test render may take. It renders a few hundred pixels: anything near
-/// this is a plugin that hangs.
-const TEST_RENDER_LIMIT: Duration = Duration::from_secs(5);
-
-/// Test-renders every mode on a thread of its own, so a plugin that hangs is refused after
-/// [`TEST_RENDER_LIMIT`] instead of stopping every later reload. (The hung thread cannot be
-/// stopped; it is left behind, like the library.)
-fn test_renders(module: Module, modes: Vec<String>) -> Result<(), (String, String)> {
-    let (tx, rx) = mpsc::channel();
-    let first = modes.first().cloned().unwrap_or_default();
-    let spawned = std::thread::Builder::new()
-        .name("plugin-test-render".into())
-        .spawn(move || {
-            let result = modes
-                .into_iter()
-                .try_for_each(|mode| test_render(module, &mode).map_err(|reason| (mode, reason)));
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        return Err((first, format!("cannot start the test render: {e}")));
-    }
-    match rx.recv_timeout(TEST_RENDER_LIMIT) {
-        Ok(result) => result,
-        Err(_) => Err((
-            first,
-            format!("it did not finish within {} s", TEST_RENDER_LIMIT.as_secs()),
-        )),
-    }
 }
 
 /// Renders a small gradient at a smaller size, as ross will, before the mode is put in
 /// service: a plugin that cannot render at all is refused while the old version still serves.
-fn test_render(module: Module, mode: &str) -> Result<(), String> {
+pub(crate) fn test_render(module: Module, mode: &str) -> Result<(), String> {
     let (w, h) = (24u32, 16u32);
     let pixels: Vec<u8> = (0..h)
         .flat_map(|y| (0..w).flat_map(move |x| [(x * 10) as u8, (y * 15) as u8, 128]))

@@ -1,12 +1,16 @@
-//! Mode plugins: loading shared libraries safely (`loader`) and the registry of loaded modes
-//! that requests look up (`registry`). Only this module touches `abi_stable` loading and
+//! Mode plugins: the registry of modes in service and their generations (`registry`, in the
+//! server), and opening plugin libraries safely (`loader`, `code`, in render workers only:
+//! the server process never maps a plugin). Only this module touches `abi_stable` loading and
 //! `libloading`.
 
+mod code;
 mod loader;
 mod registry;
 
+pub use code::ModeCode;
 pub use loader::{libraries_mapped, PluginLoadError};
 pub use registry::{
-    plugin_files, Fingerprint, LoadFailure, LoadedFile, LoadedMode, ModeChange, ModeRegistry,
-    PluginRenderError, PluginStats,
+    plugin_files, Fingerprint, Generation, LoadFailure, LoadedFile, LoadedMode, ModeChange,
+    ModeRef, ModeRegistry, PluginRenderError, PluginStats, Quarantine, QUARANTINE_AFTER,
+    QUARANTINE_WINDOW,
 };

@@ -1,22 +1,34 @@
-//! The registry of loaded modes that requests look up by name.
+//! The modes in service, as generations of plugin files, and the failures seen loading them.
 //!
-//! A request clones the `Arc` of the mode it renders with, so it finishes on that version even
-//! if the registry changes meanwhile. The library code stays mapped for the life of the
-//! process in any case (see [`super::loader`]). Plugin files are loaded, replaced and removed
-//! one at a time; a file either puts all its modes in service or none.
+//! The server never opens a plugin: it copies each file to a private path, has a worker
+//! process open, check and test-render the copy inside its sandbox ([`crate::worker::probe`]),
+//! and keeps what the worker said of its modes. The plugin files in service at one time make a
+//! [`Generation`]: render workers are started for a generation and load exactly its copies.
+//! A file loaded, replaced or removed makes a new generation, swapped in whole, so a request
+//! sees the old set of modes or the new one; a request holds the generation it started with
+//! ([`ModeRef`]) and renders on that generation's workers, so it finishes on the version it
+//! started with. A generation's copies are deleted once no request or worker needs them.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use plugin_api::{ImageBuf, ImageView, RenderError, TargetSize};
+use plugin_api::RenderError;
 
-use super::loader::{self, PluginLoadError};
+use super::loader::PluginLoadError;
+use crate::worker::pool::{probe, Failure, GenerationPlan, JobFailure, Spawner};
+use crate::worker::protocol::{ModeSpec, PluginToLoad, Stage, WorkerSettings};
 
-/// A mode served by a loaded plugin.
+/// Failures that cost a worker (a hang, a crash, memory) within [`QUARANTINE_WINDOW`] that
+/// put a mode in quarantine.
+pub const QUARANTINE_AFTER: usize = 3;
+/// See [`QUARANTINE_AFTER`].
+pub const QUARANTINE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A mode served by a plugin in service, as the server knows it: by what its plugin said.
 pub struct LoadedMode {
     /// URL name.
     pub name: String,
@@ -31,7 +43,21 @@ pub struct LoadedMode {
     /// Unique to this load of this mode in this process: renders of different loads are
     /// never merged, even when their versions are equal.
     pub id: u64,
-    module: loader::Module,
+    /// The plugin ABI its library was built against.
+    pub abi_version: String,
+    /// Whether it keeps transparency.
+    pub takes_alpha: bool,
+    failures: Mutex<VecDeque<Instant>>,
+    quarantine: Mutex<Option<Quarantine>>,
+}
+
+/// Why and since when a mode is out of service.
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    /// Since when.
+    pub since: SystemTime,
+    /// Why, in a line.
+    pub reason: String,
 }
 
 impl std::fmt::Debug for LoadedMode {
@@ -43,6 +69,71 @@ impl std::fmt::Debug for LoadedMode {
             self.version,
             self.file.display()
         )
+    }
+}
+
+impl LoadedMode {
+    fn new(spec: ModeSpec, file: &Path, loaded_at: SystemTime) -> LoadedMode {
+        LoadedMode {
+            name: spec.name,
+            version: spec.version,
+            description: spec.description,
+            file: file.to_owned(),
+            loaded_at,
+            id: NEXT_MODE_ID.fetch_add(1, Ordering::Relaxed),
+            abi_version: spec.abi_version,
+            takes_alpha: spec.takes_alpha,
+            failures: Mutex::default(),
+            quarantine: Mutex::default(),
+        }
+    }
+
+    /// The plugin ABI its library was built against.
+    pub fn abi_version(&self) -> &str {
+        &self.abi_version
+    }
+
+    /// Why the mode is out of service, if it is: it hung, crashed or ran out of memory
+    /// [`QUARANTINE_AFTER`] times within [`QUARANTINE_WINDOW`]. Lifted only by a new build of
+    /// its plugin file (a new load is a new `LoadedMode`).
+    pub fn quarantine(&self) -> Option<Quarantine> {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes a job of this mode that cost its worker. Only failures in the mode's own code
+    /// count (a crash while decoding is the file's). Returns the quarantine this failure
+    /// began, if it began one.
+    pub fn note_failure(&self, failure: &JobFailure) -> Option<Quarantine> {
+        if failure.stage != Stage::Render {
+            return None;
+        }
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.retain(|at| at.elapsed() < QUARANTINE_WINDOW);
+        failures.push_back(Instant::now());
+        if failures.len() < QUARANTINE_AFTER {
+            return None;
+        }
+        let mut quarantine = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        if quarantine.is_some() {
+            return None;
+        }
+        let what = match failure.failure {
+            Failure::Timeout => "ran past the render timeout",
+            Failure::Crashed => "crashed its worker",
+            Failure::OutOfMemory => "ran out of memory",
+        };
+        let began = Quarantine {
+            since: SystemTime::now(),
+            reason: format!(
+                "{QUARANTINE_AFTER} renders within {} s failed, the last one {what}",
+                QUARANTINE_WINDOW.as_secs()
+            ),
+        };
+        *quarantine = Some(began.clone());
+        Some(began)
     }
 }
 
@@ -65,59 +156,6 @@ pub enum PluginRenderError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-impl LoadedMode {
-    /// The plugin ABI its library was built against.
-    pub fn abi_version(&self) -> &'static str {
-        self.module.abi_version()
-    }
-
-    /// The box the decoded source must cover for a render at `target` (never less than
-    /// `target`), or `None` for the full size. Plugins built before ABI 0.1.1 do not say:
-    /// `target`.
-    pub fn decode_box(&self, target: TargetSize) -> Option<(u32, u32)> {
-        let Some(need) = self.module.decode_need(&self.name, target) else {
-            return Some((target.width, target.height));
-        };
-        (!need.full_size).then(|| (need.width.max(target.width), need.height.max(target.height)))
-    }
-
-    /// Whether this mode takes RGBA sources and keeps their transparency (plugins built
-    /// before ABI 0.1.2 do not: they are handed RGB).
-    pub fn takes_alpha(&self) -> bool {
-        self.module.takes_alpha(&self.name)
-    }
-
-    /// Renders `source` at `target`. The output is checked: a valid buffer no larger than the
-    /// target box.
-    pub fn render(
-        &self,
-        source: ImageView<'_>,
-        target: TargetSize,
-    ) -> Result<ImageBuf, PluginRenderError> {
-        let out = self
-            .module
-            .render(&self.name, source, target)
-            .map_err(|error| PluginRenderError::Failed {
-                mode: self.name.clone(),
-                error,
-            })?;
-        let bad = |reason: String| PluginRenderError::BadOutput {
-            mode: self.name.clone(),
-            reason,
-        };
-        out.view()
-            .validate()
-            .map_err(|e| bad(e.message.to_string()))?;
-        if out.width > target.width || out.height > target.height {
-            return Err(bad(format!(
-                "{}x{} is larger than the requested {}x{}",
-                out.width, out.height, target.width, target.height
-            )));
-        }
-        Ok(out)
-    }
 }
 
 /// A plugin file that was refused, for the log and the admin page.
@@ -158,6 +196,22 @@ impl Fingerprint {
     }
 }
 
+/// A plugin file in service: its private copy, deleted once no generation uses it.
+#[derive(Debug)]
+struct PluginCopy {
+    file: PathBuf,
+    fingerprint: Fingerprint,
+    modes: Vec<String>,
+    copy: PathBuf,
+}
+
+impl Drop for PluginCopy {
+    fn drop(&mut self) {
+        // Workers that mapped it keep their mapping; no new worker needs it.
+        let _ = std::fs::remove_file(&self.copy);
+    }
+}
+
 /// A plugin file whose modes are in service.
 #[derive(Debug, Clone)]
 pub struct LoadedFile {
@@ -167,8 +221,54 @@ pub struct LoadedFile {
     pub fingerprint: Fingerprint,
     /// The modes it provides.
     pub modes: Vec<String>,
-    /// The private copy that is mapped.
-    copy: PathBuf,
+}
+
+/// The plugin files in service at one time, and their modes.
+pub struct Generation {
+    /// Unique in this process; 0 is the empty generation before any load.
+    pub id: u64,
+    plugins: Vec<Arc<PluginCopy>>,
+    modes: HashMap<String, Arc<LoadedMode>>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Generation({}, {} plugins)", self.id, self.plugins.len())
+    }
+}
+
+impl Generation {
+    /// What starting a worker of this generation takes.
+    pub fn plan(&self) -> GenerationPlan {
+        GenerationPlan {
+            id: self.id,
+            plugins: self
+                .plugins
+                .iter()
+                .map(|p| PluginToLoad {
+                    file: p.file.clone(),
+                    copy: p.copy.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A mode, with the generation of plugins it was looked up in: renders run on that
+/// generation's workers.
+#[derive(Debug, Clone)]
+pub struct ModeRef {
+    /// The mode.
+    pub mode: Arc<LoadedMode>,
+    /// Its generation.
+    pub generation: Arc<Generation>,
+}
+
+impl std::ops::Deref for ModeRef {
+    type Target = LoadedMode;
+    fn deref(&self) -> &LoadedMode {
+        &self.mode
+    }
 }
 
 /// One mode's change of state from a load or a removal.
@@ -189,84 +289,93 @@ pub struct PluginStats {
     pub loads: AtomicU64,
     /// Plugin files refused.
     pub failures: AtomicU64,
+    /// Modes put in quarantine.
+    pub quarantines: AtomicU64,
 }
 
-/// Loaded modes by name, the files they come from, and the failures seen loading them.
+/// What a change of generation is announced to (the worker pool).
+type GenerationListener = Box<dyn Fn(GenerationPlan) + Send + Sync>;
+
+/// The generation in service, and the failures seen loading plugins.
 ///
 /// Lookups are lock-free (`ArcSwap`). Changes (a file loaded, replaced or removed) are
-/// serialised by one mutex, build a new map and swap it in whole, so a request sees either the
-/// old set of modes or the new one.
+/// serialised by one mutex, build a new generation and swap it in whole.
 pub struct ModeRegistry {
-    modes: ArcSwap<HashMap<String, Arc<LoadedMode>>>,
-    files: Mutex<HashMap<PathBuf, LoadedFile>>,
+    current: ArcSwap<Generation>,
+    changing: Mutex<()>,
     failures: Mutex<VecDeque<LoadFailure>>,
     copies_dir: PathBuf,
-    /// Load, failure and mapping counters.
+    spawner: Arc<Spawner>,
+    probe_settings: WorkerSettings,
+    runtime: tokio::runtime::Handle,
+    listener: Mutex<Option<GenerationListener>>,
+    /// Load, failure and quarantine counters.
     pub stats: PluginStats,
 }
 
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 impl ModeRegistry {
-    /// An empty registry that keeps private copies of plugin files in `copies_dir`, which is
-    /// emptied first: copies from an earlier run are no longer mapped by anyone.
-    pub fn new(copies_dir: &Path) -> ModeRegistry {
+    /// An empty registry that keeps private copies of plugin files in `copies_dir` (emptied
+    /// first: copies from an earlier run are used by no one) and checks plugins in workers
+    /// started by `spawner` with `settings`, from the Tokio runtime `runtime`.
+    pub fn new(
+        copies_dir: &Path,
+        spawner: Arc<Spawner>,
+        settings: WorkerSettings,
+        runtime: tokio::runtime::Handle,
+    ) -> ModeRegistry {
         clear_stale_copies(copies_dir);
         ModeRegistry {
-            modes: ArcSwap::default(),
-            files: Mutex::default(),
+            current: ArcSwap::from_pointee(Generation {
+                id: 0,
+                plugins: Vec::new(),
+                modes: HashMap::new(),
+            }),
+            changing: Mutex::default(),
             failures: Mutex::default(),
             copies_dir: copies_dir.to_owned(),
+            spawner,
+            probe_settings: settings,
+            runtime,
+            listener: Mutex::default(),
             stats: PluginStats::default(),
         }
     }
 
-    /// An empty registry, then every `*.so` in `dir` (not hidden files, not subfolders) in
-    /// name order. A file that fails is logged and recorded; the others load.
-    pub fn load_dir(dir: &Path, copies_dir: &Path) -> ModeRegistry {
-        let registry = ModeRegistry::new(copies_dir);
-        match plugin_files(dir) {
-            Ok(files) => {
-                for file in files {
-                    let _ = registry.load_file(&file);
-                }
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot list the plugin folder")
-            }
-        }
-        registry
+    /// Tells `listener` of every generation put in service from now on.
+    pub fn on_generation(&self, listener: impl Fn(GenerationPlan) + Send + Sync + 'static) {
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(listener));
+    }
+
+    /// The generation in service.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.current.load_full()
     }
 
     /// Loads (or reloads) the plugin at `file` and puts its modes in service in one swap,
     /// replacing those the same file provided before. Refused, with the old version left
-    /// serving, when it fails to load or its test render, or when another file already
-    /// provides one of its modes. Returns the modes whose state changed.
+    /// serving, when a worker cannot load it or test-render its modes, or when another file
+    /// already provides one of its modes. Returns the modes whose state changed. Blocking:
+    /// call it off the runtime.
     pub fn load_file(&self, file: &Path) -> Result<Vec<ModeChange>, PluginLoadError> {
-        let fingerprint = Fingerprint::of(file).map_err(|e| PluginLoadError::Copy {
-            file: file.to_owned(),
-            reason: e.to_string(),
-        });
-        let opened = fingerprint.and_then(|fp| {
-            // Written to while it was copied, the copy may mix two builds: refuse it before
-            // it is opened; the reloader tries again once the file has settled.
-            let unchanged = || Fingerprint::of(file).ok() == Some(fp);
-            Ok((fp, loader::open(file, &self.copies_dir, &unchanged)?))
-        });
-        let (fingerprint, lib) = match opened {
+        let checked = self.check(file);
+        let (fingerprint, copy, specs) = match checked {
             Ok(ok) => ok,
             Err(e) => {
                 self.record(e.clone());
                 return Err(e);
             }
         };
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.modes.load_full();
-        let names: Vec<String> = lib.modes.iter().map(|m| m.name.to_string()).collect();
-        for name in &names {
-            if let Some(other) = current.get(name).filter(|m| m.file.as_path() != file) {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load_full();
+        for spec in &specs {
+            if let Some(other) = current.modes.get(&spec.name).filter(|m| m.file != file) {
                 let error = PluginLoadError::InvalidMode {
                     file: file.to_owned(),
                     reason: format!(
-                        "mode {name:?} is already provided by {}",
+                        "mode {:?} is already provided by {}",
+                        spec.name,
                         other.file.display()
                     ),
                 };
@@ -274,12 +383,13 @@ impl ModeRegistry {
                 return Err(error);
             }
         }
-        let mut next: HashMap<String, Arc<LoadedMode>> = (*current).clone();
-        let previous = files.remove(file);
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let mut modes = current.modes.clone();
         let mut changes = Vec::new();
+        let previous = current.plugins.iter().find(|p| p.file == file);
         for old in previous.iter().flat_map(|p| &p.modes) {
             if !names.contains(old) {
-                let before = next.remove(old).map(|m| m.version.clone());
+                let before = modes.remove(old).map(|m| m.version.clone());
                 changes.push(ModeChange {
                     mode: old.clone(),
                     before,
@@ -288,59 +398,105 @@ impl ModeRegistry {
             }
         }
         let loaded_at = SystemTime::now();
-        for info in &lib.modes {
-            let mode = LoadedMode {
-                name: info.name.to_string(),
-                version: info.version.to_string(),
-                description: info.description.to_string(),
-                file: file.to_owned(),
-                loaded_at,
-                id: NEXT_MODE_ID.fetch_add(1, Ordering::Relaxed),
-                module: lib.module,
-            };
+        for spec in specs {
+            let mode = LoadedMode::new(spec, file, loaded_at);
             tracing::info!(
                 mode = %mode.name, version = %mode.version, file = %file.display(),
                 "mode loaded"
             );
             changes.push(ModeChange {
                 mode: mode.name.clone(),
-                before: current.get(&mode.name).map(|m| m.version.clone()),
+                before: current.modes.get(&mode.name).map(|m| m.version.clone()),
                 after: Some(mode.version.clone()),
             });
-            next.insert(mode.name.clone(), Arc::new(mode));
+            modes.insert(mode.name.clone(), Arc::new(mode));
         }
-        self.modes.store(Arc::new(next));
-        files.insert(
-            file.to_owned(),
-            LoadedFile {
-                file: file.to_owned(),
-                fingerprint,
-                modes: names,
-                copy: lib.copy,
-            },
-        );
+        let mut plugins: Vec<Arc<PluginCopy>> = current
+            .plugins
+            .iter()
+            .filter(|p| p.file != file)
+            .cloned()
+            .collect();
+        plugins.push(Arc::new(PluginCopy {
+            file: file.to_owned(),
+            fingerprint,
+            modes: names,
+            copy,
+        }));
+        plugins.sort_by(|a, b| a.file.cmp(&b.file));
+        self.install(Generation {
+            id: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            plugins,
+            modes,
+        });
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::names::PLUGIN_LOADS).increment(1);
-        if let Some(previous) = previous {
-            // The old library stays mapped (requests in flight may still be in it); its file
-            // is not needed once mapped.
-            let _ = std::fs::remove_file(&previous.copy);
-        }
         Ok(changes)
+    }
+
+    /// Copies `file`, has a worker load and test-render the copy, and says what it provides.
+    fn check(&self, file: &Path) -> Result<(Fingerprint, PathBuf, Vec<ModeSpec>), PluginLoadError> {
+        let fingerprint = Fingerprint::of(file).map_err(|e| PluginLoadError::Copy {
+            file: file.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let copy = private_copy(file, &self.copies_dir)?;
+        let remove_copy = |e: PluginLoadError| {
+            let _ = std::fs::remove_file(&copy);
+            e
+        };
+        // Written to while it was copied, the copy may mix two builds: refused before it is
+        // opened; the reloader tries again once the file has settled.
+        if Fingerprint::of(file).ok() != Some(fingerprint) {
+            return Err(remove_copy(PluginLoadError::Changed {
+                file: file.to_owned(),
+            }));
+        }
+        let plugin = [PluginToLoad {
+            file: file.to_owned(),
+            copy: copy.clone(),
+        }];
+        let probed = self
+            .runtime
+            .block_on(probe(&self.spawner, &self.probe_settings, &plugin));
+        let reports = probed.map_err(|reason| {
+            remove_copy(PluginLoadError::Crashed {
+                file: file.to_owned(),
+                reason: format!("the worker loading it failed: {reason}"),
+            })
+        })?;
+        let report = reports.0.into_iter().next().ok_or_else(|| {
+            remove_copy(PluginLoadError::Crashed {
+                file: file.to_owned(),
+                reason: "the worker loading it said nothing of it".into(),
+            })
+        })?;
+        let specs = report.result.map_err(remove_copy)?;
+        Ok((fingerprint, copy, specs))
+    }
+
+    fn install(&self, generation: Generation) {
+        let plan = generation.plan();
+        self.current.store(Arc::new(generation));
+        if let Some(listener) = &*self.listener.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _entered = self.runtime.enter();
+            listener(plan);
+        }
     }
 
     /// Takes the modes `file` provided out of service (the file was deleted).
     pub fn remove_file(&self, file: &Path) -> Vec<ModeChange> {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(previous) = files.remove(file) else {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load_full();
+        let Some(previous) = current.plugins.iter().find(|p| p.file == file) else {
             return Vec::new();
         };
-        let mut next: HashMap<String, Arc<LoadedMode>> = (**self.modes.load()).clone();
+        let mut modes = current.modes.clone();
         let changes = previous
             .modes
             .iter()
             .map(|name| {
-                let before = next.remove(name).map(|m| m.version.clone());
+                let before = modes.remove(name).map(|m| m.version.clone());
                 tracing::info!(mode = %name, file = %file.display(), "mode removed");
                 ModeChange {
                     mode: name.clone(),
@@ -349,8 +505,17 @@ impl ModeRegistry {
                 }
             })
             .collect();
-        self.modes.store(Arc::new(next));
-        let _ = std::fs::remove_file(&previous.copy);
+        let plugins = current
+            .plugins
+            .iter()
+            .filter(|p| p.file != file)
+            .cloned()
+            .collect();
+        self.install(Generation {
+            id: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            plugins,
+            modes,
+        });
         changes
     }
 
@@ -375,24 +540,45 @@ impl ModeRegistry {
         failures.push_back(failure);
     }
 
-    /// The mode called `name`, if loaded.
-    pub fn get(&self, name: &str) -> Option<Arc<LoadedMode>> {
-        self.modes.load().get(name).cloned()
+    /// Counts a quarantine `mode` entered.
+    pub fn quarantined(&self, mode: &str, quarantine: &Quarantine) {
+        tracing::error!(mode = %mode, reason = %quarantine.reason, "mode quarantined until its plugin file changes");
+        self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::names::MODE_QUARANTINES, "mode" => mode.to_owned())
+            .increment(1);
     }
 
-    /// Every loaded mode, by name.
+    /// The mode called `name`, if in service, with its generation.
+    pub fn get(&self, name: &str) -> Option<ModeRef> {
+        let generation = self.current.load_full();
+        let mode = generation.modes.get(name)?.clone();
+        Some(ModeRef { mode, generation })
+    }
+
+    /// Whether a mode called `name` is in service (without taking its generation).
+    pub fn contains(&self, name: &str) -> bool {
+        self.current.load().modes.contains_key(name)
+    }
+
+    /// Every mode in service, by name.
     pub fn modes(&self) -> Vec<Arc<LoadedMode>> {
-        let mut all: Vec<_> = self.modes.load().values().cloned().collect();
+        let mut all: Vec<_> = self.current.load().modes.values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     /// The plugin files in service, by path.
     pub fn files(&self) -> Vec<LoadedFile> {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<LoadedFile> = files.values().cloned().collect();
-        all.sort_by(|a, b| a.file.cmp(&b.file));
-        all
+        self.current
+            .load()
+            .plugins
+            .iter()
+            .map(|p| LoadedFile {
+                file: p.file.clone(),
+                fingerprint: p.fingerprint,
+                modes: p.modes.clone(),
+            })
+            .collect()
     }
 
     /// The most recent refusals (up to 100), oldest first.
@@ -404,6 +590,32 @@ impl ModeRegistry {
 
 /// Distinguishes every load of every mode in this process.
 static NEXT_MODE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Distinguishes copies made by this process.
+static COPY_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// Copies `file` into `copies_dir` under a name never used before, via a temporary name and a
+/// rename so a half-written copy is never opened. Workers open only copies: `dlopen` returns
+/// an already-loaded library for the same path, and a file rewritten in place while mapped
+/// crashes whoever maps it.
+fn private_copy(file: &Path, copies_dir: &Path) -> Result<PathBuf, PluginLoadError> {
+    let copy_err = |e: std::io::Error| PluginLoadError::Copy {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(copies_dir).map_err(copy_err)?;
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let seq = COPY_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{stem}.{}.{seq}.so", std::process::id());
+    let tmp = copies_dir.join(format!(".{name}.tmp"));
+    let dest = copies_dir.join(name);
+    std::fs::copy(file, &tmp).map_err(copy_err)?;
+    std::fs::rename(&tmp, &dest).map_err(copy_err)?;
+    Ok(dest)
+}
 
 /// The plugin files in `dir`: `*.so`, not hidden (a leading dot marks a file being written),
 /// not folders, in name order.

@@ -56,7 +56,9 @@ impl MemoryHits {
         if pixels > limits.max_output_pixels || !state.whitelist.allows(req.size) {
             return None;
         }
-        state.modes.get(&req.mode)?;
+        if !state.modes.contains(&req.mode) {
+            return None;
+        }
         let formats = &state.settings.output.formats;
         let format = negotiate(headers, formats);
         let variant = VariantKey::new(&req, format);

@@ -1,0 +1,216 @@
+//! The CPU work of one variant: decode the original (for the largest box the whitelist may ask
+//! of it next), run the mode, encode. It runs in render workers (`crate::worker`), and
+//! in-process in the benchmarks, which measure exactly what a worker does per render.
+
+use std::time::Instant;
+
+use plugin_api::{ImageView, PixelFormat, TargetSize};
+use ross_config::{OutputFormat, OutputSettings};
+
+use crate::error::AppError;
+use crate::imaging::{decode, encode, sniff, Decoded, Format};
+use crate::plugins::ModeCode;
+use crate::stats::{stage, Stats};
+use crate::worker::protocol::{Stage, Timings};
+
+/// Pixels decoded from an original, and the largest box they serve.
+#[derive(Debug)]
+pub struct DecodedSource {
+    /// The pixels.
+    pub image: Decoded,
+    /// The largest box (upright width and height) they may be shown in; `None`: any (a
+    /// full-size decode).
+    pub good_up_to: Option<(u32, u32)>,
+}
+
+impl DecodedSource {
+    /// Decodes `source` for the largest of `boxes` (the variant's need first); with no box,
+    /// full size.
+    pub fn decode(
+        source: &[u8],
+        boxes: &[(u32, u32)],
+        max_pixels: u64,
+    ) -> Result<DecodedSource, AppError> {
+        let image = decode(source, boxes, max_pixels)?;
+        // Only a JPEG is shrunk (and trimmed) for the boxes; other formats are full size.
+        let good_up_to = (sniff(source) == Some(Format::Jpeg))
+            .then(|| largest_box(&image, boxes))
+            .flatten();
+        Ok(DecodedSource { image, good_up_to })
+    }
+
+    /// Whether these pixels serve a render needing a decode that covers `need` (`None`: the
+    /// full size) as a decode for it would: they cover it, and were decoded (shrunk, trimmed)
+    /// for a box at least as large.
+    pub fn serves(&self, need: Option<(u32, u32)>) -> bool {
+        let (Some(limit), Some(need)) = (self.good_up_to, need) else {
+            return self.good_up_to.is_none();
+        };
+        // The scale at which a box is shown, against these pixels (covers keep their shape).
+        let scale = |(w, h): (u32, u32)| {
+            (f64::from(w) / f64::from(self.image.width.max(1)))
+                .max(f64::from(h) / f64::from(self.image.height.max(1)))
+        };
+        scale(need) <= scale(limit) * (1.0 + 1e-9)
+    }
+
+    /// Bytes of pixels held.
+    pub fn weight(&self) -> usize {
+        self.image.pixels.len()
+    }
+}
+
+/// The decode a render of `mode` at `target` needs (`None`: full size), and the boxes to
+/// decode for: that need, then the need of every size in `sizes` (the whitelist), so that
+/// the next sizes of the same original reuse the decode. No box at all: the full size.
+pub fn decode_boxes(
+    mode: &ModeCode,
+    target: TargetSize,
+    sizes: &[(u32, u32)],
+) -> (Option<(u32, u32)>, Vec<(u32, u32)>) {
+    let need = mode.decode_box(target);
+    let mut needs = vec![need];
+    needs.extend(
+        sizes
+            .iter()
+            .map(|&(width, height)| mode.decode_box(TargetSize { width, height })),
+    );
+    let boxes = needs.into_iter().collect::<Option<_>>().unwrap_or_default();
+    (need, boxes)
+}
+
+/// The box of `boxes` shown largest over `image` (covers keep the image's shape).
+fn largest_box(image: &Decoded, boxes: &[(u32, u32)]) -> Option<(u32, u32)> {
+    let scale = |&(w, h): &(u32, u32)| {
+        (f64::from(w) / f64::from(image.width.max(1)))
+            .max(f64::from(h) / f64::from(image.height.max(1)))
+    };
+    boxes
+        .iter()
+        .copied()
+        .max_by(|a, b| scale(a).total_cmp(&scale(b)))
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Renders and encodes from decoded pixels, telling `on_stage` as the mode and the encoder
+/// begin (a worker reports them, so that a crash is blamed on the right stage).
+pub fn render_decoded(
+    decoded: &Decoded,
+    mode: &ModeCode,
+    target: TargetSize,
+    format: OutputFormat,
+    output: &OutputSettings,
+    on_stage: &mut dyn FnMut(Stage),
+) -> Result<(Vec<u8>, Timings), AppError> {
+    // Transparency goes to the mode only if it takes it and the format keeps it.
+    let keeps_alpha = format.has_alpha() && mode.takes_alpha();
+    let image = if keeps_alpha {
+        std::borrow::Cow::Borrowed(decoded)
+    } else {
+        decoded.flattened()?
+    };
+    let pixel_format = if image.alpha {
+        PixelFormat::Rgba8
+    } else {
+        PixelFormat::Rgb8
+    };
+    let view =
+        ImageView::new(&image.pixels, image.width, image.height, pixel_format).map_err(|e| {
+            AppError::internal("decode-failed", "The image could not be decoded.")
+                .detailed(format!("decoder produced an invalid buffer: {e}"))
+        })?;
+    on_stage(Stage::Render);
+    let started = Instant::now();
+    let out = mode.render(view, target)?;
+    let render_us = micros(started);
+    on_stage(Stage::Encode);
+    let started = Instant::now();
+    let encoded = encode(out.view(), format, output)?;
+    Ok((
+        encoded,
+        Timings {
+            decode_us: None,
+            render_us,
+            encode_us: micros(started),
+        },
+    ))
+}
+
+/// Decode, render and encode, in memory, in this process: the whole CPU cost of a variant as
+/// a worker spends it (for the benchmarks), with each stage's time reported to `stats`.
+pub fn render_bytes(
+    source: &[u8],
+    mode: &ModeCode,
+    target: TargetSize,
+    max_pixels: u64,
+    format: OutputFormat,
+    output: &OutputSettings,
+    stats: &Stats,
+) -> Result<Vec<u8>, AppError> {
+    let started = Instant::now();
+    let boxes: Vec<_> = mode.decode_box(target).into_iter().collect();
+    let decoded = decode(source, &boxes, max_pixels)?;
+    stats.stage(stage::DECODE, started);
+    let (encoded, timings) = render_decoded(&decoded, mode, target, format, output, &mut |_| {})?;
+    report_timings(stats, &timings);
+    Ok(encoded)
+}
+
+/// Every mode of the plugins in a folder, opened in this process: the benchmarks' way to
+/// measure exactly what a worker computes, without the process around it.
+#[derive(Debug)]
+pub struct InProcessModes(std::collections::HashMap<String, ModeCode>);
+
+impl InProcessModes {
+    /// Opens and test-renders every plugin in `dir`; panics on one that fails (benchmarks
+    /// run on the workspace's own build).
+    pub fn load_dir(dir: &std::path::Path) -> InProcessModes {
+        let modes = ModeCode::load_dir(dir)
+            .unwrap_or_else(|e| panic!("the plugins in {} load: {e}", dir.display()));
+        InProcessModes(modes.into_iter().map(|m| (m.name.clone(), m)).collect())
+    }
+
+    /// The mode called `name`.
+    pub fn get(&self, name: &str) -> Option<&ModeCode> {
+        self.0.get(name)
+    }
+}
+
+/// Reports a render's stage times to `stats`.
+pub fn report_timings(stats: &Stats, timings: &Timings) {
+    let us = std::time::Duration::from_micros;
+    if let Some(decode) = timings.decode_us {
+        stats.stage_took(stage::DECODE, us(decode));
+    }
+    stats.stage_took(stage::RENDER, us(timings.render_us));
+    stats.stage_took(stage::ENCODE, us(timings.encode_us));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pixels(width: u32, height: u32, good_up_to: Option<(u32, u32)>) -> DecodedSource {
+        DecodedSource {
+            image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
+            good_up_to,
+        }
+    }
+
+    #[test]
+    fn pixels_serve_boxes_up_to_the_one_they_were_decoded_for() {
+        // A 2400x1600 JPEG decoded at 1/4 for 300x300: 600x400, good up to 450x300.
+        let p = pixels(600, 400, Some((300, 300)));
+        assert!(p.serves(Some((300, 300))));
+        assert!(p.serves(Some((72, 72))));
+        assert!(p.serves(Some((450, 300))));
+        assert!(!p.serves(Some((301, 301))));
+        assert!(!p.serves(Some((1024, 768))));
+        assert!(!p.serves(None));
+        let whole = pixels(600, 400, None);
+        assert!(whole.serves(Some((2000, 2000))) && whole.serves(None));
+    }
+}

@@ -1,0 +1,751 @@
+//! The server's side of render workers: starting them, handing them jobs with a deadline,
+//! telling how one ended, and keeping a pool of them per plugin generation.
+//!
+//! - **Starting.** Every worker is started from one thread that lives as long as the server
+//!   ([`Spawner`]), so the kernel's parent-death signal, which follows the starting thread,
+//!   kills workers only when the server goes. A worker gets a Unix socket as its standard
+//!   input, an empty environment (no credentials) and a pipe as its standard error, whose
+//!   lines are logged and whose last lines tell an allocation failure from other aborts.
+//! - **Jobs.** A job has [`WorkerPool::render_timeout`] from when the worker gets it; past
+//!   that the worker is killed (`SIGKILL`) and replaced. A worker that dies, or answers
+//!   something that is not the protocol, fails only the job it was doing.
+//! - **Pool.** At most `limits.max_concurrent_renders` jobs run at once (the caller holds a
+//!   render slot), so as many workers are kept idle for the current generation; a worker of
+//!   an older generation finishes its job and exits. A job for the original a worker decoded
+//!   last goes to that worker when it is idle, so a page's sizes share one decode.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::oneshot;
+
+use super::protocol::{
+    self, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Stage, Timings,
+    WireError, WorkerSettings,
+};
+use crate::error::AppError;
+
+/// How long a new worker may take to load its plugins, sandbox itself and test-render its
+/// modes before it is killed as hung.
+pub const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// Lines of a worker's standard error kept to explain its end.
+const TAIL_LINES: usize = 8;
+
+/// The program started as a worker, when not this executable (set once by tests that run the
+/// server inside a test binary).
+static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Starts workers from `program` (`ross`) instead of this process's executable: for a server
+/// run inside another program, such as a test binary. The first call wins.
+pub fn use_program(program: PathBuf) {
+    let _ = PROGRAM.set(program);
+}
+
+fn program() -> io::Result<PathBuf> {
+    match PROGRAM.get() {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
+type SpawnOrder = oneshot::Sender<io::Result<(Child, UnixStream)>>;
+
+/// Starts worker processes, all from one long-lived thread.
+pub struct Spawner {
+    orders: Mutex<mpsc::Sender<SpawnOrder>>,
+    next_id: AtomicU64,
+}
+
+impl Spawner {
+    /// Starts the spawning thread.
+    pub fn new() -> io::Result<Arc<Spawner>> {
+        let (tx, rx) = mpsc::channel::<SpawnOrder>();
+        std::thread::Builder::new()
+            .name("worker-spawner".into())
+            .spawn(move || {
+                for order in rx {
+                    let _ = order.send(spawn());
+                }
+            })?;
+        Ok(Arc::new(Spawner {
+            orders: Mutex::new(tx),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    async fn spawn(&self) -> io::Result<(Child, UnixStream)> {
+        let (tx, rx) = oneshot::channel();
+        self.orders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(tx)
+            .map_err(|_| io::Error::other("the worker spawner has stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the worker spawner has stopped"))?
+    }
+}
+
+/// One `ross worker` process, started on the spawning thread.
+fn spawn() -> io::Result<(Child, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let child = Command::new(program()?)
+        .arg("worker")
+        .env_clear()
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    Ok((child, ours))
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Its job ran past the render timeout; it was killed.
+    Timeout,
+    /// It died: a signal (SIGSEGV, SIGABRT...) or an exit.
+    Crashed,
+    /// It ran out of memory: an allocation over its limit failed, or the kernel killed it.
+    OutOfMemory,
+}
+
+/// A job that cost its worker.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    /// What happened.
+    pub failure: Failure,
+    /// The stage it happened in.
+    pub stage: Stage,
+    /// How the worker ended, for the log: its pid, the signal or exit code, its last words.
+    pub detail: String,
+}
+
+impl JobFailure {
+    /// The response for a request whose render in `mode` ended so.
+    pub fn to_app_error(&self, mode: &str) -> AppError {
+        let detail = format!(
+            "mode {mode}: worker {} in {}: {}",
+            match self.failure {
+                Failure::Timeout => "killed after the render timeout",
+                Failure::Crashed => "crashed",
+                Failure::OutOfMemory => "ran out of memory",
+            },
+            self.stage.as_str(),
+            self.detail
+        );
+        match self.failure {
+            Failure::Timeout => AppError::render_timeout().detailed(detail),
+            Failure::Crashed => AppError::render_crashed().detailed(detail),
+            Failure::OutOfMemory => AppError::worker_out_of_memory().detailed(detail),
+        }
+    }
+}
+
+/// A job's answer.
+#[derive(Debug)]
+pub enum JobOutcome {
+    /// The encoded image.
+    Rendered {
+        /// The bytes.
+        encoded: Vec<u8>,
+        /// Time per stage.
+        timings: Timings,
+    },
+    /// The worker holds no pixels that serve: send the job again with the original.
+    NeedOriginal,
+    /// The job failed (a bad file, a mode's error); the worker lives on.
+    Failed(AppError),
+}
+
+/// The server's handle on one worker process. Dropping it kills the process.
+pub struct Worker {
+    id: u64,
+    generation: u64,
+    pid: u32,
+    child: Option<Child>,
+    socket: tokio::net::UnixStream,
+    stderr: Option<tokio::task::JoinHandle<Vec<String>>>,
+    stage: Stage,
+    max_reply: usize,
+}
+
+impl Worker {
+    /// Starts a worker of `generation` loading `plugins`, and waits for it to say what it
+    /// loaded. `Err` when it cannot be started, cannot sandbox itself, or dies or hangs
+    /// first.
+    pub async fn start(
+        spawner: &Spawner,
+        generation: u64,
+        settings: &WorkerSettings,
+        plugins: &[PluginToLoad],
+        max_reply: usize,
+    ) -> Result<(Worker, Vec<LoadReport>, SandboxReport), String> {
+        let (mut child, socket) = spawner
+            .spawn()
+            .await
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        let pid = child.id();
+        let stderr = child.stderr.take().map(|pipe| {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe.into());
+            tokio::spawn(log_stderr(pid, pipe))
+        });
+        let socket = socket
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(socket));
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = child.kill();
+                reap(child);
+                return Err(format!("cannot use a worker's socket: {e}"));
+            }
+        };
+        let mut worker = Worker {
+            id: spawner.next_id.fetch_add(1, Ordering::Relaxed),
+            generation,
+            pid,
+            child: Some(child),
+            socket,
+            stderr,
+            stage: Stage::Decode,
+            max_reply,
+        };
+        let init = Request::Init {
+            settings: settings.clone(),
+            plugins: plugins.to_vec(),
+        };
+        let hello = tokio::time::timeout(START_LIMIT, async {
+            protocol::send(&mut worker.socket, &init, &[]).await?;
+            protocol::receive::<Reply>(&mut worker.socket, 0).await
+        })
+        .await;
+        match hello {
+            Ok(Ok((Reply::Ready { plugins, sandbox }, _))) => match sandbox {
+                Ok(sandbox) => Ok((worker, plugins, sandbox)),
+                Err(e) => Err(format!("the worker could not enter its sandbox: {e}")),
+            },
+            Ok(Ok((other, _))) => Err(format!("the worker answered {other:?} to Init")),
+            Ok(Err(_)) => Err(worker.ended().await.detail),
+            Err(_) => {
+                worker.kill();
+                Err(format!(
+                    "the worker did not start within {} s (a plugin that hangs while loading or \
+                     test-rendering)",
+                    START_LIMIT.as_secs()
+                ))
+            }
+        }
+    }
+
+    /// Runs `job` with `original` (empty: the worker may hold its pixels), killing the worker
+    /// if it has not answered within `budget`.
+    pub async fn render(
+        &mut self,
+        job: &RenderJob,
+        original: &[u8],
+        budget: Duration,
+    ) -> Result<(JobOutcome, bool), JobFailure> {
+        self.stage = Stage::Decode;
+        let request = Request::Render(job.clone());
+        let exchange = tokio::time::timeout(budget, async {
+            protocol::send(&mut self.socket, &request, original).await?;
+            loop {
+                match protocol::receive::<Reply>(&mut self.socket, self.max_reply).await? {
+                    (Reply::Stage(stage), _) => self.stage = stage,
+                    answer => return Ok::<_, io::Error>(answer),
+                }
+            }
+        })
+        .await;
+        match exchange {
+            Ok(Ok((Reply::Rendered { timings, kept }, encoded))) => {
+                Ok((JobOutcome::Rendered { encoded, timings }, kept))
+            }
+            Ok(Ok((Reply::NeedOriginal, _))) => Ok((JobOutcome::NeedOriginal, false)),
+            Ok(Ok((Reply::Failed(error), _))) => {
+                Ok((JobOutcome::Failed(AppError::from_wire(error)), false))
+            }
+            Ok(Ok((other, _))) => {
+                self.kill();
+                Err(self.failure(Failure::Crashed, format!("answered {other:?} to a job")))
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                self.kill();
+                Err(self.failure(Failure::Crashed, format!("broke the protocol: {e}")))
+            }
+            Ok(Err(_)) => {
+                let ended = self.ended().await;
+                let failure = if ended.out_of_memory {
+                    Failure::OutOfMemory
+                } else {
+                    Failure::Crashed
+                };
+                Err(self.failure(failure, ended.detail))
+            }
+            Err(_) => {
+                self.kill();
+                let detail = format!("pid {} killed after {} ms", self.pid, budget.as_millis());
+                Err(self.failure(Failure::Timeout, detail))
+            }
+        }
+    }
+
+    fn failure(&self, failure: Failure, detail: String) -> JobFailure {
+        JobFailure {
+            failure,
+            stage: self.stage,
+            detail,
+        }
+    }
+
+    /// Kills the process (it is reaped in the background).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            reap(child);
+        }
+    }
+
+    /// Waits for the process to end (it closed its socket: it is ending) and says how, with
+    /// its last lines of standard error.
+    async fn ended(&mut self) -> Ended {
+        let Some(child) = self.child.take() else {
+            return Ended {
+                detail: format!("pid {} was killed", self.pid),
+                out_of_memory: false,
+            };
+        };
+        let status = tokio::task::spawn_blocking(move || wait_briefly(child))
+            .await
+            .ok()
+            .flatten();
+        let tail = match self.stderr.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        // Rust's allocation failure handler (the server's, or a plugin's own copy) says this
+        // before it aborts; a SIGKILL this server did not send is the kernel's OOM killer.
+        let allocation_failed = tail.iter().any(|l| l.starts_with("memory allocation of"));
+        let kernel_killed = status.is_some_and(|s| {
+            use std::os::unix::process::ExitStatusExt;
+            s.signal() == Some(libc::SIGKILL)
+        });
+        let how = match status {
+            Some(status) if kernel_killed => {
+                format!("{} (the kernel's OOM killer?)", describe(status))
+            }
+            Some(status) => describe(status),
+            None => "did not exit".to_owned(),
+        };
+        let last = tail
+            .last()
+            .map(|l| format!("; last words: {l}"))
+            .unwrap_or_default();
+        Ended {
+            detail: format!("pid {} {how}{last}", self.pid),
+            out_of_memory: allocation_failed || kernel_killed,
+        }
+    }
+}
+
+/// How a worker that closed its socket ended.
+struct Ended {
+    detail: String,
+    out_of_memory: bool,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits up to a second for `child`, killing it if it has not ended by then.
+fn wait_briefly(mut child: Child) -> Option<ExitStatus> {
+    let until = Instant::now() + Duration::from_secs(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(2)),
+            _ => {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+        }
+    }
+}
+
+/// Reaps `child` on a thread of its own, so no worker is left a zombie.
+fn reap(mut child: Child) {
+    let _ = std::thread::Builder::new()
+        .name("worker-reaper".into())
+        .spawn(move || child.wait());
+}
+
+/// "killed by signal 11 (SIGSEGV)", "exited with code 1".
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+        (None, Some(code)) => format!("exited with code {code}"),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "signal",
+    }
+}
+
+/// Logs a worker's standard error line by line; returns its last lines once it closes.
+async fn log_stderr(pid: u32, pipe: io::Result<tokio::net::unix::pipe::Receiver>) -> Vec<String> {
+    let Ok(pipe) = pipe else {
+        return Vec::new();
+    };
+    let mut lines = tokio::io::BufReader::new(pipe).lines();
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(worker = pid, "{line}");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    tail.into()
+}
+
+/// What the plugin generation a worker serves needs to start one.
+#[derive(Debug, Clone)]
+pub struct GenerationPlan {
+    /// The generation's id.
+    pub id: u64,
+    /// Its plugin copies.
+    pub plugins: Vec<PluginToLoad>,
+}
+
+/// Counters for `/metrics` and the admin pages.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Workers started (replacements included).
+    pub started: AtomicU64,
+    /// Workers that could not be started.
+    pub start_failures: AtomicU64,
+    /// Jobs killed at the render timeout.
+    pub timeouts: AtomicU64,
+    /// Workers that died in a job.
+    pub crashes: AtomicU64,
+    /// Workers that ran out of memory in a job.
+    pub out_of_memory: AtomicU64,
+}
+
+/// Idle render workers and what starting more takes.
+pub struct WorkerPool {
+    spawner: Arc<Spawner>,
+    settings: WorkerSettings,
+    size: usize,
+    render_timeout: Duration,
+    max_reply: usize,
+    idle: Mutex<Vec<Worker>>,
+    current: AtomicU64,
+    /// Which worker holds the pixels of which original, fetched in which epoch, since when.
+    holders: Mutex<HashMap<String, (u64, u64, Instant)>>,
+    can_start: AtomicBool,
+    /// Counters.
+    pub stats: WorkerStats,
+}
+
+/// Holders remembered at most; older entries go first when there are more.
+const HOLDERS_KEPT: usize = 10_000;
+
+impl WorkerPool {
+    /// A pool of `size` workers started by `spawner` with `settings`, each job bounded by
+    /// `render_timeout`, each answer by `max_reply` bytes.
+    pub fn new(
+        spawner: Arc<Spawner>,
+        settings: WorkerSettings,
+        size: usize,
+        render_timeout: Duration,
+        max_reply: usize,
+    ) -> Arc<WorkerPool> {
+        Arc::new(WorkerPool {
+            spawner,
+            settings,
+            size: size.max(1),
+            render_timeout,
+            max_reply,
+            idle: Mutex::default(),
+            current: AtomicU64::new(0),
+            holders: Mutex::default(),
+            can_start: AtomicBool::new(true),
+            stats: WorkerStats::default(),
+        })
+    }
+
+    /// How long a job may run before its worker is killed.
+    pub fn render_timeout(&self) -> Duration {
+        self.render_timeout
+    }
+
+    /// Whether the last worker started did start (`/ready`).
+    pub fn can_start(&self) -> bool {
+        self.can_start.load(Ordering::Relaxed)
+    }
+
+    /// Workers idle now.
+    pub fn idle(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `plan` the generation new workers serve: idle workers of other generations exit,
+    /// and workers of this one are started in the background until `size` are idle.
+    pub fn serve_generation(self: &Arc<Self>, plan: GenerationPlan) {
+        self.current.store(plan.id, Ordering::SeqCst);
+        let retired: Vec<Worker> = {
+            let mut idle = self.lock_idle();
+            let (keep, retire) = idle.drain(..).partition(|w| w.generation == plan.id);
+            *idle = keep;
+            retire
+        };
+        drop(retired);
+        let pool = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..pool.size {
+                if pool.current.load(Ordering::SeqCst) != plan.id || pool.idle() >= pool.size {
+                    break;
+                }
+                match pool.start(&plan).await {
+                    Ok(worker) => pool.put_back(worker),
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+
+    async fn start(&self, plan: &GenerationPlan) -> Result<Worker, AppError> {
+        let started = Worker::start(
+            &self.spawner,
+            plan.id,
+            &self.settings,
+            &plan.plugins,
+            self.max_reply,
+        )
+        .await;
+        match started {
+            Ok((worker, reports, _)) => {
+                self.can_start.store(true, Ordering::Relaxed);
+                self.stats.started.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::names::WORKERS_STARTED).increment(1);
+                for report in reports {
+                    if let Err(e) = report.result {
+                        // Checked when the generation was made: a plugin that fails now
+                        // fails in this worker only (its modes answer unknown-mode).
+                        tracing::error!(error = %e, "a worker could not load a plugin");
+                    }
+                }
+                Ok(worker)
+            }
+            Err(e) => {
+                self.can_start.store(false, Ordering::Relaxed);
+                self.stats.start_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot start a render worker");
+                Err(
+                    AppError::internal("render-failed", "The image could not be rendered.")
+                        .detailed(e),
+                )
+            }
+        }
+    }
+
+    fn put_back(&self, worker: Worker) {
+        let current = self.current.load(Ordering::SeqCst);
+        let mut idle = self.lock_idle();
+        if worker.generation == current && idle.len() < self.size {
+            idle.push(worker);
+        }
+    }
+
+    /// The worker that holds pixels of `key` decoded in `epoch`, if one does (then the
+    /// original need not be fetched or sent when that worker takes the job: it asks for the
+    /// original if they do not serve).
+    fn holder(&self, key: &str, epoch: u64) -> Option<u64> {
+        let holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        holders
+            .get(key)
+            .filter(|&&(_, e, at)| e == epoch && at.elapsed() < crate::recent::KEPT_FOR)
+            .map(|&(id, _, _)| id)
+    }
+
+    /// Whether a worker holds pixels of `key` decoded in `epoch`.
+    pub fn holds(&self, key: &str, epoch: u64) -> bool {
+        self.holder(key, epoch).is_some()
+    }
+
+    /// A worker of `plan`'s generation for a job on `key`: the idle one holding its pixels if
+    /// any, else any idle one, else a new one.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        plan: &GenerationPlan,
+        key: &str,
+        epoch: u64,
+    ) -> Result<Lease, AppError> {
+        let holder = self.holder(key, epoch);
+        let found = {
+            let mut idle = self.lock_idle();
+            let at = idle
+                .iter()
+                .position(|w| Some(w.id) == holder && w.generation == plan.id)
+                .or_else(|| idle.iter().position(|w| w.generation == plan.id));
+            at.map(|i| idle.swap_remove(i))
+        };
+        let holds = found.as_ref().is_some_and(|w| Some(w.id) == holder);
+        let worker = match found {
+            Some(worker) => worker,
+            None => self.start(plan).await?,
+        };
+        Ok(Lease {
+            pool: self.clone(),
+            worker: Some(worker),
+            plan: plan.clone(),
+            holds,
+        })
+    }
+
+    fn note_holder(&self, key: &str, epoch: u64, worker: u64) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if holders.len() >= HOLDERS_KEPT {
+            holders.retain(|_, (_, _, at)| at.elapsed() < crate::recent::KEPT_FOR);
+            if holders.len() >= HOLDERS_KEPT {
+                holders.clear();
+            }
+        }
+        holders.insert(key.to_owned(), (worker, epoch, Instant::now()));
+    }
+
+    fn count(&self, failure: Failure) {
+        let (counter, kind) = match failure {
+            Failure::Timeout => (&self.stats.timeouts, "timeout"),
+            Failure::Crashed => (&self.stats.crashes, "crash"),
+            Failure::OutOfMemory => (&self.stats.out_of_memory, "out-of-memory"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::names::WORKER_FAILURES, "kind" => kind).increment(1);
+    }
+}
+
+/// A worker taken from the pool for one request; it goes back when dropped, unless it failed
+/// or its generation was replaced meanwhile (then it exits, and a replacement is started).
+pub struct Lease {
+    pool: Arc<WorkerPool>,
+    worker: Option<Worker>,
+    plan: GenerationPlan,
+    /// Whether this worker holds pixels of the job's original.
+    pub holds: bool,
+}
+
+impl Lease {
+    /// Runs `job` on this worker with `original` (empty when [`Lease::holds`]).
+    pub async fn render(
+        &mut self,
+        job: &RenderJob,
+        original: &[u8],
+    ) -> Result<JobOutcome, JobFailure> {
+        let Some(worker) = self.worker.as_mut() else {
+            return Err(JobFailure {
+                failure: Failure::Crashed,
+                stage: Stage::Decode,
+                detail: "the worker was lost by an earlier job".into(),
+            });
+        };
+        match worker.render(job, original, self.pool.render_timeout).await {
+            Ok((outcome, kept)) => {
+                if kept {
+                    self.pool.note_holder(&job.key, job.epoch, worker.id);
+                }
+                Ok(outcome)
+            }
+            Err(failure) => {
+                self.pool.count(failure.failure);
+                tracing::warn!(
+                    mode = %job.mode, key = %job.key, stage = failure.stage.as_str(),
+                    "render worker lost: {}", failure.detail
+                );
+                self.worker = None;
+                // A fresh worker takes the slot, in the background.
+                let pool = self.pool.clone();
+                let plan = self.plan.clone();
+                tokio::spawn(async move {
+                    if pool.current.load(Ordering::SeqCst) == plan.id {
+                        if let Ok(worker) = pool.start(&plan).await {
+                            pool.put_back(worker);
+                        }
+                    }
+                });
+                Err(failure)
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.pool.put_back(worker);
+        }
+    }
+}
+
+/// Starts a worker with `plugins` only to learn what they provide (each plugin opened, checked
+/// and test-rendered inside the sandbox), then stops it.
+pub async fn probe(
+    spawner: &Spawner,
+    settings: &WorkerSettings,
+    plugins: &[PluginToLoad],
+) -> Result<(Vec<LoadReport>, SandboxReport), String> {
+    let (worker, reports, sandbox) = Worker::start(spawner, 0, settings, plugins, 0).await?;
+    drop(worker);
+    Ok((reports, sandbox))
+}
+
+impl WireError {
+    /// The wire form of `error`.
+    pub fn from_app(error: &AppError) -> WireError {
+        WireError {
+            status: error.status.as_u16(),
+            code: error.code.to_owned(),
+            message: error.message.clone(),
+            retry_after: error.retry_after,
+            detail: error.detail.clone(),
+        }
+    }
+}
+
+impl From<&AppError> for WireError {
+    fn from(error: &AppError) -> WireError {
+        WireError::from_app(error)
+    }
+}

@@ -1,0 +1,330 @@
+//! The render worker's side: `ross worker`, started by the server with a Unix socket as its
+//! standard input. It loads the plugin copies it is told to, test-renders their modes, enters
+//! its sandbox, says what it loaded, then renders one job at a time until the socket closes.
+//! It keeps the pixels of the originals it decoded in the last minute (its share of
+//! `cache.decoded_bytes`), so the next sizes of an original sent to it skip the decode.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugin_api::TargetSize;
+
+use super::protocol::{
+    read_frame, write_frame, LoadReport, ModeSpec, RenderJob, Reply, Request, Stage, WireError,
+    WorkerSettings,
+};
+use super::sandbox;
+use crate::error::AppError;
+use crate::plugins::ModeCode;
+use crate::render::{decode_boxes, render_decoded, DecodedSource};
+
+/// How long decoded pixels are kept after their decode, as the server keeps originals.
+const KEPT_FOR: Duration = crate::recent::KEPT_FOR;
+
+/// Runs a worker on standard input; returns when the server closes the socket.
+pub fn main() -> ExitCode {
+    die_with_parent();
+    let socket = match std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(UnixStream::from)
+    {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!("ross worker: standard input is not the server's socket: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ross worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks the kernel to kill this process when the server's thread that started it ends (the
+/// server starts workers from one thread that lives as long as it does), so that no worker,
+/// however stuck, outlives a server killed with `kill -9`.
+#[allow(unsafe_code)]
+fn die_with_parent() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The server may have died before the call: then this process was adopted.
+    if std::os::unix::process::parent_id() == 1 {
+        std::process::exit(1);
+    }
+}
+
+/// The largest original the server sends (`limits.max_source_bytes`, bounded by its own
+/// hard limit) plus room; the worker reads no more.
+const MAX_ORIGINAL: usize = 1 << 30;
+
+fn serve(socket: UnixStream) -> std::io::Result<()> {
+    let mut input = socket.try_clone()?;
+    let mut output = BufWriter::with_capacity(64 << 10, socket);
+    let (Request::Init { settings, plugins }, _) = read_frame::<Request>(&mut input, 0)? else {
+        return Err(std::io::Error::other("the first message was not Init"));
+    };
+    // Libraries are opened before the sandbox (the dynamic linker reads files); their code
+    // runs only inside it, the test renders included.
+    let opened: Vec<_> = plugins
+        .iter()
+        .map(|p| ModeCode::open(&p.copy, &p.file))
+        .collect();
+    let sandbox = if settings.sandbox {
+        sandbox::enter(settings.memory_bytes)
+    } else {
+        Ok(Default::default())
+    };
+    let sandboxed = sandbox.is_ok();
+    let mut modes: HashMap<String, ModeCode> = HashMap::new();
+    let mut reports = Vec::new();
+    for (plugin, codes) in plugins.into_iter().zip(opened) {
+        let result = codes.and_then(|codes| {
+            if sandboxed {
+                codes.iter().try_for_each(ModeCode::test)?;
+            }
+            Ok(codes)
+        });
+        let result = result.map(|codes| {
+            let specs: Vec<ModeSpec> = codes.iter().map(|c| c.spec.clone()).collect();
+            for code in codes {
+                modes.entry(code.name.clone()).or_insert(code);
+            }
+            specs
+        });
+        reports.push(LoadReport {
+            file: plugin.file,
+            result,
+        });
+    }
+    write_frame(
+        &mut output,
+        &Reply::Ready {
+            plugins: reports,
+            sandbox,
+        },
+        &[],
+    )?;
+    if !sandboxed {
+        return Err(std::io::Error::other("could not enter the sandbox"));
+    }
+    let mut worker = Worker {
+        modes,
+        kept: Kept::new(settings.decoded_bytes),
+        settings,
+    };
+    loop {
+        let (request, original) = match read_frame::<Request>(&mut input, MAX_ORIGINAL) {
+            Ok(frame) => frame,
+            // The server closed the socket: done.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Request::Render(job) = request else {
+            return Err(std::io::Error::other("Init sent twice"));
+        };
+        worker.job(&job, &original, &mut output)?;
+    }
+}
+
+struct Worker {
+    modes: HashMap<String, ModeCode>,
+    kept: Kept,
+    settings: WorkerSettings,
+}
+
+impl Worker {
+    /// Renders `job` and answers it.
+    fn job(
+        &mut self,
+        job: &RenderJob,
+        original: &[u8],
+        output: &mut impl Write,
+    ) -> std::io::Result<()> {
+        let Some(mode) = self.modes.get(&job.mode) else {
+            let error = AppError::unknown_mode(&job.mode);
+            return write_frame(output, &Reply::Failed(WireError::from(&error)), &[]);
+        };
+        let target = TargetSize {
+            width: job.width,
+            height: job.height,
+        };
+        let (need, boxes) = decode_boxes(mode, target, &job.sizes);
+        let mut decode_us = None;
+        let mut kept = false;
+        let pixels = match self
+            .kept
+            .get(&job.key, job.epoch)
+            .filter(|p| p.serves(need))
+        {
+            Some(pixels) => pixels,
+            None if original.is_empty() => return write_frame(output, &Reply::NeedOriginal, &[]),
+            None => {
+                let started = Instant::now();
+                match DecodedSource::decode(original, &boxes, self.settings.max_source_pixels) {
+                    Ok(decoded) => {
+                        decode_us = Some(started.elapsed().as_micros() as u64);
+                        let decoded = Arc::new(decoded);
+                        kept = self.kept.keep(&job.key, job.epoch, decoded.clone());
+                        decoded
+                    }
+                    Err(e) => {
+                        return write_frame(output, &Reply::Failed(WireError::from(&e)), &[]);
+                    }
+                }
+            }
+        };
+        let mut stage_error = None;
+        let rendered = render_decoded(
+            &pixels.image,
+            mode,
+            target,
+            job.format,
+            &self.settings.output,
+            &mut |stage: Stage| {
+                // Sent before the stage runs: if it kills the worker, the server knows where.
+                if let Err(e) = write_frame(output, &Reply::Stage(stage), &[]) {
+                    stage_error.get_or_insert(e);
+                }
+            },
+        );
+        if let Some(e) = stage_error {
+            return Err(e);
+        }
+        match rendered {
+            Ok((encoded, mut timings)) => {
+                timings.decode_us = decode_us;
+                write_frame(output, &Reply::Rendered { timings, kept }, &encoded)
+            }
+            Err(e) => write_frame(output, &Reply::Failed(WireError::from(&e)), &[]),
+        }
+    }
+}
+
+/// Decoded originals kept for reuse: a few, least recently used out first, each for
+/// [`KEPT_FOR`] at most, within a byte budget.
+struct Kept {
+    budget: usize,
+    entries: Vec<KeptEntry>,
+}
+
+struct KeptEntry {
+    key: String,
+    epoch: u64,
+    pixels: Arc<DecodedSource>,
+    decoded_at: Instant,
+    used_at: Instant,
+}
+
+impl Kept {
+    fn new(budget: u64) -> Kept {
+        Kept {
+            budget: usize::try_from(budget).unwrap_or(usize::MAX),
+            entries: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, key: &str, epoch: u64) -> Option<Arc<DecodedSource>> {
+        self.entries.retain(|e| e.decoded_at.elapsed() < KEPT_FOR);
+        let entry = self.entries.iter_mut().find(|e| e.key == key)?;
+        if entry.epoch != epoch {
+            return None;
+        }
+        entry.used_at = Instant::now();
+        Some(entry.pixels.clone())
+    }
+
+    /// Keeps `pixels` of `key` unless pixels kept already serve a larger box, making room by
+    /// dropping the least recently used; returns whether `key` has pixels kept now.
+    fn keep(&mut self, key: &str, epoch: u64, pixels: Arc<DecodedSource>) -> bool {
+        if pixels.weight() > self.budget {
+            return false;
+        }
+        if let Some(held) = self
+            .entries
+            .iter()
+            .find(|e| e.key == key && e.epoch == epoch)
+        {
+            let larger = match (held.pixels.good_up_to, pixels.good_up_to) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(held_box), Some(new_box)) => {
+                    held.pixels.serves(Some(new_box)) && held_box != new_box
+                }
+            };
+            if larger {
+                return true;
+            }
+        }
+        self.entries.retain(|e| e.key != key);
+        let mut held: usize = self.entries.iter().map(|e| e.pixels.weight()).sum();
+        while held + pixels.weight() > self.budget {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.used_at)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            held -= self.entries.swap_remove(oldest).pixels.weight();
+        }
+        let now = Instant::now();
+        self.entries.push(KeptEntry {
+            key: key.to_owned(),
+            epoch,
+            pixels,
+            decoded_at: now,
+            used_at: now,
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::Decoded;
+
+    fn pixels(width: u32, height: u32, good_up_to: Option<(u32, u32)>) -> Arc<DecodedSource> {
+        Arc::new(DecodedSource {
+            image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
+            good_up_to,
+        })
+    }
+
+    #[test]
+    fn larger_decodes_replace_smaller_ones_not_the_reverse() {
+        let mut kept = Kept::new(1 << 24);
+        kept.keep("a.jpg", 0, pixels(600, 400, Some((300, 300))));
+        assert!(kept.get("a.jpg", 0).unwrap().serves(Some((200, 200))));
+        kept.keep("a.jpg", 0, pixels(1200, 800, Some((1024, 768))));
+        assert_eq!(kept.get("a.jpg", 0).unwrap().image.width, 1200);
+        kept.keep("a.jpg", 0, pixels(300, 200, Some((72, 72))));
+        assert_eq!(kept.get("a.jpg", 0).unwrap().image.width, 1200);
+    }
+
+    #[test]
+    fn pixels_are_used_in_their_epoch_only_and_within_the_budget() {
+        let mut kept = Kept::new(600 * 400 * 3 * 2);
+        kept.keep("a.jpg", 3, pixels(600, 400, None));
+        assert!(kept.get("a.jpg", 2).is_none());
+        assert!(kept.get("a.jpg", 3).is_some());
+        kept.keep("b.jpg", 3, pixels(600, 400, None));
+        kept.get("a.jpg", 3);
+        // A third makes room by dropping b, the least recently used.
+        kept.keep("c.jpg", 3, pixels(600, 400, None));
+        assert!(kept.get("b.jpg", 3).is_none());
+        assert!(kept.get("a.jpg", 3).is_some() && kept.get("c.jpg", 3).is_some());
+        assert!(!Kept::new(10).keep("d.jpg", 3, pixels(600, 400, None)));
+    }
+}

@@ -1,0 +1,291 @@
+//! What the server and a render worker say to each other over the worker's socket (its
+//! standard input, a Unix stream socket pair), and how it is framed.
+//!
+//! A frame is two little-endian `u32` lengths, a JSON header of that first length and a binary
+//! blob of the second: the original going in, the encoded image coming out. Headers are small
+//! and rare enough that JSON costs nothing measurable; blobs are never JSON. Both sides bound
+//! what they read: a worker that a crafted file took over can make the server read at most
+//! [`MAX_HEADER`] bytes of header and the caller's blob limit.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use ross_config::{OutputFormat, OutputSettings};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::plugins::PluginLoadError;
+
+/// The largest header either side reads.
+pub const MAX_HEADER: u32 = 1 << 20;
+
+/// What a worker is told once, before it loads anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSettings {
+    /// `limits.max_source_pixels`: checked from the header before decoding.
+    pub max_source_pixels: u64,
+    /// `limits.worker_memory_bytes`: the worker's address space (`RLIMIT_AS`).
+    pub memory_bytes: u64,
+    /// The worker's share of `cache.decoded_bytes`: decoded originals it keeps for the next
+    /// sizes of the same original.
+    pub decoded_bytes: u64,
+    /// Encoder settings.
+    pub output: OutputSettings,
+    /// Whether to sandbox itself (always, except for `ross plugin check`, which runs on a
+    /// developer's machine and does not serve).
+    pub sandbox: bool,
+}
+
+/// A plugin file for the worker to load: its private copy, and the name the operator knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginToLoad {
+    /// The file in `plugins.dir`, for messages.
+    pub file: PathBuf,
+    /// The private copy to open.
+    pub copy: PathBuf,
+}
+
+/// Server to worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// The first message: what to load and how to work.
+    Init {
+        /// Settings.
+        settings: WorkerSettings,
+        /// Plugins to load, each test-rendered once.
+        plugins: Vec<PluginToLoad>,
+    },
+    /// Render one variant; the blob is the original, or empty when the server expects the
+    /// worker to hold its pixels.
+    Render(RenderJob),
+}
+
+/// One variant to render.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenderJob {
+    /// The original's key: names the pixels kept for reuse.
+    pub key: String,
+    /// The cache's purge epoch the original was fetched in: pixels kept from another epoch
+    /// are never used.
+    pub epoch: u64,
+    /// The mode.
+    pub mode: String,
+    /// Box asked for.
+    pub width: u32,
+    /// Box asked for.
+    pub height: u32,
+    /// Output format.
+    pub format: OutputFormat,
+    /// The whitelisted sizes (empty with the whitelist off): the original is decoded for the
+    /// largest of them the mode needs, so that the next sizes reuse the decode.
+    pub sizes: Vec<(u32, u32)>,
+}
+
+/// A stage of a render, reported as it begins so that a worker that dies is blamed right: a
+/// crash while decoding is the file's (or the decoder's), while rendering the mode's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Decoding the original (where a job begins).
+    Decode,
+    /// The mode's plugin code.
+    Render,
+    /// Encoding the output.
+    Encode,
+}
+
+impl Stage {
+    /// Its name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Render => "render",
+            Stage::Encode => "encode",
+        }
+    }
+}
+
+/// What loading one plugin file gave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The file in `plugins.dir`.
+    pub file: PathBuf,
+    /// Its modes, or why it was refused.
+    pub result: Result<Vec<ModeSpec>, PluginLoadError>,
+}
+
+/// A mode a plugin provides, as the server shows and routes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeSpec {
+    /// URL name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// One line for operators.
+    pub description: String,
+    /// The plugin ABI it was built against.
+    pub abi_version: String,
+    /// Whether it keeps transparency.
+    pub takes_alpha: bool,
+}
+
+/// Which sandbox layers a worker put itself in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    /// The seccomp filter is in force.
+    pub seccomp: bool,
+    /// The Landlock ABI in force (0: none, the kernel has no Landlock).
+    pub landlock_abi: u8,
+    /// Why a layer is missing, if one is.
+    pub note: Option<String>,
+}
+
+/// Time spent per stage, in microseconds, for the server's stage timings.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Decoding, when the job decoded (not when it reused kept pixels).
+    pub decode_us: Option<u64>,
+    /// The mode.
+    pub render_us: u64,
+    /// Encoding.
+    pub encode_us: u64,
+}
+
+/// A failure the worker answers with (the worker lives on).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    /// HTTP status.
+    pub status: u16,
+    /// Error code, one of [`crate::error::CODES`].
+    pub code: String,
+    /// The sentence for the client.
+    pub message: String,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u32>,
+    /// What went wrong inside, for the log.
+    pub detail: Option<String>,
+}
+
+/// Worker to server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to [`Request::Init`]: each plugin's modes or refusal, and the sandbox in force.
+    /// A worker that could not sandbox itself says why and exits.
+    Ready {
+        /// One report per plugin, in the order given.
+        plugins: Vec<LoadReport>,
+        /// The sandbox layers in force.
+        sandbox: Result<SandboxReport, String>,
+    },
+    /// A stage of the current job begins.
+    Stage(Stage),
+    /// The worker holds no pixels of this original that serve the job: send it again with the
+    /// original.
+    NeedOriginal,
+    /// The job's encoded image is the blob.
+    Rendered {
+        /// Time per stage.
+        timings: Timings,
+        /// Whether the worker kept the decoded pixels for the next sizes of this original.
+        kept: bool,
+    },
+    /// The job failed.
+    Failed(WireError),
+}
+
+fn frame_head(header: &[u8], blob: &[u8]) -> io::Result<[u8; 8]> {
+    let len = |n: usize| {
+        u32::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))
+    };
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&len(header.len())?.to_le_bytes());
+    head[4..].copy_from_slice(&len(blob.len())?.to_le_bytes());
+    Ok(head)
+}
+
+fn parse_head(head: [u8; 8], max_blob: usize) -> io::Result<(usize, usize)> {
+    let header = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let blob = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+    if header > MAX_HEADER || blob > max_blob {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {header} + {blob} bytes is over the limit"),
+        ));
+    }
+    Ok((header as usize, blob))
+}
+
+fn decode_header<T: DeserializeOwned>(header: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes one frame (blocking; the worker's side).
+pub fn write_frame(out: &mut impl Write, header: &impl Serialize, blob: &[u8]) -> io::Result<()> {
+    let header = serde_json::to_vec(header).map_err(io::Error::other)?;
+    out.write_all(&frame_head(&header, blob)?)?;
+    out.write_all(&header)?;
+    out.write_all(blob)?;
+    out.flush()
+}
+
+/// Reads one frame whose blob is at most `max_blob` bytes (blocking; the worker's side).
+pub fn read_frame<T: DeserializeOwned>(
+    input: &mut impl Read,
+    max_blob: usize,
+) -> io::Result<(T, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    input.read_exact(&mut head)?;
+    let (header_len, blob_len) = parse_head(head, max_blob)?;
+    let mut header = vec![0u8; header_len];
+    input.read_exact(&mut header)?;
+    let mut blob = Vec::new();
+    blob.try_reserve_exact(blob_len)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the frame"))?;
+    blob.resize(blob_len, 0);
+    input.read_exact(&mut blob)?;
+    Ok((decode_header(&header)?, blob))
+}
+
+/// Writes one frame (the server's side).
+pub async fn send(
+    out: &mut (impl AsyncWrite + Unpin),
+    header: &impl Serialize,
+    blob: &[u8],
+) -> io::Result<()> {
+    let header = serde_json::to_vec(header).map_err(io::Error::other)?;
+    out.write_all(&frame_head(&header, blob)?).await?;
+    out.write_all(&header).await?;
+    out.write_all(blob).await?;
+    out.flush().await
+}
+
+/// Reads one frame whose blob is at most `max_blob` bytes (the server's side).
+pub async fn receive<T: DeserializeOwned>(
+    input: &mut (impl AsyncRead + Unpin),
+    max_blob: usize,
+) -> io::Result<(T, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    input.read_exact(&mut head).await?;
+    let (header_len, blob_len) = parse_head(head, max_blob)?;
+    let mut header = vec![0u8; header_len];
+    input.read_exact(&mut header).await?;
+    let mut blob = vec![0u8; blob_len];
+    input.read_exact(&mut blob).await?;
+    Ok((decode_header(&header)?, blob))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &Reply::NeedOriginal, b"blob").unwrap();
+        let (reply, blob): (Reply, Vec<u8>) = read_frame(&mut wire.as_slice(), 16).unwrap();
+        assert!(matches!(reply, Reply::NeedOriginal));
+        assert_eq!(blob, b"blob");
+        let refused = read_frame::<Reply>(&mut wire.as_slice(), 3).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+    }
+}
