@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use crate::util::{corpus, plugin_folder, TestServer};
+use crate::util::{built, corpus, plugin_folder, TestServer};
 
 /// A media root inside a temporary folder, with a secret next to it that must never be read.
 fn media_with_secret() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -169,11 +169,16 @@ async fn ready_needs_modes_and_a_source() {
         assert!(modes.as_array().unwrap().contains(&mode.into()), "{modes}");
     }
 
-    let no_plugins = plugin_folder(&[]);
-    let server = TestServer::builder()
-        .plugins(no_plugins.path())
-        .start()
-        .await;
+    assert_eq!(r.json()["workers"]["ok"], true, "{}", r.text());
+
+    // Every plugin file removed while serving: no mode, not ready.
+    let plugins = plugin_folder(&[built("crop")]);
+    let server = TestServer::builder().plugins(plugins.path()).start().await;
+    std::fs::remove_file(plugins.path().join("libcrop.so")).unwrap();
+    let reloader = server.state.reloader.clone();
+    tokio::task::spawn_blocking(move || reloader.scan())
+        .await
+        .unwrap();
     let r = server.get("/ready").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["ready"], false);

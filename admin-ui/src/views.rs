@@ -188,8 +188,10 @@ pub struct PluginCounters {
     pub loads: u64,
     /// Plugin files refused.
     pub failures: u64,
-    /// Plugin libraries mapped into the process (never unmapped).
+    /// Plugin libraries mapped into the server process (none: workers map them).
     pub libraries_mapped: u64,
+    /// Modes put in quarantine.
+    pub quarantines: u64,
 }
 
 /// An error response.
@@ -261,6 +263,47 @@ pub struct PluginsView {
     pub modes: Vec<ModeView>,
     /// Files refused, newest first.
     pub refused: Vec<RefusedView>,
+    /// The render workers the modes run in.
+    pub workers: WorkersView,
+}
+
+/// The render worker processes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkersView {
+    /// Workers kept per generation (`limits.max_concurrent_renders`).
+    pub size: u64,
+    /// Workers idle now.
+    pub idle: u64,
+    /// Workers started since the server started (replacements included).
+    pub started: u64,
+    /// Workers that could not be started.
+    pub start_failures: u64,
+    /// Jobs killed at `limits.render_timeout_ms`.
+    pub timeouts: u64,
+    /// Workers that died in a job (a crash in a plugin, decoder or encoder).
+    pub crashes: u64,
+    /// Workers that went over `limits.worker_memory_bytes`.
+    pub out_of_memory: u64,
+    /// `limits.worker_memory_bytes`.
+    pub memory_bytes: u64,
+    /// The sandbox the last worker started is in, in a line.
+    pub sandbox: String,
+}
+
+impl WorkersView {
+    /// `limits.worker_memory_bytes`, for people.
+    pub fn memory_text(&self) -> String {
+        crate::format::bytes(self.memory_bytes)
+    }
+}
+
+/// Why a mode is out of service.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QuarantineView {
+    /// Since when, as an HTTP date.
+    pub since: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// A mode in service.
@@ -278,8 +321,10 @@ pub struct ModeView {
     pub file: String,
     /// When it was loaded, as an HTTP date.
     pub loaded_at: String,
-    /// "serving", or "serving; a newer file was refused".
+    /// "serving", "serving; a newer file was refused", or "quarantined".
     pub status: String,
+    /// Why the mode is out of service, if it is (until its plugin file changes).
+    pub quarantine: Option<QuarantineView>,
     /// The last load error of its file, if a later copy was refused.
     pub last_load_error: Option<RefusedView>,
 }

@@ -668,6 +668,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         )),
         worker_memory_bytes: 0,
     };
+    // Derived from the limits above, so read once they are known.
     let limits = Limits {
         worker_memory_bytes: r.int(
             "limits.worker_memory_bytes",
@@ -841,7 +842,7 @@ pub const MIN_WORKER_MEMORY: u64 = 384 << 20;
 /// take in a worker (its bytes; its pixels decoded as RGBA, a flattened copy and the mode's
 /// output of the same order), the worker's share of decoded pixels kept for reuse, and the
 /// worker's own mappings. With the defaults (50 MiB, 50 megapixels, 256 MiB kept, 2 workers)
-/// about 1.4 GiB.
+/// about 1.1 GiB.
 pub fn default_worker_memory(limits: &Limits, decoded_bytes: u64) -> u64 {
     let workers = limits.max_concurrent_renders.max(1) as u64;
     MIN_WORKER_MEMORY

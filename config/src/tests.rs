@@ -192,6 +192,7 @@ fn example_file_documents_every_key_with_its_default() {
     let mut expected = Settings::default();
     expected.plugins.dir = s.plugins.dir.clone();
     expected.limits.max_concurrent_renders = s.limits.max_concurrent_renders;
+    expected.limits.worker_memory_bytes = s.limits.worker_memory_bytes;
     assert_eq!(s, expected, "the example's values must be the defaults");
     let s3 = Settings::from_parts(
         None,

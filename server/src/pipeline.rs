@@ -276,7 +276,7 @@ impl Shared {
             (None, false) => Some(self.original(&variant, epoch).await?),
         };
         let outcome = loop {
-            let bytes = sent.as_ref().map_or(&[][..], |o| &o.bytes[..]);
+            let bytes = sent.as_ref().map(|o| &o.bytes[..]);
             match lease.render(&job, bytes).await {
                 Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
                     sent = Some(self.original(&variant, epoch).await?);

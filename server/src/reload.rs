@@ -84,11 +84,13 @@ impl Reloader {
             Vec::new()
         });
         let mut state = self.lock_state();
-        for file in files {
-            if let Ok(fp) = Fingerprint::of(&file) {
-                self.load(&mut state, &file, fp);
+        self.registry.batch(|| {
+            for file in files {
+                if let Ok(fp) = Fingerprint::of(&file) {
+                    self.load(&mut state, &file, fp);
+                }
             }
-        }
+        });
         let recorded = self.cache.recorded_modes().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read which modes the cache holds");
             Vec::new()

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use admin_ui::views::{
-    CacheView, ErrorView, ModeView, PluginCounters, PluginsView, RefusedView, SettingLine,
-    SettingsView, SizeView, StageView, StatsView, WhitelistView,
+    CacheView, ErrorView, ModeView, PluginCounters, PluginsView, QuarantineView, RefusedView,
+    SettingLine, SettingsView, SizeView, StageView, StatsView, WhitelistView, WorkersView,
 };
 
 use crate::plugins::libraries_mapped;
@@ -57,6 +57,7 @@ pub fn stats(state: &AppState) -> StatsView {
             loads: load(&plugins.loads),
             failures: load(&plugins.failures),
             libraries_mapped: libraries_mapped(),
+            quarantines: load(&plugins.quarantines),
         },
         recent_errors: stats
             .recent_errors()
@@ -141,6 +142,10 @@ pub fn plugins(state: &AppState) -> PluginsView {
                 .rev()
                 .find(|f| f.file == m.file && f.at >= m.loaded_at)
                 .map(refused);
+            let quarantine = m.quarantine().map(|q| QuarantineView {
+                since: httpdate::fmt_http_date(q.since),
+                reason: q.reason,
+            });
             ModeView {
                 name: m.name.clone(),
                 version: m.version.clone(),
@@ -148,11 +153,14 @@ pub fn plugins(state: &AppState) -> PluginsView {
                 abi: m.abi_version().to_owned(),
                 file: m.file.display().to_string(),
                 loaded_at: httpdate::fmt_http_date(m.loaded_at),
-                status: if last_load_error.is_some() {
+                status: if quarantine.is_some() {
+                    "quarantined".into()
+                } else if last_load_error.is_some() {
                     "serving; a newer copy of its file was refused".into()
                 } else {
                     "serving".into()
                 },
+                quarantine,
                 last_load_error,
             }
         })
@@ -163,6 +171,34 @@ pub fn plugins(state: &AppState) -> PluginsView {
         hot_reload: state.settings.plugins.hot_reload,
         modes,
         refused: failures.iter().rev().map(refused).collect(),
+        workers: workers(state),
+    }
+}
+
+/// The render workers.
+fn workers(state: &AppState) -> WorkersView {
+    let pool = &state.workers;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let sandbox = match pool.sandbox() {
+        Some(report) => {
+            let landlock = match report.landlock_abi {
+                0 => "no Landlock".to_owned(),
+                abi => format!("Landlock ABI {abi}"),
+            };
+            format!("seccomp allowlist, {landlock}, no new privileges")
+        }
+        None => "no worker started yet".to_owned(),
+    };
+    WorkersView {
+        size: state.settings.limits.max_concurrent_renders as u64,
+        idle: pool.idle() as u64,
+        started: load(&pool.stats.started),
+        start_failures: load(&pool.stats.start_failures),
+        timeouts: load(&pool.stats.timeouts),
+        crashes: load(&pool.stats.crashes),
+        out_of_memory: load(&pool.stats.out_of_memory),
+        memory_bytes: state.settings.limits.worker_memory_bytes,
+        sandbox,
     }
 }
 

@@ -309,6 +309,9 @@ pub struct ModeRegistry {
     probe_settings: WorkerSettings,
     runtime: tokio::runtime::Handle,
     listener: Mutex<Option<GenerationListener>>,
+    /// While set, generations are not announced (start-up loads every file, then announces
+    /// the last generation once).
+    quiet: std::sync::atomic::AtomicBool,
     /// Load, failure and quarantine counters.
     pub stats: PluginStats,
 }
@@ -339,6 +342,7 @@ impl ModeRegistry {
             probe_settings: settings,
             runtime,
             listener: Mutex::default(),
+            quiet: std::sync::atomic::AtomicBool::new(false),
             stats: PluginStats::default(),
         }
     }
@@ -476,12 +480,28 @@ impl ModeRegistry {
     }
 
     fn install(&self, generation: Generation) {
-        let plan = generation.plan();
         self.current.store(Arc::new(generation));
+        if !self.quiet.load(Ordering::SeqCst) {
+            self.announce();
+        }
+    }
+
+    fn announce(&self) {
+        let plan = self.current.load().plan();
         if let Some(listener) = &*self.listener.lock().unwrap_or_else(|e| e.into_inner()) {
             let _entered = self.runtime.enter();
             listener(plan);
         }
+    }
+
+    /// Runs `load` (loads and removals) and announces only the generation it ends with: at
+    /// start-up, workers are started once, for every file, rather than once per file.
+    pub fn batch<R>(&self, load: impl FnOnce() -> R) -> R {
+        self.quiet.store(true, Ordering::SeqCst);
+        let result = load();
+        self.quiet.store(false, Ordering::SeqCst);
+        self.announce();
+        result
     }
 
     /// Takes the modes `file` provided out of service (the file was deleted).

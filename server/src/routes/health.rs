@@ -14,21 +14,26 @@ pub fn health() -> &'static str {
     "ok"
 }
 
-/// Readiness: 200 when at least one mode is loaded and the source answers (an S3 bucket is
-/// probed with `HeadBucket`), else 503. The JSON body says which part is missing, so the
+/// Readiness: 200 when at least one mode is loaded, render workers start, and the source
+/// answers (an S3 bucket is probed with `HeadBucket`), else 503. The JSON body says which part is missing, so the
 /// answer is useful to an operator as well as to a load balancer.
 #[handler]
 pub async fn ready(Data(state): Data<&Arc<AppState>>) -> Response {
     let modes: Vec<String> = state.modes.modes().iter().map(|m| m.name.clone()).collect();
     let source = state.pipeline.source();
     let probe = source.check().await;
-    let ready = !modes.is_empty() && probe.is_ok();
+    let workers = state.workers.can_start();
+    let ready = !modes.is_empty() && workers && probe.is_ok();
+    if !workers {
+        tracing::warn!("not ready: render workers cannot be started");
+    }
     if let Err(e) = &probe {
         tracing::warn!(error = %e, "not ready: the source does not answer");
     }
     let body = serde_json::json!({
         "ready": ready,
         "modes": modes,
+        "workers": {"ok": workers, "idle": state.workers.idle()},
         "source": {
             "location": source.describe(),
             "ok": probe.is_ok(),

@@ -91,7 +91,8 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
         "Responses with a 4xx or 5xx status, by status.",
         &by_status(&stats.errors),
     );
-    let counters: [(&str, &str, u64); 7] = [
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let counters: [(&str, &str, u64); 12] = [
         (
             names::HITS,
             "Requests answered from the cache by ross (nginx's own hits never reach it).",
@@ -121,6 +122,31 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
             names::PLUGIN_FAILURES,
             "Plugin files refused (the version already loaded, if any, kept serving).",
             stats.plugins.failures,
+        ),
+        (
+            names::MODE_QUARANTINES,
+            "Modes put in quarantine (they hung, crashed or ran out of memory 3 times in a minute).",
+            stats.plugins.quarantines,
+        ),
+        (
+            names::WORKERS_STARTED,
+            "Render workers started (replacements included).",
+            load(&state.workers.stats.started),
+        ),
+        (
+            "ross_worker_timeouts_total",
+            "Render workers killed at limits.render_timeout_ms.",
+            load(&state.workers.stats.timeouts),
+        ),
+        (
+            "ross_worker_crashes_total",
+            "Render workers that died in a job (a crash in a plugin, decoder or encoder).",
+            load(&state.workers.stats.crashes),
+        ),
+        (
+            "ross_worker_out_of_memory_total",
+            "Render workers that went over limits.worker_memory_bytes.",
+            load(&state.workers.stats.out_of_memory),
         ),
         (
             "ross_cache_evicted_total",
@@ -166,8 +192,9 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
         ),
         (
             "ross_recent_originals_bytes",
-            "Bytes of the originals fetched in the last minute and their decoded pixels, kept to \
-             render other sizes (at most cache.decoded_bytes).",
+            "Bytes of the originals fetched in the last minute, kept to render other sizes (their \
+             decoded pixels are kept by the render workers; together at most \
+             cache.decoded_bytes).",
             stats.cache.recent_bytes,
         ),
         (
@@ -177,8 +204,8 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
         ),
         (
             "ross_plugin_libraries_mapped",
-            "Plugin libraries mapped into this process. Never unmapped: restart the process \
-             (rolling) when this grows large; see docs/plugins.md.",
+            "Plugin libraries mapped into this process: 0, render workers map them (and exit \
+             with their generation).",
             stats.plugins.libraries_mapped,
         ),
         (

@@ -34,7 +34,7 @@ use crate::error::AppError;
 
 /// How long a new worker may take to load its plugins, sandbox itself and test-render its
 /// modes before it is killed as hung.
-pub const START_LIMIT: Duration = Duration::from_secs(10);
+pub const START_LIMIT: Duration = Duration::from_secs(5);
 
 /// Lines of a worker's standard error kept to explain its end.
 const TAIL_LINES: usize = 8;
@@ -49,12 +49,10 @@ pub fn use_program(program: PathBuf) {
     let _ = PROGRAM.set(program);
 }
 
-fn program() -> io::Result<PathBuf> {
-    match PROGRAM.get() {
-        Some(p) => Ok(p.clone()),
-        None => std::env::current_exe(),
-    }
-}
+/// This process's own executable, by the kernel's link to it: the file it was started from
+/// even once a package upgrade has replaced or removed the file at its path, so a worker is
+/// always the same build as its server.
+const THIS_EXECUTABLE: &str = "/proc/self/exe";
 
 type SpawnOrder = oneshot::Sender<io::Result<(Child, UnixStream)>>;
 
@@ -65,14 +63,24 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the spawning thread.
+    /// Starts the spawning thread, for workers run from this executable (or the program
+    /// given to [`use_program`]).
     pub fn new() -> io::Result<Arc<Spawner>> {
+        let program = PROGRAM
+            .get()
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(THIS_EXECUTABLE));
+        Spawner::with_program(program)
+    }
+
+    /// Starts the spawning thread, for workers run from `program`.
+    pub fn with_program(program: PathBuf) -> io::Result<Arc<Spawner>> {
         let (tx, rx) = mpsc::channel::<SpawnOrder>();
         std::thread::Builder::new()
             .name("worker-spawner".into())
             .spawn(move || {
                 for order in rx {
-                    let _ = order.send(spawn());
+                    let _ = order.send(spawn(&program));
                 }
             })?;
         Ok(Arc::new(Spawner {
@@ -94,9 +102,11 @@ impl Spawner {
 }
 
 /// One `ross worker` process, started on the spawning thread.
-fn spawn() -> io::Result<(Child, UnixStream)> {
+fn spawn(program: &std::path::Path) -> io::Result<(Child, UnixStream)> {
+    use std::os::unix::process::CommandExt;
     let (ours, theirs) = UnixStream::pair()?;
-    let child = Command::new(program()?)
+    let child = Command::new(program)
+        .arg0("ross")
         .arg("worker")
         .env_clear()
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
@@ -237,7 +247,7 @@ impl Worker {
             Err(_) => {
                 worker.kill();
                 Err(format!(
-                    "the worker did not start within {} s (a plugin that hangs while loading or \
+                    "it did not finish within {} s (a plugin that hangs while loading or \
                      test-rendering)",
                     START_LIMIT.as_secs()
                 ))
@@ -245,16 +255,20 @@ impl Worker {
         }
     }
 
-    /// Runs `job` with `original` (empty: the worker may hold its pixels), killing the worker
-    /// if it has not answered within `budget`.
+    /// Runs `job` with `original` (`None`: the worker may hold its pixels), killing the
+    /// worker if it has not answered within `budget`.
     pub async fn render(
         &mut self,
         job: &RenderJob,
-        original: &[u8],
+        original: Option<&[u8]>,
         budget: Duration,
     ) -> Result<(JobOutcome, bool), JobFailure> {
         self.stage = Stage::Decode;
-        let request = Request::Render(job.clone());
+        let request = Request::Render {
+            job: job.clone(),
+            original: original.is_some(),
+        };
+        let original = original.unwrap_or_default();
         let exchange = tokio::time::timeout(budget, async {
             protocol::send(&mut self.socket, &request, original).await?;
             loop {
@@ -471,6 +485,11 @@ pub struct WorkerPool {
     /// Which worker holds the pixels of which original, fetched in which epoch, since when.
     holders: Mutex<HashMap<String, (u64, u64, Instant)>>,
     can_start: AtomicBool,
+    /// Workers out on a lease now, or being started for one.
+    leased: std::sync::atomic::AtomicUsize,
+    /// Workers being started to wait idle.
+    starting: std::sync::atomic::AtomicUsize,
+    sandbox: Mutex<Option<SandboxReport>>,
     /// Counters.
     pub stats: WorkerStats,
 }
@@ -498,6 +517,9 @@ impl WorkerPool {
             current: AtomicU64::new(0),
             holders: Mutex::default(),
             can_start: AtomicBool::new(true),
+            leased: std::sync::atomic::AtomicUsize::new(0),
+            starting: std::sync::atomic::AtomicUsize::new(0),
+            sandbox: Mutex::default(),
             stats: WorkerStats::default(),
         })
     }
@@ -510,6 +532,14 @@ impl WorkerPool {
     /// Whether the last worker started did start (`/ready`).
     pub fn can_start(&self) -> bool {
         self.can_start.load(Ordering::Relaxed)
+    }
+
+    /// The sandbox the last worker started entered.
+    pub fn sandbox(&self) -> Option<SandboxReport> {
+        self.sandbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Workers idle now.
@@ -533,17 +563,26 @@ impl WorkerPool {
         };
         drop(retired);
         let pool = self.clone();
-        tokio::spawn(async move {
-            for _ in 0..pool.size {
-                if pool.current.load(Ordering::SeqCst) != plan.id || pool.idle() >= pool.size {
-                    break;
-                }
-                match pool.start(&plan).await {
-                    Ok(worker) => pool.put_back(worker),
-                    Err(_) => break,
-                }
+        tokio::spawn(async move { pool.replenish(&plan).await });
+    }
+
+    /// Starts workers of `plan` until as many are idle or leased as renders run at once.
+    async fn replenish(&self, plan: &GenerationPlan) {
+        for _ in 0..self.size {
+            let live = self.idle()
+                + self.leased.load(Ordering::SeqCst)
+                + self.starting.load(Ordering::SeqCst);
+            if self.current.load(Ordering::SeqCst) != plan.id || live >= self.size {
+                break;
             }
-        });
+            self.starting.fetch_add(1, Ordering::SeqCst);
+            let started = self.start(plan).await;
+            self.starting.fetch_sub(1, Ordering::SeqCst);
+            match started {
+                Ok(worker) => self.put_back(worker),
+                Err(_) => break,
+            }
+        }
     }
 
     async fn start(&self, plan: &GenerationPlan) -> Result<Worker, AppError> {
@@ -556,8 +595,20 @@ impl WorkerPool {
         )
         .await;
         match started {
-            Ok((worker, reports, _)) => {
+            Ok((worker, reports, sandbox)) => {
                 self.can_start.store(true, Ordering::Relaxed);
+                let mut known = self.sandbox.lock().unwrap_or_else(|e| e.into_inner());
+                if known.as_ref() != Some(&sandbox) {
+                    match &sandbox.note {
+                        Some(note) => tracing::warn!("render worker sandbox: {note}"),
+                        None => tracing::info!(
+                            landlock_abi = sandbox.landlock_abi,
+                            "render workers sandboxed: seccomp allowlist, Landlock, no new privileges"
+                        ),
+                    }
+                    *known = Some(sandbox);
+                }
+                drop(known);
                 self.stats.started.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::telemetry::names::WORKERS_STARTED).increment(1);
                 for report in reports {
@@ -581,12 +632,19 @@ impl WorkerPool {
         }
     }
 
+    /// Keeps `worker` idle if it serves the current generation; when as many are idle as
+    /// renders run at once, the one idle longest makes room (the one back from a job holds
+    /// the latest decode).
     fn put_back(&self, worker: Worker) {
         let current = self.current.load(Ordering::SeqCst);
-        let mut idle = self.lock_idle();
-        if worker.generation == current && idle.len() < self.size {
-            idle.push(worker);
+        if worker.generation != current {
+            return;
         }
+        let mut idle = self.lock_idle();
+        let surplus = (idle.len() >= self.size).then(|| idle.remove(0));
+        idle.push(worker);
+        drop(idle);
+        drop(surplus);
     }
 
     /// The worker that holds pixels of `key` decoded in `epoch`, if one does (then the
@@ -623,9 +681,16 @@ impl WorkerPool {
             at.map(|i| idle.swap_remove(i))
         };
         let holds = found.as_ref().is_some_and(|w| Some(w.id) == holder);
+        self.leased.fetch_add(1, Ordering::SeqCst);
         let worker = match found {
             Some(worker) => worker,
-            None => self.start(plan).await?,
+            None => match self.start(plan).await {
+                Ok(worker) => worker,
+                Err(e) => {
+                    self.leased.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e);
+                }
+            },
         };
         Ok(Lease {
             pool: self.clone(),
@@ -668,11 +733,11 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Runs `job` on this worker with `original` (empty when [`Lease::holds`]).
+    /// Runs `job` on this worker with `original` (`None` when [`Lease::holds`]).
     pub async fn render(
         &mut self,
         job: &RenderJob,
-        original: &[u8],
+        original: Option<&[u8]>,
     ) -> Result<JobOutcome, JobFailure> {
         let Some(worker) = self.worker.as_mut() else {
             return Err(JobFailure {
@@ -695,16 +760,11 @@ impl Lease {
                     "render worker lost: {}", failure.detail
                 );
                 self.worker = None;
+                self.pool.leased.fetch_sub(1, Ordering::SeqCst);
                 // A fresh worker takes the slot, in the background.
                 let pool = self.pool.clone();
                 let plan = self.plan.clone();
-                tokio::spawn(async move {
-                    if pool.current.load(Ordering::SeqCst) == plan.id {
-                        if let Ok(worker) = pool.start(&plan).await {
-                            pool.put_back(worker);
-                        }
-                    }
-                });
+                tokio::spawn(async move { pool.replenish(&plan).await });
                 Err(failure)
             }
         }
@@ -714,6 +774,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(worker) = self.worker.take() {
+            self.pool.leased.fetch_sub(1, Ordering::SeqCst);
             self.pool.put_back(worker);
         }
     }

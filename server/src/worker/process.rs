@@ -128,10 +128,15 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let Request::Render(job) = request else {
+        let Request::Render {
+            job,
+            original: with_original,
+        } = request
+        else {
             return Err(std::io::Error::other("Init sent twice"));
         };
-        worker.job(&job, &original, &mut output)?;
+        let original = with_original.then_some(&original[..]);
+        worker.job(&job, original, &mut output)?;
     }
 }
 
@@ -146,7 +151,7 @@ impl Worker {
     fn job(
         &mut self,
         job: &RenderJob,
-        original: &[u8],
+        original: Option<&[u8]>,
         output: &mut impl Write,
     ) -> std::io::Result<()> {
         let Some(mode) = self.modes.get(&job.mode) else {
@@ -166,8 +171,10 @@ impl Worker {
             .filter(|p| p.serves(need))
         {
             Some(pixels) => pixels,
-            None if original.is_empty() => return write_frame(output, &Reply::NeedOriginal, &[]),
             None => {
+                let Some(original) = original else {
+                    return write_frame(output, &Reply::NeedOriginal, &[]);
+                };
                 let started = Instant::now();
                 match DecodedSource::decode(original, &boxes, self.settings.max_source_pixels) {
                     Ok(decoded) => {

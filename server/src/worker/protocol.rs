@@ -56,9 +56,14 @@ pub enum Request {
         /// Plugins to load, each test-rendered once.
         plugins: Vec<PluginToLoad>,
     },
-    /// Render one variant; the blob is the original, or empty when the server expects the
-    /// worker to hold its pixels.
-    Render(RenderJob),
+    /// Render one variant.
+    Render {
+        /// What to render.
+        job: RenderJob,
+        /// Whether the blob is the original; without it, the server expects the worker to
+        /// hold the original's pixels.
+        original: bool,
+    },
 }
 
 /// One variant to render.

@@ -48,8 +48,17 @@ pub fn enter(memory_bytes: u64) -> Result<SandboxReport, String> {
     })
 }
 
+/// Sets `resource` to `value`, soft and hard, or to the hard limit the worker inherited if
+/// that is lower (a server run under a tighter limit passes it on).
 #[allow(unsafe_code)]
 fn limit(resource: libc::__rlimit_resource_t, value: u64, what: &str) -> Result<(), String> {
+    let mut inherited = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes the struct passed by reference and nothing else.
+    unsafe { libc::getrlimit(resource, &mut inherited) };
+    let value = value.min(inherited.rlim_max);
     let limit = libc::rlimit {
         rlim_cur: value,
         rlim_max: value,
