@@ -26,6 +26,9 @@ mod fidelity;
 mod formats;
 /// Abuse and careless operation: memory under bursts of large misses.
 mod hardening;
+/// Renders in sandboxed workers: hangs, crashes, memory, escapes, kills, reload generations,
+/// plugin folders without modes.
+mod isolation;
 /// Originals served unchanged.
 mod originals;
 /// Plugin loading failures and plugin panics.

@@ -283,6 +283,22 @@ impl TestServer {
     }
 }
 
+/// A memory figure of this process (`VmRSS:`, `VmHWM:`), in KiB.
+pub fn status_kib(field: &str) -> u64 {
+    status_kib_of(std::process::id(), field)
+}
+
+/// A memory figure of process `pid` (`VmRSS:`, `VmHWM:`), in KiB.
+pub fn status_kib_of(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Mean absolute difference per channel value (0..255) of two images of the same size.
 pub fn mae(a: &RgbImage, b: &RgbImage) -> f64 {
     assert_eq!(a.dimensions(), b.dimensions(), "images differ in size");

@@ -350,16 +350,11 @@ impl Worker {
             None => Vec::new(),
         };
         // Rust's allocation failure handler (the server's, or a plugin's own copy) says this
-        // before it aborts; a SIGKILL this server did not send is the kernel's OOM killer.
-        let allocation_failed = tail.iter().any(|l| l.starts_with("memory allocation of"));
-        let kernel_killed = status.is_some_and(|s| {
-            use std::os::unix::process::ExitStatusExt;
-            s.signal() == Some(libc::SIGKILL)
-        });
+        // before it aborts: the worker's address space limit was reached. (A SIGKILL from
+        // elsewhere, the kernel's OOM killer or an operator, is a crash: the worker's own
+        // limit is met by failed allocations, not by signals.)
+        let out_of_memory = tail.iter().any(|l| l.starts_with("memory allocation of"));
         let how = match status {
-            Some(status) if kernel_killed => {
-                format!("{} (the kernel's OOM killer?)", describe(status))
-            }
             Some(status) => describe(status),
             None => "did not exit".to_owned(),
         };
@@ -369,7 +364,7 @@ impl Worker {
             .unwrap_or_default();
         Ended {
             detail: format!("pid {} {how}{last}", self.pid),
-            out_of_memory: allocation_failed || kernel_killed,
+            out_of_memory,
         }
     }
 }
@@ -412,6 +407,9 @@ fn reap(mut child: Child) {
 fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.signal(), status.code()) {
+        (Some(libc::SIGKILL), _) => {
+            "was killed by signal 9 (SIGKILL: the kernel's OOM killer, or an operator)".to_owned()
+        }
         (Some(signal), _) => format!("was killed by signal {signal} ({})", signal_name(signal)),
         (None, Some(code)) => format!("exited with code {code}"),
         (None, None) => "ended".to_owned(),
@@ -808,5 +806,37 @@ impl WireError {
 impl From<&AppError> for WireError {
     fn from(error: &AppError) -> WireError {
         WireError::from_app(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WorkerSettings {
+        WorkerSettings {
+            max_source_pixels: 1_000_000,
+            memory_bytes: 1 << 30,
+            decoded_bytes: 0,
+            output: ross_config::Settings::default().output,
+            sandbox: true,
+        }
+    }
+
+    /// A pool whose workers cannot start says so (`/ready` is 503 then), and a request for a
+    /// worker fails with an internal error rather than hanging.
+    #[tokio::test]
+    async fn a_pool_whose_workers_cannot_start_is_not_ready() {
+        let spawner = Spawner::with_program("/nonexistent/ross".into()).unwrap();
+        let pool = WorkerPool::new(spawner, settings(), 2, Duration::from_secs(1), 1 << 20);
+        assert!(pool.can_start());
+        let plan = GenerationPlan {
+            id: 1,
+            plugins: Vec::new(),
+        };
+        let refused = pool.checkout(&plan, "a.jpg", 0).await.err().unwrap();
+        assert_eq!(refused.code, "render-failed");
+        assert!(!pool.can_start());
+        assert_eq!(pool.stats.start_failures.load(Ordering::Relaxed), 1);
     }
 }
