@@ -135,7 +135,14 @@ async fn every_purge_kind_through_the_api() {
 fn a_burst_of_renders_killed_half_way_leaves_whole_files_and_a_consistent_index() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let mut ross = Ross::start(dir.path(), &[("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1")]);
+    // Every render decodes (no pixels kept for the next size), so the burst lasts.
+    let mut ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1"),
+            ("ROSS__CACHE__DECODED_BYTES", "0"),
+        ],
+    );
     let port = ross.port;
     let variant = |i: u32| format!("{}/1500/crop/webp/symbolic-d.webp", 1500 + i);
     let clients: Vec<_> = (0..12)

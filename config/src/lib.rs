@@ -834,8 +834,8 @@ fn read_output(r: &mut Reader<'_>) -> OutputSettings {
 /// deletes what its index does not know from the cache folder, and would serve its renders
 /// and state as originals from inside the media root.
 /// The least address space a render worker can start in: the `ross` binary, its libraries and
-/// the plugins mapped, with room for a small render (measured: a worker maps about 140 MiB
-/// before its first image).
+/// the plugins mapped, with room for a small render (measured: a worker with the seven
+/// built-in plugins maps 80 MiB before its first image).
 pub const MIN_WORKER_MEMORY: u64 = 384 << 20;
 
 /// The default of `limits.worker_memory_bytes`: what the largest source the limits admit can

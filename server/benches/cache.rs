@@ -105,6 +105,8 @@ fn main() {
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     )
     .unwrap();
+    // Render workers are `ross worker`: this benchmark's binary is not `ross`.
+    ross::worker::use_program(build.join("ross"));
     let state = runtime.block_on(ross::AppState::new(settings)).unwrap();
     while !state.cache.stats().reconciled {
         std::thread::sleep(Duration::from_millis(50));

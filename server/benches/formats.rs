@@ -274,7 +274,7 @@ fn main() {
             for (photo, rendered) in photos.iter().zip(&renders[i]) {
                 let source = std::fs::read(photo).unwrap();
                 let (t, _) = timed(|| {
-                    render_bytes(&source, &crop, target, u64::MAX, format, &defaults, &stats)
+                    render_bytes(&source, crop, target, u64::MAX, format, &defaults, &stats)
                         .expect("renders")
                 });
                 let (b, _, q) = rendered.encode(format, &defaults, false);

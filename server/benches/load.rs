@@ -436,7 +436,7 @@ fn in_process_limit(build: &Path, media: &Path, photos: &[String]) -> (f64, f64)
         .collect();
     let render_all = || {
         for (bytes, target) in &jobs {
-            render_bytes(bytes, &mode, *target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap();
+            render_bytes(bytes, mode, *target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap();
         }
     };
     render_all(); // warm-up

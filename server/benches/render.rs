@@ -104,7 +104,7 @@ fn main() {
         for (i, name) in MODES.iter().enumerate() {
             let mode = registry.get(name).unwrap();
             let run = || {
-                render_bytes(&bytes, &mode, target, 50_000_000, JPEG, &OUTPUT, &stats)
+                render_bytes(&bytes, mode, target, 50_000_000, JPEG, &OUTPUT, &stats)
                     .expect("renders")
             };
             run();
@@ -180,7 +180,7 @@ fn decode_floor(photos: &[PathBuf], registry: &InProcessModes) {
         let eighth = timed(|| decode_every_scan(&bytes, &[(1, 1)], u64::MAX).unwrap());
         let ours = timed(|| decode(&bytes, &boxed, u64::MAX).unwrap());
         let render =
-            timed(|| render_bytes(&bytes, &mode, target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap());
+            timed(|| render_bytes(&bytes, mode, target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap());
         println!(
             "{:<20} {:>11} {:>13.2} {:>12.2} {:>12.2} {:>10.2} {:>7.0}%",
             photo.file_name().unwrap().to_string_lossy(),
@@ -208,15 +208,14 @@ fn several_sizes(photos: &[PathBuf], registry: &InProcessModes) {
         let bytes = std::fs::read(photo).unwrap();
         alone += timed(|| {
             for size in SIZES {
-                render_bytes(&bytes, &mode, target(size), u64::MAX, JPEG, &OUTPUT, &stats).unwrap();
+                render_bytes(&bytes, mode, target(size), u64::MAX, JPEG, &OUTPUT, &stats).unwrap();
             }
         });
         largest += timed(|| {
             let decoded = decode(&bytes, &SIZES, u64::MAX).unwrap();
             for size in SIZES {
-                render_decoded(&decoded, &mode, target(size), JPEG, &OUTPUT, &mut |_| {})
-                    .unwrap()
-                    .0;
+                let _ = render_decoded(&decoded, mode, target(size), JPEG, &OUTPUT, &mut |_| {})
+                    .unwrap();
             }
         });
         growing += timed(|| {
@@ -232,9 +231,8 @@ fn several_sizes(photos: &[PathBuf], registry: &InProcessModes) {
                     kept = Some((decode(&bytes, &[size], u64::MAX).unwrap(), size));
                 }
                 let decoded = &kept.as_ref().unwrap().0;
-                render_decoded(decoded, &mode, target(size), JPEG, &OUTPUT, &mut |_| {})
-                    .unwrap()
-                    .0;
+                let _ = render_decoded(decoded, mode, target(size), JPEG, &OUTPUT, &mut |_| {})
+                    .unwrap();
             }
         });
     }

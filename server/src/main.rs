@@ -70,6 +70,7 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    ross::worker::this_executable_is_ross();
     let cli = Cli::parse();
     let command = match cli.command.unwrap_or(Command::Serve) {
         // A worker reads no settings (the file may hold secrets): the server tells it all.

@@ -60,6 +60,9 @@ impl DecodedSource {
     }
 }
 
+/// A box a decode must cover, upright width and height.
+pub type DecodeBox = (u32, u32);
+
 /// The decode a render of `mode` at `target` needs (`None`: full size), and the boxes to
 /// decode for: that need, then the need of every size in `sizes` (the whitelist), so that
 /// the next sizes of the same original reuse the decode. No box at all: the full size.
@@ -67,7 +70,7 @@ pub fn decode_boxes(
     mode: &ModeCode,
     target: TargetSize,
     sizes: &[(u32, u32)],
-) -> (Option<(u32, u32)>, Vec<(u32, u32)>) {
+) -> (Option<DecodeBox>, Vec<DecodeBox>) {
     let need = mode.decode_box(target);
     let mut needs = vec![need];
     needs.extend(

@@ -12,4 +12,4 @@ pub mod process;
 pub mod protocol;
 pub mod sandbox;
 
-pub use pool::{probe, use_program, Lease, Spawner, WorkerPool};
+pub use pool::{probe, this_executable_is_ross, use_program, Lease, Spawner, WorkerPool};

@@ -36,6 +36,9 @@ use crate::error::AppError;
 /// modes before it is killed as hung.
 pub const START_LIMIT: Duration = Duration::from_secs(5);
 
+/// Send buffer of each end of a worker's socket.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Lines of a worker's standard error kept to explain its end.
 const TAIL_LINES: usize = 8;
 
@@ -47,6 +50,17 @@ static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 /// run inside another program, such as a test binary. The first call wins.
 pub fn use_program(program: PathBuf) {
     let _ = PROGRAM.set(program);
+}
+
+/// Set by the `ross` binary's `main`: only then is this executable one that runs
+/// `ross worker`. Another program embedding the server must name the `ross` binary with
+/// [`use_program`]: started as a worker, it would run its own `main` again, which would start
+/// workers of its own, and so on.
+static THIS_IS_ROSS: AtomicBool = AtomicBool::new(false);
+
+/// Says that this executable is `ross` (its `main` calls this first).
+pub fn this_executable_is_ross() {
+    THIS_IS_ROSS.store(true, Ordering::SeqCst);
 }
 
 /// This process's own executable, by the kernel's link to it: the file it was started from
@@ -66,10 +80,16 @@ impl Spawner {
     /// Starts the spawning thread, for workers run from this executable (or the program
     /// given to [`use_program`]).
     pub fn new() -> io::Result<Arc<Spawner>> {
-        let program = PROGRAM
-            .get()
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from(THIS_EXECUTABLE));
+        let program = match PROGRAM.get() {
+            Some(program) => program.clone(),
+            None if THIS_IS_ROSS.load(Ordering::SeqCst) => PathBuf::from(THIS_EXECUTABLE),
+            None => {
+                return Err(io::Error::other(
+                    "this program is not ross: name the ross binary that runs render workers \
+                     with ross::worker::use_program",
+                ))
+            }
+        };
         Spawner::with_program(program)
     }
 
@@ -105,6 +125,10 @@ impl Spawner {
 fn spawn(program: &std::path::Path) -> io::Result<(Child, UnixStream)> {
     use std::os::unix::process::CommandExt;
     let (ours, theirs) = UnixStream::pair()?;
+    // Room for an original in one write, and for an encoded image in one answer: fewer
+    // wake-ups of either side per job (the kernel caps these at net.core.wmem_max).
+    socket2::SockRef::from(&ours).set_send_buffer_size(SOCKET_BUFFER)?;
+    socket2::SockRef::from(&theirs).set_send_buffer_size(SOCKET_BUFFER)?;
     let child = Command::new(program)
         .arg0("ross")
         .arg("worker")

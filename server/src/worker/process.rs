@@ -29,6 +29,7 @@ const KEPT_FOR: Duration = crate::recent::KEPT_FOR;
 /// Runs a worker on standard input; returns when the server closes the socket.
 pub fn main() -> ExitCode {
     die_with_parent();
+    keep_freed_memory();
     let socket = match std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -59,6 +60,22 @@ fn die_with_parent() {
     // The server may have died before the call: then this process was adopted.
     if std::os::unix::process::parent_id() == 1 {
         std::process::exit(1);
+    }
+}
+
+/// A worker does the same few large allocations job after job (the original, the decoded
+/// pixels, the mode's output): glibc's defaults give buffers over 128 KiB back to the kernel
+/// when freed, and every job then faults them in again, zeroed. Buffers up to 32 MiB come
+/// from the heap instead, and up to 64 MiB of freed heap is kept: measured in
+/// `--bench workers`, this is most of what a render costs in a worker beyond the same render
+/// in-process. Bounded all the same by the worker's address space limit.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator tunables; called before this process allocates
+    // anything large.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 

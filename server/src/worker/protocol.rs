@@ -246,8 +246,11 @@ pub fn read_frame<T: DeserializeOwned>(
     let mut blob = Vec::new();
     blob.try_reserve_exact(blob_len)
         .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the frame"))?;
-    blob.resize(blob_len, 0);
-    input.read_exact(&mut blob)?;
+    // Read into the reserved room, not over zeros written first (a megabyte per original).
+    let read = input.take(blob_len as u64).read_to_end(&mut blob)?;
+    if read != blob_len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok((decode_header(&header)?, blob))
 }
 
