@@ -249,6 +249,40 @@ fn state_of(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// CPU time a process has used, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
+}
+
+/// The child of `pid` that spins: the worker of a stalled render (at least half a second of
+/// CPU, which no idle or starting worker has).
+fn spinning_child(pid: u32) -> u32 {
+    let started = Instant::now();
+    loop {
+        if let Some(&busy) = children(pid).iter().find(|&&p| cpu_ticks(p) >= 50) {
+            return busy;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no worker spins"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A worker killed with `kill -9` in the middle of a render fails that request (500
 /// render-crashed); the server serves the next one with a fresh worker.
 #[test]
@@ -271,23 +305,7 @@ fn a_worker_killed_mid_render_fails_that_request_only() {
         )
         .unwrap()
     });
-    // The stalled worker spins: the one child running.
-    let started = Instant::now();
-    let busy = loop {
-        let running: Vec<u32> = children(ross.child.id())
-            .into_iter()
-            .filter(|&p| state_of(p) == Some('R'))
-            .collect();
-        if let [pid] = running[..] {
-            break pid;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no worker spins"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_millis(200));
+    let busy = spinning_child(ross.child.id());
     assert!(Command::new("kill")
         .args(["-9", &busy.to_string()])
         .status()
@@ -329,14 +347,7 @@ fn sigterm_with_a_stalled_render_exits_and_leaves_no_worker() {
         );
     });
     let pid = ross.child.id();
-    let started = Instant::now();
-    while !children(pid).into_iter().any(|p| state_of(p) == Some('R')) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no worker spins"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    spinning_child(pid);
     let workers = children(pid);
     assert!(Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -30,7 +30,11 @@ enum Command {
     /// A render worker, started by the server with its socket as standard input (not for
     /// people).
     #[command(hide = true)]
-    Worker,
+    Worker {
+        /// The server's process id.
+        #[arg(long)]
+        server: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,7 +78,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command.unwrap_or(Command::Serve) {
         // A worker reads no settings (the file may hold secrets): the server tells it all.
-        Command::Worker => return ross::worker::process::main(),
+        Command::Worker { server } => return ross::worker::process::main(server),
         // Plugin tools read no settings: they work outside any deployment.
         Command::Plugin(command) => return plugin_command(command),
         command => command,
@@ -93,7 +97,9 @@ fn main() -> ExitCode {
             }
             check_plugins(&settings)
         }
-        Command::Plugin(_) | Command::Worker => unreachable!("handled before settings are read"),
+        Command::Plugin(_) | Command::Worker { .. } => {
+            unreachable!("handled before settings are read")
+        }
         Command::Serve => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());

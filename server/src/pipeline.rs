@@ -20,7 +20,7 @@ use crate::singleflight::SingleFlight;
 use crate::source::{Source, SourceObject};
 use crate::stats::{stage, Stats};
 use crate::whitelist::Whitelist;
-use crate::worker::pool::JobOutcome;
+use crate::worker::pool::{Failure, JobOutcome};
 use crate::worker::protocol::{RenderJob, Stage};
 use crate::worker::WorkerPool;
 
@@ -298,8 +298,9 @@ impl Shared {
                         self.modes.quarantined(&mode.name, &quarantine);
                     }
                     let error = failure.to_app_error(&mode.name);
-                    if failure.stage == Stage::Decode {
-                        // The file (or its decoder) is to blame: not tried again for a while.
+                    if failure.stage == Stage::Decode && failure.failure == Failure::Crashed {
+                        // The file (or its decoder) crashed it: not tried again for a while.
+                        // (A timeout or a memory limit may be the load's, not the file's.)
                         if let Some(version) = &version {
                             self.failures.insert(version.clone(), error.clone());
                         }

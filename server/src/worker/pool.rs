@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 
 use super::protocol::{
@@ -132,6 +131,9 @@ fn spawn(program: &std::path::Path) -> io::Result<(Child, UnixStream)> {
     let child = Command::new(program)
         .arg0("ross")
         .arg("worker")
+        .arg("--server")
+        .arg(std::process::id().to_string())
+        .process_group(0)
         .env_clear()
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::null())
@@ -209,6 +211,8 @@ pub struct Worker {
     stderr: Option<tokio::task::JoinHandle<Vec<String>>>,
     stage: Stage,
     max_reply: usize,
+    /// Jobs rendered so far.
+    jobs: u64,
 }
 
 impl Worker {
@@ -249,8 +253,9 @@ impl Worker {
             child: Some(child),
             socket,
             stderr,
-            stage: Stage::Decode,
+            stage: Stage::Render,
             max_reply,
+            jobs: 0,
         };
         let init = Request::Init {
             settings: settings.clone(),
@@ -287,7 +292,9 @@ impl Worker {
         original: Option<&[u8]>,
         budget: Duration,
     ) -> Result<(JobOutcome, bool), JobFailure> {
-        self.stage = Stage::Decode;
+        // The job begins in the mode's code (its decode need), then decodes.
+        self.stage = Stage::Render;
+        self.jobs += 1;
         let request = Request::Render {
             job: job.clone(),
             original: original.is_some(),
@@ -454,19 +461,60 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Logs a worker's standard error line by line; returns its last lines once it closes.
+/// The longest line of a worker's standard error kept; the rest of a longer line is dropped.
+const LINE_LIMIT: usize = 4096;
+/// Lines of one worker's standard error logged; later ones only count (a worker that writes
+/// without end cannot grow the server or flood its log).
+const LINES_LOGGED: usize = 200;
+
+/// Logs a worker's standard error line by line, bounded; returns its last lines once it
+/// closes.
 async fn log_stderr(pid: u32, pipe: io::Result<tokio::net::unix::pipe::Receiver>) -> Vec<String> {
-    let Ok(pipe) = pipe else {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut pipe) = pipe else {
         return Vec::new();
     };
-    let mut lines = tokio::io::BufReader::new(pipe).lines();
     let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::warn!(worker = pid, "{line}");
+    let mut line = Vec::with_capacity(256);
+    let mut logged = 0usize;
+    let mut dropped = 0usize;
+    let mut chunk = [0u8; 4096];
+    let mut finish = |line: &mut Vec<u8>, tail: &mut std::collections::VecDeque<String>| {
+        let text = String::from_utf8_lossy(line).into_owned();
+        line.clear();
+        if logged < LINES_LOGGED {
+            tracing::warn!(worker = pid, "{text}");
+            logged += 1;
+        } else {
+            dropped += 1;
+        }
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }
-        tail.push_back(line);
+        tail.push_back(text);
+    };
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &chunk[..n] {
+            if byte == b'\n' {
+                finish(&mut line, &mut tail);
+            } else if line.len() < LINE_LIMIT {
+                line.push(byte);
+            }
+        }
+    }
+    if !line.is_empty() {
+        finish(&mut line, &mut tail);
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            worker = pid,
+            dropped,
+            "more lines of this worker's standard error were not logged"
+        );
     }
     tail.into()
 }
@@ -515,6 +563,13 @@ pub struct WorkerPool {
     /// Counters.
     pub stats: WorkerStats,
 }
+
+/// The longest wait between two tries to start a worker after failures.
+const RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Jobs a worker renders before it is replaced: bounds how long a file that took over a
+/// decoder (and so its worker) could see or answer the jobs that follow it.
+pub const JOBS_PER_WORKER: u64 = 1000;
 
 /// Holders remembered at most; older entries go first when there are more.
 const HOLDERS_KEPT: usize = 10_000;
@@ -576,9 +631,11 @@ impl WorkerPool {
     /// Makes `plan` the generation new workers serve: idle workers of other generations exit,
     /// and workers of this one are started in the background until `size` are idle.
     pub fn serve_generation(self: &Arc<Self>, plan: GenerationPlan) {
-        self.current.store(plan.id, Ordering::SeqCst);
         let retired: Vec<Worker> = {
             let mut idle = self.lock_idle();
+            // Stored under the lock that put_back checks it under: no worker of an older
+            // generation is put back after the drain.
+            self.current.store(plan.id, Ordering::SeqCst);
             let (keep, retire) = idle.drain(..).partition(|w| w.generation == plan.id);
             *idle = keep;
             retire
@@ -588,21 +645,31 @@ impl WorkerPool {
         tokio::spawn(async move { pool.replenish(&plan).await });
     }
 
-    /// Starts workers of `plan` until as many are idle or leased as renders run at once.
+    /// Starts workers of `plan` until as many are idle or leased as renders run at once. A
+    /// start that fails is tried again, waiting twice as long each time (up to
+    /// [`RETRY_LIMIT`]), so that a node whose workers could not start (`/ready` 503) comes
+    /// back by itself once they can.
     async fn replenish(&self, plan: &GenerationPlan) {
-        for _ in 0..self.size {
+        let mut wait = Duration::from_millis(250);
+        loop {
             let live = self.idle()
                 + self.leased.load(Ordering::SeqCst)
                 + self.starting.load(Ordering::SeqCst);
             if self.current.load(Ordering::SeqCst) != plan.id || live >= self.size {
-                break;
+                return;
             }
             self.starting.fetch_add(1, Ordering::SeqCst);
             let started = self.start(plan).await;
             self.starting.fetch_sub(1, Ordering::SeqCst);
             match started {
-                Ok(worker) => self.put_back(worker),
-                Err(_) => break,
+                Ok(worker) => {
+                    wait = Duration::from_millis(250);
+                    self.put_back(worker);
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_LIMIT);
+                }
             }
         }
     }
@@ -658,11 +725,14 @@ impl WorkerPool {
     /// renders run at once, the one idle longest makes room (the one back from a job holds
     /// the latest decode).
     fn put_back(&self, worker: Worker) {
-        let current = self.current.load(Ordering::SeqCst);
-        if worker.generation != current {
+        if worker.jobs >= JOBS_PER_WORKER {
+            // Retired: a worker lives for a bounded number of jobs (see the security model).
             return;
         }
         let mut idle = self.lock_idle();
+        if worker.generation != self.current.load(Ordering::SeqCst) {
+            return;
+        }
         let surplus = (idle.len() >= self.size).then(|| idle.remove(0));
         idle.push(worker);
         drop(idle);

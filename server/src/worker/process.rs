@@ -26,9 +26,11 @@ use crate::render::{decode_boxes, render_decoded, DecodedSource};
 /// How long decoded pixels are kept after their decode, as the server keeps originals.
 const KEPT_FOR: Duration = crate::recent::KEPT_FOR;
 
-/// Runs a worker on standard input; returns when the server closes the socket.
-pub fn main() -> ExitCode {
-    die_with_parent();
+/// Runs a worker for the server whose process id is `server`, on standard input; returns
+/// when the server closes the socket.
+pub fn main(server: u32) -> ExitCode {
+    die_with_parent(server);
+    first_to_go_when_memory_runs_out();
     keep_freed_memory();
     let socket = match std::io::stdin()
         .as_fd()
@@ -54,12 +56,21 @@ pub fn main() -> ExitCode {
 /// server starts workers from one thread that lives as long as it does), so that no worker,
 /// however stuck, outlives a server killed with `kill -9`.
 #[allow(unsafe_code)]
-fn die_with_parent() {
+fn die_with_parent(server: u32) {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    // The server may have died before the call: then this process was adopted.
-    if std::os::unix::process::parent_id() == 1 {
+    // The server may have died before the call: then this process was adopted by another.
+    // (Compared with the server's id, not with 1: a server may be process 1 of a container.)
+    if std::os::unix::process::parent_id() != server {
         std::process::exit(1);
+    }
+}
+
+/// When the machine (or the service's cgroup) runs out of memory, the kernel kills a worker
+/// (its render fails) rather than the server.
+fn first_to_go_when_memory_runs_out() {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", b"1000") {
+        eprintln!("ross worker: cannot raise its OOM score: {e}");
     }
 }
 
@@ -192,6 +203,9 @@ impl Worker {
                 let Some(original) = original else {
                     return write_frame(output, &Reply::NeedOriginal, &[]);
                 };
+                // Sent before the decoder runs: a crash from here on is the file's (or the
+                // decoder's), not the mode's.
+                write_frame(output, &Reply::Stage(Stage::Decode), &[])?;
                 let started = Instant::now();
                 match DecodedSource::decode(original, &boxes, self.settings.max_source_pixels) {
                     Ok(decoded) => {

@@ -32,8 +32,7 @@ pub struct WorkerSettings {
     pub decoded_bytes: u64,
     /// Encoder settings.
     pub output: OutputSettings,
-    /// Whether to sandbox itself (always, except for `ross plugin check`, which runs on a
-    /// developer's machine and does not serve).
+    /// Whether to sandbox itself: always in ross; off only for tests of the worker itself.
     pub sandbox: bool,
 }
 
@@ -91,9 +90,9 @@ pub struct RenderJob {
 /// crash while decoding is the file's (or the decoder's), while rendering the mode's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stage {
-    /// Decoding the original (where a job begins).
+    /// Decoding the original.
     Decode,
-    /// The mode's plugin code.
+    /// The mode's plugin code: its decode need (where a job begins) and its render.
     Render,
     /// Encoding the output.
     Encode,

@@ -4,8 +4,10 @@
 //! 1. **Resource limits** (`setrlimit`, soft and hard): address space `limits.worker_memory_bytes`
 //!    (a render that wants more fails its own request), no core files, no file growth, few
 //!    descriptors.
-//! 2. **No new privileges** (`PR_SET_NO_NEW_PRIVS`) and not dumpable: nothing the worker could
-//!    run gains privileges, and no other process of the same user can attach to it.
+//! 2. **No capabilities, no new privileges**: every capability dropped (effective, permitted,
+//!    inheritable, ambient and the bounding set: a worker of a server run as root is not
+//!    privileged), `PR_SET_NO_NEW_PRIVS`, and not dumpable (no other process of the same user
+//!    can attach to it).
 //! 3. **Landlock** (kernel 5.13+, best effort): no filesystem access at all, no TCP bind or
 //!    connect (ABI 4+), no signals to and no abstract Unix sockets of processes outside the
 //!    worker (ABI 6+). On a kernel without Landlock this layer is reported missing and the
@@ -14,8 +16,9 @@
 //!    encoding need on descriptors the worker already holds (read, write, memory, futexes,
 //!    time, its own signals, threads). Every other call fails with `EPERM`: no `open`, no
 //!    `socket`, no `execve`, no `fork` (a `clone` without `CLONE_THREAD`), no `ptrace`, no
-//!    `kill` of another process, no raising of the limits above. A worker that cannot install
-//!    the filter refuses to render.
+//!    `kill` of another process (nor `fcntl`'s `F_SETOWN`/`O_ASYNC`, which would have the
+//!    kernel signal one), no raising of the limits above. A worker that cannot install the
+//!    filter refuses to render.
 //!
 //! Processes run as root on some machines: none of this relies on file permissions.
 
@@ -38,6 +41,7 @@ pub fn enter(memory_bytes: u64) -> Result<SandboxReport, String> {
     limit(libc::RLIMIT_CORE, 0, "core files")?;
     limit(libc::RLIMIT_FSIZE, 0, "file size")?;
     limit(libc::RLIMIT_NOFILE, MAX_FILES, "open files")?;
+    drop_capabilities()?;
     no_new_privileges()?;
     let (landlock_abi, note) = landlock();
     seccomp()?;
@@ -67,6 +71,59 @@ fn limit(resource: libc::__rlimit_resource_t, value: u64, what: &str) -> Result<
     if unsafe { libc::setrlimit(resource, &limit) } != 0 {
         return Err(format!(
             "cannot limit {what}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Drops every capability: the bounding set first (which needs `CAP_SETPCAP`), then the
+/// ambient set, then the effective, permitted and inheritable sets.
+#[allow(unsafe_code)]
+fn drop_capabilities() -> Result<(), String> {
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments only. Past the last capability the kernel
+        // answers EINVAL, and without CAP_SETPCAP (not root) EPERM: both leave nothing to drop.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let none = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads a version 3 header and the two data words it describes, both
+    // passed by reference and alive for the call.
+    let set = unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) };
+    if set != 0 {
+        return Err(format!(
+            "cannot drop capabilities: {}",
             std::io::Error::last_os_error()
         ));
     }
@@ -147,7 +204,6 @@ fn allowed() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
         libc::SYS_newfstatat,
         libc::SYS_statx,
         libc::SYS_lseek,
-        libc::SYS_fcntl,
         // Memory.
         libc::SYS_mmap,
         libc::SYS_munmap,
@@ -186,6 +242,25 @@ fn allowed() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
     ] {
         rules.insert(call, Vec::new());
     }
+    // Descriptor flags may be read and set, never asynchronous I/O or an owner (with them
+    // the kernel would signal a process of the worker's choosing).
+    let fcntl_cmd = |cmd: i32| -> Result<SeccompRule, String> {
+        SeccompRule::new(vec![arg(1, SeccompCmpOp::Eq, cmd as u64)?]).map_err(err)
+    };
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![
+            fcntl_cmd(libc::F_GETFD)?,
+            fcntl_cmd(libc::F_SETFD)?,
+            fcntl_cmd(libc::F_GETFL)?,
+            fcntl_cmd(libc::F_DUPFD_CLOEXEC)?,
+            SeccompRule::new(vec![
+                arg(1, SeccompCmpOp::Eq, libc::F_SETFL as u64)?,
+                arg(2, SeccompCmpOp::MaskedEq(libc::O_ASYNC as u64), 0)?,
+            ])
+            .map_err(err)?,
+        ],
+    );
     // Answered ENOSYS by the filter installed before the allowlist.
     rules.insert(libc::SYS_clone3, Vec::new());
     // Limits may be read (a thread library asks for the stack size), never set: root could
