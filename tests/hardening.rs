@@ -576,7 +576,7 @@ fn telemetry_reaches_statsd_prometheus_and_the_log() {
 
 /// A stand-in for Sentry's ingest: an HTTP endpoint on loopback that keeps every body it is
 /// sent and answers `{}`.
-fn sentry_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn sentry_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -325,6 +325,46 @@ fn a_worker_killed_mid_render_fails_that_request_only() {
     assert!(log.contains("mode stall"), "{log}");
 }
 
+/// A crash reaches the log and Sentry naming the mode, the stage and the signal (a local
+/// endpoint stands in for Sentry).
+#[test]
+fn a_crash_is_reported_with_its_mode_and_signal() {
+    let (sentry_port, got) = crate::hardening::sentry_sink();
+    let plugins = plugin_folder(&[built("crop"), fixture_plugin("crashing_plugin")]);
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = format!("http://public@127.0.0.1:{sentry_port}/1");
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__PLUGINS__DIR", plugins.path().to_str().unwrap()),
+            ("ROSS__SENTRY__DSN", &dsn),
+        ],
+    );
+    let (status, _) = http_get(
+        ross.port,
+        "/300/300/crash/photos/Dune.jpg",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(status, 500);
+    let log = crate::process::log_once_it_holds(dir.path(), "SIGSEGV");
+    assert!(
+        log.contains("mode crash") && log.contains("in render"),
+        "{log}"
+    );
+    let started = Instant::now();
+    while !got.lock().unwrap().iter().any(|e| {
+        e.contains("\"mode\":\"crash\"") && e.contains("SIGSEGV") && e.contains("crashed in render")
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Sentry did not get the crash: {:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// SIGTERM with a render stalled in a worker: the process exits within the shutdown grace,
 /// and no worker outlives it.
 #[test]
