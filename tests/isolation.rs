@@ -321,8 +321,8 @@ fn a_worker_killed_mid_render_fails_that_request_only() {
     )
     .unwrap();
     assert_eq!(status, 200);
-    let log = crate::process::log_once_it_holds(dir.path(), "SIGKILL");
-    assert!(log.contains("mode stall"), "{log}");
+    let log = crate::process::log_once_it_holds(dir.path(), "mode stall: worker crashed");
+    assert!(log.contains("SIGKILL"), "{log}");
 }
 
 /// A crash reaches the log and Sentry naming the mode, the stage and the signal (a local
@@ -347,9 +347,9 @@ fn a_crash_is_reported_with_its_mode_and_signal() {
     )
     .unwrap();
     assert_eq!(status, 500);
-    let log = crate::process::log_once_it_holds(dir.path(), "SIGSEGV");
+    let log = crate::process::log_once_it_holds(dir.path(), "worker crashed in render");
     assert!(
-        log.contains("mode crash") && log.contains("in render"),
+        log.contains("mode crash") && log.contains("SIGSEGV"),
         "{log}"
     );
     let started = Instant::now();

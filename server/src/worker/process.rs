@@ -221,6 +221,13 @@ impl Worker {
             }
         };
         let mut stage_error = None;
+        // A job begins in the mode's code (the server counts it so): a render from kept
+        // pixels has no stage to report before its encode.
+        let mut reported = if decode_us.is_some() {
+            Stage::Decode
+        } else {
+            Stage::Render
+        };
         let rendered = render_decoded(
             &pixels.image,
             mode,
@@ -228,6 +235,10 @@ impl Worker {
             job.format,
             &self.settings.output,
             &mut |stage: Stage| {
+                if stage == reported {
+                    return;
+                }
+                reported = stage;
                 // Sent before the stage runs: if it kills the worker, the server knows where.
                 if let Err(e) = write_frame(output, &Reply::Stage(stage), &[]) {
                     stage_error.get_or_insert(e);
