@@ -207,7 +207,9 @@ pub struct Worker {
     generation: u64,
     pid: u32,
     child: Option<Child>,
-    socket: tokio::net::UnixStream,
+    /// Answers, buffered: a frame's head, header and blob in as few reads as arrived.
+    reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
     stderr: Option<tokio::task::JoinHandle<Vec<String>>>,
     stage: Stage,
     max_reply: usize,
@@ -246,12 +248,14 @@ impl Worker {
                 return Err(format!("cannot use a worker's socket: {e}"));
             }
         };
+        let (reader, writer) = socket.into_split();
         let mut worker = Worker {
             id: spawner.next_id.fetch_add(1, Ordering::Relaxed),
             generation,
             pid,
             child: Some(child),
-            socket,
+            reader: tokio::io::BufReader::with_capacity(64 << 10, reader),
+            writer,
             stderr,
             stage: Stage::Render,
             max_reply,
@@ -262,8 +266,8 @@ impl Worker {
             plugins: plugins.to_vec(),
         };
         let hello = tokio::time::timeout(START_LIMIT, async {
-            protocol::send(&mut worker.socket, &init, &[]).await?;
-            protocol::receive::<Reply>(&mut worker.socket, 0).await
+            protocol::send(&mut worker.writer, &init, &[]).await?;
+            protocol::receive::<Reply>(&mut worker.reader, 0).await
         })
         .await;
         match hello {
@@ -301,9 +305,9 @@ impl Worker {
         };
         let original = original.unwrap_or_default();
         let exchange = tokio::time::timeout(budget, async {
-            protocol::send(&mut self.socket, &request, original).await?;
+            protocol::send(&mut self.writer, &request, original).await?;
             loop {
-                match protocol::receive::<Reply>(&mut self.socket, self.max_reply).await? {
+                match protocol::receive::<Reply>(&mut self.reader, self.max_reply).await? {
                     (Reply::Stage(stage), _) => self.stage = stage,
                     answer => return Ok::<_, io::Error>(answer),
                 }

@@ -95,7 +95,9 @@ fn keep_freed_memory() {
 const MAX_ORIGINAL: usize = 1 << 30;
 
 fn serve(socket: UnixStream) -> std::io::Result<()> {
-    let mut input = socket.try_clone()?;
+    // Jobs, buffered: a job's head and header in one read (an original larger than the
+    // buffer is read straight into its own room).
+    let mut input = std::io::BufReader::with_capacity(64 << 10, socket.try_clone()?);
     let mut output = BufWriter::with_capacity(64 << 10, socket);
     let (Request::Init { settings, plugins }, _) = read_frame::<Request>(&mut input, 0)? else {
         return Err(std::io::Error::other("the first message was not Init"));

@@ -260,11 +260,22 @@ pub async fn send(
     blob: &[u8],
 ) -> io::Result<()> {
     let header = serde_json::to_vec(header).map_err(io::Error::other)?;
-    out.write_all(&frame_head(&header, blob)?).await?;
-    out.write_all(&header).await?;
-    out.write_all(blob).await?;
+    // Head and header in one write (and a small blob with them): the worker wakes once.
+    let mut first = Vec::with_capacity(8 + header.len() + blob.len().min(SMALL_BLOB));
+    first.extend_from_slice(&frame_head(&header, blob)?);
+    first.extend_from_slice(&header);
+    if blob.len() <= SMALL_BLOB {
+        first.extend_from_slice(blob);
+        out.write_all(&first).await?;
+    } else {
+        out.write_all(&first).await?;
+        out.write_all(blob).await?;
+    }
     out.flush().await
 }
+
+/// A blob up to this size is copied into the frame's first write.
+const SMALL_BLOB: usize = 64 << 10;
 
 /// Reads one frame whose blob is at most `max_blob` bytes (the server's side).
 pub async fn receive<T: DeserializeOwned>(
