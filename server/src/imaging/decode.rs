@@ -164,7 +164,7 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
         .info()
         .exif_metadata
         .as_deref()
-        .and_then(Orientation::from_exif_chunk)
+        .and_then(exif_orientation)
         .unwrap_or(Orientation::NoTransforms);
     let size = reader
         .output_buffer_size()
@@ -191,6 +191,13 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
 /// The most a decoder may allocate: 16-bit RGBA is 8 bytes a pixel, plus room for the rest.
 fn max_alloc(max_pixels: u64) -> u64 {
     max_pixels.saturating_mul(8).saturating_add(64 << 20)
+}
+
+/// The orientation an EXIF block gives. Browsers read it with or without JPEG's
+/// `Exif\0\0` prefix, which several writers keep in a WebP `EXIF` chunk or a PNG `eXIf`
+/// chunk (the formats' own rule is a bare TIFF header).
+fn exif_orientation(exif: &[u8]) -> Option<Orientation> {
+    Orientation::from_exif_chunk(exif.strip_prefix(b"Exif\0\0").unwrap_or(exif))
 }
 
 /// GIF (its first frame) and WebP, through the `image` crate's decoders, into a buffer that
@@ -221,7 +228,12 @@ fn decode_with_image(
     let mut decoder = reader.into_decoder().map_err(malformed)?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, max_pixels)?;
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let orientation = decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .and_then(|exif| exif_orientation(&exif))
+        .unwrap_or(Orientation::NoTransforms);
     let layout = match decoder.color_type() {
         ColorType::L8 => Layout::L8,
         ColorType::La8 => Layout::La8,
@@ -244,6 +256,68 @@ fn decode_with_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TIFF block whose only entry is Orientation = `value`, little-endian.
+    fn exif(value: u16) -> Vec<u8> {
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend_from_slice(&8u32.to_le_bytes());
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+        tiff.extend_from_slice(&3u16.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&u32::from(value).to_le_bytes());
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        tiff
+    }
+
+    fn chunk(name: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut out = name.to_vec();
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            out.push(0);
+        }
+        out
+    }
+
+    /// A 40x20 WebP (libwebp, lossy) in the extended format with `exif` in an EXIF chunk
+    /// after the image data.
+    fn webp_with_exif(exif: &[u8]) -> Vec<u8> {
+        let (w, h) = (40u32, 20u32);
+        let pixels = vec![128u8; (w * h * 3) as usize];
+        let simple = webp::Encoder::from_rgb(&pixels, w, h).encode(80.0).to_vec();
+        // The simple file is RIFF, size, WEBP, then its VP8 chunk.
+        let vp8 = &simple[12..];
+        let mut vp8x = vec![0x08, 0, 0, 0];
+        vp8x.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
+        vp8x.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+        let mut body = b"WEBP".to_vec();
+        body.extend(chunk(b"VP8X", &vp8x));
+        body.extend_from_slice(vp8);
+        body.extend(chunk(b"EXIF", exif));
+        let mut file = b"RIFF".to_vec();
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        file.extend(body);
+        file
+    }
+
+    /// Regression: a WebP EXIF chunk that keeps JPEG's `Exif\0\0` prefix (as several
+    /// writers do) was read as no orientation, and the image came out on its side.
+    #[test]
+    fn webp_orientation_is_read_with_or_without_the_exif_prefix() {
+        for prefix in [&b""[..], b"Exif\0\0"] {
+            let mut block = prefix.to_vec();
+            block.extend(exif(6));
+            let decoded = decode(&webp_with_exif(&block), &[], 1_000_000).unwrap();
+            assert_eq!(
+                (decoded.width, decoded.height),
+                (20, 40),
+                "prefix {prefix:?}: not turned upright"
+            );
+        }
+        let plain = decode(&webp_with_exif(&exif(1)), &[], 1_000_000).unwrap();
+        assert_eq!((plain.width, plain.height), (40, 20));
+    }
 
     #[test]
     fn garbage_is_unsupported() {
