@@ -2,6 +2,7 @@
 //! temporary prefix) in front of one ross, and in front of three with the cluster config; and
 //! the systemd unit checked by `systemd-analyze verify`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ impl Nginx {
             .arg(dir.join("nginx.conf"))
             .arg("-p")
             .arg(&dir)
+            // A group of its own: dropping it kills the workers with the master.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +92,14 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// Kills the process and its group: nginx's workers are children of its master, and
+    /// killing the master alone leaves them running, holding the port.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

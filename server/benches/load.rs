@@ -19,6 +19,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +45,14 @@ struct Figures {
 struct Running(Child);
 
 impl Drop for Running {
+    /// Kills the process and its group: nginx's workers are children of its master, and
+    /// killing the master alone leaves them running, holding the port.
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -291,6 +299,8 @@ fn main() {
             .arg(nginx_dir.join("nginx.conf"))
             .arg("-p")
             .arg(&nginx_dir)
+            // A group of its own: dropping it kills the workers with the master.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -269,7 +269,7 @@ impl Shared {
             },
         };
         let plan = mode.generation.plan();
-        let mut lease = self.workers.checkout(&plan, &key, epoch).await?;
+        let mut lease = self.workers.checkout(plan, &key, epoch).await?;
         let mut sent = match (&original, lease.holds) {
             (_, true) => None,
             (Some(object), false) => Some(object.clone()),

@@ -229,6 +229,8 @@ pub struct Generation {
     pub id: u64,
     plugins: Vec<Arc<PluginCopy>>,
     modes: HashMap<String, Arc<LoadedMode>>,
+    /// What starting one of its workers takes, made once (every miss hands it on).
+    plan: Arc<GenerationPlan>,
 }
 
 impl std::fmt::Debug for Generation {
@@ -238,19 +240,32 @@ impl std::fmt::Debug for Generation {
 }
 
 impl Generation {
-    /// What starting a worker of this generation takes.
-    pub fn plan(&self) -> GenerationPlan {
-        GenerationPlan {
-            id: self.id,
-            plugins: self
-                .plugins
+    fn new(
+        id: u64,
+        plugins: Vec<Arc<PluginCopy>>,
+        modes: HashMap<String, Arc<LoadedMode>>,
+    ) -> Generation {
+        let plan = Arc::new(GenerationPlan {
+            id,
+            plugins: plugins
                 .iter()
                 .map(|p| PluginToLoad {
                     file: p.file.clone(),
                     copy: p.copy.clone(),
                 })
                 .collect(),
+        });
+        Generation {
+            id,
+            plugins,
+            modes,
+            plan,
         }
+    }
+
+    /// What starting a worker of this generation takes.
+    pub fn plan(&self) -> &Arc<GenerationPlan> {
+        &self.plan
     }
 }
 
@@ -294,7 +309,7 @@ pub struct PluginStats {
 }
 
 /// What a change of generation is announced to (the worker pool).
-type GenerationListener = Box<dyn Fn(GenerationPlan) + Send + Sync>;
+type GenerationListener = Box<dyn Fn(Arc<GenerationPlan>) + Send + Sync>;
 
 /// The generation in service, and the failures seen loading plugins.
 ///
@@ -330,11 +345,7 @@ impl ModeRegistry {
     ) -> ModeRegistry {
         clear_stale_copies(copies_dir);
         ModeRegistry {
-            current: ArcSwap::from_pointee(Generation {
-                id: 0,
-                plugins: Vec::new(),
-                modes: HashMap::new(),
-            }),
+            current: ArcSwap::from_pointee(Generation::new(0, Vec::new(), HashMap::new())),
             changing: Mutex::default(),
             failures: Mutex::default(),
             copies_dir: copies_dir.to_owned(),
@@ -348,7 +359,7 @@ impl ModeRegistry {
     }
 
     /// Tells `listener` of every generation put in service from now on.
-    pub fn on_generation(&self, listener: impl Fn(GenerationPlan) + Send + Sync + 'static) {
+    pub fn on_generation(&self, listener: impl Fn(Arc<GenerationPlan>) + Send + Sync + 'static) {
         *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(listener));
     }
 
@@ -428,11 +439,11 @@ impl ModeRegistry {
             copy,
         }));
         plugins.sort_by(|a, b| a.file.cmp(&b.file));
-        self.install(Generation {
-            id: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        self.install(Generation::new(
+            NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             plugins,
             modes,
-        });
+        ));
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::names::PLUGIN_LOADS).increment(1);
         Ok(changes)
@@ -487,7 +498,7 @@ impl ModeRegistry {
     }
 
     fn announce(&self) {
-        let plan = self.current.load().plan();
+        let plan = self.current.load().plan().clone();
         if let Some(listener) = &*self.listener.lock().unwrap_or_else(|e| e.into_inner()) {
             let _entered = self.runtime.enter();
             listener(plan);
@@ -531,11 +542,11 @@ impl ModeRegistry {
             .filter(|p| p.file != file)
             .cloned()
             .collect();
-        self.install(Generation {
-            id: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        self.install(Generation::new(
+            NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             plugins,
             modes,
-        });
+        ));
         changes
     }
 

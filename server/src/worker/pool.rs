@@ -634,7 +634,7 @@ impl WorkerPool {
 
     /// Makes `plan` the generation new workers serve: idle workers of other generations exit,
     /// and workers of this one are started in the background until `size` are idle.
-    pub fn serve_generation(self: &Arc<Self>, plan: GenerationPlan) {
+    pub fn serve_generation(self: &Arc<Self>, plan: Arc<GenerationPlan>) {
         let retired: Vec<Worker> = {
             let mut idle = self.lock_idle();
             // Stored under the lock that put_back checks it under: no worker of an older
@@ -763,7 +763,7 @@ impl WorkerPool {
     /// any, else any idle one, else a new one.
     pub async fn checkout(
         self: &Arc<Self>,
-        plan: &GenerationPlan,
+        plan: &Arc<GenerationPlan>,
         key: &str,
         epoch: u64,
     ) -> Result<Lease, AppError> {
@@ -823,7 +823,7 @@ impl WorkerPool {
 pub struct Lease {
     pool: Arc<WorkerPool>,
     worker: Option<Worker>,
-    plan: GenerationPlan,
+    plan: Arc<GenerationPlan>,
     /// Whether this worker holds pixels of the job's original.
     pub holds: bool,
 }
@@ -888,9 +888,9 @@ pub async fn probe(
     Ok((reports, sandbox))
 }
 
-impl WireError {
+impl From<&AppError> for WireError {
     /// The wire form of `error`.
-    pub fn from_app(error: &AppError) -> WireError {
+    fn from(error: &AppError) -> WireError {
         WireError {
             status: error.status.as_u16(),
             code: error.code.to_owned(),
@@ -898,12 +898,6 @@ impl WireError {
             retry_after: error.retry_after,
             detail: error.detail.clone(),
         }
-    }
-}
-
-impl From<&AppError> for WireError {
-    fn from(error: &AppError) -> WireError {
-        WireError::from_app(error)
     }
 }
 
@@ -928,10 +922,10 @@ mod tests {
         let spawner = Spawner::with_program("/nonexistent/ross".into()).unwrap();
         let pool = WorkerPool::new(spawner, settings(), 2, Duration::from_secs(1), 1 << 20);
         assert!(pool.can_start());
-        let plan = GenerationPlan {
+        let plan = Arc::new(GenerationPlan {
             id: 1,
             plugins: Vec::new(),
-        };
+        });
         let refused = pool.checkout(&plan, "a.jpg", 0).await.err().unwrap();
         assert_eq!(refused.code, "render-failed");
         assert!(!pool.can_start());
