@@ -288,7 +288,9 @@ impl Shared {
                     )
                     .detailed("a worker asked again for the original it was sent"));
                 }
-                Ok(JobOutcome::Rendered { encoded, timings }) => {
+                Ok(JobOutcome::Rendered {
+                    encoded, timings, ..
+                }) => {
                     report_timings(&self.stats, &timings);
                     break Ok(encoded);
                 }

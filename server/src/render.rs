@@ -8,7 +8,7 @@ use plugin_api::{ImageView, PixelFormat, TargetSize};
 use ross_config::{OutputFormat, OutputSettings};
 
 use crate::error::AppError;
-use crate::imaging::{decode, encode, sniff, Decoded, Format};
+use crate::imaging::{decode, decode_for, encode, DecodeWarning, Decoded};
 use crate::plugins::ModeCode;
 use crate::stats::{stage, Stats};
 use crate::worker::protocol::{Stage, Timings};
@@ -21,6 +21,8 @@ pub struct DecodedSource {
     /// The largest box (upright width and height) they may be shown in; `None`: any (a
     /// full-size decode).
     pub good_up_to: Option<(u32, u32)>,
+    /// What the decoder got past (reported once, with the render that decoded).
+    pub warnings: Vec<DecodeWarning>,
 }
 
 impl DecodedSource {
@@ -31,12 +33,17 @@ impl DecodedSource {
         boxes: &[(u32, u32)],
         max_pixels: u64,
     ) -> Result<DecodedSource, AppError> {
-        let image = decode(source, boxes, max_pixels)?;
-        // Only a JPEG is shrunk (and trimmed) for the boxes; other formats are full size.
-        let good_up_to = (sniff(source) == Some(Format::Jpeg))
-            .then(|| largest_box(&image, boxes))
+        let decoding = decode_for(source, boxes, max_pixels)?;
+        // Pixels reduced for the boxes serve up to the largest of them; full-size ones, any.
+        let good_up_to = decoding
+            .reduced
+            .then(|| largest_box(&decoding.image, boxes))
             .flatten();
-        Ok(DecodedSource { image, good_up_to })
+        Ok(DecodedSource {
+            image: decoding.image,
+            good_up_to,
+            warnings: decoding.warnings,
+        })
     }
 
     /// Whether these pixels serve a render needing a decode that covers `need` (`None`: the
@@ -200,6 +207,7 @@ mod tests {
         DecodedSource {
             image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
             good_up_to,
+            warnings: Vec::new(),
         }
     }
 

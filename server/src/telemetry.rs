@@ -50,6 +50,9 @@ pub mod names {
     /// Counter, label `kind` (`timeout`, `crash`, `out-of-memory`): render workers lost in a
     /// job.
     pub const WORKER_FAILURES: &str = "ross_worker_failures_total";
+    /// Counter, label `kind` (`jpeg`, `profile`): originals decoded past a warning (libjpeg's,
+    /// or an ICC profile ignored).
+    pub const DECODE_WARNINGS: &str = "ross_decode_warnings_total";
 }
 
 /// Why telemetry could not start.

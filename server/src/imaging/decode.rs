@@ -1,9 +1,13 @@
-//! Decoding to upright 8-bit RGB: the one pixel format the host hands to plugins.
+//! Decoding to upright 8-bit sRGB: the one pixel format the host hands to plugins.
 //!
-//! Header dimensions are checked against the pixel limit before any pixel is decoded. EXIF
-//! orientation is applied, CMYK and greyscale become RGB, 16-bit becomes 8-bit, palettes are
-//! expanded and transparency is flattened onto white. Every pixel buffer is allocated
-//! fallibly ([`buffers`]): a decode the memory cannot hold fails, it does not abort.
+//! Header dimensions are checked against the pixel limit before any pixel is decoded. Every
+//! format is decoded at a reduced size when the render needs fewer pixels (JPEG in the DCT
+//! domain, WebP by libwebp's scaler, PNG and GIF row by row into [`reduce`]'s cells). Embedded
+//! ICC profiles are applied ([`colour`]), EXIF orientation is applied (JPEG APP1, WebP `EXIF`,
+//! PNG `eXIf`), CMYK and greyscale become RGB, 16-bit becomes 8-bit and palettes are expanded;
+//! transparency is kept as RGBA (flattened onto white where the output has none). Every
+//! pixel buffer is allocated fallibly ([`buffers`]): a decode the memory cannot hold fails,
+//! it does not abort.
 
 use std::io::Cursor;
 
@@ -11,8 +15,8 @@ use image::metadata::Orientation;
 use image::{ColorType, ImageDecoder, ImageReader};
 
 use super::buffers::{self, Layout};
-use super::jpeg;
 use super::sniff::{sniff, Format};
+use super::{colour, gif, jpeg, png, webp};
 
 /// Why bytes could not become pixels.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,6 +49,46 @@ pub enum DecodeError {
         /// The size asked for.
         bytes: usize,
     },
+}
+
+/// What a warning is about, as counted in `ross_decode_warnings_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WarningKind {
+    /// libjpeg-turbo decoded the file with a warning (damaged or non-conforming data).
+    Jpeg,
+    /// An embedded ICC profile was ignored (too large, unreadable, or not for these pixels).
+    Profile,
+}
+
+impl WarningKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningKind::Jpeg => "jpeg",
+            WarningKind::Profile => "profile",
+        }
+    }
+}
+
+/// Something a decode got past: the image was served, but not quite as its file says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecodeWarning {
+    /// What it is about.
+    pub kind: WarningKind,
+    /// The decoder's words.
+    pub detail: String,
+}
+
+/// A decode's pixels and what it noticed.
+#[derive(Debug, Clone)]
+pub struct Decoding {
+    /// Upright sRGB pixels.
+    pub image: Decoded,
+    /// Whether the pixels are fewer than the source's (reduced for the boxes asked for).
+    pub reduced: bool,
+    /// What the decoder got past.
+    pub warnings: Vec<DecodeWarning>,
 }
 
 /// Upright, tightly packed pixels: RGB8, or RGBA8 when the source has transparency.
@@ -97,18 +141,35 @@ impl Decoded {
 }
 
 /// Decodes `bytes`. With boxes in `shrink_to` (upright width and height), the decoder may
-/// return a smaller image, but never one that no longer covers every one of them (used for
-/// JPEG's DCT scaling, the dominant speed-up); with none, the image is full size.
+/// return a smaller image, but never one that no longer covers every one of them (JPEG's DCT
+/// scaling, WebP's scaler, PNG and GIF rows averaged in cells); with none, the image is full
+/// size.
 pub fn decode(
     bytes: &[u8],
     shrink_to: &[(u32, u32)],
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
-    match sniff(bytes).ok_or(DecodeError::UnsupportedFormat)? {
-        Format::Jpeg => jpeg::decode(bytes, shrink_to, max_pixels),
-        Format::Png => decode_png(bytes, max_pixels),
-        other => decode_with_image(bytes, other, max_pixels),
-    }
+    decode_for(bytes, shrink_to, max_pixels).map(|d| d.image)
+}
+
+/// [`decode`], with whether the image was reduced and the warnings the decode got past.
+pub fn decode_for(
+    bytes: &[u8],
+    shrink_to: &[(u32, u32)],
+    max_pixels: u64,
+) -> Result<Decoding, DecodeError> {
+    let mut warnings = Vec::new();
+    let (image, reduced) = match sniff(bytes).ok_or(DecodeError::UnsupportedFormat)? {
+        Format::Jpeg => jpeg::decode(bytes, shrink_to, max_pixels, &mut warnings)?,
+        Format::Png => png::decode(bytes, shrink_to, max_pixels, &mut warnings)?,
+        Format::Gif => gif::decode(bytes, shrink_to, max_pixels)?,
+        Format::WebP => webp::decode(bytes, shrink_to, max_pixels, &mut warnings)?,
+    };
+    Ok(Decoding {
+        image,
+        reduced,
+        warnings,
+    })
 }
 
 /// [`decode`], but a JPEG with every scan decoded (no trimming of progressive scans): for
@@ -119,8 +180,22 @@ pub fn decode_every_scan(
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
     match sniff(bytes).ok_or(DecodeError::UnsupportedFormat)? {
-        Format::Jpeg => jpeg::decode_every_scan(bytes, shrink_to, max_pixels),
+        Format::Jpeg => {
+            jpeg::decode_every_scan(bytes, shrink_to, max_pixels, &mut Vec::new()).map(|d| d.0)
+        }
         _ => decode(bytes, shrink_to, max_pixels),
+    }
+}
+
+/// Applies an embedded ICC profile, if any, to RGB(A) pixels.
+pub(super) fn apply_profile(
+    image: &mut Decoded,
+    profile: Option<&[u8]>,
+    warnings: &mut Vec<DecodeWarning>,
+) -> Result<(), DecodeError> {
+    match profile {
+        Some(profile) => colour::rgb_to_srgb(image, profile, warnings),
+        None => Ok(()),
     }
 }
 
@@ -135,74 +210,21 @@ pub(super) fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), De
     Ok(())
 }
 
-/// PNG through the `png` crate itself: the `image` crate's decoder reads every ICC profile and
-/// text chunk, inflating each up to the decode's memory limit (a 1 MB file whose ICC profile
-/// inflates to 1 GB cost 340 MB). ross does no colour management and writes no metadata, so
-/// those chunks are skipped unread; `eXIf` is kept for the orientation.
-fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
-    let malformed = |e: png::DecodingError| match e {
-        png::DecodingError::LimitsExceeded => DecodeError::OutOfMemory {
-            bytes: usize::try_from(max_alloc(max_pixels)).unwrap_or(usize::MAX),
-        },
-        e => DecodeError::Malformed {
-            format: Format::Png,
-            reason: e.to_string(),
-        },
-    };
-    let limits = png::Limits {
-        bytes: usize::try_from(max_alloc(max_pixels)).unwrap_or(usize::MAX),
-    };
-    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
-    decoder.set_ignore_iccp_chunk(true);
-    decoder.set_ignore_text_chunk(true);
-    // Palettes and low bit depths to 8 bits, tRNS to alpha, 16 bits to 8.
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let header = decoder.read_header_info().map_err(malformed)?;
-    check_pixels(header.width, header.height, max_pixels)?;
-    let mut reader = decoder.read_info().map_err(malformed)?;
-    let orientation = reader
-        .info()
-        .exif_metadata
-        .as_deref()
-        .and_then(exif_orientation)
-        .unwrap_or(Orientation::NoTransforms);
-    let size = reader
-        .output_buffer_size()
-        .ok_or(DecodeError::OutOfMemory { bytes: usize::MAX })?;
-    let mut pixels = buffers::zeroed(size)?;
-    let frame = reader.next_frame(&mut pixels).map_err(malformed)?;
-    pixels.truncate(frame.buffer_size());
-    let layout = match reader.output_color_type().0 {
-        png::ColorType::Grayscale => Layout::L8,
-        png::ColorType::GrayscaleAlpha => Layout::La8,
-        png::ColorType::Rgb => Layout::Rgb8,
-        png::ColorType::Rgba => Layout::Rgba8,
-        png::ColorType::Indexed => {
-            return Err(DecodeError::Malformed {
-                format: Format::Png,
-                reason: "the palette was not expanded".into(),
-            })
-        }
-    };
-    let upright = buffers::upright_layout(pixels, layout, frame.width, frame.height)?;
-    buffers::orient(upright, orientation)
-}
-
 /// The most a decoder may allocate: 16-bit RGBA is 8 bytes a pixel, plus room for the rest.
-fn max_alloc(max_pixels: u64) -> u64 {
+pub(super) fn max_alloc(max_pixels: u64) -> u64 {
     max_pixels.saturating_mul(8).saturating_add(64 << 20)
 }
 
 /// The orientation an EXIF block gives. Browsers read it with or without JPEG's
 /// `Exif\0\0` prefix, which several writers keep in a WebP `EXIF` chunk or a PNG `eXIf`
 /// chunk (the formats' own rule is a bare TIFF header).
-fn exif_orientation(exif: &[u8]) -> Option<Orientation> {
+pub(super) fn exif_orientation(exif: &[u8]) -> Option<Orientation> {
     Orientation::from_exif_chunk(exif.strip_prefix(b"Exif\0\0").unwrap_or(exif))
 }
 
-/// GIF (its first frame) and WebP, through the `image` crate's decoders, into a buffer that
-/// ross allocates (fallibly) itself.
-fn decode_with_image(
+/// An animated WebP's first frame, composited, through the `image` crate's decoder, into a
+/// buffer that ross allocates (fallibly) itself, at full size.
+pub(super) fn decode_with_image(
     bytes: &[u8],
     format: Format,
     max_pixels: u64,
@@ -219,7 +241,7 @@ fn decode_with_image(
     let image_format = match format {
         Format::Gif => image::ImageFormat::Gif,
         Format::WebP => image::ImageFormat::WebP,
-        Format::Png | Format::Jpeg => unreachable!("PNG and JPEG have their own decoders"),
+        Format::Png | Format::Jpeg => image::ImageFormat::Png,
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format);
     let mut limits = image::Limits::default();

@@ -1,16 +1,22 @@
 //! JPEG decoding with libjpeg-turbo, shrinking in the DCT domain: when the render needs far
 //! fewer pixels than the source has, the IDCT produces the image at 1/2, 1/4 or 1/8 size
 //! directly. EXIF orientation is read from the APP1 segment here, since libjpeg-turbo does not
-//! interpret it.
+//! interpret it; the ICC profile is the one libjpeg assembles from the APP2 segments.
+//!
+//! What libjpeg decodes with a warning (stray bytes before a marker, a bad segment it skips,
+//! corrupt entropy data it resynchronises past) is served, as browsers show it, with the
+//! warning reported; a file that ends early is not (its missing part would be served grey).
 
 use image::metadata::Orientation;
-use plugin_api::geometry::cover;
-use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
+use turbojpeg::raw;
 
 use super::buffers;
-use super::decode::{check_pixels, DecodeError, Decoded};
+use super::colour;
+use super::decode::{check_pixels, DecodeError, DecodeWarning, Decoded, WarningKind};
+use super::reduce::largest_shown;
 use super::scans;
 use super::sniff::Format;
+use super::turbo::{Decompressor, Trouble};
 
 /// Progressive JPEGs can hold thousands of tiny scans, each a full pass over the image: a cheap
 /// way to burn CPU (a crafted 134 kB file cost 1.8 s a render under the old cap of 500).
@@ -25,15 +31,20 @@ fn malformed(reason: impl ToString) -> DecodeError {
     }
 }
 
-/// True for orientations that swap width and height.
-fn swaps_sides(o: Orientation) -> bool {
-    matches!(
-        o,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
-    )
+/// Where the marker at or after `at` begins (its last `0xFF`), reading as libjpeg does: bytes
+/// that are not a marker are skipped (libjpeg warns of "extraneous bytes"), any number of
+/// fill bytes may precede the marker code, and `0xFF 0x00` is not a marker.
+pub(super) fn marker_at(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let mut ff = at + memchr::memchr(0xFF, bytes.get(at..)?)?;
+        while bytes.get(ff + 1) == Some(&0xFF) {
+            ff += 1;
+        }
+        if *bytes.get(ff + 1)? != 0 {
+            return Some(ff);
+        }
+        at = ff + 2;
+    }
 }
 
 /// The smallest IDCT scale (in eighths) whose output still covers `need` on both sides.
@@ -44,23 +55,26 @@ fn dct_eighths(src: (u32, u32), need: (u32, u32)) -> u32 {
         .unwrap_or(8)
 }
 
-/// The EXIF orientation from the APP1 segment, if any. Walks the marker segments before the
-/// image data; anything malformed just means "no orientation".
+/// The EXIF orientation from the first APP1 segment that has one. Walks the marker segments
+/// up to the first scan as libjpeg does (APP segments may follow the frame header); anything
+/// malformed just means "no orientation".
 fn exif_orientation(bytes: &[u8]) -> Orientation {
     let mut at = 2; // after SOI
-    while at + 4 <= bytes.len() && bytes[at] == 0xFF {
-        let marker = bytes[at + 1];
-        if marker == 0xFF {
-            at += 1; // fill byte
-            continue;
+    while let Some(ff) = marker_at(bytes, at) {
+        let marker = bytes[ff + 1];
+        match marker {
+            0xDA | 0xD9 => break, // start of scan, end of image
+            0xD0..=0xD7 | 0x01 => {
+                at = ff + 2; // no length
+                continue;
+            }
+            _ => {}
         }
-        if marker == 0xDA
-            || (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker)
-        {
-            break; // start of scan or of frame: APP segments come before
-        }
-        let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
-        let Some(segment) = bytes.get(at + 4..at + 2 + len) else {
+        let Some(len) = bytes.get(ff + 2..ff + 4) else {
+            break;
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let Some(segment) = bytes.get(ff + 4..(ff + 2 + len).max(ff + 4)) else {
             break;
         };
         if marker == 0xE1 {
@@ -70,24 +84,24 @@ fn exif_orientation(bytes: &[u8]) -> Orientation {
                 }
             }
         }
-        at += 2 + len;
+        at = ff + 2 + len.max(2);
     }
     Orientation::NoTransforms
 }
 
-/// libjpeg-turbo reports recoverable damage as a warning after decoding the whole image;
-/// those images are served (as browsers show them). A file that ends early is not.
-fn is_recoverable(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("corrupt jpeg data") && !m.contains("premature end")
+/// Whether libjpeg's complaint still leaves an image worth serving: a file that ends early
+/// is not served (the missing part would come out grey), whatever libjpeg calls it.
+fn is_served(warning: &str) -> bool {
+    !warning.to_ascii_lowercase().contains("premature end")
 }
 
 pub(super) fn decode(
     bytes: &[u8],
     shrink_to: &[(u32, u32)],
     max_pixels: u64,
-) -> Result<Decoded, DecodeError> {
-    decode_trimmed(bytes, shrink_to, max_pixels, Some(scans::POLICY))
+    warnings: &mut Vec<DecodeWarning>,
+) -> Result<(Decoded, bool), DecodeError> {
+    decode_trimmed(bytes, shrink_to, max_pixels, Some(scans::POLICY), warnings)
 }
 
 /// [`decode`] with every scan decoded: what libjpeg-turbo alone costs at the same scale
@@ -96,8 +110,19 @@ pub(super) fn decode_every_scan(
     bytes: &[u8],
     shrink_to: &[(u32, u32)],
     max_pixels: u64,
-) -> Result<Decoded, DecodeError> {
-    decode_trimmed(bytes, shrink_to, max_pixels, None)
+    warnings: &mut Vec<DecodeWarning>,
+) -> Result<(Decoded, bool), DecodeError> {
+    decode_trimmed(bytes, shrink_to, max_pixels, None, warnings)
+}
+
+fn warned(warnings: &mut Vec<DecodeWarning>, detail: String) {
+    tracing::debug!(warning = %detail, "decoded a JPEG past a libjpeg warning");
+    if !warnings.iter().any(|w| w.detail == detail) {
+        warnings.push(DecodeWarning {
+            kind: WarningKind::Jpeg,
+            detail,
+        });
+    }
 }
 
 /// [`decode`], with the scans that cannot matter at the shrunken size dropped by `trim`'s
@@ -107,60 +132,69 @@ fn decode_trimmed(
     shrink_to: &[(u32, u32)],
     max_pixels: u64,
     trim: Option<scans::Policy>,
-) -> Result<Decoded, DecodeError> {
+    warnings: &mut Vec<DecodeWarning>,
+) -> Result<(Decoded, bool), DecodeError> {
     let mut decompressor = Decompressor::new().map_err(malformed)?;
-    let header = decompressor.read_header(bytes).map_err(malformed)?;
-    let (w, h) = (header.width as u32, header.height as u32);
+    let (header, warning) = decompressor.read_header(bytes).map_err(malformed)?;
+    if let Some(w) = warning {
+        if !is_served(&w) {
+            return Err(malformed(w));
+        }
+        warned(warnings, w);
+    }
+    let (w, h) = (header.width, header.height);
     check_pixels(w, h, max_pixels)?;
-    decompressor.set_scan_limit(MAX_SCANS).map_err(malformed)?;
+    let profile = decompressor.icc_profile();
+    decompressor
+        .set(raw::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS as i32)
+        .map_err(|t| malformed(format!("{t:?}")))?;
     let orientation = exif_orientation(bytes);
     let mut eighths = 8;
     let mut trimmed = None;
     // The largest size the image is to be shown at (covers keep the source's shape).
-    let shown = shrink_to
-        .iter()
-        .map(|&(bw, bh)| {
-            let stored = if swaps_sides(orientation) {
-                (bh, bw)
-            } else {
-                (bw, bh)
-            };
-            cover((w, h), stored)
-        })
-        .max_by_key(|c| c.0);
-    if let (Some(shown), false) = (shown, header.is_lossless) {
+    let shown = largest_shown((w, h), shrink_to, orientation);
+    if let (Some(shown), false) = (shown, header.lossless) {
         eighths = dct_eighths((w, h), shown);
         trimmed = trim.and_then(|policy| scans::trim(bytes, (w, h), eighths, shown, policy));
     }
     let bytes = trimmed.as_deref().unwrap_or(bytes);
-    let factor = ScalingFactor::new(eighths as usize, 8);
-    decompressor.set_scaling_factor(factor).map_err(malformed)?;
-    let (width, height) = (factor.scale(header.width), factor.scale(header.height));
-    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let format = if cmyk {
-        PixelFormat::CMYK
+    decompressor
+        .set_scale(eighths)
+        .map_err(|t| malformed(format!("{t:?}")))?;
+    let (width, height) = (
+        (w as usize * eighths as usize).div_ceil(8),
+        (h as usize * eighths as usize).div_ceil(8),
+    );
+    let cmyk = [raw::TJCS_TJCS_CMYK, raw::TJCS_TJCS_YCCK]
+        .iter()
+        .any(|&cs| header.colorspace == cs as i32);
+    let (format, channels) = if cmyk {
+        (raw::TJPF_TJPF_CMYK, 4)
     } else {
-        PixelFormat::RGB
+        (raw::TJPF_TJPF_RGB, 3)
     };
-    let channels = if cmyk { 4 } else { 3 };
     let mut pixels = buffers::zeroed(width * height * channels)?;
-    let image = Image {
-        pixels: pixels.as_mut_slice(),
-        width,
-        pitch: width * channels,
-        height,
-        format,
-    };
-    if let Err(e) = decompressor.decompress(bytes, image) {
-        let message = e.to_string();
-        if !is_recoverable(&message) {
-            return Err(malformed(message));
-        }
-        tracing::debug!(warning = %message, "served a JPEG with recoverable damage");
+    match decompressor.decompress(bytes, &mut pixels, width * channels, height, format) {
+        Ok(()) => {}
+        Err(Trouble::Warning(w)) if is_served(&w) => warned(warnings, w),
+        Err(Trouble::Warning(e) | Trouble::Fatal(e)) => return Err(malformed(e)),
     }
-    let pixels = if cmyk { cmyk_to_rgb(&pixels)? } else { pixels };
-    let decoded = Decoded::rgb(pixels, width as u32, height as u32);
-    buffers::orient(decoded, orientation)
+    let mut decoded = if cmyk {
+        let converted = match &profile {
+            Some(profile) => colour::cmyk_to_srgb(&pixels, profile, warnings)?,
+            None => None,
+        };
+        match converted {
+            Some(rgb) => Decoded::rgb(rgb, width as u32, height as u32),
+            None => Decoded::rgb(cmyk_to_rgb(&pixels)?, width as u32, height as u32),
+        }
+    } else {
+        let mut decoded = Decoded::rgb(pixels, width as u32, height as u32);
+        super::decode::apply_profile(&mut decoded, profile.as_deref(), warnings)?;
+        decoded
+    };
+    decoded = buffers::orient(decoded, orientation)?;
+    Ok((decoded, eighths < 8))
 }
 
 /// CMYK as libjpeg-turbo returns it (Adobe convention: 255 is no ink) to RGB.
@@ -254,8 +288,10 @@ mod tests {
         for path in PROGRESSIVE {
             let bytes = corpus_file(path);
             for target in BOXES {
-                let full = decode_trimmed(&bytes, &[target], u64::MAX, None).unwrap();
-                let trimmed = decode_trimmed(&bytes, &[target], u64::MAX, Some(policy)).unwrap();
+                let full = decode_trimmed(&bytes, &[target], u64::MAX, None, &mut Vec::new()).unwrap().0;
+                let trimmed = decode_trimmed(&bytes, &[target], u64::MAX, Some(policy), &mut Vec::new())
+                    .unwrap()
+                    .0;
                 assert_eq!((full.width, full.height), (trimmed.width, trimmed.height));
                 let size = (full.width, full.height);
                 for out in [cover(size, target), fit(size, target)] {
@@ -281,8 +317,12 @@ mod tests {
     #[test]
     fn one_eighth_trims_exactly() {
         let bytes = corpus_file("photos/Elephants.jpg");
-        let full = decode_trimmed(&bytes, &[(200, 100)], u64::MAX, None).unwrap();
-        let trimmed = decode(&bytes, &[(200, 100)], u64::MAX).unwrap();
+        let full = decode_trimmed(&bytes, &[(200, 100)], u64::MAX, None, &mut Vec::new())
+            .unwrap()
+            .0;
+        let trimmed = decode(&bytes, &[(200, 100)], u64::MAX, &mut Vec::new())
+            .unwrap()
+            .0;
         assert_eq!(full.width, 240);
         assert!(full.pixels == trimmed.pixels);
     }
@@ -300,8 +340,8 @@ mod tests {
         for path in PROGRESSIVE {
             let bytes = corpus_file(path);
             let mut d = Decompressor::new().unwrap();
-            let header = d.read_header(&bytes).unwrap();
-            let full = (header.width as u32, header.height as u32);
+            let (header, _) = d.read_header(&bytes).unwrap();
+            let full = (header.width, header.height);
             for side in [300, 150] {
                 let shown = cover(full, (side, side));
                 let eighths = dct_eighths(full, shown);
@@ -323,7 +363,7 @@ mod tests {
         let time = |bytes: &[u8], target, policy| {
             let started = std::time::Instant::now();
             for _ in 0..5 {
-                decode_trimmed(bytes, &[target], u64::MAX, policy).unwrap();
+                decode_trimmed(bytes, &[target], u64::MAX, policy, &mut Vec::new()).unwrap();
             }
             started.elapsed().as_secs_f64() * 1000.0 / 5.0
         };

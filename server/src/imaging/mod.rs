@@ -1,16 +1,26 @@
 //! Bytes to upright RGB pixels and back: format sniffing, header checks against the limits,
-//! decoding (with DCT-domain shrinking for JPEG) and encoding (JPEG, WebP, AVIF). Knows nothing of HTTP,
+//! decoding (shrunk for the sizes shown, colour-managed to sRGB) and encoding (JPEG, WebP, AVIF). Knows nothing of HTTP,
 //! sources or plugins.
 
 mod avif;
 mod buffers;
+mod colour;
 mod decode;
 mod encode;
+mod gif;
 mod jpeg;
+mod png;
+mod reduce;
 mod scans;
 mod sniff;
+mod turbo;
+mod webp;
 
 pub use avif::{decode_avif, encode_avif_with, AvifEncoder, Rows};
-pub use decode::{decode, decode_every_scan, DecodeError, Decoded};
+pub use colour::MAX_PROFILE_BYTES;
+pub use decode::{
+    decode, decode_every_scan, decode_for, DecodeError, DecodeWarning, Decoded, Decoding,
+    WarningKind,
+};
 pub use encode::{encode, encode_jpeg, EncodeError};
 pub use sniff::{sniff, Format};

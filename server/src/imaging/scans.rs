@@ -106,13 +106,8 @@ fn parse(bytes: &[u8]) -> Option<(Vec<Component>, Vec<Scan>)> {
     let mut scans = Vec::new();
     let mut at = 2; // after SOI
     loop {
-        // Fill bytes may precede a marker.
-        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        if bytes.get(at) != Some(&0xFF) {
-            return None;
-        }
+        // As libjpeg reads: stray bytes before a marker are skipped, fill bytes precede it.
+        at = super::jpeg::marker_at(bytes, at)?;
         let marker = *bytes.get(at + 1)?;
         match marker {
             0xD9 => break, // EOI

@@ -157,6 +157,18 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
     for (name, help, value) in counters {
         single(&mut out, name, "counter", help, value);
     }
+    let warnings = [
+        ("jpeg", &state.workers.stats.jpeg_warnings),
+        ("profile", &state.workers.stats.profile_warnings),
+    ]
+    .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), load(n).to_string()));
+    family(
+        &mut out,
+        names::DECODE_WARNINGS,
+        "counter",
+        "Originals decoded past a warning: libjpeg's (damaged data it got past), or an ICC profile ignored (too large, unreadable, not for the pixels).",
+        &warnings,
+    );
     single(
         &mut out,
         "ross_cache_mode_purges_total",

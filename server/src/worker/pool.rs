@@ -30,6 +30,7 @@ use super::protocol::{
     WireError, WorkerSettings,
 };
 use crate::error::AppError;
+use crate::imaging::WarningKind;
 
 /// How long a new worker may take to load its plugins, sandbox itself and test-render its
 /// modes before it is killed as hung.
@@ -194,6 +195,8 @@ pub enum JobOutcome {
         encoded: Vec<u8>,
         /// Time per stage.
         timings: Timings,
+        /// What the decode got past (counted by the pool).
+        warnings: Vec<crate::imaging::DecodeWarning>,
     },
     /// The worker holds no pixels that serve: send the job again with the original.
     NeedOriginal,
@@ -315,8 +318,20 @@ impl Worker {
         })
         .await;
         match exchange {
-            Ok(Ok((Reply::Rendered { timings, kept }, encoded))) => {
-                Ok((JobOutcome::Rendered { encoded, timings }, kept))
+            Ok(Ok((
+                Reply::Rendered {
+                    timings,
+                    kept,
+                    warnings,
+                },
+                encoded,
+            ))) => {
+                let outcome = JobOutcome::Rendered {
+                    encoded,
+                    timings,
+                    warnings,
+                };
+                Ok((outcome, kept))
             }
             Ok(Ok((Reply::NeedOriginal, _))) => Ok((JobOutcome::NeedOriginal, false)),
             Ok(Ok((Reply::Failed(error), _))) => {
@@ -545,6 +560,23 @@ pub struct WorkerStats {
     pub crashes: AtomicU64,
     /// Workers that ran out of memory in a job.
     pub out_of_memory: AtomicU64,
+    /// Originals decoded past a libjpeg warning.
+    pub jpeg_warnings: AtomicU64,
+    /// Originals whose ICC profile was ignored.
+    pub profile_warnings: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Counts a warning a decode got past.
+    fn warned(&self, kind: WarningKind) {
+        let counter = match kind {
+            WarningKind::Jpeg => &self.jpeg_warnings,
+            WarningKind::Profile => &self.profile_warnings,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::names::DECODE_WARNINGS, "kind" => kind.as_str())
+            .increment(1);
+    }
 }
 
 /// Idle render workers and what starting more takes.
@@ -846,6 +878,15 @@ impl Lease {
             Ok((outcome, kept)) => {
                 if kept {
                     self.pool.note_holder(&job.key, job.epoch, worker.id);
+                }
+                if let JobOutcome::Rendered { warnings, .. } = &outcome {
+                    for warning in warnings {
+                        tracing::debug!(
+                            key = %job.key, kind = warning.kind.as_str(),
+                            "decoded past a warning: {}", warning.detail
+                        );
+                        self.pool.stats.warned(warning.kind);
+                    }
                 }
                 Ok(outcome)
             }

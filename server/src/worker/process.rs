@@ -253,7 +253,17 @@ impl Worker {
         match rendered {
             Ok((encoded, mut timings)) => {
                 timings.decode_us = decode_us;
-                write_frame(output, &Reply::Rendered { timings, kept }, &encoded)
+                let warnings = if decode_us.is_some() {
+                    pixels.warnings.clone()
+                } else {
+                    Vec::new()
+                };
+                let reply = Reply::Rendered {
+                    timings,
+                    kept,
+                    warnings,
+                };
+                write_frame(output, &reply, &encoded)
             }
             Err(e) => write_frame(output, &Reply::Failed(WireError::from(&e)), &[]),
         }

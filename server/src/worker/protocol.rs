@@ -192,6 +192,9 @@ pub enum Reply {
         timings: Timings,
         /// Whether the worker kept the decoded pixels for the next sizes of this original.
         kept: bool,
+        /// What the decode got past (only from the job that decoded).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<crate::imaging::DecodeWarning>,
     },
     /// The job failed.
     Failed(WireError),
