@@ -279,68 +279,6 @@ pub(super) fn decode_with_image(
 mod tests {
     use super::*;
 
-    /// A TIFF block whose only entry is Orientation = `value`, little-endian.
-    fn exif(value: u16) -> Vec<u8> {
-        let mut tiff = b"II*\0".to_vec();
-        tiff.extend_from_slice(&8u32.to_le_bytes());
-        tiff.extend_from_slice(&1u16.to_le_bytes());
-        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
-        tiff.extend_from_slice(&3u16.to_le_bytes());
-        tiff.extend_from_slice(&1u32.to_le_bytes());
-        tiff.extend_from_slice(&u32::from(value).to_le_bytes());
-        tiff.extend_from_slice(&0u32.to_le_bytes());
-        tiff
-    }
-
-    fn chunk(name: &[u8; 4], data: &[u8]) -> Vec<u8> {
-        let mut out = name.to_vec();
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(data);
-        if data.len() % 2 == 1 {
-            out.push(0);
-        }
-        out
-    }
-
-    /// A 40x20 WebP (libwebp, lossy) in the extended format with `exif` in an EXIF chunk
-    /// after the image data.
-    fn webp_with_exif(exif: &[u8]) -> Vec<u8> {
-        let (w, h) = (40u32, 20u32);
-        let pixels = vec![128u8; (w * h * 3) as usize];
-        let simple = webp::Encoder::from_rgb(&pixels, w, h).encode(80.0).to_vec();
-        // The simple file is RIFF, size, WEBP, then its VP8 chunk.
-        let vp8 = &simple[12..];
-        let mut vp8x = vec![0x08, 0, 0, 0];
-        vp8x.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
-        vp8x.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
-        let mut body = b"WEBP".to_vec();
-        body.extend(chunk(b"VP8X", &vp8x));
-        body.extend_from_slice(vp8);
-        body.extend(chunk(b"EXIF", exif));
-        let mut file = b"RIFF".to_vec();
-        file.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        file.extend(body);
-        file
-    }
-
-    /// Regression: a WebP EXIF chunk that keeps JPEG's `Exif\0\0` prefix (as several
-    /// writers do) was read as no orientation, and the image came out on its side.
-    #[test]
-    fn webp_orientation_is_read_with_or_without_the_exif_prefix() {
-        for prefix in [&b""[..], b"Exif\0\0"] {
-            let mut block = prefix.to_vec();
-            block.extend(exif(6));
-            let decoded = decode(&webp_with_exif(&block), &[], 1_000_000).unwrap();
-            assert_eq!(
-                (decoded.width, decoded.height),
-                (20, 40),
-                "prefix {prefix:?}: not turned upright"
-            );
-        }
-        let plain = decode(&webp_with_exif(&exif(1)), &[], 1_000_000).unwrap();
-        assert_eq!((plain.width, plain.height), (40, 20));
-    }
-
     #[test]
     fn garbage_is_unsupported() {
         assert!(matches!(

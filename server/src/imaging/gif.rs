@@ -87,7 +87,7 @@ pub(super) fn decode(
     );
     check_pixels(canvas.0, canvas.1, max_pixels)?;
     let k = factor(canvas, largest_shown(canvas, shrink_to, Orientation::NoTransforms));
-    let mut reducer = Reducer::new(canvas.0, canvas.1, k)?;
+    let mut reducer = Reducer::new(canvas.0, canvas.1, k, !frame.interlaced)?;
     let rows: Box<dyn Iterator<Item = u32>> = if frame.interlaced {
         Box::new(gif_interlaced_rows(frame.height))
     } else {

@@ -231,13 +231,8 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Result<Vec<u8>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plugin_api::geometry::fit;
-    use plugin_api::ImageView;
-
-    fn corpus_file(path: &str) -> Vec<u8> {
-        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-        std::fs::read(corpus.join(path)).unwrap()
-    }
+    use super::super::testing::{corpus_file, mean_error, shown};
+    use plugin_api::geometry::{cover, fit};
 
     /// Every progressive JPEG of the corpus.
     const PROGRESSIVE: [&str; 4] = [
@@ -257,29 +252,6 @@ mod tests {
         (640, 480),
         (1024, 768),
     ];
-
-    /// `decoded` scaled to `size` with the resampler modes use.
-    fn shown(decoded: &Decoded, size: (u32, u32)) -> Vec<u8> {
-        let view = ImageView::new(
-            &decoded.pixels,
-            decoded.width,
-            decoded.height,
-            plugin_api::PixelFormat::Rgb8,
-        )
-        .unwrap();
-        let out = plugin_api::ops::resize(view, size.0, size.1).unwrap();
-        out.view().pixels.as_slice().to_vec()
-    }
-
-    fn mean_error(a: &[u8], b: &[u8]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        let sum: u64 = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| u64::from(x.abs_diff(*y)))
-            .sum();
-        sum as f64 / a.len() as f64
-    }
 
     /// The largest mean error a trimmed decode adds, over every progressive file and box,
     /// shown both covering the box (crop) and fitting in it (resize).

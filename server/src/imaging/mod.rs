@@ -16,6 +16,11 @@ mod sniff;
 mod turbo;
 mod webp;
 
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
 pub use avif::{decode_avif, encode_avif_with, AvifEncoder, Rows};
 pub use colour::MAX_PROFILE_BYTES;
 pub use decode::{

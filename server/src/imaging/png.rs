@@ -131,7 +131,7 @@ pub(super) fn decode(
         (width, height),
         largest_shown((width, height), shrink_to, orientation),
     );
-    let mut reducer = Reducer::new(width, height, k)?;
+    let mut reducer = Reducer::new(width, height, k, !interlaced)?;
     if interlaced {
         for (y, x0, dx) in adam7_rows(width, height) {
             let row = reader

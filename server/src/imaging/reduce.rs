@@ -17,7 +17,7 @@ use super::buffers::{self, Layout};
 use super::decode::{DecodeError, Decoded};
 
 /// How much larger than the largest shown size the cells keep the image.
-pub(super) const OVERSAMPLE: u32 = 2;
+pub(super) const OVERSAMPLE: u32 = 3;
 
 /// The largest cell side: sums of 255 x 255 (premultiplied) over 255 x 255 pixels still fit
 /// in a `u32`. A source reduced further is left a little larger than needed.
@@ -64,17 +64,26 @@ pub(super) fn factor(size: (u32, u32), shown: Option<(u32, u32)>) -> u32 {
 }
 
 /// Pixels gathered row by row, whole (k = 1) or averaged into k x k cells.
+///
+/// When rows arrive top to bottom (`in_order`), only one row of cells is summed at a time and
+/// each is written out as soon as the rows below it begin: the memory is the output's (4
+/// bytes a cell) and one row of sums. Otherwise (Adam7 passes, GIF interlacing) every cell's
+/// sums are kept until the end (16 bytes a cell).
 pub(super) struct Reducer {
     width: u32,
     height: u32,
     k: u32,
     out_width: u32,
     out_height: u32,
+    in_order: bool,
     /// The cell of every source column (k > 1).
     cell_of_x: Vec<u32>,
-    /// Per cell, premultiplied red, green and blue, and alpha, summed (k > 1).
+    /// Premultiplied red, green and blue, and alpha, summed per cell: of the row of cells
+    /// `sums_row` when in order, of every cell otherwise (k > 1).
     sums: Vec<u32>,
-    /// RGBA, straight alpha (k = 1).
+    /// The row of cells `sums` holds (in order).
+    sums_row: u32,
+    /// RGBA, straight alpha: the pixels (k = 1), or the cells written out (in order).
     pixels: Vec<u8>,
     /// Whether some pixel added was not opaque.
     translucent: bool,
@@ -83,19 +92,32 @@ pub(super) struct Reducer {
 }
 
 impl Reducer {
-    /// Room for a `width` x `height` image reduced by `k`.
-    pub(super) fn new(width: u32, height: u32, k: u32) -> Result<Reducer, DecodeError> {
+    /// Room for a `width` x `height` image reduced by `k`, its rows added top to bottom
+    /// (`in_order`) or in any order.
+    pub(super) fn new(width: u32, height: u32, k: u32, in_order: bool) -> Result<Reducer, DecodeError> {
         let k = k.max(1);
         let (out_width, out_height) = (width.div_ceil(k), height.div_ceil(k));
         let cells = out_width as usize * out_height as usize;
-        let (pixels, sums, cell_of_x) = if k == 1 {
-            (buffers::zeroed(cells * 4)?, Vec::new(), Vec::new())
+        let sum_cells = match (k, in_order) {
+            (1, _) => 0,
+            (_, true) => out_width as usize,
+            (_, false) => cells,
+        };
+        let mut sums = Vec::new();
+        sums.try_reserve_exact(sum_cells * 4)
+            .map_err(|_| DecodeError::OutOfMemory {
+                bytes: sum_cells * 16,
+            })?;
+        sums.resize(sum_cells * 4, 0);
+        let pixels = if k == 1 || in_order {
+            buffers::zeroed(cells * 4)?
         } else {
-            let mut sums = Vec::new();
-            sums.try_reserve_exact(cells * 4)
-                .map_err(|_| DecodeError::OutOfMemory { bytes: cells * 16 })?;
-            sums.resize(cells * 4, 0);
-            (Vec::new(), sums, (0..width).map(|x| x / k).collect())
+            Vec::new()
+        };
+        let cell_of_x = if k == 1 {
+            Vec::new()
+        } else {
+            (0..width).map(|x| x / k).collect()
         };
         Ok(Reducer {
             width,
@@ -103,8 +125,10 @@ impl Reducer {
             k,
             out_width,
             out_height,
+            in_order,
             cell_of_x,
             sums,
+            sums_row: 0,
             pixels,
             translucent: false,
             added: 0,
@@ -112,10 +136,19 @@ impl Reducer {
     }
 
     /// Adds the pixels of `row`, in `layout`, to source row `y` at columns `x0`, `x0 + dx`,
-    /// ... Pixels outside the image are ignored.
+    /// ... Pixels outside the image are ignored; in order, so are rows above the last one.
     pub(super) fn add(&mut self, y: u32, x0: u32, dx: u32, row: &[u8], layout: Layout) {
         if y >= self.height {
             return;
+        }
+        if self.in_order && self.k > 1 {
+            let cell_row = y / self.k;
+            if cell_row < self.sums_row {
+                return;
+            }
+            while self.sums_row < cell_row {
+                self.write_out_row();
+            }
         }
         let channels = layout.channels();
         let columns = (x0..self.width).step_by(dx.max(1) as usize);
@@ -130,8 +163,9 @@ impl Reducer {
         }
     }
 
-    /// Adds one RGBA pixel at (`x`, `y`), inside the image.
-    pub(super) fn put(&mut self, x: u32, y: u32, [r, g, b, a]: [u8; 4]) {
+    /// Adds one RGBA pixel at (`x`, `y`), inside the image (and, in order, in the row of
+    /// cells being summed).
+    fn put(&mut self, x: u32, y: u32, [r, g, b, a]: [u8; 4]) {
         self.translucent |= a != 255;
         self.added += 1;
         if self.k == 1 {
@@ -139,8 +173,9 @@ impl Reducer {
             self.pixels[at..at + 4].copy_from_slice(&[r, g, b, a]);
             return;
         }
-        let cell = (y / self.k) as usize * self.out_width as usize
-            + self.cell_of_x[x as usize] as usize;
+        let cell_row = if self.in_order { 0 } else { y / self.k };
+        let cell =
+            cell_row as usize * self.out_width as usize + self.cell_of_x[x as usize] as usize;
         let sum = &mut self.sums[cell * 4..cell * 4 + 4];
         let a32 = u32::from(a);
         sum[0] += u32::from(r) * a32;
@@ -149,50 +184,69 @@ impl Reducer {
         sum[3] += a32;
     }
 
-    /// The image: RGB, or RGBA when some pixel is not opaque (or was never added).
-    pub(super) fn finish(self) -> Result<Decoded, DecodeError> {
-        let whole = u64::from(self.width) * u64::from(self.height);
-        let translucent = self.translucent || self.added < whole;
-        if self.k == 1 {
-            let pixels = if translucent {
-                self.pixels
+    /// The average of the cell at (`cx`, `cy`) from its sums, straight RGBA.
+    fn cell(&self, cx: u32, cy: u32, sums: &[u32]) -> [u8; 4] {
+        let rows = self.k.min(self.height - cy * self.k);
+        let columns = self.k.min(self.width - cx * self.k);
+        let area = rows * columns;
+        let alpha = sums[3];
+        let colour = |c: u32| {
+            if alpha == 0 {
+                0
             } else {
-                rgba_to_rgb_in_place(self.pixels)
-            };
-            return Ok(Decoded {
-                pixels,
-                width: self.width,
-                height: self.height,
-                alpha: translucent,
-            });
-        }
-        let channels = if translucent { 4 } else { 3 };
-        let cells = self.out_width as usize * self.out_height as usize;
-        let mut out = buffers::with_capacity(cells * channels)?;
-        let k = self.k;
-        for cy in 0..self.out_height {
-            let rows = k.min(self.height - cy * k);
+                ((u64::from(c) + u64::from(alpha) / 2) / u64::from(alpha)) as u8
+            }
+        };
+        [
+            colour(sums[0]),
+            colour(sums[1]),
+            colour(sums[2]),
+            ((alpha + area / 2) / area) as u8,
+        ]
+    }
+
+    /// Writes the row of cells being summed out to the pixels and starts the next (in order).
+    fn write_out_row(&mut self) {
+        let cy = self.sums_row;
+        if cy < self.out_height {
+            let row_start = cy as usize * self.out_width as usize * 4;
             for cx in 0..self.out_width {
-                let columns = k.min(self.width - cx * k);
-                let area = rows * columns;
-                let at = (cy as usize * self.out_width as usize + cx as usize) * 4;
-                let s = &self.sums[at..at + 4];
-                let alpha = s[3];
-                let colour = |c: u32| {
-                    if alpha == 0 {
-                        0
-                    } else {
-                        ((u64::from(c) + u64::from(alpha) / 2) / u64::from(alpha)) as u8
-                    }
-                };
-                out.extend_from_slice(&[colour(s[0]), colour(s[1]), colour(s[2])]);
-                if translucent {
-                    out.push(((alpha + area / 2) / area) as u8);
-                }
+                let at = cx as usize * 4;
+                let cell = self.cell(cx, cy, &self.sums[at..at + 4]);
+                self.pixels[row_start + at..row_start + at + 4].copy_from_slice(&cell);
             }
         }
+        self.sums.fill(0);
+        self.sums_row += 1;
+    }
+
+    /// The image: RGB, or RGBA when some pixel is not opaque (or was never added).
+    pub(super) fn finish(mut self) -> Result<Decoded, DecodeError> {
+        let whole = u64::from(self.width) * u64::from(self.height);
+        let translucent = self.translucent || self.added < whole;
+        if self.k > 1 && self.in_order {
+            while self.sums_row < self.out_height {
+                self.write_out_row();
+            }
+        } else if self.k > 1 {
+            let cells = self.out_width as usize * self.out_height as usize;
+            let mut pixels = buffers::with_capacity(cells * 4)?;
+            for cy in 0..self.out_height {
+                for cx in 0..self.out_width {
+                    let at = (cy as usize * self.out_width as usize + cx as usize) * 4;
+                    pixels.extend_from_slice(&self.cell(cx, cy, &self.sums[at..at + 4]));
+                }
+            }
+            self.sums = Vec::new();
+            self.pixels = pixels;
+        }
+        let pixels = if translucent {
+            self.pixels
+        } else {
+            rgba_to_rgb_in_place(self.pixels)
+        };
         Ok(Decoded {
-            pixels: out,
+            pixels,
             width: self.out_width,
             height: self.out_height,
             alpha: translucent,
@@ -253,7 +307,7 @@ pub(super) fn reduce_whole(
     height: u32,
     k: u32,
 ) -> Result<Decoded, DecodeError> {
-    let mut reducer = Reducer::new(width, height, k)?;
+    let mut reducer = Reducer::new(width, height, k, true)?;
     let stride = width as usize * layout.channels();
     for (y, row) in pixels.chunks_exact(stride).enumerate() {
         reducer.add(y as u32, 0, 1, row, layout);
@@ -268,21 +322,28 @@ mod tests {
     #[test]
     fn cells_average_premultiplied_and_missing_pixels_are_transparent() {
         // 4x2, k = 2: two cells. The left one is half opaque red, half transparent green.
-        let mut r = Reducer::new(4, 2, 2).unwrap();
-        r.put(0, 0, [255, 0, 0, 255]);
-        r.put(1, 0, [255, 0, 0, 255]);
-        r.put(0, 1, [0, 255, 0, 0]);
-        r.put(1, 1, [0, 255, 0, 0]);
-        for (x, y) in [(2, 0), (3, 0), (2, 1), (3, 1)] {
-            r.put(x, y, [10, 20, 30, 255]);
+        for in_order in [true, false] {
+            let mut r = Reducer::new(4, 2, 2, in_order).unwrap();
+            let rows: [&[u8]; 2] = [
+                &[255, 0, 0, 255, 255, 0, 0, 255, 10, 20, 30, 255, 10, 20, 30, 255],
+                &[0, 255, 0, 0, 0, 255, 0, 0, 10, 20, 30, 255, 10, 20, 30, 255],
+            ];
+            let order: &[u32] = if in_order { &[0, 1] } else { &[1, 0] };
+            for &y in order {
+                r.add(y, 0, 1, rows[y as usize], Layout::Rgba8);
+            }
+            let out = r.finish().unwrap();
+            assert_eq!((out.width, out.height, out.alpha), (2, 1, true));
+            assert_eq!(out.pixels, vec![255, 0, 0, 128, 10, 20, 30, 255]);
+        }
+        // A pixel never added is transparent: opaque input, one row short.
+        let mut r = Reducer::new(2, 4, 2, true).unwrap();
+        for y in 0..3 {
+            r.add(y, 0, 1, &[1, 2, 3, 1, 2, 3], Layout::Rgb8);
         }
         let out = r.finish().unwrap();
-        assert_eq!((out.width, out.height, out.alpha), (2, 1, true));
-        assert_eq!(out.pixels, vec![255, 0, 0, 128, 10, 20, 30, 255]);
-        // A pixel never added is transparent: opaque input, one pixel short.
-        let mut r = Reducer::new(2, 1, 1).unwrap();
-        r.put(0, 0, [1, 2, 3, 255]);
-        assert!(r.finish().unwrap().alpha);
+        assert!(out.alpha);
+        assert_eq!((out.pixels[3], out.pixels[7]), (255, 128));
     }
 
     #[test]
@@ -311,11 +372,11 @@ mod tests {
     }
 
     #[test]
-    fn the_factor_keeps_twice_the_shown_size() {
-        assert_eq!(factor((6800, 6800), Some((300, 300))), 11);
+    fn the_factor_keeps_three_times_the_shown_size() {
+        assert_eq!(factor((6800, 6800), Some((300, 300))), 7);
         assert_eq!(factor((1000, 800), Some((300, 240))), 1);
         assert_eq!(factor((1000, 800), None), 1);
-        assert_eq!(factor((100_000, 100), Some((1, 1))), 50);
+        assert_eq!(factor((100_000, 100), Some((1, 1))), 33);
         assert_eq!(factor((100_000, 100_000), Some((1, 1))), MAX_FACTOR);
     }
 }

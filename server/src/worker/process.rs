@@ -360,6 +360,7 @@ mod tests {
         Arc::new(DecodedSource {
             image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
             good_up_to,
+            warnings: Vec::new(),
         })
     }
 
