@@ -142,3 +142,104 @@ async fn openross_goldens_match() {
     assert!(out.get_pixel(100, 20).0.iter().all(|c| *c > 245));
     assert!(out.get_pixel(100, 180).0.iter().all(|c| *c > 245));
 }
+
+/// A 6800x6800 16-bit RGBA PNG (a flat sky with a band of gradient), written row by row.
+fn write_big_png(path: &std::path::Path) {
+    let (w, h) = (6800u32, 6800u32);
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, w, h);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Sixteen);
+    encoder.set_compression(png::Compression::Fastest);
+    let mut writer = encoder.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let mut row = vec![0u8; w as usize * 8];
+    for y in 0..h {
+        for x in 0..w {
+            let band = (2900..3900).contains(&y);
+            let px = if band {
+                [(x * 255 / w) as u8, (y % 256) as u8, 120, 255]
+            } else {
+                [90, 140, 200, 255]
+            };
+            let at = x as usize * 8;
+            for (i, c) in px.iter().enumerate() {
+                row[at + i * 2] = *c;
+                row[at + i * 2 + 1] = *c;
+            }
+        }
+        std::io::Write::write_all(&mut stream, &row).unwrap();
+    }
+    stream.finish().unwrap();
+}
+
+/// A 43-byte GIF whose logical screen is 7000x7000, with one pixel at (3000, 3000).
+fn big_screen_gif() -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&7000u16.to_le_bytes());
+    gif.extend_from_slice(&7000u16.to_le_bytes());
+    gif.extend_from_slice(&[0xF0, 0, 0, 255, 255, 255, 0, 0, 0, 0x2C]);
+    for v in [3000u16, 3000, 1, 1] {
+        gif.extend_from_slice(&v.to_le_bytes());
+    }
+    gif.extend_from_slice(&[0, 2, 2, 0x4C, 0x01, 0, 0x3B]);
+    gif
+}
+
+/// The worker's peak memory for issue 20's two canvases, rendered at 300x300: under 150 MiB
+/// above its peak after a small render (decoded whole, they raised it by 655 and 546 MiB).
+/// A JPEG with stray bytes before a marker renders and its libjpeg warning is counted.
+#[test]
+fn large_canvases_render_in_rows_and_warnings_are_counted() {
+    use crate::isolation::children;
+    use crate::process::{http_get, Ross};
+    use std::time::Duration;
+
+    let media = tempfile::tempdir().unwrap();
+    write_big_png(&media.path().join("big16.png"));
+    std::fs::write(media.path().join("bigscreen.gif"), big_screen_gif()).unwrap();
+    let jpeg = std::fs::read(corpus().join("photos/Dune.jpg")).unwrap();
+    // Stray bytes after the APP segments, before the next marker.
+    let mut at = 2;
+    while (0xE0..=0xEF).contains(&jpeg[at + 1]) {
+        at += 2 + usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+    }
+    let mut junk = jpeg[..at].to_vec();
+    junk.extend_from_slice(&[0, 0, 0, 0]);
+    junk.extend_from_slice(&jpeg[at..]);
+    std::fs::write(media.path().join("junk.jpg"), junk).unwrap();
+    std::fs::copy(corpus().join("png/g04n2c08.png"), media.path().join("small.png")).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SOURCE__ROOT", media.path().to_str().unwrap()),
+            ("ROSS__LIMITS__MAX_CONCURRENT_RENDERS", "1"),
+        ],
+    );
+    let get = |path: &str| http_get(ross.port, path, Duration::from_secs(60)).unwrap();
+    let (status, body) = get("/300/300/crop/small.png");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let workers = children(ross.child.id());
+    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
+    let peak = || crate::util::status_kib_of(workers[0], "VmHWM:");
+    let before = peak();
+    for name in ["big16.png", "bigscreen.gif"] {
+        let (status, body) = get(&format!("/300/300/crop/{name}"));
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(image::load_from_memory(&body).unwrap().width(), 300);
+    }
+    assert_eq!(children(ross.child.id()), workers, "the same worker rendered both");
+    let grew = (peak() - before) / 1024;
+    println!("the worker's peak grew by {grew} MiB for the two canvases");
+    assert!(grew < 150, "the worker's peak grew by {grew} MiB");
+
+    assert_eq!(get("/300/300/crop/junk.jpg").0, 200);
+    let (_, metrics) = get("/metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("ross_decode_warnings_total{kind=\"jpeg\"} 1"),
+        "{metrics}"
+    );
+}

@@ -227,7 +227,7 @@ async fn a_plugin_cannot_leave_its_sandbox() {
 }
 
 /// The processes whose parent is `pid`, any thread of it.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
