@@ -208,7 +208,11 @@ fn large_canvases_render_in_rows_and_warnings_are_counted() {
     junk.extend_from_slice(&[0, 0, 0, 0]);
     junk.extend_from_slice(&jpeg[at..]);
     std::fs::write(media.path().join("junk.jpg"), junk).unwrap();
-    std::fs::copy(corpus().join("png/g04n2c08.png"), media.path().join("small.png")).unwrap();
+    std::fs::copy(
+        corpus().join("png/g04n2c08.png"),
+        media.path().join("small.png"),
+    )
+    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let ross = Ross::start(
@@ -230,7 +234,11 @@ fn large_canvases_render_in_rows_and_warnings_are_counted() {
         assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
         assert_eq!(image::load_from_memory(&body).unwrap().width(), 300);
     }
-    assert_eq!(children(ross.child.id()), workers, "the same worker rendered both");
+    assert_eq!(
+        children(ross.child.id()),
+        workers,
+        "the same worker rendered both"
+    );
     let grew = (peak() - before) / 1024;
     println!("the worker's peak grew by {grew} MiB for the two canvases");
     assert!(grew < 150, "the worker's peak grew by {grew} MiB");

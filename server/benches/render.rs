@@ -139,6 +139,81 @@ fn main() {
     compare_with_vips(&photos, &means);
     decode_floor(&photos, &registry);
     several_sizes(&photos, &registry);
+    tagged(&photos, &registry);
+}
+
+/// `jpeg` with `profile` in APP2 segments right after SOI, as cameras and editors write it.
+fn with_icc(jpeg: &[u8], profile: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = profile.chunks(65_519).collect();
+    let mut out = jpeg[..2].to_vec();
+    for (i, part) in parts.iter().enumerate() {
+        out.extend_from_slice(&[0xFF, 0xE2]);
+        out.extend_from_slice(&((part.len() + 16) as u16).to_be_bytes());
+        out.extend_from_slice(b"ICC_PROFILE\0");
+        out.extend_from_slice(&[i as u8 + 1, parts.len() as u8]);
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// The cost of colour management: each photo rendered (crop 300x300) as it is, tagged with an
+/// Adobe RGB (1998) profile (converted to sRGB with Little CMS at the decode's reduced size),
+/// and tagged with an sRGB profile (recognised, nothing converted).
+fn tagged(photos: &[PathBuf], registry: &InProcessModes) {
+    use lcms2::{CIExyY, CIExyYTRIPLE, Profile, ToneCurve};
+    let xy = |x, y| CIExyY { x, y, Y: 1.0 };
+    let gamma = ToneCurve::new(563.0 / 256.0);
+    let adobe = Profile::new_rgb(
+        &xy(0.3127, 0.3290),
+        &CIExyYTRIPLE {
+            Red: xy(0.64, 0.33),
+            Green: xy(0.21, 0.71),
+            Blue: xy(0.15, 0.06),
+        },
+        &[&gamma, &gamma, &gamma],
+    )
+    .unwrap()
+    .icc()
+    .unwrap();
+    let srgb = Profile::new_srgb().icc().unwrap();
+    let mode = registry.get("crop").unwrap();
+    let stats = ross::stats::Stats::default();
+    let target = TargetSize {
+        width: 300,
+        height: 300,
+    };
+    let (mut plain, mut wide, mut same) = (0.0, 0.0, 0.0);
+    for photo in photos {
+        let bytes = std::fs::read(photo).unwrap();
+        let render = |bytes: &[u8]| {
+            render_bytes(bytes, mode, target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap()
+        };
+        let adobe_tagged = with_icc(&bytes, &adobe);
+        let srgb_tagged = with_icc(&bytes, &srgb);
+        plain += timed(|| render(&bytes));
+        wide += timed(|| render(&adobe_tagged));
+        same += timed(|| render(&srgb_tagged));
+    }
+    let n = photos.len() as f64;
+    println!(
+        "colour management, crop 300x300, ms per photo (mean of {} photos):",
+        photos.len()
+    );
+    println!(
+        "  no profile                                   {:>8.2}",
+        plain / n
+    );
+    println!(
+        "  Adobe RGB profile, converted to sRGB         {:>8.2}   {:.3}x the untagged time, target <= 1.15x",
+        wide / n,
+        wide / plain
+    );
+    println!(
+        "  sRGB profile, recognised                     {:>8.2}   {:.3}x",
+        same / n,
+        same / plain
+    );
 }
 
 /// Median milliseconds of `RUNS` runs of `run` (after one warm-up).

@@ -74,7 +74,9 @@ pub(super) fn decode(
         input = &input[used..];
         match event {
             Event::GlobalPalette(palette) => global = Some(palette),
-            Event::FrameMetadata(_) => break Frame::new(decoder.current_frame(), global.as_deref()),
+            Event::FrameMetadata(_) => {
+                break Frame::new(decoder.current_frame(), global.as_deref())
+            }
             Event::BlockStart(Block::Trailer) => return Err(malformed("no image in the file")),
             Event::Nothing if input.is_empty() => return Err(malformed("no image in the file")),
             _ => {}
@@ -86,7 +88,10 @@ pub(super) fn decode(
         screen.1.max(frame.top + frame.height),
     );
     check_pixels(canvas.0, canvas.1, max_pixels)?;
-    let k = factor(canvas, largest_shown(canvas, shrink_to, Orientation::NoTransforms));
+    let k = factor(
+        canvas,
+        largest_shown(canvas, shrink_to, Orientation::NoTransforms),
+    );
     let mut reducer = Reducer::new(canvas.0, canvas.1, k, !frame.interlaced)?;
     let rows: Box<dyn Iterator<Item = u32>> = if frame.interlaced {
         Box::new(gif_interlaced_rows(frame.height))

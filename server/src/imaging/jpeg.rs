@@ -230,8 +230,8 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Result<Vec<u8>, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::testing::{corpus_file, mean_error, shown};
+    use super::*;
     use plugin_api::geometry::{cover, fit};
 
     /// Every progressive JPEG of the corpus.
@@ -260,10 +260,13 @@ mod tests {
         for path in PROGRESSIVE {
             let bytes = corpus_file(path);
             for target in BOXES {
-                let full = decode_trimmed(&bytes, &[target], u64::MAX, None, &mut Vec::new()).unwrap().0;
-                let trimmed = decode_trimmed(&bytes, &[target], u64::MAX, Some(policy), &mut Vec::new())
+                let full = decode_trimmed(&bytes, &[target], u64::MAX, None, &mut Vec::new())
                     .unwrap()
                     .0;
+                let trimmed =
+                    decode_trimmed(&bytes, &[target], u64::MAX, Some(policy), &mut Vec::new())
+                        .unwrap()
+                        .0;
                 assert_eq!((full.width, full.height), (trimmed.width, trimmed.height));
                 let size = (full.width, full.height);
                 for out in [cover(size, target), fit(size, target)] {

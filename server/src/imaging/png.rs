@@ -14,8 +14,8 @@ use image::metadata::Orientation;
 use super::buffers::{self, Layout};
 use super::colour::MAX_PROFILE_BYTES;
 use super::decode::{
-    apply_profile, check_pixels, exif_orientation, max_alloc, DecodeError, DecodeWarning,
-    Decoded, WarningKind,
+    apply_profile, check_pixels, exif_orientation, max_alloc, DecodeError, DecodeWarning, Decoded,
+    WarningKind,
 };
 use super::reduce::{adam7_rows, factor, largest_shown, Reducer};
 use super::sniff::Format;

@@ -94,7 +94,12 @@ pub(super) struct Reducer {
 impl Reducer {
     /// Room for a `width` x `height` image reduced by `k`, its rows added top to bottom
     /// (`in_order`) or in any order.
-    pub(super) fn new(width: u32, height: u32, k: u32, in_order: bool) -> Result<Reducer, DecodeError> {
+    pub(super) fn new(
+        width: u32,
+        height: u32,
+        k: u32,
+        in_order: bool,
+    ) -> Result<Reducer, DecodeError> {
         let k = k.max(1);
         let (out_width, out_height) = (width.div_ceil(k), height.div_ceil(k));
         let cells = out_width as usize * out_height as usize;
@@ -325,7 +330,9 @@ mod tests {
         for in_order in [true, false] {
             let mut r = Reducer::new(4, 2, 2, in_order).unwrap();
             let rows: [&[u8]; 2] = [
-                &[255, 0, 0, 255, 255, 0, 0, 255, 10, 20, 30, 255, 10, 20, 30, 255],
+                &[
+                    255, 0, 0, 255, 255, 0, 0, 255, 10, 20, 30, 255, 10, 20, 30, 255,
+                ],
                 &[0, 255, 0, 0, 0, 255, 0, 0, 10, 20, 30, 255, 10, 20, 30, 255],
             ];
             let order: &[u32] = if in_order { &[0, 1] } else { &[1, 0] };

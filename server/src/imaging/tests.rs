@@ -35,11 +35,9 @@ fn adobe_rgb() -> Profile {
 
 /// Display P3, as recent phones tag their photos: P3 primaries, sRGB's curve.
 fn display_p3() -> Profile {
-    let curve = ToneCurve::new_parametric(
-        4,
-        &[2.4, 1.0 / 1.055, 0.055 / 1.055, 1.0 / 12.92, 0.04045],
-    )
-    .unwrap();
+    let curve =
+        ToneCurve::new_parametric(4, &[2.4, 1.0 / 1.055, 0.055 / 1.055, 1.0 / 12.92, 0.04045])
+            .unwrap();
     let primaries = CIExyYTRIPLE {
         Red: xy(0.680, 0.320),
         Green: xy(0.265, 0.690),
@@ -116,12 +114,7 @@ fn wide_gamut_sources_come_out_in_srgb_in_every_format() {
         let jpeg_plain = jpeg(&srgb, w, h, turbojpeg::PixelFormat::RGB);
         let jpeg_wide = jpeg(&wide, w, h, turbojpeg::PixelFormat::RGB);
         let cases = [
-            (
-                "JPEG",
-                with_icc(&jpeg_wide, 2, &icc),
-                jpeg_plain,
-                jpeg_wide,
-            ),
+            ("JPEG", with_icc(&jpeg_wide, 2, &icc), jpeg_plain, jpeg_wide),
             (
                 "PNG",
                 png(&wide, w, h, &[iccp(&icc)]),
@@ -137,7 +130,11 @@ fn wide_gamut_sources_come_out_in_srgb_in_every_format() {
         ];
         for (format, tagged, reference, untagged) in cases {
             let decoding = decode_for(&tagged, &[], LIMIT).unwrap();
-            assert!(decoding.warnings.is_empty(), "{name} {format}: {:?}", decoding.warnings);
+            assert!(
+                decoding.warnings.is_empty(),
+                "{name} {format}: {:?}",
+                decoding.warnings
+            );
             let reference = pixels_of(&reference);
             let converted = mean_error(&decoding.image.pixels, &reference.pixels);
             let unconverted = mean_error(&pixels_of(&untagged).pixels, &reference.pixels);
@@ -189,13 +186,22 @@ fn cmyk_goes_through_its_profile_and_without_one_is_converted_as_before() {
     let plain = cmyk_halves();
     let untagged = pixels_of(&plain);
     let [r, g, b] = pixel(&untagged, 48, 16);
-    assert!(r < 20 && g > 235 && b > 235, "cyan ink shows cyan: {r} {g} {b}");
+    assert!(
+        r < 20 && g > 235 && b > 235,
+        "cyan ink shows cyan: {r} {g} {b}"
+    );
     let tagged = decode_for(&with_icc(&plain, 2, &grey_cmyk_profile()), &[], LIMIT).unwrap();
     assert!(tagged.warnings.is_empty(), "{:?}", tagged.warnings);
     let paper = pixel(&tagged.image, 16, 16);
     let ink = pixel(&tagged.image, 48, 16);
-    assert!(paper.iter().all(|&c| c > 245), "paper through the profile: {paper:?}");
-    assert!(ink.iter().all(|&c| c < 20), "ink through the profile: {ink:?}");
+    assert!(
+        paper.iter().all(|&c| c > 245),
+        "paper through the profile: {paper:?}"
+    );
+    assert!(
+        ink.iter().all(|&c| c < 20),
+        "ink through the profile: {ink:?}"
+    );
 }
 
 #[test]
@@ -227,7 +233,10 @@ fn broken_oversized_and_mismatched_profiles_are_ignored_with_a_warning() {
     data.extend(bomb);
     let file = png(&srgb, w, h, &[png_chunk(b"iCCP", &data)]);
     let decoding = decode_for(&file, &[], LIMIT).unwrap();
-    assert_eq!(decoding.image.pixels, pixels_of(&png(&srgb, w, h, &[])).pixels);
+    assert_eq!(
+        decoding.image.pixels,
+        pixels_of(&png(&srgb, w, h, &[])).pixels
+    );
     assert_eq!(decoding.warnings.len(), 1);
 }
 
@@ -257,23 +266,41 @@ fn orientation_is_applied_in_every_format_browsers_read_it_in() {
                 "PNG eXIf with the JPEG prefix",
                 png(pixels, w, h, &[png_chunk(b"eXIf", &prefixed)]),
             ),
-            ("WebP EXIF after the image", webp(pixels, w, h, &[], &[(b"EXIF", &bare)])),
-            ("WebP EXIF before the image", webp(pixels, w, h, &[(b"EXIF", &bare)], &[])),
+            (
+                "WebP EXIF after the image",
+                webp(pixels, w, h, &[], &[(b"EXIF", &bare)]),
+            ),
+            (
+                "WebP EXIF before the image",
+                webp(pixels, w, h, &[(b"EXIF", &bare)], &[]),
+            ),
             (
                 "WebP EXIF with the JPEG prefix",
                 webp(pixels, w, h, &[], &[(b"EXIF", &prefixed)]),
             ),
             (
                 "JPEG APP1",
-                with_segment(&jpeg(pixels, w, h, turbojpeg::PixelFormat::RGB), 2, 0xE1, &prefixed),
+                with_segment(
+                    &jpeg(pixels, w, h, turbojpeg::PixelFormat::RGB),
+                    2,
+                    0xE1,
+                    &prefixed,
+                ),
             ),
         ];
         for (what, file) in files {
             let out = pixels_of(&file);
-            assert_eq!((out.width, out.height), (90, 60), "{what}, orientation {tag}");
+            assert_eq!(
+                (out.width, out.height),
+                (90, 60),
+                "{what}, orientation {tag}"
+            );
             let error = mean_error(&out.pixels, upright.as_raw());
             // Lossy coding costs a few levels; a wrong turn costs tens.
-            assert!(error < 8.0, "{what}, orientation {tag}: mean error {error:.1}");
+            assert!(
+                error < 8.0,
+                "{what}, orientation {tag}: mean error {error:.1}"
+            );
         }
     }
 }
@@ -306,12 +333,21 @@ fn what_libjpeg_decodes_with_a_warning_renders_and_a_cut_file_does_not() {
     junk_then_exif.extend_from_slice(&[0x12, 0x34]);
     junk_then_exif.extend_from_slice(&turned[app0_end..]);
     let out = pixels_of(&junk_then_exif);
-    assert_eq!((out.width, out.height), (h, w), "the orientation after stray bytes");
+    assert_eq!(
+        (out.width, out.height),
+        (h, w),
+        "the orientation after stray bytes"
+    );
     // A truncated APP14 (Adobe) segment.
     let app14 = with_segment(&plain, 2, 0xEE, b"Adobe");
     assert_eq!(pixels_of(&app14).pixels, expected);
     // The ICC profile in an APP2 segment after the frame header is still the profile.
-    let wide = jpeg(&into_space(&srgb, &adobe_rgb()), w, h, turbojpeg::PixelFormat::RGB);
+    let wide = jpeg(
+        &into_space(&srgb, &adobe_rgb()),
+        w,
+        h,
+        turbojpeg::PixelFormat::RGB,
+    );
     let icc = adobe_rgb().icc().unwrap();
     let sof = segment_at(&wide, 0xC0);
     let before = pixels_of(&with_icc(&wide, 2, &icc)).pixels;
@@ -319,7 +355,10 @@ fn what_libjpeg_decodes_with_a_warning_renders_and_a_cut_file_does_not() {
     assert_eq!(after, before);
     let error = mean_error(&after, &expected);
     // Converted: JPEG coding in another space costs a few levels (unconverted, about 12).
-    assert!(error < 4.0, "the profile after the frame header: mean error {error:.2}");
+    assert!(
+        error < 4.0,
+        "the profile after the frame header: mean error {error:.2}"
+    );
     // A file cut short is not served (its missing rows would be grey).
     assert!(matches!(
         decode(&corpus_file("bad/truncated.jpg"), &[], LIMIT),
@@ -416,7 +455,10 @@ fn row_sources() -> Vec<(String, Vec<u8>)> {
     .map(|p| (p.to_string(), corpus_file(p)))
     .collect();
     if std::env::var("ROW_COMPARE_JPEG").is_ok() {
-        sources.push(("GreenMeadow.jpg (DCT)".into(), corpus_file("photos/GreenMeadow.jpg")));
+        sources.push((
+            "GreenMeadow.jpg (DCT)".into(),
+            corpus_file("photos/GreenMeadow.jpg"),
+        ));
     }
     let full = decode(&corpus_file("photos/GreenMeadow.jpg"), &[], LIMIT).unwrap();
     let (w, h) = (full.width, full.height);
@@ -469,7 +511,15 @@ fn rows_averaged_in_cells_stay_within_the_error_bound() {
             }
         }
     }
-    println!("rows in cells: worst mean error {:.3} ({})", worst.0, worst.1);
+    println!(
+        "rows in cells: worst mean error {:.3} ({})",
+        worst.0, worst.1
+    );
     assert!(reduced_any >= 10, "too few reduced decodes: {reduced_any}");
-    assert!(worst.0 <= MAX_ROW_ERROR, "mean error {:.3} for {}", worst.0, worst.1);
+    assert!(
+        worst.0 <= MAX_ROW_ERROR,
+        "mean error {:.3} for {}",
+        worst.0,
+        worst.1
+    );
 }

@@ -96,7 +96,9 @@ fn features(bytes: &[u8]) -> Result<Features, DecodeError> {
     let status =
         unsafe { libwebp_sys::WebPGetFeatures(bytes.as_ptr(), bytes.len(), features.as_mut_ptr()) };
     if status != libwebp_sys::VP8StatusCode::VP8_STATUS_OK {
-        return Err(malformed(format!("libwebp cannot read the header ({status:?})")));
+        return Err(malformed(format!(
+            "libwebp cannot read the header ({status:?})"
+        )));
     }
     // SAFETY: initialised by the successful call.
     let features = unsafe { features.assume_init() };
@@ -143,7 +145,9 @@ fn decode_scaled(
         status
     };
     if status != libwebp_sys::VP8StatusCode::VP8_STATUS_OK {
-        return Err(malformed(format!("libwebp cannot decode the image ({status:?})")));
+        return Err(malformed(format!(
+            "libwebp cannot decode the image ({status:?})"
+        )));
     }
     let layout = if features.alpha {
         buffers::Layout::Rgba8
