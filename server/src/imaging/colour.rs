@@ -63,9 +63,12 @@ enum Conversion {
     Ignored(String),
 }
 
+/// A profile's bytes, the samples it converts and its conversion.
+type KeptConversion = (Vec<u8>, Samples, Rc<Conversion>);
+
 thread_local! {
     /// Conversions built on this thread, most recently used last.
-    static KEPT: RefCell<Vec<(Vec<u8>, Samples, Rc<Conversion>)>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Vec<KeptConversion>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The conversion of `profile` for `samples`, built or kept.

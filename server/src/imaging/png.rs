@@ -137,7 +137,7 @@ pub(super) fn decode(
             let row = reader
                 .next_row()
                 .map_err(malformed)?
-                .ok_or_else(|| truncated())?;
+                .ok_or_else(truncated)?;
             reducer.add(y, x0, dx, row.data(), layout);
         }
     } else {
@@ -145,7 +145,7 @@ pub(super) fn decode(
             let row = reader
                 .next_row()
                 .map_err(malformed)?
-                .ok_or_else(|| truncated())?;
+                .ok_or_else(truncated)?;
             reducer.add(y, 0, 1, row.data(), layout);
         }
     }

@@ -124,9 +124,9 @@ impl Decompressor {
     /// Sets the scale of the next decompression to `eighths`/8.
     pub(super) fn set_scale(&mut self, eighths: u32) -> Result<(), Trouble> {
         // TurboJPEG knows its factors in lowest terms (1/2, not 4/8).
-        let mut denom = 8;
+        let mut denom: u32 = 8;
         let mut num = eighths.max(1);
-        while num % 2 == 0 && denom % 2 == 0 {
+        while num.is_multiple_of(2) && denom.is_multiple_of(2) {
             num /= 2;
             denom /= 2;
         }
