@@ -37,7 +37,8 @@ build_deps() {
 TEST_ENV=target/test-env
 MOTO_VERSION=5.2.5
 test_python_env() {
-  apt_install python3 python3-venv
+  # icc-profiles-free: the Adobe RGB profile ../shared/acceptance/fidelity tags its files with.
+  apt_install python3 python3-venv icc-profiles-free
   if [ -x "$TEST_ENV/bin/moto_server" ] &&
      "$TEST_ENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
     return 0
