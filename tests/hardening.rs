@@ -839,26 +839,30 @@ fn an_icc_bomb_png_costs_no_memory() {
 
 /// Allocation failure never aborts the process: with its address space limited to 1 GiB
 /// (as on a small machine) and `limits.max_source_pixels` raised to let a 400-megapixel PNG
-/// through, decoding it needs a 1.2 GB buffer. That request gets 503 `out-of-memory` with
-/// `Retry-After`; the process lives on and serves the next request.
+/// through, showing it at 10000x10000 needs it whole, a 1.6 GB buffer. That request gets 503
+/// `out-of-memory` with `Retry-After`; the process lives on and serves the next request.
+/// (Shown at 300x300, the same PNG is decoded in rows, and renders.)
 #[test]
 fn an_allocation_that_fails_is_a_503_not_an_abort() {
     let dir = tempfile::tempdir().unwrap();
     let ross = Ross::start_with(
         dir.path(),
-        &[("ROSS__LIMITS__MAX_SOURCE_PIXELS", "400000000")],
+        &[
+            ("ROSS__LIMITS__MAX_SOURCE_PIXELS", "400000000"),
+            ("ROSS__LIMITS__MAX_WIDTH", "10000"),
+            ("ROSS__LIMITS__MAX_HEIGHT", "10000"),
+            ("ROSS__LIMITS__MAX_OUTPUT_PIXELS", "100000000"),
+        ],
         Some(1 << 30),
     );
     let wait = Duration::from_secs(60);
-    let (status, body) = crate::process::http_request(
-        ross.port,
-        "GET",
-        "/300/300/resize/bad/bomb_20000x20000.png",
-        &[],
-        b"",
-        wait,
-    )
-    .unwrap();
+    let get =
+        |path: &str| crate::process::http_request(ross.port, "GET", path, &[], b"", wait).unwrap();
+    // Shown at 300x300, the 400-megapixel PNG is decoded in rows into a few megabytes.
+    let (status, _) = get("/300/300/resize/bad/bomb_20000x20000.png");
+    assert_eq!(status, 200);
+    // Shown at 10000x10000 it is needed whole: 1.6 GB of pixels, more than the worker holds.
+    let (status, body) = get("/10000/10000/resize/bad/bomb_20000x20000.png");
     assert_eq!(
         (status, error_code_of_body(&body).as_str()),
         (503, "out-of-memory")

@@ -41,8 +41,10 @@ fn intent(profile: &Profile) -> Intent {
 /// What the pixels handed to a conversion are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Samples {
-    /// RGB or RGBA (grey sources expanded to RGB), 8 bits.
+    /// RGB or RGBA, 8 bits, from a colour source.
     Rgb,
+    /// RGB or RGBA, 8 bits, from a greyscale source (expanded: red, green and blue equal).
+    Grey,
     /// CMYK as libjpeg returns Adobe's JPEGs: inverted, 255 is no ink.
     InvertedCmyk,
 }
@@ -63,22 +65,32 @@ enum Conversion {
     Ignored(String),
 }
 
-/// A profile's bytes, the samples it converts and its conversion.
-type KeptConversion = (Vec<u8>, Samples, Rc<Conversion>);
+/// A profile's hash and length, the samples it converts and its conversion.
+type KeptConversion = (u64, usize, Samples, Rc<Conversion>);
 
 thread_local! {
     /// Conversions built on this thread, most recently used last.
     static KEPT: RefCell<Vec<KeptConversion>> = const { RefCell::new(Vec::new()) };
+    /// Keys of this thread's hashes, random: no file can be made to collide with another.
+    static HASHER: std::hash::RandomState = std::hash::RandomState::new();
 }
 
-/// The conversion of `profile` for `samples`, built or kept.
+/// The conversion of `profile` for `samples`, built or kept (keyed by the profile's hash and
+/// length, so the cache holds no profile's bytes; a profile over the size limit is neither
+/// read nor kept).
 fn conversion(profile: &[u8], samples: Samples) -> Rc<Conversion> {
+    if profile.len() > MAX_PROFILE_BYTES {
+        return Rc::new(Conversion::Ignored(format!(
+            "the profile is {} bytes, more than the {MAX_PROFILE_BYTES} allowed",
+            profile.len()
+        )));
+    }
+    let hash = HASHER.with(|h| std::hash::BuildHasher::hash_one(h, profile));
+    let key = (hash, profile.len(), samples);
     let kept = KEPT.with_borrow_mut(|kept| {
-        let at = kept
-            .iter()
-            .position(|(bytes, s, _)| *s == samples && bytes == profile)?;
+        let at = kept.iter().position(|e| (e.0, e.1, e.2) == key)?;
         let entry = kept.remove(at);
-        let conversion = entry.2.clone();
+        let conversion = entry.3.clone();
         kept.push(entry);
         Some(conversion)
     });
@@ -90,18 +102,12 @@ fn conversion(profile: &[u8], samples: Samples) -> Rc<Conversion> {
         if kept.len() >= KEPT_TRANSFORMS {
             kept.remove(0);
         }
-        kept.push((profile.to_vec(), samples, built.clone()));
+        kept.push((key.0, key.1, key.2, built.clone()));
     });
     built
 }
 
 fn build(bytes: &[u8], samples: Samples) -> Conversion {
-    if bytes.len() > MAX_PROFILE_BYTES {
-        return Conversion::Ignored(format!(
-            "the profile is {} bytes, more than the {MAX_PROFILE_BYTES} allowed",
-            bytes.len()
-        ));
-    }
     let profile = match Profile::new_icc(bytes) {
         Ok(p) => p,
         Err(e) => return Conversion::Ignored(format!("not a usable ICC profile: {e}")),
@@ -110,7 +116,8 @@ fn build(bytes: &[u8], samples: Samples) -> Conversion {
     let space = profile.color_space();
     let intent = intent(&profile);
     let built = match (samples, space) {
-        (Samples::Rgb, ColorSpaceSignature::RgbData) => {
+        // An RGB profile on a greyscale source describes its (equal) channels as well.
+        (Samples::Rgb | Samples::Grey, ColorSpaceSignature::RgbData) => {
             if is_srgb(&profile) {
                 return Conversion::Identity;
             }
@@ -126,7 +133,7 @@ fn build(bytes: &[u8], samples: Samples) -> Conversion {
             )
             .map(Conversion::Rgb)
         }
-        (Samples::Rgb, ColorSpaceSignature::GrayData) => Transform::new(
+        (Samples::Grey, ColorSpaceSignature::GrayData) => Transform::new(
             &profile,
             PixelFormat::GRAY_8,
             &srgb,
@@ -213,8 +220,12 @@ struct MatrixShaper {
 }
 
 impl MatrixShaper {
-    /// The conversion of a profile made only of colorants and curves (no tables).
+    /// The conversion of a profile made only of colorants and curves (no tables), unless its
+    /// numbers are beyond what real profiles hold (Little CMS converts those).
     fn of(profile: &Profile) -> Option<MatrixShaper> {
+        if profile.has_tag(TagSignature::AToB0Tag) {
+            return None; // browsers read the table
+        }
         let colorant = |p: &Profile, tag| match p.read_tag(tag) {
             Tag::CIEXYZ(xyz) => Some([xyz.X, xyz.Y, xyz.Z]),
             _ => None,
@@ -233,6 +244,14 @@ impl MatrixShaper {
         let source = columns(profile)?;
         let srgb = columns(&Profile::new_srgb())?;
         let matrix = multiply(&invert(&srgb)?, &source);
+        // Real profiles' rows sum to about 3 at most (ProPhoto's); past 4 the fixed-point sums
+        // could overflow.
+        if matrix
+            .iter()
+            .any(|row| row.iter().map(|v| v.abs()).sum::<f64>() > 4.0)
+        {
+            return None;
+        }
         let mut to_linear = [[0i32; 256]; 3];
         for (table, tag) in to_linear.iter_mut().zip([
             TagSignature::RedTRCTag,
@@ -243,7 +262,7 @@ impl MatrixShaper {
                 return None;
             };
             for (i, v) in table.iter_mut().enumerate() {
-                *v = (curve.eval(i as f32 / 255.0) * ONE as f32).round() as i32;
+                *v = (curve.eval(i as f32 / 255.0).clamp(0.0, 1.0) * ONE as f32).round() as i32;
             }
         }
         let mut encode = Box::new([0u8; ONE as usize + 1]);
@@ -328,9 +347,10 @@ fn invert(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
 pub(super) fn rgb_to_srgb(
     image: &mut Decoded,
     profile: &[u8],
+    samples: Samples,
     warnings: &mut Vec<DecodeWarning>,
 ) -> Result<(), DecodeError> {
-    let conversion = conversion(profile, Samples::Rgb);
+    let conversion = conversion(profile, samples);
     let channels = image.channels();
     let width = image.width as usize;
     match &*conversion {
@@ -475,10 +495,10 @@ mod tests {
         let pixels: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7919 % 251) as u8).collect();
         let mut image = Decoded::rgb(pixels, 1000, 1000);
         let mut warnings = Vec::new();
-        rgb_to_srgb(&mut image, &adobe, &mut warnings).unwrap();
+        rgb_to_srgb(&mut image, &adobe, Samples::Rgb, &mut warnings).unwrap();
         let started = std::time::Instant::now();
         for _ in 0..10 {
-            rgb_to_srgb(&mut image, &adobe, &mut warnings).unwrap();
+            rgb_to_srgb(&mut image, &adobe, Samples::Rgb, &mut warnings).unwrap();
         }
         println!(
             "{:.2} ns a pixel",
@@ -491,7 +511,7 @@ mod tests {
         let srgb = Profile::new_srgb().icc().unwrap();
         let mut image = Decoded::rgb(vec![200, 100, 50], 1, 1);
         let mut warnings = Vec::new();
-        rgb_to_srgb(&mut image, &srgb, &mut warnings).unwrap();
+        rgb_to_srgb(&mut image, &srgb, Samples::Rgb, &mut warnings).unwrap();
         assert!(matches!(
             *conversion(&srgb, Samples::Rgb),
             Conversion::Identity

@@ -187,19 +187,38 @@ pub fn decode_every_scan(
     }
 }
 
-/// Applies an embedded ICC profile, if any, to RGB(A) pixels.
+/// Applies an embedded ICC profile, if any, to RGB(A) pixels (from a greyscale source when
+/// `grey`: a grey profile fits only those).
 pub(super) fn apply_profile(
     image: &mut Decoded,
     profile: Option<&[u8]>,
+    grey: bool,
     warnings: &mut Vec<DecodeWarning>,
 ) -> Result<(), DecodeError> {
+    let samples = if grey {
+        colour::Samples::Grey
+    } else {
+        colour::Samples::Rgb
+    };
     match profile {
-        Some(profile) => colour::rgb_to_srgb(image, profile, warnings),
+        Some(profile) => colour::rgb_to_srgb(image, profile, samples, warnings),
         None => Ok(()),
     }
 }
 
-pub(super) fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), DecodeError> {
+/// Checks a header's size: not empty, and within the pixel limit.
+pub(super) fn check_pixels(
+    format: Format,
+    width: u32,
+    height: u32,
+    limit: u64,
+) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Malformed {
+            format,
+            reason: format!("the image is {width}x{height}"),
+        });
+    }
     if u64::from(width) * u64::from(height) > limit {
         return Err(DecodeError::TooManyPixels {
             width,
@@ -223,7 +242,8 @@ pub(super) fn exif_orientation(exif: &[u8]) -> Option<Orientation> {
 }
 
 /// An animated WebP's first frame, composited, through the `image` crate's decoder, into a
-/// buffer that ross allocates (fallibly) itself, at full size.
+/// buffer that ross allocates (fallibly) itself, at full size and as stored (the caller
+/// applies the orientation).
 pub(super) fn decode_with_image(
     bytes: &[u8],
     format: Format,
@@ -247,15 +267,9 @@ pub(super) fn decode_with_image(
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_alloc(max_pixels));
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(malformed)?;
+    let decoder = reader.into_decoder().map_err(malformed)?;
     let (width, height) = decoder.dimensions();
-    check_pixels(width, height, max_pixels)?;
-    let orientation = decoder
-        .exif_metadata()
-        .ok()
-        .flatten()
-        .and_then(|exif| exif_orientation(&exif))
-        .unwrap_or(Orientation::NoTransforms);
+    check_pixels(format, width, height, max_pixels)?;
     let layout = match decoder.color_type() {
         ColorType::L8 => Layout::L8,
         ColorType::La8 => Layout::La8,
@@ -271,8 +285,7 @@ pub(super) fn decode_with_image(
     let size = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
     let mut pixels = buffers::zeroed(size)?;
     decoder.read_image(&mut pixels).map_err(malformed)?;
-    let upright = buffers::upright_layout(pixels, layout, width, height)?;
-    buffers::orient(upright, orientation)
+    buffers::upright_layout(pixels, layout, width, height)
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub(super) fn decode(
         screen.0.max(frame.left + frame.width),
         screen.1.max(frame.top + frame.height),
     );
-    check_pixels(canvas.0, canvas.1, max_pixels)?;
+    check_pixels(Format::Gif, canvas.0, canvas.1, max_pixels)?;
     let k = factor(
         canvas,
         largest_shown(canvas, shrink_to, Orientation::NoTransforms),
@@ -100,24 +100,42 @@ pub(super) fn decode(
     };
     let mut indexes = vec![0u8; frame.width as usize];
     let mut rgba = vec![0u8; frame.width as usize * 4];
-    'rows: for y in rows {
+    let mut any = false;
+    for y in rows {
+        // The row's indexes, as many as arrive: data that ends or breaks early shows what
+        // came before it, as browsers show it.
         let mut filled = 0;
-        while filled < indexes.len() {
-            let (used, event) = decoder
-                .update(input, &mut OutputBuffer::Slice(&mut indexes[filled..]))
-                .map_err(malformed)?;
-            input = &input[used..];
-            match event {
-                Event::BytesDecoded(n) => filled += n.get(),
-                Event::DataEnd => break 'rows,
-                Event::Nothing if input.is_empty() => break 'rows, // the file ends early
-                _ => {}
+        let mut ended = false;
+        while filled < indexes.len() && !ended {
+            let update = decoder.update(input, &mut OutputBuffer::Slice(&mut indexes[filled..]));
+            match update {
+                Ok((used, event)) => {
+                    input = &input[used..];
+                    match event {
+                        Event::BytesDecoded(n) => filled += n.get(),
+                        Event::DataEnd => ended = true,
+                        Event::Nothing if input.is_empty() => ended = true,
+                        _ => {}
+                    }
+                }
+                Err(e) if !any && filled == 0 => return Err(malformed(e)),
+                Err(_) => ended = true,
             }
         }
-        for (px, &i) in rgba.chunks_exact_mut(4).zip(&indexes) {
+        for (px, &i) in rgba.chunks_exact_mut(4).zip(&indexes[..filled]) {
             px.copy_from_slice(&frame.colours[usize::from(i)]);
         }
-        reducer.add(frame.top + y, frame.left, 1, &rgba, Layout::Rgba8);
+        reducer.add(
+            frame.top + y,
+            frame.left,
+            1,
+            &rgba[..filled * 4],
+            Layout::Rgba8,
+        );
+        any |= filled > 0;
+        if ended {
+            break;
+        }
     }
     Ok((reducer.finish()?, k > 1))
 }

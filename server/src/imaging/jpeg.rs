@@ -5,7 +5,8 @@
 //!
 //! What libjpeg decodes with a warning (stray bytes before a marker, a bad segment it skips,
 //! corrupt entropy data it resynchronises past) is served, as browsers show it, with the
-//! warning reported; a file that ends early is not (its missing part would be served grey).
+//! warning reported; a file that ends inside its image data is not (its missing part would be
+//! served grey).
 
 use image::metadata::Orientation;
 use turbojpeg::raw;
@@ -89,10 +90,40 @@ fn exif_orientation(bytes: &[u8]) -> Orientation {
     Orientation::NoTransforms
 }
 
-/// Whether libjpeg's complaint still leaves an image worth serving: a file that ends early
-/// is not served (the missing part would come out grey), whatever libjpeg calls it.
-fn is_served(warning: &str) -> bool {
-    !warning.to_ascii_lowercase().contains("premature end")
+/// Whether the file ends inside a scan's data: cut short (libjpeg would serve the missing part
+/// grey). Read from the file's structure, not libjpeg's message, which names only the first
+/// of its warnings. A file that lacks only its final EOI marker looks the same, and is
+/// refused too.
+fn cut_short(bytes: &[u8]) -> bool {
+    let mut at = 2;
+    while let Some(ff) = marker_at(bytes, at) {
+        let marker = bytes[ff + 1];
+        match marker {
+            0xD9 => return false, // end of image
+            0xD0..=0xD7 | 0x01 => {
+                at = ff + 2;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(len) = bytes.get(ff + 2..ff + 4) else {
+            return true;
+        };
+        let end = ff + 2 + usize::from(u16::from_be_bytes([len[0], len[1]])).max(2);
+        if end > bytes.len() {
+            return true;
+        }
+        at = if marker == 0xDA {
+            let next = scans::entropy_end(bytes, end);
+            if next >= bytes.len() {
+                return true;
+            }
+            next
+        } else {
+            end
+        };
+    }
+    true
 }
 
 pub(super) fn decode(
@@ -137,13 +168,13 @@ fn decode_trimmed(
     let mut decompressor = Decompressor::new().map_err(malformed)?;
     let (header, warning) = decompressor.read_header(bytes).map_err(malformed)?;
     if let Some(w) = warning {
-        if !is_served(&w) {
+        if cut_short(bytes) {
             return Err(malformed(w));
         }
         warned(warnings, w);
     }
     let (w, h) = (header.width, header.height);
-    check_pixels(w, h, max_pixels)?;
+    check_pixels(Format::Jpeg, w, h, max_pixels)?;
     let profile = decompressor.icc_profile();
     decompressor
         .set(raw::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS as i32)
@@ -176,7 +207,7 @@ fn decode_trimmed(
     let mut pixels = buffers::zeroed(width * height * channels)?;
     match decompressor.decompress(bytes, &mut pixels, width * channels, height, format) {
         Ok(()) => {}
-        Err(Trouble::Warning(w)) if is_served(&w) => warned(warnings, w),
+        Err(Trouble::Warning(w)) if !cut_short(bytes) => warned(warnings, w),
         Err(Trouble::Warning(e) | Trouble::Fatal(e)) => return Err(malformed(e)),
     }
     let mut decoded = if cmyk {
@@ -190,7 +221,8 @@ fn decode_trimmed(
         }
     } else {
         let mut decoded = Decoded::rgb(pixels, width as u32, height as u32);
-        super::decode::apply_profile(&mut decoded, profile.as_deref(), warnings)?;
+        let grey = header.colorspace == raw::TJCS_TJCS_GRAY as i32;
+        super::decode::apply_profile(&mut decoded, profile.as_deref(), grey, warnings)?;
         decoded
     };
     decoded = buffers::orient(decoded, orientation)?;

@@ -3,9 +3,9 @@
 //! 300x300 holds a few rows and the cells, not 370 MB of samples.
 //!
 //! The chunks before the image data are read here first: `iCCP` (the profile, inflated up to
-//! [`MAX_PROFILE_BYTES`]: a small file whose profile inflates to a gigabyte stays harmless),
-//! `sRGB` and `eXIf` (orientation). The `png` crate is told to skip the profile and text
-//! chunks itself.
+//! [`MAX_PROFILE_BYTES`]: a small file whose profile inflates to a gigabyte stays harmless)
+//! and `eXIf` (orientation). The `png` crate is told to skip the profile and text chunks
+//! itself.
 
 use std::io::Cursor;
 
@@ -88,7 +88,7 @@ pub(super) fn decode(
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let header = decoder.read_header_info().map_err(malformed)?;
     let (width, height, interlaced) = (header.width, header.height, header.interlaced);
-    check_pixels(width, height, max_pixels)?;
+    check_pixels(Format::Png, width, height, max_pixels)?;
     let found = ancillary(bytes);
     let orientation = found
         .exif
@@ -150,7 +150,8 @@ pub(super) fn decode(
         }
     }
     let mut image = reducer.finish()?;
-    apply_profile(&mut image, profile.as_deref(), warnings)?;
+    let grey = matches!(layout, Layout::L8 | Layout::La8);
+    apply_profile(&mut image, profile.as_deref(), grey, warnings)?;
     Ok((buffers::orient(image, orientation)?, k > 1))
 }
 

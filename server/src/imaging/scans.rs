@@ -181,7 +181,7 @@ fn scan_header(sos: &[u8], components: &[Component], bytes: Range<usize>) -> Opt
 
 /// Where the entropy-coded data starting at `from` ends: at the first marker that is neither
 /// a stuffed zero nor a restart marker (or at the end of the bytes).
-fn entropy_end(bytes: &[u8], from: usize) -> usize {
+pub(super) fn entropy_end(bytes: &[u8], from: usize) -> usize {
     let mut at = from;
     while let Some(found) = memchr::memchr(0xFF, &bytes[at.min(bytes.len())..]) {
         let ff = at + found;

@@ -204,3 +204,51 @@ pub(super) fn exif(value: u16) -> Vec<u8> {
     tiff.extend_from_slice(&0u32.to_le_bytes());
     tiff
 }
+
+/// A PNG of `samples` (rows of `width` pixels of `bytes_per_pixel` bytes, in `colour_type` and
+/// `depth` as IHDR names them), unfiltered, interlaced with Adam7 when `interlaced`.
+pub(super) fn png_raw(
+    samples: &[u8],
+    (width, height): (u32, u32),
+    (colour_type, depth, bytes_per_pixel): (u8, u8, usize),
+    interlaced: bool,
+) -> Vec<u8> {
+    // Adam7's passes: first column, first row, column step, row step (the PNG specification).
+    let passes: &[(u32, u32, u32, u32)] = if interlaced {
+        &[
+            (0, 0, 8, 8),
+            (4, 0, 8, 8),
+            (0, 4, 4, 8),
+            (2, 0, 4, 4),
+            (0, 2, 2, 4),
+            (1, 0, 2, 2),
+            (0, 1, 1, 2),
+        ]
+    } else {
+        &[(0, 0, 1, 1)]
+    };
+    let mut raw = Vec::new();
+    for &(x0, y0, dx, dy) in passes {
+        if x0 >= width || y0 >= height {
+            continue; // an empty pass has no rows, not even filter bytes
+        }
+        for y in (y0..height).step_by(dy as usize) {
+            raw.push(0); // filter: none
+            for x in (x0..width).step_by(dx as usize) {
+                let at = (y as usize * width as usize + x as usize) * bytes_per_pixel;
+                raw.extend_from_slice(&samples[at..at + bytes_per_pixel]);
+            }
+        }
+    }
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, colour_type, 0, 0, u8::from(interlaced)]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(png_chunk(b"IHDR", &ihdr));
+    out.extend(png_chunk(
+        b"IDAT",
+        &miniz_oxide::deflate::compress_to_vec_zlib(&raw, 1),
+    ));
+    out.extend(png_chunk(b"IEND", &[]));
+    out
+}

@@ -526,3 +526,149 @@ fn rows_averaged_in_cells_stay_within_the_error_bound() {
         worst.1
     );
 }
+
+/// `rgb` (8-bit) in each PNG colour type and depth ross must read: grey, grey and alpha, RGB,
+/// RGBA, at 8 and 16 bits (alpha a ramp across the image).
+/// A PNG layout's name, its IHDR colour type, depth and bytes a pixel, and the samples.
+type PngLayout = (&'static str, (u8, u8, usize), Vec<u8>);
+
+fn png_layouts(rgb: &[u8], width: u32) -> Vec<PngLayout> {
+    let pixels: Vec<(usize, &[u8])> = rgb.chunks_exact(3).enumerate().collect();
+    let alpha = |i: usize| (i % width as usize * 255 / width as usize) as u8;
+    let grey =
+        |p: &[u8]| ((u32::from(p[0]) * 3 + u32::from(p[1]) * 6 + u32::from(p[2])) / 10) as u8;
+    let build = |f: &dyn Fn(usize, &[u8]) -> Vec<u8>, wide: bool| -> Vec<u8> {
+        pixels
+            .iter()
+            .flat_map(|&(i, p)| f(i, p))
+            .flat_map(|v| if wide { vec![v, v / 3] } else { vec![v] })
+            .collect()
+    };
+    vec![
+        ("grey 8", (0, 8, 1), build(&|_, p| vec![grey(p)], false)),
+        (
+            "grey+alpha 8",
+            (4, 8, 2),
+            build(&|i, p| vec![grey(p), alpha(i)], false),
+        ),
+        ("RGB 8", (2, 8, 3), build(&|_, p| p.to_vec(), false)),
+        ("RGB 16", (2, 16, 6), build(&|_, p| p.to_vec(), true)),
+        (
+            "RGBA 8",
+            (6, 8, 4),
+            build(&|i, p| vec![p[0], p[1], p[2], alpha(i)], false),
+        ),
+        (
+            "RGBA 16",
+            (6, 16, 8),
+            build(&|i, p| vec![p[0], p[1], p[2], alpha(i)], true),
+        ),
+    ]
+}
+
+#[test]
+fn interlaced_pngs_decode_as_their_plain_twins_whole_and_reduced() {
+    // Odd sizes leave passes short or empty; the large one is reduced.
+    for (w, h, boxes) in [
+        (37, 23, vec![]),
+        (5, 3, vec![]),
+        (1, 1, vec![]),
+        (960, 720, vec![(100, 100)]),
+    ] {
+        let rgb = photo(w, h);
+        for (name, layout, samples) in png_layouts(&rgb, w) {
+            let plain = png_raw(&samples, (w, h), layout, false);
+            let adam7 = png_raw(&samples, (w, h), layout, true);
+            let expected = decode_for(&plain, &boxes, LIMIT).unwrap();
+            let got = decode_for(&adam7, &boxes, LIMIT).unwrap();
+            assert_eq!(got.reduced, !boxes.is_empty(), "{name} {w}x{h}");
+            assert_eq!(
+                (got.image.width, got.image.height, got.image.alpha),
+                (
+                    expected.image.width,
+                    expected.image.height,
+                    expected.image.alpha
+                ),
+                "{name} {w}x{h}"
+            );
+            assert!(
+                got.image.pixels == expected.image.pixels,
+                "{name} {w}x{h}: the interlaced decode differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn damage_is_judged_by_the_file_not_by_libjpegs_first_message() {
+    let (w, h) = (192, 128);
+    let plain = jpeg(&photo(w, h), w, h, turbojpeg::PixelFormat::RGB);
+    let sos = segment_at(&plain, 0xDA);
+    let data = segment_end(&plain, sos);
+    // A stray restart marker in the middle of the entropy-coded data: libjpeg warns
+    // ("premature end of data segment"), resynchronises, and it renders.
+    let mut corrupt = plain.clone();
+    let middle = data + (plain.len() - data) / 2;
+    corrupt[middle..middle + 2].copy_from_slice(&[0xFF, 0xD3]);
+    let decoding = decode_for(&corrupt, &[], LIMIT).unwrap();
+    assert!(
+        decoding
+            .warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::Jpeg),
+        "{:?}",
+        decoding.warnings
+    );
+    // Stray bytes early (libjpeg's first message) and the file cut in its scan: refused.
+    let dqt = segment_at(&plain, 0xDB);
+    let mut junk = plain[..dqt].to_vec();
+    junk.extend_from_slice(&[0, 0]);
+    junk.extend_from_slice(&plain[dqt..middle]);
+    assert!(matches!(
+        decode(&junk, &[], LIMIT),
+        Err(DecodeError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn mismatched_and_empty_sources_are_handled() {
+    // A grey profile on a colour source is ignored (it would turn the photo grey).
+    let grey = lcms2::Profile::new_gray(&xy(0.3457, 0.3585), &ToneCurve::new(2.2))
+        .unwrap()
+        .icc()
+        .unwrap();
+    let (w, h) = (48, 32);
+    let rgb = photo(w, h);
+    let decoding = decode_for(&png(&rgb, w, h, &[iccp(&grey)]), &[], LIMIT).unwrap();
+    assert_eq!(
+        decoding.image.pixels,
+        pixels_of(&png(&rgb, w, h, &[])).pixels
+    );
+    assert!(matches!(&decoding.warnings[..], [w] if w.kind == WarningKind::Profile));
+    // On a greyscale source it applies: gamma 2.2 against sRGB's curve moves mid-greys.
+    let samples: Vec<u8> = (0..=255u8).collect();
+    let grey_png = |extra: &[Vec<u8>]| {
+        let mut file = png_raw(&samples, (256, 1), (0, 8, 1), false);
+        let at = 33; // after the signature and IHDR
+        for chunk in extra.iter().rev() {
+            file.splice(at..at, chunk.iter().copied());
+        }
+        file
+    };
+    let tagged = decode_for(&grey_png(&[iccp(&grey)]), &[], LIMIT).unwrap();
+    assert!(tagged.warnings.is_empty(), "{:?}", tagged.warnings);
+    let plain = pixels_of(&grey_png(&[]));
+    assert!(mean_error(&tagged.image.pixels, &plain.pixels) > 0.5);
+    // A GIF whose data stops in its second row shows its first; an empty screen is refused.
+    let gif = gif_without_global_table(false);
+    let whole = pixels_of(&gif);
+    assert!(!whole.alpha);
+    let mut empty = gif.clone();
+    empty[6..10].fill(0);
+    let end = empty.iter().rposition(|&b| b == 0x2C).unwrap();
+    empty[end + 5..end + 9].fill(0);
+    assert!(matches!(
+        decode(&empty, &[], LIMIT),
+        Err(DecodeError::Malformed { .. })
+    ));
+}

@@ -65,13 +65,13 @@ pub(super) fn decode(
         .exif
         .and_then(exif_orientation)
         .unwrap_or(Orientation::NoTransforms);
-    let (mut image, reduced) = if found.animated {
+    let features = features(bytes)?;
+    let (mut image, reduced) = if found.animated || features.animated {
         let image = decode_with_image(bytes, Format::WebP, max_pixels)?;
         (image, false)
     } else {
-        let features = features(bytes)?;
         let (width, height) = features.size;
-        check_pixels(width, height, max_pixels)?;
+        check_pixels(Format::WebP, width, height, max_pixels)?;
         let k = factor(
             (width, height),
             largest_shown((width, height), shrink_to, orientation),
@@ -79,7 +79,7 @@ pub(super) fn decode(
         let size = (width.div_ceil(k), height.div_ceil(k));
         (decode_scaled(bytes, features, size)?, k > 1)
     };
-    apply_profile(&mut image, found.profile, warnings)?;
+    apply_profile(&mut image, found.profile, false, warnings)?;
     Ok((buffers::orient(image, orientation)?, reduced))
 }
 
@@ -87,6 +87,7 @@ pub(super) fn decode(
 struct Features {
     size: (u32, u32),
     alpha: bool,
+    animated: bool,
 }
 
 #[allow(unsafe_code)]
@@ -106,6 +107,7 @@ fn features(bytes: &[u8]) -> Result<Features, DecodeError> {
     Ok(Features {
         size: (side(features.width)?, side(features.height)?),
         alpha: features.has_alpha != 0,
+        animated: features.has_animation != 0,
     })
 }
 
@@ -144,10 +146,19 @@ fn decode_scaled(
         libwebp_sys::WebPFreeDecBuffer(&mut config.output);
         status
     };
-    if status != libwebp_sys::VP8StatusCode::VP8_STATUS_OK {
-        return Err(malformed(format!(
-            "libwebp cannot decode the image ({status:?})"
-        )));
+    match status {
+        libwebp_sys::VP8StatusCode::VP8_STATUS_OK => {}
+        // libwebp's own buffers (a lossless image's whole canvas) did not fit.
+        libwebp_sys::VP8StatusCode::VP8_STATUS_OUT_OF_MEMORY => {
+            return Err(DecodeError::OutOfMemory {
+                bytes: features.size.0 as usize * features.size.1 as usize * 4,
+            })
+        }
+        status => {
+            return Err(malformed(format!(
+                "libwebp cannot decode the image ({status:?})"
+            )))
+        }
     }
     let layout = if features.alpha {
         buffers::Layout::Rgba8
