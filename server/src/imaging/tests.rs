@@ -672,3 +672,15 @@ fn mismatched_and_empty_sources_are_handled() {
         Err(DecodeError::Malformed { .. })
     ));
 }
+
+/// Regression: an animated WebP's orientation was applied twice (by the `image` crate's
+/// decoder, then again), so a 90-degree turn came out as 180.
+#[test]
+fn an_animated_webp_is_turned_once() {
+    // 40x20, blue left half, red right, EXIF orientation 6; written by Pillow.
+    let bytes = include_bytes!("testdata/animated-orientation-6.webp");
+    let image = pixels_of(bytes);
+    assert_eq!((image.width, image.height), (20, 40));
+    let [r, _, b] = pixel(&image, 10, 5);
+    assert!(b > 150 && r < 100, "the blue half is on top: {r} {b}");
+}
