@@ -12,7 +12,7 @@
 //! - **Send stall**: a connection that cannot write a byte for `server.send_timeout_ms` (its
 //!   client stopped reading) is closed, releasing whatever its response held.
 //! - **Errors in the SPEC's format**: hyper answers malformed heads itself (400, 414, 431)
-//!   with an empty body, and nothing can be configured about it; [`Guarded`] rewrites those
+//!   with an empty body, and nothing can be configured about it; `Guarded` rewrites those
 //!   answers, which it recognises because no request is being served when they are written,
 //!   into the SPEC's JSON error.
 //!

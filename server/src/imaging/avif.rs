@@ -72,7 +72,7 @@ pub fn encode_avif(
     encode_avif_with(AvifEncoder::Aom, &rows, quality, speed)
 }
 
-/// Pixel rows as [`encode_avif`] takes them.
+/// Pixel rows as `encode_avif` takes them.
 #[derive(Debug, Clone, Copy)]
 pub struct Rows<'a> {
     /// The pixels.
@@ -87,7 +87,7 @@ pub struct Rows<'a> {
     pub channels: u32,
 }
 
-/// [`encode_avif`] with a choice of encoder.
+/// `encode_avif` with a choice of encoder.
 pub fn encode_avif_with(
     encoder: AvifEncoder,
     rows: &Rows<'_>,
