@@ -16,7 +16,7 @@ use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
 use crate::recent::{Recent, ORIGINALS_SHARE};
 use crate::render::report_timings;
 use crate::request::RenderRequest;
-use crate::singleflight::SingleFlight;
+use crate::singleflight::{FlightPanicked, SingleFlight};
 use crate::source::{Source, SourceObject};
 use crate::stats::{stage, Stats};
 use crate::whitelist::Whitelist;
@@ -176,9 +176,15 @@ impl Pipeline {
                 let flight = format!("{variant}@{}", mode.id);
                 let miss = shared.clone();
                 let work = move || miss.miss(variant, mode, ticket, deadline);
-                tokio::time::timeout_at(deadline, self.flights.run(flight, work))
-                    .await
-                    .unwrap_or_else(|_| Err(AppError::render_timeout()))
+                match tokio::time::timeout_at(deadline, self.flights.run(flight, work)).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(FlightPanicked)) => Err(AppError::internal(
+                        "render-failed",
+                        "The image could not be rendered.",
+                    )
+                    .detailed("the render's task panicked (logged)")),
+                    Err(_) => Err(AppError::render_timeout()),
+                }
             }
         };
         match &result {
