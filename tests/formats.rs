@@ -173,3 +173,26 @@ async fn each_format_is_cached_and_validated_on_its_own() {
         assert!(!file.exists(), "{format} not purged");
     }
 }
+
+/// A render wider than WebP's 16,383 pixels is served in the next configured format, not a
+/// 500 from the WebP encoder.
+#[tokio::test]
+async fn renders_too_wide_for_webp_fall_back_to_jpeg() {
+    let server = TestServer::builder()
+        .set("ROSS__OUTPUT__FORMATS", "webp,jpeg")
+        .set("ROSS__LIMITS__MAX_WIDTH", "20000")
+        .start()
+        .await;
+    let request = |path: &str| server.client().get(path).header("Accept", CHROMIUM);
+    // resizecomp: exactly the box, the picture itself small.
+    let wide = server
+        .request(request("/17000/10/resizecomp/photos/Dune.jpg"))
+        .await;
+    assert_eq!(wide.status, 200, "{}", wide.text());
+    assert_eq!(wide.header("content-type"), "image/jpeg");
+    assert_eq!(wide.header("vary"), "Accept");
+    let narrow = server
+        .request(request("/16000/10/resizecomp/photos/Dune.jpg"))
+        .await;
+    assert_eq!(narrow.header("content-type"), "image/webp");
+}

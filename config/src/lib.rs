@@ -25,9 +25,9 @@ use reader::{Reader, ENV_PREFIX};
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "ROSS_CONFIG";
 
-/// Widths and heights above this are refused whatever the limits say: a 100k-pixel side is
-/// far beyond any screen and would only serve as a memory attack.
-const HARD_MAX_SIDE: i64 = 100_000;
+/// Widths and heights above this are refused whatever the limits say: libjpeg cannot write a
+/// JPEG wider or taller (`JPEG_MAX_DIMENSION`), and JPEG is every render's fallback.
+pub const HARD_MAX_SIDE: i64 = 65_500;
 /// Ceilings on the other limits, so that no accepted setting lets one request allocate more
 /// than a machine has: 100 megapixels out (300 MB of pixels), 2 GiB and 500 megapixels in.
 const HARD_MAX_OUTPUT_PIXELS: i64 = 100_000_000;
@@ -329,6 +329,21 @@ pub enum OutputFormat {
 impl OutputFormat {
     /// Every format.
     pub const ALL: [OutputFormat; 3] = [OutputFormat::Jpeg, OutputFormat::Webp, OutputFormat::Avif];
+
+    /// The longest side its encoder can write: libjpeg's 65,500, WebP's 16,383 (14 bits),
+    /// AV1's 65,536.
+    pub fn max_side(self) -> u32 {
+        match self {
+            OutputFormat::Jpeg => 65_500,
+            OutputFormat::Webp => 16_383,
+            OutputFormat::Avif => 65_536,
+        }
+    }
+
+    /// Whether its encoder can write an image of `size`.
+    pub fn fits(self, size: Size) -> bool {
+        size.width <= self.max_side() && size.height <= self.max_side()
+    }
 
     /// Its name in settings and in cache paths, also the subtype of its media type.
     pub fn as_str(self) -> &'static str {

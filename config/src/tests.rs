@@ -87,7 +87,7 @@ fn every_bad_key_is_reported_at_once_with_its_name() {
     }
     assert!(text.contains("from ROSS__SERVER__LISTEN"), "{text}");
     assert!(
-        text.contains("expected an integer from 1 to 100000, got 0"),
+        text.contains("expected an integer from 1 to 65500, got 0"),
         "{text}"
     );
     assert_eq!(text.lines().count(), 5, "one line per error: {text}");
@@ -346,4 +346,24 @@ fn output_formats_are_an_ordered_list_ending_in_jpeg() {
     }
     let e = load(None, &[("ROSS__OUTPUT__AVIF_SPEED", "11")]).unwrap_err();
     assert!(e.to_string().contains("output.avif_speed") || e.to_string().contains("AVIF_SPEED"));
+}
+
+/// Regression: `limits.max_width` was accepted up to 100000, and `/100000/160/...` was a 500
+/// (libjpeg writes at most 65500 a side).
+#[test]
+fn sides_are_limited_to_what_jpeg_can_write() {
+    assert!(load(None, &[("ROSS__LIMITS__MAX_WIDTH", "65500")]).is_ok());
+    let refused = load(None, &[("ROSS__LIMITS__MAX_HEIGHT", "65501")]).unwrap_err();
+    assert!(
+        refused.to_string().contains("limits.max_height"),
+        "{refused}"
+    );
+    for format in OutputFormat::ALL {
+        let side = HARD_MAX_SIDE as u32;
+        let fits = format.fits(Size {
+            width: side,
+            height: 1,
+        });
+        assert_eq!(fits, format != OutputFormat::Webp, "{format:?}");
+    }
 }

@@ -10,7 +10,18 @@
 
 use poem::http::header::ACCEPT;
 use poem::http::HeaderMap;
-use ross_config::OutputFormat;
+use ross_config::{OutputFormat, Size};
+
+/// The format to serve a render of `size` to a request with `headers`: [`negotiate`] among
+/// the `formats` whose encoder can write `size` (WebP stops at 16,383 pixels a side; JPEG,
+/// the fallback, fits every size the limits accept).
+pub fn negotiate_for(headers: &HeaderMap, formats: &[OutputFormat], size: Size) -> OutputFormat {
+    if formats.iter().all(|f| f.fits(size)) {
+        return negotiate(headers, formats);
+    }
+    let fitting: Vec<OutputFormat> = formats.iter().copied().filter(|f| f.fits(size)).collect();
+    negotiate(headers, &fitting)
+}
 
 /// The format to serve to a request with `headers`, of `formats` (in order of preference,
 /// JPEG last).

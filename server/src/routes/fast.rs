@@ -14,7 +14,7 @@ use poem::Response;
 
 use super::respond::{cache_control, unconditional_image_response};
 use crate::cache::VariantKey;
-use crate::negotiate::negotiate;
+use crate::negotiate::negotiate_for;
 use crate::observe::{log_served, request_id_value, REQUEST_ID};
 use crate::pipeline::CacheStatus;
 use crate::request::{parse, Target};
@@ -60,7 +60,7 @@ impl MemoryHits {
             return None;
         }
         let formats = &state.settings.output.formats;
-        let format = negotiate(headers, formats);
+        let format = negotiate_for(headers, formats, req.size);
         let variant = VariantKey::new(&req, format);
         let file = state.cache.get_in_memory(&variant)?;
         let stats = &state.stats;

@@ -6,7 +6,7 @@ use poem::{Request, Response};
 
 use super::respond::image_response;
 use crate::error::AppError;
-use crate::negotiate::negotiate;
+use crate::negotiate::negotiate_for;
 use crate::request::RenderRequest;
 use crate::state::AppState;
 
@@ -38,7 +38,7 @@ pub(super) async fn render(
         .get(&req.mode)
         .ok_or_else(|| AppError::unknown_mode(&req.mode))?;
     let formats = &state.settings.output.formats;
-    let format = negotiate(http.headers(), formats);
+    let format = negotiate_for(http.headers(), formats, req.size);
     let rendered = state.pipeline.variant(&req, format, mode, ticket).await?;
     Ok(image_response(
         http,
