@@ -27,14 +27,57 @@ fn bad_configuration_names_every_key() {
     }
     let ok = Command::new(build_dir().join("ross"))
         .arg("check-config")
+        .env("ROSS__SOURCE__ROOT", crate::util::corpus())
         .output()
         .unwrap();
-    assert!(ok.status.success());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let text = String::from_utf8(ok.stdout).unwrap();
     assert!(
         text.contains("server.listen = \"127.0.0.1:8080\""),
         "{text}"
     );
+}
+
+/// `check-config` refuses what `serve` refuses: a media root that is not there, and a
+/// plugin folder that is ross's own data folder (regression: both passed the check).
+#[test]
+fn check_config_refuses_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |pairs: &[(&str, &str)]| {
+        let mut cmd = Command::new(build_dir().join("ross"));
+        cmd.arg("check-config")
+            .env("ROSS__SOURCE__ROOT", crate::util::corpus())
+            .env("ROSS__DATA_DIR", dir.path().join("data"));
+        for (k, v) in pairs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let missing = dir.path().join("no-such-folder");
+    let (code, err) = check(&[("ROSS__SOURCE__ROOT", missing.to_str().unwrap())]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("source.root"), "{err}");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (code, err) = check(&[("ROSS__PLUGINS__DIR", data.to_str().unwrap())]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("plugins.dir") && err.contains("data_dir"),
+        "{err}"
+    );
+    // serve refuses the same folder before starting.
+    let out = Command::new(build_dir().join("ross"))
+        .arg("serve")
+        .env("ROSS__SOURCE__ROOT", missing.to_str().unwrap())
+        .env("ROSS__DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
 
 /// A broken plugin file is logged and start-up goes on.

@@ -717,6 +717,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     if let SourceSettings::Local { root, .. } = &source {
         check_folders(r, root, &cache.dir, &data_dir);
     }
+    check_plugin_folder(r, &plugins.dir, &cache.dir, &data_dir);
     let admin = AdminSettings {
         enabled: r.bool("admin.enabled", true),
         token: r.optional_string("admin.token").filter(|t| !t.is_empty()),
@@ -845,9 +846,6 @@ fn read_output(r: &mut Reader<'_>) -> OutputSettings {
     }
 }
 
-/// `cache.dir` and `data_dir` must stay clear of the media root, and of each other: ross
-/// deletes what its index does not know from the cache folder, and would serve its renders
-/// and state as originals from inside the media root.
 /// The least address space a render worker can start in: the `ross` binary, its libraries and
 /// the plugins mapped, with room for a small render (measured: a worker with the seven
 /// built-in plugins maps 80 MiB before its first image).
@@ -866,6 +864,37 @@ pub fn default_worker_memory(limits: &Limits, decoded_bytes: u64) -> u64 {
         + decoded_bytes / workers
 }
 
+/// `plugins.dir` must stay clear of ross's own folders: it may not be `data_dir` (or the
+/// folder of plugin copies in it) or the cache folder, nor lie inside the cache folder (whose
+/// unknown files ross deletes), nor hold either of them (the watcher would read ross's state
+/// as plugins).
+fn check_plugin_folder(r: &mut Reader<'_>, plugins: &Path, cache: &Path, data: &Path) {
+    let plugins = resolved(plugins);
+    let (cache, data) = (resolved(cache), resolved(data));
+    let copies = data.join("loaded-plugins");
+    for (key, dir) in [("data_dir", &data), ("cache.dir", &cache)] {
+        let clash = plugins == *dir
+            || dir.starts_with(&plugins)
+            || (key == "cache.dir" && plugins.starts_with(dir))
+            || plugins == copies;
+        if clash {
+            r.invalid(
+                "plugins.dir",
+                format!(
+                    "{} and {key} {} overlap: keep the plugin folder apart from ross's own \
+                     folders",
+                    plugins.display(),
+                    dir.display()
+                ),
+            );
+            return;
+        }
+    }
+}
+
+/// `cache.dir` and `data_dir` must stay clear of the media root, and of each other: ross
+/// deletes what its index does not know from the cache folder, and would serve its renders
+/// and state as originals from inside the media root.
 fn check_folders(r: &mut Reader<'_>, root: &Path, cache: &Path, data: &Path) {
     let (root, cache, data) = (resolved(root), resolved(cache), resolved(data));
     for (key, dir) in [("cache.dir", &cache), ("data_dir", &data)] {

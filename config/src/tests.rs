@@ -367,3 +367,33 @@ fn sides_are_limited_to_what_jpeg_can_write() {
         assert_eq!(fits, format != OutputFormat::Webp, "{format:?}");
     }
 }
+
+/// Regression: a plugin folder that is ross's data folder (or holds its cache) was accepted.
+#[test]
+fn the_plugin_folder_stays_apart_from_rosss_folders() {
+    let dir = std::env::temp_dir().join(format!("ross-config-{}", std::process::id()));
+    let data = dir.join("data");
+    let data_s = data.to_str().unwrap();
+    let clash = |plugins: &str| {
+        let refused = load(
+            None,
+            &[("ROSS__DATA_DIR", data_s), ("ROSS__PLUGINS__DIR", plugins)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("plugins.dir"), "{refused}");
+    };
+    clash(data_s);
+    clash(data.join("cache").join("p").to_str().unwrap());
+    clash(data.join("loaded-plugins").to_str().unwrap());
+    clash(dir.to_str().unwrap());
+    let apart = dir.join("plugins");
+    assert!(load(
+        None,
+        &[
+            ("ROSS__DATA_DIR", data_s),
+            ("ROSS__PLUGINS__DIR", apart.to_str().unwrap())
+        ]
+    )
+    .is_ok());
+}

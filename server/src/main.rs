@@ -95,6 +95,13 @@ fn main() -> ExitCode {
             for (key, value) in settings.effective() {
                 println!("{key} = {value}");
             }
+            // What `serve` refuses before loading anything, refused here the same way.
+            if let ross_config::SourceSettings::Local { root, timeout } = &settings.source {
+                if let Err(e) = ross::source::LocalSource::new(root, *timeout) {
+                    eprintln!("source.root: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             check_plugins(&settings)
         }
         Command::Plugin(_) | Command::Worker { .. } => {
