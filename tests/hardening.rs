@@ -734,6 +734,9 @@ async fn a_bad_source_costs_its_decode_once() {
     }
     let renders = server.state.pipeline.stats().renders();
     assert_eq!(renders, 1, "the bad file was decoded {renders} times");
+    // Read once: later requests look at its modification time, they do not read it.
+    let fetches = server.state.pipeline.stats().fetches();
+    assert_eq!(fetches, 1, "the bad file was read {fetches} times");
     // Replaced by a good file (a new version), it is served at once.
     std::fs::copy(
         corpus().join("photos/Dune.jpg"),

@@ -174,6 +174,39 @@ async fn one_get_per_variant_and_none_for_hits() {
     assert_eq!(proxy.gets("/p/Dune.jpg"), 1, "{:?}", proxy.requests());
 }
 
+/// Regression: a known-bad object cost a GET on every request (the failure memo was read
+/// after the fetch). Now each request for it costs a `HeadObject`; the object replaced, the
+/// next request fetches and serves it.
+#[tokio::test]
+async fn a_bad_object_is_fetched_once_then_only_looked_at() {
+    let moto = Moto::start(false);
+    moto.seed(&[("p/bad.jpg", corpus_file("bad/truncated.jpg"))])
+        .await;
+    let proxy = Proxy::start(moto.addr()).await;
+    let s3 = s3_builder(&proxy.endpoint())
+        .start_s3(moto.credentials.clone())
+        .await;
+    for size in [300, 301, 302, 303] {
+        let r = s3.get(&format!("/{size}/300/crop/p/bad.jpg")).await;
+        assert_eq!(r.status, 415, "{}", r.text());
+    }
+    assert_eq!(proxy.gets("/p/bad.jpg"), 1, "{:?}", proxy.requests());
+    let heads = || {
+        proxy
+            .requests()
+            .iter()
+            .filter(|l| l.starts_with("HEAD ") && l.contains("/p/bad.jpg"))
+            .count()
+    };
+    assert_eq!(heads(), 3, "{:?}", proxy.requests());
+    // S3's modification times have a resolution of a second: replaced a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    moto.seed(&[("p/bad.jpg", corpus_file("photos/Dune.jpg"))])
+        .await;
+    assert_eq!(s3.get("/300/300/crop/p/bad.jpg").await.status, 200);
+    assert_eq!(proxy.gets("/p/bad.jpg"), 2, "{:?}", proxy.requests());
+}
+
 /// Throttling (503 SlowDown) is retried with backoff up to `source.retries`, then 502.
 #[tokio::test]
 async fn throttling_is_retried_then_502() {

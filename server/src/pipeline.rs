@@ -64,9 +64,10 @@ struct Shared {
     recent: Recent,
     /// The render workers.
     workers: Arc<WorkerPool>,
-    /// Sources that failed to decode, by key and version (modification time), so that a
-    /// costly failure is paid once, not on every request for it.
-    failures: moka::sync::Cache<(String, SystemTime), AppError>,
+    /// Sources that failed to decode, by key, with the version (modification time) that
+    /// failed: a costly failure is paid once, not on every request for it, and a request
+    /// for it costs a look at the source's version, not a fetch.
+    failures: moka::sync::Cache<String, (Option<SystemTime>, AppError)>,
 }
 
 /// How many failed sources are remembered, and for how long: long enough to absorb a burst
@@ -235,6 +236,9 @@ impl Shared {
             let object = match self.recent.object(&key, epoch) {
                 Some(object) => object,
                 None => {
+                    if let Some(failed) = self.remembered_failure(&variant).await {
+                        return Err(failed);
+                    }
                     turn = Some(
                         tokio::time::timeout_at(deadline, self.gate.fetch_turn())
                             .await
@@ -245,11 +249,12 @@ impl Shared {
             };
             original = Some(object);
         }
-        let version = original
-            .as_ref()
-            .and_then(|o| o.modified.map(|m| (key.clone(), m)));
-        if let Some(failed) = version.as_ref().and_then(|v| self.failures.get(v)) {
-            return Err(failed);
+        if let Some(object) = &original {
+            if let Some((modified, failed)) = self.failures.get(&key) {
+                if modified == object.modified {
+                    return Err(failed);
+                }
+            }
         }
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
@@ -309,9 +314,7 @@ impl Shared {
                     if failure.stage == Stage::Decode && failure.failure == Failure::Crashed {
                         // The file (or its decoder) crashed it: not tried again for a while.
                         // (A timeout or a memory limit may be the load's, not the file's.)
-                        if let Some(version) = &version {
-                            self.failures.insert(version.clone(), error.clone());
-                        }
+                        self.remember_failure(&key, sent.as_ref().or(original.as_ref()), &error);
                     }
                     break Err(error);
                 }
@@ -324,9 +327,7 @@ impl Shared {
             Ok(encoded) => encoded,
             Err(e) => {
                 if source_is_bad(&e) {
-                    if let Some(version) = version {
-                        self.failures.insert(version, e.clone());
-                    }
+                    self.remember_failure(&key, sent.as_ref().or(original.as_ref()), &e);
                 }
                 return Err(e);
             }
@@ -352,6 +353,29 @@ impl Shared {
                     "store-failed",
                     "The image could not be stored.",
                 ))
+            }
+        }
+    }
+
+    /// Remembers that `object`, the original of `key`, failed with `error`.
+    fn remember_failure(&self, key: &str, object: Option<&SourceObject>, error: &AppError) {
+        if let Some(object) = object {
+            self.failures
+                .insert(key.to_owned(), (object.modified, error.clone()));
+        }
+    }
+
+    /// The failure remembered for `variant`'s original, if the original has not changed
+    /// since (asked of the source: a stat or a `HeadObject`, not a fetch).
+    async fn remembered_failure(&self, variant: &VariantKey) -> Option<AppError> {
+        let key = variant.key.as_str();
+        let (modified, error) = self.failures.get(key)?;
+        match self.source.modified(&variant.key).await {
+            Ok(now) if now == modified => Some(error),
+            // Changed, gone or not answering: forgotten, and the fetch tells.
+            _ => {
+                self.failures.invalidate(key);
+                None
             }
         }
     }

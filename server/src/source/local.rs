@@ -6,7 +6,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -174,6 +174,12 @@ impl Source for LocalSource {
             modified: meta.modified().ok(),
             reader: Box::pin(reader),
         })
+    }
+
+    async fn modified(&self, key: &SourceKey) -> Result<Option<SystemTime>, SourceError> {
+        let stat = self.blocking(key, |root, key| Self::open_file(root, key, u64::MAX));
+        let (_, meta) = super::within(self.timeout, key, stat).await?;
+        Ok(meta.modified().ok())
     }
 
     async fn check(&self) -> Result<(), SourceError> {

@@ -134,6 +134,11 @@ pub trait Source: Send + Sync {
     /// has the source's deadline; so has each read of the reader, not the whole transfer.
     async fn open(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceReader, SourceError>;
 
+    /// When the object at `key` last changed, without reading it (`None`: the store does not
+    /// say): a stat of a local file, a `HeadObject` in S3. Used before fetching an original
+    /// that failed to decode moments ago, to see whether it changed since.
+    async fn modified(&self, key: &SourceKey) -> Result<Option<SystemTime>, SourceError>;
+
     /// Whether the store answers, for `GET /ready`.
     async fn check(&self) -> Result<(), SourceError>;
 

@@ -221,6 +221,29 @@ impl Source for S3Source {
         })
     }
 
+    async fn modified(&self, key: &SourceKey) -> Result<Option<SystemTime>, SourceError> {
+        let head = async {
+            let sent = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(self.object_key(key))
+                .send()
+                .await;
+            match sent {
+                Ok(output) => Ok(output
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())),
+                Err(e) => {
+                    let missing =
+                        matches!(&e, SdkError::ServiceError(ctx) if ctx.err().is_not_found());
+                    Err(classify(e, key, missing, self.timeout))
+                }
+            }
+        };
+        super::within(self.timeout, key, head).await
+    }
+
     async fn check(&self) -> Result<(), SourceError> {
         let probe = self.client.head_bucket().bucket(&self.bucket).send();
         let key = format!("s3://{}", self.bucket);
