@@ -27,6 +27,7 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Result<(), CacheError> {
             loop {
                 let Some(inner) = weak.upgrade() else { break };
                 inner.run_queued();
+                inner.run_due_retries();
                 if !reconciled {
                     inner.reconcile_logged();
                     reconciled = true;
@@ -64,8 +65,9 @@ impl Inner {
                 return;
             };
             if let Err(e) = self.run(&job) {
-                // Left in the journal and active (hits stay renders); tried again at start-up.
-                tracing::error!(error = %e, selector = ?job.selector, "purge failed");
+                // Left in the journal and active (its matches are not served) until a retry
+                // (or, after a crash, start-up) finishes it.
+                self.retry_later(job, 0, &e);
             }
         }
     }

@@ -284,6 +284,9 @@ struct Inner {
     active: ArcSwap<Vec<PurgeJob>>,
     /// Purges for the maintenance thread, by journal id.
     queued: Mutex<VecDeque<PurgeJob>>,
+    /// Purges that failed, each with when to try it again and how many times it failed: they
+    /// stay active (their matches are not served) until a retry finishes them.
+    retries: Mutex<Vec<(std::time::Instant, u32, PurgeJob)>>,
     /// The version each mode's renders will be of once queued purges have run.
     expected_versions: Mutex<HashMap<String, Option<String>>>,
     /// Last-served times not yet written to the index.
@@ -358,6 +361,7 @@ impl Cache {
             writes: RwLock::new(()),
             active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
             queued: Mutex::new(queued),
+            retries: Mutex::new(Vec::new()),
             expected_versions: Mutex::default(),
             touches: Mutex::default(),
             track_hits: AtomicBool::new(true),
@@ -471,9 +475,12 @@ impl Cache {
         self.inner.begin(selector)
     }
 
-    /// Runs a purge begun with [`Cache::begin_purge`] to its end. Blocking.
+    /// Runs a purge begun with [`Cache::begin_purge`] to its end. Blocking. A purge that
+    /// fails stays active and is tried again in the background until it finishes.
     pub fn finish_purge(&self, job: PurgeJob) -> Result<PurgeOutcome, CacheError> {
-        self.inner.run(&job)
+        self.inner
+            .run(&job)
+            .inspect_err(|e| self.inner.retry_later(job, 0, e))
     }
 
     /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads
@@ -959,6 +966,34 @@ impl Inner {
         Ok(job)
     }
 
+    /// Has the maintenance thread try `job`, which failed (`failures` times before), again:
+    /// after 1 s, doubling up to a minute. It stays active meanwhile.
+    fn retry_later(&self, job: PurgeJob, failures: u32, error: &CacheError) {
+        let wait = Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
+        tracing::error!(
+            error = %error, selector = ?job.selector, retry_in_s = wait.as_secs(),
+            "purge failed; its matches are not served until a retry finishes it"
+        );
+        lock(&self.retries).push((std::time::Instant::now() + wait, failures + 1, job));
+    }
+
+    /// Tries again the failed purges that are due.
+    fn run_due_retries(&self) {
+        let now = std::time::Instant::now();
+        let due: Vec<_> = {
+            let mut retries = lock(&self.retries);
+            let (due, later) = retries.drain(..).partition(|(at, _, _)| *at <= now);
+            *retries = later;
+            due
+        };
+        for (_, failures, job) in due {
+            match self.run(&job) {
+                Ok(_) => tracing::info!(selector = ?job.selector, "purge finished on a retry"),
+                Err(e) => self.retry_later(job, failures, &e),
+            }
+        }
+    }
+
     /// Journals `selector` and leaves it to the maintenance thread.
     fn schedule(&self, selector: Selector) -> Result<(), CacheError> {
         let job = self.begin(selector)?;
@@ -967,9 +1002,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Runs a journaled purge: no render begun before it is cached after this starts (see
-    /// [`Selector::bars_earlier_renders`]); every matching entry and file goes; then its
-    /// follow-up is recorded and its journal record removed.
     /// The indexed variants `selector` names, with their entries.
     fn matching<'a>(
         &'a self,
@@ -992,6 +1024,9 @@ impl Inner {
         })
     }
 
+    /// Runs a journaled purge: no render begun before it is cached after this starts (see
+    /// [`Selector::bars_earlier_renders`]); every matching entry and file goes; then its
+    /// follow-up is recorded and its journal record removed.
     fn run(&self, job: &PurgeJob) -> Result<PurgeOutcome, CacheError> {
         let started = std::time::Instant::now();
         let selector = &job.selector;

@@ -456,3 +456,36 @@ fn a_read_overtaken_by_a_removal_or_a_new_render_is_not_remembered() {
     inner.remember(&v, &path, &read);
     assert_eq!(block_on(cache.get(&v)).unwrap().bytes.len(), 200);
 }
+
+/// Regression: a purge that failed half-way stayed active until restart, so a failed purge
+/// of everything kept every hit from being served (and every render from being cached) for
+/// the life of the process. It is now tried again in the background until it finishes.
+#[tokio::test]
+async fn a_purge_that_fails_is_retried_until_it_finishes() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 20);
+    put(&cache, "/10/10/crop/a.jpg", 100);
+    put(&cache, "/10/10/crop/b.jpg", 100);
+    // A folder where a variant's file should be: removing it fails.
+    let path = f
+        .cache_dir()
+        .join(variant("/10/10/crop/a.jpg").relative_path());
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("x"), b"x").unwrap();
+    assert!(cache.purge(Selector::All).is_err());
+    assert_eq!(cache.stats().purges_running, 1);
+    std::fs::remove_dir_all(&path).unwrap();
+    let started = Instant::now();
+    while cache.stats().purges_running > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the failed purge was not retried"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cache.stats().entries, 0);
+    // Hits are served again.
+    put(&cache, "/10/10/crop/c.jpg", 100);
+    assert!(cache.get(&variant("/10/10/crop/c.jpg")).await.is_some());
+}
