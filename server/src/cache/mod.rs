@@ -7,7 +7,9 @@
 //!   A crash leaves at most a temporary file (removed at the next start) or a file without an
 //!   entry (removed by reconciliation); never a partial file at a variant's path.
 //! - **Hits** read the file and note the time in memory; a background thread writes those
-//!   times to the index in batches, so a hit never waits for sled.
+//!   times to the index in batches, so a hit never writes to sled. A disk hit reads its
+//!   entry (on the blocking pool) before keeping the file in memory; a memory hit reads
+//!   nothing.
 //! - **Hot variants** (`cache.memory_bytes`) are also kept in memory, least recently used out
 //!   first: a hit there reads no file. The memory holds only what the disk and the index hold:
 //!   a variant goes in under its path lock while its entry is indexed (after a render, or after
