@@ -495,7 +495,10 @@ impl Settings {
                 lines.extend([
                     ("source.bucket", q(&s3.bucket)),
                     ("source.region", opt(&s3.region)),
-                    ("source.endpoint", opt(&s3.endpoint)),
+                    (
+                        "source.endpoint",
+                        opt(&s3.endpoint.as_deref().map(redact_userinfo)),
+                    ),
                     ("source.force_path_style", s3.force_path_style.to_string()),
                     ("source.prefix", q(&s3.prefix)),
                     ("source.timeout_ms", s3.timeout.as_millis().to_string()),
@@ -564,7 +567,10 @@ impl Settings {
             ),
             (
                 "statsd.host",
-                q(&self.statsd.as_ref().map_or("", |s| s.host.as_str())),
+                q(&self
+                    .statsd
+                    .as_ref()
+                    .map_or(String::new(), |s| redact_userinfo(&s.host))),
             ),
             (
                 "statsd.port",
@@ -862,6 +868,19 @@ pub fn default_worker_memory(limits: &Limits, decoded_bytes: u64) -> u64 {
         + limits.max_source_bytes
         + limits.max_source_pixels.saturating_mul(12)
         + decoded_bytes / workers
+}
+
+/// `value` (a URL or `host:port`) with any credentials written into it (`user:password@`)
+/// replaced, for everywhere settings are shown (check-config, the admin settings page).
+pub fn redact_userinfo(value: &str) -> String {
+    let start = value.find("://").map_or(0, |i| i + 3);
+    let authority_end = value[start..]
+        .find(['/', '?', '#'])
+        .map_or(value.len(), |i| start + i);
+    match value[start..authority_end].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &value[..start], &value[start + at..]),
+        None => value.to_owned(),
+    }
 }
 
 /// `plugins.dir` must stay clear of ross's own folders: it may not be `data_dir` (or the

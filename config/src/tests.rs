@@ -397,3 +397,40 @@ fn the_plugin_folder_stays_apart_from_rosss_folders() {
     )
     .is_ok());
 }
+
+/// Regression: credentials written into the S3 endpoint or the statsd host were shown by
+/// `check-config` and on the admin settings page.
+#[test]
+fn credentials_in_urls_are_never_shown() {
+    assert_eq!(
+        redact_userinfo("https://key:secret@s3.example.com:9000/path?x=1"),
+        "https://<redacted>@s3.example.com:9000/path?x=1"
+    );
+    assert_eq!(
+        redact_userinfo("user:pw@statsd:8125"),
+        "<redacted>@statsd:8125"
+    );
+    assert_eq!(
+        redact_userinfo("http://minio:9000/a@b"),
+        "http://minio:9000/a@b"
+    );
+    let s = load(
+        None,
+        &[
+            ("ROSS__SOURCE__KIND", "s3"),
+            ("ROSS__SOURCE__BUCKET", "b"),
+            (
+                "ROSS__SOURCE__ENDPOINT",
+                "http://AKIA:verysecret@127.0.0.1:9000",
+            ),
+            ("ROSS__STATSD__HOST", "u:statsdsecret@127.0.0.1"),
+        ],
+    )
+    .unwrap();
+    let shown = format!("{:?}", s.effective());
+    assert!(
+        !shown.contains("verysecret") && !shown.contains("statsdsecret"),
+        "{shown}"
+    );
+    assert!(shown.contains("127.0.0.1:9000"), "{shown}");
+}
