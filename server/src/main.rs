@@ -126,6 +126,7 @@ fn main() -> ExitCode {
                 logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .init();
             }
+            ross::telemetry::log_panics();
             if let Err(e) = ross::telemetry::install(settings.statsd.as_ref()) {
                 tracing::error!("{e}");
                 return ExitCode::FAILURE;

@@ -162,6 +162,64 @@ mod tests {
         assert_eq!(statsd_name(&key(names::HITS, &[])), "hits");
         assert_eq!(statsd_name(&key(names::CACHE_BYTES, &[])), "cache_bytes");
     }
+
+    /// A writer into a shared buffer, for a subscriber under test.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Regression: a panic's text went to stderr in lines of its own, breaking JSON logs.
+    #[test]
+    fn a_panic_is_one_json_log_line() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        log_panics();
+        tracing::subscriber::with_default(subscriber, || {
+            let _ = std::panic::catch_unwind(|| panic!("first line\nsecond line"));
+        });
+        let _ = std::panic::take_hook(); // the default hook again, for the other tests
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(event["fields"]["panic"], "first line\nsecond line");
+        assert!(event["fields"]["location"]
+            .as_str()
+            .unwrap()
+            .contains("telemetry.rs"));
+    }
+}
+
+/// Reports panics through the log, as one event (message, location, thread), instead of the
+/// default hook's lines on stderr, which break `log.format = "json"`'s one object a line.
+/// Installed once the log is set up and before Sentry (whose hook then runs first and calls
+/// this one).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("(a panic without a message)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            panic = %message, location = %location, thread = thread.name().unwrap_or("unnamed"),
+            "panicked"
+        );
+    }));
 }
 
 /// Starts the Sentry client; events are sent from its own thread until the guard drops
