@@ -209,7 +209,12 @@ mod tests {
 /// this one).
 pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
-        let message = info.payload_as_str().unwrap_or("(a panic without a message)");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(a panic without a message)");
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
