@@ -71,12 +71,19 @@ pub async fn observe<E: Endpoint>(
             cache = %cache, ms = format_args!("{ms:.1}"), error = detail.as_deref().unwrap_or(""),
             "request failed"
         ),
-        (false, Some(detail)) => tracing::warn!(
-            target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
-            cache = %cache, ms = format_args!("{ms:.1}"), error = %detail, "request refused"
-        ),
+        (false, Some(detail)) => {
+            if REFUSALS.admit() {
+                tracing::warn!(
+                    target: "access", request_id = %id, %method, path = %path,
+                    status = status.as_u16(), cache = %cache, ms = format_args!("{ms:.1}"),
+                    error = %detail, "request refused"
+                );
+            }
+        }
         (false, None) if status.is_client_error() => {
-            log_served(&id, &method, &path, status, &cache, ms);
+            if REFUSALS.admit() {
+                log_served(&id, &method, &path, status, &cache, ms);
+            }
         }
         (false, None) if state.settings.log.access => {
             log_served(&id, &method, &path, status, &cache, ms);
@@ -84,6 +91,64 @@ pub async fn observe<E: Endpoint>(
         (false, None) => {}
     }
     Ok(response)
+}
+
+/// Refusal (4xx) lines written per second at most. Clients decide how many refusals there
+/// are (a run of guessed URLs wrote 389 MB of log); past this the lines are counted, and the
+/// count is logged when a refusal comes in a later second. `/metrics` and the admin page's
+/// recent errors still count every one.
+const REFUSAL_LINES_PER_SECOND: u64 = 100;
+
+/// The refusal lines of the current second, and those dropped since the last report.
+struct RefusalLog {
+    second: AtomicU64,
+    lines: AtomicU64,
+    dropped: AtomicU64,
+}
+
+static REFUSALS: RefusalLog = RefusalLog {
+    second: AtomicU64::new(0),
+    lines: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+};
+
+impl RefusalLog {
+    /// Whether a refusal line may be written now.
+    fn admit(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (admitted, dropped) = self.admit_at(now);
+        if let Some(dropped) = dropped {
+            tracing::warn!(
+                target: "access", dropped,
+                "refusal lines dropped (more than {REFUSAL_LINES_PER_SECOND} a second)"
+            );
+        }
+        admitted
+    }
+
+    /// [`RefusalLog::admit`] at `now` (seconds): whether to write the line, and the count of
+    /// lines dropped to report first, if any.
+    fn admit_at(&self, now: u64) -> (bool, Option<u64>) {
+        let mut report = None;
+        let second = self.second.load(Ordering::Relaxed);
+        if now != second
+            && self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.lines.store(0, Ordering::Relaxed);
+            report = Some(self.dropped.swap(0, Ordering::Relaxed)).filter(|&n| n > 0);
+        }
+        if self.lines.fetch_add(1, Ordering::Relaxed) < REFUSAL_LINES_PER_SECOND {
+            (true, report)
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            (false, report)
+        }
+    }
 }
 
 /// The request's id: the client's `X-Request-Id` if it is a sane one, else a new one.
@@ -187,4 +252,24 @@ fn in_spec_format(response: Response, path: &str) -> Response {
             .insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
     }
     fixed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_lines_are_bounded_per_second_and_the_rest_counted() {
+        let log = RefusalLog {
+            second: AtomicU64::new(0),
+            lines: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        };
+        let written = (0..150).filter(|_| log.admit_at(10).0).count() as u64;
+        assert_eq!(written, REFUSAL_LINES_PER_SECOND);
+        assert_eq!(log.admit_at(10), (false, None));
+        // The next second: written again, and the 51 dropped reported once.
+        assert_eq!(log.admit_at(11), (true, Some(51)));
+        assert_eq!(log.admit_at(11), (true, None));
+    }
 }
