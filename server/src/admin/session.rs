@@ -125,6 +125,35 @@ impl Sessions {
         Ok(())
     }
 
+    /// Counts a guess of the token from `client` before it is checked, as a failure until
+    /// [`Sessions::succeeded`] says otherwise: `Err(wait)` (and nothing counted) once the
+    /// address has [`MAX_FAILURES`] in the window. Counted in one step per address, so
+    /// parallel guesses cannot get past the limit.
+    pub fn reserve(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut refused = None;
+        self.failures
+            .entry(address(client))
+            .and_upsert_with(|entry| match entry.map(|e| e.into_value()) {
+                Some(f) if f.since.elapsed() < FAILURE_WINDOW => {
+                    if f.count >= MAX_FAILURES {
+                        refused = Some(FAILURE_WINDOW.saturating_sub(f.since.elapsed()));
+                        f
+                    } else {
+                        Failures {
+                            count: f.count + 1,
+                            since: f.since,
+                        }
+                    }
+                }
+                _ => Failures {
+                    count: 1,
+                    since: now,
+                },
+            });
+        refused.map_or(Ok(()), Err)
+    }
+
     /// A login from `client` failed.
     pub fn failed(&self, client: Option<IpAddr>) {
         let now = Instant::now();
@@ -247,5 +276,26 @@ mod tests {
         assert!(!tokens_match("abc", "abd"));
         assert!(!tokens_match("abc", "ab"));
         assert!(!tokens_match("", ""));
+    }
+
+    /// Regression: 40 parallel logins got 7 guesses where 5 are allowed (each checked the
+    /// count, then added to it). Reserved in one step, exactly 5 pass.
+    #[test]
+    fn parallel_guesses_cannot_pass_the_limit() {
+        let sessions = std::sync::Arc::new(Sessions::new(Duration::from_secs(60)));
+        let client = Some(IpAddr::from([10, 0, 0, 3]));
+        let threads: Vec<_> = (0..40)
+            .map(|_| {
+                let sessions = sessions.clone();
+                std::thread::spawn(move || sessions.reserve(client).is_ok())
+            })
+            .collect();
+        let passed = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(passed, MAX_FAILURES as usize);
+        assert!(sessions.may_try(client).is_err());
     }
 }

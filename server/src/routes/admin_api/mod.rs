@@ -29,18 +29,37 @@ pub fn routes() -> impl Endpoint<Output = Response> {
         .at("/stats", get(info::stats))
         .at("/plugins", get(info::plugins))
         .around(|endpoint, req| async move {
-            if !authorised(&req) {
-                return Ok(unauthorised());
+            match authorise(&req) {
+                Access::Granted => Ok(endpoint.call(req).await?.into_response()),
+                Access::NoToken => Ok(unauthorised()),
+                Access::WrongToken => {
+                    // Slowed, as a failed login is: a guess a second per connection at most.
+                    tokio::time::sleep(crate::admin::session::FAILURE_DELAY).await;
+                    Ok(unauthorised())
+                }
+                Access::LockedOut(wait) => Ok(locked_out(wait)),
             }
-            Ok(endpoint.call(req).await?.into_response())
         })
         .map_to_response()
 }
 
-/// Whether `req` carries the admin token as a bearer token.
-fn authorised(req: &Request) -> bool {
+/// What a request's `Authorization` gets it.
+enum Access {
+    Granted,
+    /// No bearer token: not a guess.
+    NoToken,
+    /// A wrong bearer token: counted against the address, as a failed login is.
+    WrongToken,
+    /// The address guessed wrong too often (logins and API calls together): refused until
+    /// its window has passed.
+    LockedOut(std::time::Duration),
+}
+
+/// Checks `req`'s bearer token. A guess is counted before it is checked (so parallel
+/// guesses cannot pass the limit) and forgotten when right.
+fn authorise(req: &Request) -> Access {
     let Some(state) = req.data::<Arc<AppState>>() else {
-        return false;
+        return Access::NoToken;
     };
     let presented = req
         .headers()
@@ -50,7 +69,37 @@ fn authorised(req: &Request) -> bool {
         // The scheme is case-insensitive (RFC 9110); the token is not.
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    presented.is_some_and(|t| state.admin_token.verify(t))
+    let Some(token) = presented else {
+        return Access::NoToken;
+    };
+    let client = super::admin_pages::client_ip(req);
+    if let Err(wait) = state.sessions.reserve(client) {
+        return Access::LockedOut(wait);
+    }
+    if state.admin_token.verify(token) {
+        state.sessions.succeeded(client);
+        Access::Granted
+    } else {
+        tracing::warn!(client = ?client, "admin API call with a wrong token");
+        Access::WrongToken
+    }
+}
+
+fn locked_out(wait: std::time::Duration) -> Response {
+    let mut response = AppError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-logins",
+        format!(
+            "Too many wrong admin tokens from your address (logins and API calls): try again \
+             in {} min.",
+            wait.as_secs().div_ceil(60)
+        ),
+    )
+    .into_response();
+    if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 fn unauthorised() -> Response {

@@ -78,22 +78,7 @@ pub(super) async fn submit(
 ) -> Response {
     let client = client_ip(req);
     if let Err(wait) = state.sessions.may_try(client) {
-        let minutes = wait.as_secs().div_ceil(60);
-        let mut response = login_page(
-            req,
-            state,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(format!(
-                "Too many failed logins from your address: try again in {minutes} min."
-            )),
-        );
-        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        response
-            .extensions_mut()
-            .insert(ErrorCode("too-many-logins"));
-        return response;
+        return too_many_logins(req, state, wait);
     }
     let form: LoginForm = match read_form(state, body).await {
         Ok(form) => form,
@@ -109,8 +94,11 @@ pub(super) async fn submit(
             "/admin/login",
         );
     }
+    // Counted before the token is checked: parallel guesses cannot pass the limit.
+    if let Err(wait) = state.sessions.reserve(client) {
+        return too_many_logins(req, state, wait);
+    }
     if !state.admin_token.verify(form.token.trim()) {
-        state.sessions.failed(client);
         tracing::warn!(client = ?client, "admin login failed");
         tokio::time::sleep(FAILURE_DELAY).await;
         let mut response = login_page(
@@ -135,6 +123,26 @@ pub(super) async fn submit(
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
+    response
+}
+
+/// The login page refusing an address with too many failed logins, with `Retry-After`.
+fn too_many_logins(req: &Request, state: &AppState, wait: std::time::Duration) -> Response {
+    let minutes = wait.as_secs().div_ceil(60);
+    let mut response = login_page(
+        req,
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(format!(
+            "Too many failed logins from your address: try again in {minutes} min."
+        )),
+    );
+    if let Ok(value) = HeaderValue::from_str(&wait.as_secs().to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+        .extensions_mut()
+        .insert(ErrorCode("too-many-logins"));
     response
 }
 

@@ -178,7 +178,7 @@ fn with_notice(session: &Session, page: &str, notice: String) -> Response {
 
 /// The address a request came from: the peer, or, when the peer is on this host (nginx in
 /// front, as deployed), the client it names in `X-Real-IP`.
-fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+pub(crate) fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
     let peer = req.remote_addr().as_socket_addr()?.ip();
     if !peer.is_loopback() {
         return Some(peer);
