@@ -191,7 +191,7 @@ fn big_screen_gif() -> Vec<u8> {
 /// A JPEG with stray bytes before a marker renders and its libjpeg warning is counted.
 #[test]
 fn large_canvases_render_in_rows_and_warnings_are_counted() {
-    use crate::isolation::children;
+    use crate::isolation::{children, children_settled};
     use crate::process::{http_get, Ross};
     use std::time::Duration;
 
@@ -225,7 +225,7 @@ fn large_canvases_render_in_rows_and_warnings_are_counted() {
     let get = |path: &str| http_get(ross.port, path, Duration::from_secs(60)).unwrap();
     let (status, body) = get("/300/300/crop/small.png");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let workers = children(ross.child.id());
+    let workers = children_settled(ross.child.id(), 1);
     assert_eq!(workers.len(), 1, "one worker: {workers:?}");
     let peak = || crate::util::status_kib_of(workers[0], "VmHWM:");
     let before = peak();

@@ -243,6 +243,20 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The children of `pid` once there are `n` of them (a worker that was only started to
+/// check the plugins is reaped on a thread of its own, a moment after the server goes on):
+/// waits up to 5 s, then returns what there is.
+pub(crate) fn children_settled(pid: u32, n: usize) -> Vec<u32> {
+    let started = Instant::now();
+    loop {
+        let now = children(pid);
+        if now.len() == n || started.elapsed() > Duration::from_secs(5) {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A process's state letter (`R` running, `S` sleeping...).
 fn state_of(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -217,9 +217,9 @@ fn the_readme_error_table_matches_the_code_table() {
             documented.insert((status, code.trim().trim_matches('`').to_owned()));
         }
     }
-    let sent: std::collections::BTreeSet<(u16, String)> = ross::error::CODES
+    let sent: std::collections::BTreeSet<(u16, String)> = ross::error::ErrorCode::ALL
         .iter()
-        .map(|(s, c)| (*s, (*c).to_owned()))
+        .map(|c| (c.status().as_u16(), c.as_str().to_owned()))
         .collect();
     assert_eq!(documented, sent);
 }

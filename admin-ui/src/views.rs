@@ -205,6 +205,8 @@ pub struct ErrorView {
     pub status: u16,
     /// The SPEC's error code.
     pub code: String,
+    /// The message the client got: why it was refused or what failed.
+    pub reason: String,
     /// The method.
     pub method: String,
     /// The path asked for.

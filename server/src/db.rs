@@ -231,6 +231,26 @@ impl Database {
 }
 
 #[cfg(test)]
+impl Database {
+    /// Opens `dir`, in a test that had it open before. sled's flusher thread holds its file
+    /// (and sled's lock) for a moment after the last handle is dropped: a new process never
+    /// sees that, a test in the same process can, so this waits for the lock up to 5 s.
+    pub(crate) fn open_again(dir: &Path) -> Result<Database, DbError> {
+        let started = std::time::Instant::now();
+        loop {
+            match Database::open(dir) {
+                Err(DbError::Locked { .. })
+                    if started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -242,7 +262,7 @@ mod tests {
         assert!(matches!(second, DbError::Locked { .. }), "{second}");
         assert!(second.to_string().contains("data_dir"), "{second}");
         drop(first);
-        Database::open(dir.path()).expect("free again once the first is closed");
+        Database::open_again(dir.path()).expect("free again once the first is closed");
     }
 
     #[test]
@@ -254,7 +274,7 @@ mod tests {
             meta.insert(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
             db.flush().unwrap();
         }
-        let err = Database::open(dir.path()).unwrap_err();
+        let err = Database::open_again(dir.path()).unwrap_err();
         assert!(matches!(err, DbError::Schema { found: 99, .. }), "{err}");
     }
 }

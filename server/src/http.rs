@@ -1,8 +1,10 @@
 //! The HTTP/1.1 connection loop: hyper serving the poem application, with the bounds a
 //! public-facing server needs and poem's own `Server` does not offer.
 //!
-//! - **Connections**: at most `server.max_connections` at once. At the bound ross stops
-//!   accepting (new clients wait in the kernel's queue) rather than failing accepts in a loop.
+//! - **Connections**: at most `server.max_connections` at once. At the bound the connection
+//!   idle the longest (no request begun: kept alive, or silent since it opened) is closed for
+//!   the new client; when none is idle the new client waits for a slot (rather than accepts
+//!   failing in a loop), so 500 silent sockets cannot keep a real client out.
 //! - **Header deadline**: a request's head must be complete within `server.header_timeout_ms`
 //!   of its first byte (of the connection's start, for a new connection), however slowly it
 //!   trickles in; past it the client gets a 408 and the connection is closed.
@@ -48,6 +50,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
+use crate::error::ErrorCode;
 use crate::stall::Stall;
 
 /// The connection bounds, from `server.*`.
@@ -88,13 +91,10 @@ where
     let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
     let connections = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Open::default();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_accept_error: Option<std::time::Instant> = None;
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-            () = &mut shutdown => break,
-        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -110,9 +110,23 @@ where
             },
             () = &mut shutdown => break,
         };
+        // At the bound, an idle connection (no request begun: kept alive, or silent since it
+        // opened) is closed to make room, the longest idle first; a new client waits only
+        // when every connection is busy.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                open.close_an_idle_one();
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let io = Guarded::new(stream, limits);
         let exchange = io.exchange.clone();
+        open.add(&exchange, limits.max_connections);
         let endpoint = endpoint.clone();
         let fast = fast.clone();
         let local = local.clone();
@@ -173,6 +187,39 @@ enum Route {
     Endpoint(Box<Request>),
 }
 
+/// The open connections, to close an idle one when the bound is reached.
+#[derive(Default)]
+struct Open(Mutex<Vec<std::sync::Weak<Exchange>>>);
+
+impl Open {
+    /// Notes a new connection (and forgets those that have ended).
+    fn add(&self, exchange: &Arc<Exchange>, bound: usize) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= bound.saturating_mul(2).max(16) {
+            list.retain(|w| w.strong_count() > 0);
+        }
+        list.push(Arc::downgrade(exchange));
+    }
+
+    /// Asks the connection idle the longest to close; false when none is idle.
+    fn close_an_idle_one(&self) -> bool {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        let oldest = list
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter_map(|e| e.idle_since().map(|since| (since, e)))
+            .min_by_key(|(since, _)| *since);
+        match oldest {
+            Some((_, exchange)) => {
+                exchange.close_if_idle();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Where a connection is between requests, shared by its IO and its service.
 #[derive(Debug, Default)]
 struct Exchange {
@@ -188,6 +235,11 @@ struct ExchangeState {
     /// The task that last waited to read: woken when a response ends, so that the idle
     /// deadline is armed even though hyper does not read again until the socket stirs.
     reader: Option<std::task::Waker>,
+    /// Since when no request has begun on the connection (kept alive after a response, or
+    /// silent since it opened): `None` while a request is under way.
+    idle_since: Option<Instant>,
+    /// The server needs the slot: close the connection if it is still idle.
+    close: bool,
 }
 
 impl Exchange {
@@ -209,6 +261,37 @@ impl Exchange {
         if !state.reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
             state.reader = Some(waker.clone());
         }
+    }
+
+    /// Notes whether the connection is idle now (as its IO last saw it).
+    fn set_idle(&self, idle: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match (idle, state.idle_since) {
+            (true, None) => state.idle_since = Some(Instant::now()),
+            (false, Some(_)) => state.idle_since = None,
+            _ => {}
+        }
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .idle_since
+            .filter(|_| !state.close && state.serving == 0)
+    }
+
+    /// Asks the connection to close if it is idle when its IO next looks.
+    fn close_if_idle(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.close = true;
+        if let Some(reader) = state.reader.take() {
+            reader.wake();
+        }
+    }
+
+    /// Whether the server asked for the connection's slot.
+    fn asked_to_close(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).close
     }
 
     /// (requests being served, whether a response ended since the last call).
@@ -364,8 +447,8 @@ impl Guarded {
     }
 
     /// Queues a JSON error answer and gives the connection up.
-    fn answer(&mut self, status: &str, code: &str, message: &str) {
-        self.pending = json_answer(status, code, message);
+    fn answer(&mut self, code: ErrorCode, message: &str) {
+        self.pending = json_answer(code, message);
         self.closed = true;
     }
 
@@ -383,34 +466,25 @@ impl Guarded {
 }
 
 /// A complete HTTP/1.1 answer with the SPEC's JSON error body, closing the connection.
-fn json_answer(status: &str, code: &str, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+fn json_answer(code: ErrorCode, message: &str) -> Vec<u8> {
+    let body = crate::error::json_body(code, message);
+    let status = code.status();
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     )
     .into_bytes()
 }
 
 /// The SPEC's error for one of hyper's automatic answers (its status line's code).
-fn rewrite_of(code: &[u8]) -> Option<(&'static str, &'static str, &'static str)> {
-    Some(match code {
-        b"400" => (
-            "400 Bad Request",
-            "bad-request",
-            "The request is not valid HTTP/1.1.",
-        ),
-        b"414" => (
-            "414 URI Too Long",
-            "uri-too-long",
-            "The request's URL is too long.",
-        ),
-        b"431" => (
-            "431 Request Header Fields Too Large",
-            "headers-too-large",
-            "The request's headers are too large.",
-        ),
+fn rewrite_of(status: &[u8]) -> Option<ErrorCode> {
+    Some(match status {
+        b"400" => ErrorCode::BadRequest,
+        b"414" => ErrorCode::UriTooLong,
+        b"431" => ErrorCode::HeadersTooLarge,
         _ => return None,
     })
 }
@@ -430,6 +504,9 @@ impl AsyncRead for Guarded {
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
+                if n > 0 {
+                    this.exchange.set_idle(false);
+                }
                 if n > 0 && this.waiting == Waiting::NextRequest {
                     this.waiting = Waiting::Head;
                     this.deadline
@@ -461,8 +538,7 @@ impl AsyncRead for Guarded {
                     if this.head_bytes > limit {
                         buf.set_filled(before);
                         this.answer(
-                            "431 Request Header Fields Too Large",
-                            "headers-too-large",
+                            ErrorCode::HeadersTooLarge,
                             &format!("The request's head is larger than {limit} bytes."),
                         );
                         let _ = this.poll_pending(cx); // best effort, as for 408
@@ -477,12 +553,18 @@ impl AsyncRead for Guarded {
                 if this.waiting == Waiting::Nothing {
                     return Poll::Pending;
                 }
+                let idle = this.waiting == Waiting::NextRequest
+                    || (this.waiting == Waiting::Head && this.head_bytes == 0);
+                this.exchange.set_idle(idle);
+                if idle && this.exchange.asked_to_close() {
+                    this.closed = true;
+                    return Poll::Ready(Ok(())); // end of file: hyper closes the connection
+                }
                 if this.deadline.poll(cx).is_ready() {
                     if this.waiting == Waiting::Head {
                         let secs = this.limits.header_timeout.as_secs_f64();
                         this.answer(
-                            "408 Request Timeout",
-                            "request-timeout",
+                            ErrorCode::RequestTimeout,
                             &format!("The request's head did not arrive within {secs} s."),
                         );
                         // Sent now, best effort: hyper only writes when it has something.
@@ -514,8 +596,8 @@ impl AsyncWrite for Guarded {
                 .windows(19)
                 .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0"));
         if this.waiting != Waiting::Nothing && bodiless && buf.starts_with(b"HTTP/1.1 ") {
-            if let Some((status, code, message)) = buf.get(9..12).and_then(rewrite_of) {
-                this.answer(status, code, message);
+            if let Some(code) = buf.get(9..12).and_then(rewrite_of) {
+                this.answer(code, code.message());
                 std::task::ready!(this.poll_pending(cx))?;
                 return Poll::Ready(Ok(buf.len()));
             }

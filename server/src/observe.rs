@@ -1,8 +1,8 @@
 //! The one request middleware: every request gets an id (`X-Request-Id`, taken from the
 //! client or generated, and echoed), is counted by status, and logged once, in one access
-//! line: method, path, status, HIT/MISS, milliseconds, id, and for a failure what went wrong
-//! inside (carried here in the response's [`ErrorDetail`]). Errors are logged here and
-//! nowhere else.
+//! line: method, path, status, HIT/MISS, milliseconds, id, and for a failure its code, the
+//! reason the client was given and what went wrong inside (carried here in the response's
+//! [`Failure`]). Errors are logged here and nowhere else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +11,7 @@ use std::time::Instant;
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
-use crate::error::{AppError, ErrorCode, ErrorDetail};
+use crate::error::{AppError, Failure};
 use crate::routes;
 use crate::state::AppState;
 use crate::stats::RecentError;
@@ -36,12 +36,15 @@ pub async fn observe<E: Endpoint>(
     let mut response = in_spec_format(endpoint.get_response(req).await, &path);
     let status = response.status();
     state.stats.response(status.as_u16(), started.elapsed());
+    let failure = response.extensions_mut().remove::<Failure>();
     if status.is_client_error() || status.is_server_error() {
-        let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
         state.stats.error(RecentError {
             at: std::time::SystemTime::now(),
             status: status.as_u16(),
-            code: code.to_owned(),
+            code: failure.as_ref().map_or("", |f| f.code.as_str()).to_owned(),
+            reason: failure
+                .as_ref()
+                .map_or_else(String::new, |f| f.reason.clone()),
             method: method.to_string(),
             path: path.clone(),
             request_id: id.clone(),
@@ -58,37 +61,35 @@ pub async fn observe<E: Endpoint>(
         .unwrap_or("-")
         .to_owned();
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    let detail = response
-        .extensions()
-        .get::<ErrorDetail>()
-        .map(|d| d.0.clone());
     if status.is_server_error() {
-        report(&state, &method, &path, &id, status, detail.as_deref());
+        let cause = failure.as_ref().and_then(|f| f.cause.as_deref());
+        report(&state, &method, &path, &id, status, cause);
     }
-    match (status.is_server_error(), detail) {
-        (true, detail) => tracing::error!(
+    match failure {
+        Some(f) if status.is_server_error() => tracing::error!(
             target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
-            cache = %cache, ms = format_args!("{ms:.1}"), error = detail.as_deref().unwrap_or(""),
+            cache = %cache, ms = format_args!("{ms:.1}"), code = %f.code,
+            reason = %f.reason, error = f.cause.as_deref().map(tracing::field::display),
             "request failed"
         ),
-        (false, Some(detail)) => {
-            if REFUSALS.admit() {
-                tracing::warn!(
-                    target: "access", request_id = %id, %method, path = %path,
-                    status = status.as_u16(), cache = %cache, ms = format_args!("{ms:.1}"),
-                    error = %detail, "request refused"
-                );
-            }
-        }
-        (false, None) if status.is_client_error() => {
-            if REFUSALS.admit() {
-                log_served(&id, &method, &path, status, &cache, ms);
-            }
-        }
-        (false, None) if state.settings.log.access => {
+        Some(f) if REFUSALS.admit() => tracing::warn!(
+            target: "access", request_id = %id, %method, path = %path,
+            status = status.as_u16(), cache = %cache, ms = format_args!("{ms:.1}"),
+            code = %f.code, reason = %f.reason,
+            error = f.cause.as_deref().map(tracing::field::display), "request refused"
+        ),
+        None if status.is_server_error() => tracing::error!(
+            target: "access", request_id = %id, %method, path = %path, status = status.as_u16(),
+            cache = %cache, ms = format_args!("{ms:.1}"), "request failed"
+        ),
+        // A refusal past the line rate is counted by `admit`, not written.
+        None if status.is_client_error() && REFUSALS.admit() => {
             log_served(&id, &method, &path, status, &cache, ms);
         }
-        (false, None) => {}
+        None if !status.is_client_error() && state.settings.log.access => {
+            log_served(&id, &method, &path, status, &cache, ms);
+        }
+        Some(_) | None => {}
     }
     Ok(response)
 }

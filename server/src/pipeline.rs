@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ross_config::{Limits, Settings};
 
 use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::gate::RenderGate;
 use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
 use crate::recent::{Recent, ORIGINALS_SHARE};
@@ -74,14 +74,6 @@ struct Shared {
 /// of requests for one bad file, short enough that a fixed file is served soon.
 const FAILURES_KEPT: u64 = 10_000;
 const FAILURE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Errors that say the source itself is bad (so remembering them is safe).
-fn source_is_bad(e: &AppError) -> bool {
-    matches!(
-        e.code,
-        "undecodable-image" | "unsupported-format" | "source-too-many-pixels"
-    )
-}
 
 impl Pipeline {
     /// A pipeline reading from `source`, rendering with the modes of `modes` and caching in
@@ -179,12 +171,12 @@ impl Pipeline {
                 let work = move || miss.miss(variant, mode, ticket, deadline);
                 match tokio::time::timeout_at(deadline, self.flights.run(flight, work)).await {
                     Ok(Ok(result)) => result,
-                    Ok(Err(FlightPanicked)) => Err(AppError::internal(
-                        "render-failed",
+                    Ok(Err(FlightPanicked)) => Err(AppError::new(
+                        ErrorCode::RenderFailed,
                         "The image could not be rendered.",
                     )
                     .detailed("the render's task panicked (logged)")),
-                    Err(_) => Err(AppError::render_timeout()),
+                    Err(_) => Err(AppError::of(ErrorCode::RenderTimeout)),
                 }
             }
         };
@@ -224,7 +216,7 @@ impl Shared {
         }
         // Admitted before anything is fetched: a refused request costs no source read.
         let _admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
-        let timed_out = |_| AppError::render_timeout();
+        let timed_out = |_| AppError::of(ErrorCode::RenderTimeout);
         let epoch = ticket.epoch();
         let key = variant.key.as_str().to_owned();
         // A worker holding pixels of this original from moments ago renders from them:
@@ -293,8 +285,8 @@ impl Shared {
                     sent = Some(self.original(&variant, epoch).await?);
                 }
                 Ok(JobOutcome::NeedOriginal) => {
-                    break Err(AppError::internal(
-                        "render-failed",
+                    break Err(AppError::new(
+                        ErrorCode::RenderFailed,
                         "The image could not be rendered.",
                     )
                     .detailed("a worker asked again for the original it was sent"));
@@ -326,7 +318,7 @@ impl Shared {
         let encoded = match outcome {
             Ok(encoded) => encoded,
             Err(e) => {
-                if source_is_bad(&e) {
+                if e.code.blames_the_source() {
                     self.remember_failure(&key, sent.as_ref().or(original.as_ref()), &e);
                 }
                 return Err(e);
@@ -347,13 +339,11 @@ impl Shared {
         // The cache write (and its fsync) waits on the disk, not a core: outside the slot.
         match tokio::task::spawn_blocking(move || store.store(encoded)).await {
             Ok(rendered) => Ok(rendered),
-            Err(join) => {
-                tracing::error!(error = %join, "cache write task failed");
-                Err(AppError::internal(
-                    "store-failed",
-                    "The image could not be stored.",
-                ))
-            }
+            Err(join) => Err(AppError::new(
+                ErrorCode::StoreFailed,
+                "The image could not be stored.",
+            )
+            .detailed(format_args!("the cache write task failed: {join}"))),
         }
     }
 

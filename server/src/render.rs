@@ -7,7 +7,7 @@ use std::time::Instant;
 use plugin_api::{ImageView, PixelFormat, TargetSize};
 use ross_config::{OutputFormat, OutputSettings};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::imaging::{decode, decode_for, encode, DecodeWarning, Decoded};
 use crate::plugins::ModeCode;
 use crate::stats::{stage, Stats};
@@ -129,7 +129,7 @@ pub fn render_decoded(
     };
     let view =
         ImageView::new(&image.pixels, image.width, image.height, pixel_format).map_err(|e| {
-            AppError::internal("decode-failed", "The image could not be decoded.")
+            AppError::new(ErrorCode::DecodeFailed, "The image could not be decoded.")
                 .detailed(format!("decoder produced an invalid buffer: {e}"))
         })?;
     on_stage(Stage::Render);

@@ -99,6 +99,8 @@ pub struct RecentError {
     pub status: u16,
     /// The SPEC's error code.
     pub code: String,
+    /// The message the client got (the latest request's).
+    pub reason: String,
     /// Method and path asked for.
     pub method: String,
     /// The path asked for.
@@ -447,6 +449,7 @@ mod tests {
             at: SystemTime::now(),
             status: 404,
             code: "not-found".into(),
+            reason: "Nothing is served at this path.".into(),
             method: "GET".into(),
             path,
             request_id: "id".into(),

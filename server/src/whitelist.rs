@@ -172,7 +172,7 @@ mod tests {
         let s72: Size = "72x72".parse().unwrap();
         let s300: Size = "300x300".parse().unwrap();
         {
-            let db = Database::open(dir.path()).unwrap();
+            let db = Database::open_again(dir.path()).unwrap();
             let w = Whitelist::open(&db, &settings(true, &["72x72"])).unwrap();
             assert!(w.allows(s72) && !w.allows(s300));
             assert!(w.add(s300).unwrap());
@@ -181,7 +181,7 @@ mod tests {
             assert!(w.remove(s72).unwrap());
             assert!(!w.allows(s72));
         }
-        let db = Database::open(dir.path()).unwrap();
+        let db = Database::open_again(dir.path()).unwrap();
         // Other settings now only seed a new data_dir.
         let w = Whitelist::open(&db, &settings(false, &["10x10"])).unwrap();
         let now = w.snapshot();
@@ -196,11 +196,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s: Size = "72x72".parse().unwrap();
         {
-            let db = Database::open(dir.path()).unwrap();
+            let db = Database::open_again(dir.path()).unwrap();
             let w = Whitelist::open(&db, &settings(true, &["72x72"])).unwrap();
             w.remove(s).unwrap();
         }
-        let db = Database::open(dir.path()).unwrap();
+        let db = Database::open_again(dir.path()).unwrap();
         let w = Whitelist::open(&db, &settings(true, &["72x72"])).unwrap();
         assert!(w.snapshot().sizes.is_empty());
     }

@@ -4,35 +4,30 @@
 
 use std::sync::Arc;
 
-use poem::http::StatusCode;
 use ross_config::Size;
 
 use crate::cache::{PurgeOutcome, Selector};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::request::{is_mode_word, SourceKey};
 use crate::state::AppState;
 
 /// A 400 for bad admin input.
 pub fn bad_request(message: impl Into<String>) -> AppError {
-    AppError::new(StatusCode::BAD_REQUEST, "invalid-request", message)
+    AppError::new(ErrorCode::InvalidRequest, message)
 }
 
-/// The database failed; details are logged.
-pub fn store_failed() -> AppError {
-    AppError::internal(
-        "store-failed",
-        "ross could not read or write its database; see the server log.",
-    )
+/// The database failed while `doing` (logged with the request, not sent).
+pub fn store_failed(doing: &str, cause: impl std::fmt::Display) -> AppError {
+    AppError::of(ErrorCode::StoreFailed).detailed(format_args!("{doing}: {cause}"))
 }
 
 /// Runs sled work on the blocking pool.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "admin task failed");
-        Err(store_failed())
-    })
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(store_failed("the admin task failed", e)))
 }
 
 /// A `WxH` size within the limits.
@@ -63,10 +58,9 @@ pub fn parse_size(state: &AppState, text: &str) -> Result<Size, AppError> {
 pub async fn set_whitelist_enabled(state: &Arc<AppState>, enabled: bool) -> Result<(), AppError> {
     let st = state.clone();
     blocking(move || {
-        st.whitelist.set_enabled(enabled).map_err(|e| {
-            tracing::error!(error = %e, "cannot switch the whitelist");
-            store_failed()
-        })
+        st.whitelist
+            .set_enabled(enabled)
+            .map_err(|e| store_failed("cannot switch the whitelist", e))
     })
     .await?;
     tracing::info!(enabled, "whitelist switched");
@@ -78,10 +72,9 @@ pub async fn allow_size(state: &Arc<AppState>, text: &str) -> Result<(Size, bool
     let size = parse_size(state, text)?;
     let st = state.clone();
     let added = blocking(move || {
-        st.whitelist.add(size).map_err(|e| {
-            tracing::error!(error = %e, "cannot add to the whitelist");
-            store_failed()
-        })
+        st.whitelist
+            .add(size)
+            .map_err(|e| store_failed("cannot add to the whitelist", e))
     })
     .await?;
     if added {
@@ -101,8 +94,7 @@ pub async fn disallow_size(
     let st = state.clone();
     let purged = blocking(move || {
         let failed = |e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, size = %size, "cannot remove from the whitelist");
-            store_failed()
+            store_failed(&format!("cannot remove {size} from the whitelist"), e)
         };
         let job = st
             .cache
@@ -155,10 +147,9 @@ pub fn selector(state: &AppState, target: PurgeTarget<'_>) -> Result<Selector, A
 pub async fn count(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOutcome, AppError> {
     let st = state.clone();
     blocking(move || {
-        st.cache.count(&selector).map_err(|e| {
-            tracing::error!(error = %e, "cannot count a purge");
-            store_failed()
-        })
+        st.cache
+            .count(&selector)
+            .map_err(|e| store_failed("cannot count a purge", e))
     })
     .await
 }
@@ -167,10 +158,9 @@ pub async fn count(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
 pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOutcome, AppError> {
     let st = state.clone();
     blocking(move || {
-        st.cache.purge(selector).map_err(|e| {
-            tracing::error!(error = %e, "purge failed");
-            store_failed()
-        })
+        st.cache
+            .purge(selector)
+            .map_err(|e| store_failed("purge failed", e))
     })
     .await
 }

@@ -72,6 +72,7 @@ pub fn stats(state: &AppState) -> StatsView {
                 ),
                 status: e.status,
                 code: e.code,
+                reason: e.reason,
                 method: e.method,
                 path: e.path,
                 request_id: e.request_id,

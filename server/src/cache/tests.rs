@@ -27,7 +27,7 @@ impl Fixture {
     }
 
     fn open(&self, max_bytes: u64) -> Cache {
-        let db = Database::open(&self.dir.path().join("data")).unwrap();
+        let db = Database::open_again(&self.dir.path().join("data")).unwrap();
         Cache::open(&self.cache_dir(), max_bytes, 1 << 20, &db).unwrap()
     }
 }
@@ -318,12 +318,12 @@ fn a_folder_holding_other_files_or_in_use_is_refused() {
     let f = Fixture::new();
     std::fs::create_dir_all(f.cache_dir()).unwrap();
     std::fs::write(f.cache_dir().join("photo.jpg"), b"x").unwrap();
-    let db = Database::open(&f.dir.path().join("data")).unwrap();
+    let db = Database::open_again(&f.dir.path().join("data")).unwrap();
     let err = Cache::open(&f.cache_dir(), 1000, 0, &db).err().unwrap();
     assert!(matches!(err, CacheError::NotACache { .. }), "{err}");
     std::fs::remove_file(f.cache_dir().join("photo.jpg")).unwrap();
     let _first = Cache::open(&f.cache_dir(), 1000, 0, &db).unwrap();
-    let other = Database::open(&f.dir.path().join("data2")).unwrap();
+    let other = Database::open_again(&f.dir.path().join("data2")).unwrap();
     let err = Cache::open(&f.cache_dir(), 1000, 0, &other).err().unwrap();
     assert!(matches!(err, CacheError::InUse { .. }), "{err}");
 }
@@ -381,7 +381,7 @@ fn hot_variants_are_served_from_memory() {
 
     // With no memory, it is a miss.
     let g = Fixture::new();
-    let db = Database::open(&g.dir.path().join("data")).unwrap();
+    let db = Database::open_again(&g.dir.path().join("data")).unwrap();
     let cold = Cache::open(&g.cache_dir(), 1 << 20, 0, &db).unwrap();
     put(&cold, "/10/10/crop/a.jpg", 100);
     std::fs::remove_file(g.cache_dir().join(v.relative_path())).unwrap();

@@ -6,7 +6,7 @@ use poem::web::Data;
 use poem::{handler, IntoResponse, Request, Response};
 
 use super::{original, render};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::request::{parse, Target};
 use crate::state::AppState;
 
@@ -52,7 +52,7 @@ fn welcome(state: &AppState) -> Response {
             .header("Cache-Control", "no-store")
             .header("X-Content-Type-Options", "nosniff")
             .body(body),
-        Err(e) => AppError::internal("internal-error", "The page could not be drawn.")
+        Err(e) => AppError::new(ErrorCode::InternalError, "The page could not be drawn.")
             .detailed(e)
             .into_response(),
     }

@@ -35,23 +35,20 @@ pub(crate) async fn read_small_body(
     state: &crate::state::AppState,
     body: poem::Body,
 ) -> Result<bytes::Bytes, crate::error::AppError> {
-    use crate::error::AppError;
+    use crate::error::{AppError, ErrorCode};
     use poem::error::ReadBodyError;
-    use poem::http::StatusCode;
     let deadline = state.settings.server.header_timeout;
     match tokio::time::timeout(deadline, body.into_bytes_limit(MAX_BODY)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
+            ErrorCode::BodyTooLarge,
             format!("The request body is larger than {MAX_BODY} bytes."),
         )),
         Ok(Err(e)) => Err(crate::admin::ops::bad_request(format!(
             "The request body could not be read: {e}."
         ))),
         Err(_) => Err(AppError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
+            ErrorCode::RequestTimeout,
             format!(
                 "The request body did not arrive within {} s.",
                 deadline.as_secs_f64()

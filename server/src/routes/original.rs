@@ -11,13 +11,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use poem::http::StatusCode;
 use poem::{Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::respond::streamed_image_response;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::imaging::{sniff, DecodeError};
 use crate::pipeline::CacheStatus;
 use crate::request::SourceKey;
@@ -37,8 +36,7 @@ pub(super) async fn original(
 ) -> Result<Response, AppError> {
     if !state.settings.serve_originals {
         return Err(AppError::new(
-            StatusCode::NOT_FOUND,
-            "originals-disabled",
+            ErrorCode::OriginalsDisabled,
             "Originals are not served here; request a size: /{width}/{height}/{mode}/{key}.",
         ));
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use poem::{Request, Response};
 
 use super::respond::image_response;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::negotiate::negotiate_for;
 use crate::request::RenderRequest;
 use crate::state::AppState;
@@ -22,8 +22,7 @@ pub(super) async fn render(
     let pixels = u64::from(req.size.width) * u64::from(req.size.height);
     if pixels > limits.max_output_pixels {
         return Err(AppError::new(
-            poem::http::StatusCode::BAD_REQUEST,
-            "invalid-size",
+            ErrorCode::InvalidSize,
             format!(
                 "{} is {pixels} pixels, more than the {} allowed (limits.max_output_pixels).",
                 req.size, limits.max_output_pixels

@@ -29,7 +29,7 @@ use super::protocol::{
     self, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Stage, Timings,
     WireError, WorkerSettings,
 };
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::imaging::WarningKind;
 
 /// How long a new worker may take to load its plugins, sandbox itself and test-render its
@@ -179,9 +179,9 @@ impl JobFailure {
             self.detail
         );
         match self.failure {
-            Failure::Timeout => AppError::render_timeout().detailed(detail),
-            Failure::Crashed => AppError::render_crashed().detailed(detail),
-            Failure::OutOfMemory => AppError::worker_out_of_memory().detailed(detail),
+            Failure::Timeout => AppError::of(ErrorCode::RenderTimeout).detailed(detail),
+            Failure::Crashed => AppError::of(ErrorCode::RenderCrashed).detailed(detail),
+            Failure::OutOfMemory => AppError::of(ErrorCode::OutOfMemory).detailed(detail),
         }
     }
 }
@@ -748,11 +748,9 @@ impl WorkerPool {
             Err(e) => {
                 self.can_start.store(false, Ordering::Relaxed);
                 self.stats.start_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "cannot start a render worker");
-                Err(
-                    AppError::internal("render-failed", "The image could not be rendered.")
-                        .detailed(e),
-                )
+                // Logged once, with the request it failed: the observer's line has the cause.
+                Err(AppError::of(ErrorCode::RenderFailed)
+                    .detailed(format_args!("cannot start a render worker: {e}")))
             }
         }
     }
@@ -933,8 +931,8 @@ impl From<&AppError> for WireError {
     /// The wire form of `error`.
     fn from(error: &AppError) -> WireError {
         WireError {
-            status: error.status.as_u16(),
-            code: error.code.to_owned(),
+            status: error.status().as_u16(),
+            code: error.code.as_str().to_owned(),
             message: error.message.clone(),
             retry_after: error.retry_after,
             detail: error.detail.clone(),
@@ -968,7 +966,7 @@ mod tests {
             plugins: Vec::new(),
         });
         let refused = pool.checkout(&plan, "a.jpg", 0).await.err().unwrap();
-        assert_eq!(refused.code, "render-failed");
+        assert_eq!(refused.code, ErrorCode::RenderFailed);
         assert!(!pool.can_start());
         assert_eq!(pool.stats.start_failures.load(Ordering::Relaxed), 1);
     }

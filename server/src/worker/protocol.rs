@@ -160,7 +160,7 @@ pub struct Timings {
 pub struct WireError {
     /// HTTP status.
     pub status: u16,
-    /// Error code, one of [`crate::error::CODES`].
+    /// Error code, one of [`crate::error::ErrorCode`]'s.
     pub code: String,
     /// The sentence for the client.
     pub message: String,

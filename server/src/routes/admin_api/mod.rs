@@ -9,12 +9,12 @@ mod whitelist;
 
 use std::sync::Arc;
 
-use poem::http::{header, StatusCode};
+use poem::http::header;
 use poem::{get, post, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use serde::de::DeserializeOwned;
 
 use crate::admin::ops::bad_request;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 /// The API's routes, behind the token check.
@@ -87,8 +87,7 @@ fn authorise(req: &Request) -> Access {
 
 fn locked_out(wait: std::time::Duration) -> Response {
     let mut response = AppError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too-many-logins",
+        ErrorCode::TooManyLogins,
         format!(
             "Too many wrong admin tokens from your address (logins and API calls): try again \
              in {} min.",
@@ -104,8 +103,7 @@ fn locked_out(wait: std::time::Duration) -> Response {
 
 fn unauthorised() -> Response {
     let mut response = AppError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        ErrorCode::Unauthorized,
         "The admin API needs the header Authorization: Bearer <admin token>; the token is \
          admin.token, or the one ross generated in data_dir/admin-token.",
     )

@@ -17,7 +17,7 @@ use crate::admin::ops::{self, PurgeTarget};
 use crate::admin::session::Session;
 use crate::admin::views;
 use crate::cache::Selector;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 use crate::state::AppState;
 
 /// The forms' fields (each form sends the ones it has).
@@ -43,9 +43,16 @@ async fn checked(
     Ok((session, fields))
 }
 
+/// A form page shown again for bad input, with the refusal noted for the access line and the
+/// dashboard's recent errors.
+fn noting(mut page: Response, refusal: AppError) -> Response {
+    page.extensions_mut().insert(Failure::from(refusal));
+    page
+}
+
 /// An operation's failure other than bad input.
 fn failed(e: &AppError) -> Response {
-    refused(e.status, e.code, "That did not work", &e.message, "/admin")
+    refused(e.clone(), "That did not work", "/admin")
 }
 
 /// `POST /admin/whitelist`: allows a size.
@@ -71,14 +78,17 @@ pub(super) async fn add_size(
             "/admin/whitelist",
             format!("{size} was already allowed."),
         ),
-        Err(e) if e.status == StatusCode::BAD_REQUEST => render(
-            StatusCode::BAD_REQUEST,
-            &WhitelistPage {
-                chrome: chrome(&session, Section::Whitelist),
-                whitelist: views::whitelist(state),
-                input: typed.to_owned(),
-                error: Some(e.message),
-            },
+        Err(e) if e.status() == StatusCode::BAD_REQUEST => noting(
+            render(
+                StatusCode::BAD_REQUEST,
+                &WhitelistPage {
+                    chrome: chrome(&session, Section::Whitelist),
+                    whitelist: views::whitelist(state),
+                    input: typed.to_owned(),
+                    error: Some(e.message.clone()),
+                },
+            ),
+            e,
         ),
         Err(e) => failed(&e),
     }
@@ -231,13 +241,16 @@ pub(super) async fn preview_purge(
                 bytes: count.bytes,
             }),
         ),
-        Err(e) if e.status == StatusCode::BAD_REQUEST => cache_page(
-            state,
-            &session,
-            StatusCode::BAD_REQUEST,
-            form,
-            Some(e.message),
-            None,
+        Err(e) if e.status() == StatusCode::BAD_REQUEST => noting(
+            cache_page(
+                state,
+                &session,
+                StatusCode::BAD_REQUEST,
+                form,
+                Some(e.message.clone()),
+                None,
+            ),
+            e,
         ),
         Err(e) => failed(&e),
     }

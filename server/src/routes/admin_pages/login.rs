@@ -12,7 +12,7 @@ use super::{check_csrf, client_ip, read_form, refused, render, secure, see_other
 use crate::admin::session::{
     cookie, random_token, set_cookie, tokens_match, FAILURE_DELAY, LOGIN_COOKIE, SESSION_COOKIE,
 };
-use crate::error::ErrorCode;
+use crate::error::{AppError, ErrorCode, Failure};
 use crate::state::AppState;
 
 /// How long the login form's CSRF cookie lasts.
@@ -87,10 +87,11 @@ pub(super) async fn submit(
     let expected = cookie(req.headers(), LOGIN_COOKIE).unwrap_or("");
     if !tokens_match(expected, &form.csrf) {
         return refused(
-            StatusCode::FORBIDDEN,
-            "csrf-token-invalid",
+            AppError::new(
+                ErrorCode::CsrfTokenInvalid,
+                "Reload the login page and try again.",
+            ),
             "The login form has expired",
-            "Reload the login page and try again.",
             "/admin/login",
         );
     }
@@ -107,7 +108,12 @@ pub(super) async fn submit(
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin token.".into()),
         );
-        response.extensions_mut().insert(ErrorCode("unauthorized"));
+        response
+            .extensions_mut()
+            .insert(Failure::from(AppError::new(
+                ErrorCode::Unauthorized,
+                "That is not the admin token.",
+            )));
         return response;
     }
     state.sessions.succeeded(client);
@@ -129,20 +135,22 @@ pub(super) async fn submit(
 /// The login page refusing an address with too many failed logins, with `Retry-After`.
 fn too_many_logins(req: &Request, state: &AppState, wait: std::time::Duration) -> Response {
     let minutes = wait.as_secs().div_ceil(60);
+    let reason = format!("Too many failed logins from your address: try again in {minutes} min.");
     let mut response = login_page(
         req,
         state,
         StatusCode::TOO_MANY_REQUESTS,
-        Some(format!(
-            "Too many failed logins from your address: try again in {minutes} min."
-        )),
+        Some(reason.clone()),
     );
     if let Ok(value) = HeaderValue::from_str(&wait.as_secs().to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
         .extensions_mut()
-        .insert(ErrorCode("too-many-logins"));
+        .insert(Failure::from(AppError::new(
+            ErrorCode::TooManyLogins,
+            reason,
+        )));
     response
 }
 

@@ -23,7 +23,7 @@ use poem::{get, handler, post, Request, Response, Route};
 
 use crate::admin::session::Session;
 use crate::admin::views;
-use crate::error::ErrorCode;
+use crate::error::{AppError, ErrorCode, Failure};
 use crate::state::AppState;
 
 /// Seconds between the dashboard's refreshes.
@@ -105,16 +105,15 @@ fn protect(response: &mut Response) {
 fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(body) => html(status, body),
-        Err(e) => {
-            tracing::error!(error = %e, "admin page failed to render");
-            refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal-error",
-                "Something went wrong",
+        Err(e) => refused(
+            AppError::new(
+                ErrorCode::InternalError,
                 "The page could not be drawn; the server log says why.",
-                "/admin",
             )
-        }
+            .detailed(format_args!("the admin page failed to render: {e}")),
+            "Something went wrong",
+            "/admin",
+        ),
     }
 }
 
@@ -128,25 +127,19 @@ fn see_other(to: &str) -> Response {
     response
 }
 
-/// A page saying why an action was refused; `code` is the SPEC's error code, for the
-/// dashboard's list of recent errors.
-fn refused(
-    status: StatusCode,
-    code: &'static str,
-    title: &str,
-    message: &str,
-    back: &str,
-) -> Response {
+/// A page saying why an action was refused: `error`'s message under `title`, its status,
+/// and its code and cause for the access line and the dashboard's list of recent errors.
+fn refused(error: AppError, title: &str, back: &str) -> Response {
     let page = RefusedPage {
         title: title.into(),
-        message: message.into(),
+        message: error.message.clone(),
         back: back.into(),
     };
     let body = page
         .render()
-        .unwrap_or_else(|_| format!("{title}: {message}"));
-    let mut response = html(status, body);
-    response.extensions_mut().insert(ErrorCode(code));
+        .unwrap_or_else(|_| format!("{title}: {}", error.message));
+    let mut response = html(error.status(), body);
+    response.extensions_mut().insert(Failure::from(error));
     response
 }
 
@@ -205,21 +198,13 @@ async fn read_form<T: serde::de::DeserializeOwned>(
     state: &AppState,
     body: poem::Body,
 ) -> Result<T, Box<Response>> {
-    let bytes = super::read_small_body(state, body).await.map_err(|e| {
-        Box::new(refused(
-            e.status,
-            e.code,
-            "The form did not arrive",
-            &e.message,
-            "/admin",
-        ))
-    })?;
+    let bytes = super::read_small_body(state, body)
+        .await
+        .map_err(|e| Box::new(refused(e, "The form did not arrive", "/admin")))?;
     serde_urlencoded::from_bytes(&bytes).map_err(|e| {
         Box::new(refused(
-            StatusCode::BAD_REQUEST,
-            "invalid-request",
+            crate::admin::ops::bad_request(format!("It could not be read: {e}.")),
             "The form is not one of these pages'",
-            &format!("It could not be read: {e}."),
             "/admin",
         ))
     })
@@ -231,12 +216,13 @@ fn check_csrf(session: &Session, given: &str) -> Result<(), Box<Response>> {
         return Ok(());
     }
     Err(Box::new(refused(
-        StatusCode::FORBIDDEN,
-        "csrf-token-invalid",
-        "This form has expired",
-        "It did not carry this session's security token (it may come from another site, or \
+        AppError::new(
+            ErrorCode::CsrfTokenInvalid,
+            "It did not carry this session's security token (it may come from another site, or \
          from before you last logged in), so nothing was changed. Reload the page and try \
-         again.",
+             again.",
+        ),
+        "This form has expired",
         "/admin",
     )))
 }
