@@ -1,5 +1,8 @@
-//! End-to-end tests of ross: real corpus images through the whole server, in-process (poem's
-//! `TestClient`) unless a test needs a real process (start-up, crashes).
+//! End-to-end tests of ross: real corpus images through the whole server, over HTTP on
+//! 127.0.0.1. A `TestServer` runs `ross::run` in this process on a port of its own (so its
+//! state can be looked at); a test that needs a real process (start-up, crashes) starts the
+//! `ross` binary. Either way every request passes the HTTP layer: the connection bounds, the
+//! memory-hit fast path and the router.
 
 mod process;
 mod s3_support;

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_sdk_s3::config::Credentials;
+use http_body_util::BodyExt;
 use image::RgbImage;
-use poem::endpoint::BoxEndpoint;
-use poem::test::TestClient;
-use poem::EndpointExt;
+use poem::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use poem::http::{HeaderMap, Method};
 use ross::source::S3Source;
 use ross::AppState;
 use ross_config::{Settings, SourceSettings};
@@ -89,13 +89,164 @@ pub struct TestServerBuilder {
     env: Vec<(String, String)>,
 }
 
-/// An in-process server (no socket) with its own cache and data folders.
+/// A server in this process, serving through `ross::run` on a socket of its own
+/// (127.0.0.1, a free port) as `ross serve` does: every request passes the HTTP layer (the
+/// connection bounds, the memory-hit fast path, the router). It has its own cache and data
+/// folders; dropping it shuts it down and waits until it has stopped.
 pub struct TestServer {
     /// The server's state, for looking at counters.
     pub state: Arc<AppState>,
-    client: TestClient<BoxEndpoint<'static>>,
+    client: Client,
+    _running: Running,
     /// Holds the cache and data folders (unless given); removed when the server is dropped.
     _dir: Option<TempDir>,
+}
+
+/// `ross::run` on a runtime and thread of its own (a test that blocks its own thread does
+/// not stall the server), until dropped.
+struct Running {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(state: Arc<AppState>) -> (Running, u16) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("ross-test-server-{port}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let stopped = async move {
+                    let _ = stop.await;
+                };
+                runtime
+                    .block_on(ross::run(listener, state, stopped))
+                    .expect("the test server serves");
+            })
+            .unwrap();
+        (
+            Running {
+                shutdown: Some(shutdown),
+                thread: Some(thread),
+            },
+            port,
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        drop(self.shutdown.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Makes requests to a test server, each on a connection of its own.
+pub struct Client {
+    port: u16,
+}
+
+impl Client {
+    pub fn request(&self, method: Method, path: impl Into<String>) -> RequestBuilder {
+        RequestBuilder {
+            port: self.port,
+            method,
+            path: path.into(),
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, path: impl Into<String>) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post(&self, path: impl Into<String>) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    pub fn delete(&self, path: impl Into<String>) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+}
+
+/// A request being put together; sent by [`TestServer::request`].
+pub struct RequestBuilder {
+    port: u16,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl RequestBuilder {
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        K::Error: std::fmt::Debug,
+        V: TryInto<HeaderValue>,
+        V::Error: std::fmt::Debug,
+    {
+        self.headers
+            .append(name.try_into().unwrap(), value.try_into().unwrap());
+        self
+    }
+
+    pub fn content_type(self, value: &str) -> Self {
+        self.header(CONTENT_TYPE, value)
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends it over HTTP/1.1 and reads the whole answer.
+    pub async fn send(mut self) -> Reply {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("the test server accepts");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        if !self.headers.contains_key(HOST) {
+            let host = format!("127.0.0.1:{}", self.port);
+            self.headers.insert(HOST, host.parse().unwrap());
+        }
+        let mut req = poem::http::Request::builder()
+            .method(self.method)
+            .uri(self.path)
+            .body(http_body_util::Full::new(bytes::Bytes::from(self.body)))
+            .unwrap();
+        *req.headers_mut() = self.headers;
+        let resp = sender.send_request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        drop(sender);
+        let _ = connection.await;
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// The admin token of in-process test servers.
@@ -146,7 +297,7 @@ impl TestServer {
 
     /// An admin API call (`path` under `/admin/api`) with the token and a JSON body.
     pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
-        let method: poem::http::Method = method.parse().unwrap();
+        let method: Method = method.parse().unwrap();
         let req = self
             .client
             .request(method, format!("/admin/api{path}"))
@@ -176,22 +327,11 @@ impl TestServer {
         self.request(self.client.get(path)).await
     }
 
-    pub async fn request(
-        &self,
-        req: poem::test::TestRequestBuilder<'_, BoxEndpoint<'static>>,
-    ) -> Reply {
-        let resp = req.send().await;
-        let status = resp.0.status().as_u16();
-        let headers = resp.0.headers().clone();
-        let body = resp.0.into_body().into_vec().await.unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+    pub async fn request(&self, req: RequestBuilder) -> Reply {
+        req.send().await
     }
 
-    pub fn client(&self) -> &TestClient<BoxEndpoint<'static>> {
+    pub fn client(&self) -> &Client {
         &self.client
     }
 
@@ -274,10 +414,11 @@ impl TestServerBuilder {
 
 impl TestServer {
     fn around(state: Arc<AppState>, dir: Option<TempDir>) -> TestServer {
-        let client = TestClient::new(ross::app(state.clone()).boxed());
+        let (running, port) = Running::start(state.clone());
         TestServer {
             state,
-            client,
+            client: Client { port },
+            _running: running,
             _dir: dir,
         }
     }
