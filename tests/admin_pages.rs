@@ -279,3 +279,108 @@ async fn admin_off_leaves_only_the_static_files() {
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").starts_with("text/css"));
 }
+
+/// Removing a size and turning the whitelist off break images on the site at once: each
+/// form first shows what it would do (the renders it purges), and changes nothing until that
+/// step is confirmed. Turning the whitelist on, or adding a size, needs no such step.
+#[tokio::test]
+async fn removing_a_size_and_turning_the_whitelist_off_ask_first() {
+    let server = TestServer::builder().whitelist("300x200").start().await;
+    assert_eq!(
+        server.get("/300/200/crop/photos/Dune.jpg").await.status,
+        200
+    );
+    let (cookie, csrf) = log_in(&server).await;
+    let size: ross_config::Size = "300x200".parse().unwrap();
+
+    let asked = post(
+        &server,
+        "/admin/whitelist/remove",
+        &cookie,
+        &format!("csrf={csrf}&size=300x200"),
+    )
+    .await;
+    assert_eq!(asked.status, 200);
+    let page = asked.text();
+    assert!(page.contains("Remove 300x200?"), "{page}");
+    assert!(page.contains("1 cached render"), "{page}");
+    assert_eq!(hidden(&page, "confirm"), "yes");
+    assert!(
+        server.state.whitelist.allows(size),
+        "asking removed the size"
+    );
+    assert_eq!(
+        server.get("/300/200/crop/photos/Dune.jpg").await.status,
+        200
+    );
+
+    let done = post(
+        &server,
+        "/admin/whitelist/remove",
+        &cookie,
+        &format!("csrf={csrf}&size=300x200&confirm=yes"),
+    )
+    .await;
+    assert_eq!(done.status, 303);
+    assert!(!server.state.whitelist.allows(size));
+    assert_eq!(
+        server.get("/300/200/crop/photos/Dune.jpg").await.status,
+        403
+    );
+
+    let asked = post(
+        &server,
+        "/admin/whitelist/enabled",
+        &cookie,
+        &format!("csrf={csrf}&enabled=false"),
+    )
+    .await;
+    assert_eq!(asked.status, 200);
+    assert!(asked.text().contains("Turn the whitelist off?"));
+    assert!(
+        server.state.whitelist.snapshot().enabled,
+        "asking turned it off"
+    );
+    let done = post(
+        &server,
+        "/admin/whitelist/enabled",
+        &cookie,
+        &format!("csrf={csrf}&enabled=false&confirm=yes"),
+    )
+    .await;
+    assert_eq!(done.status, 303);
+    assert!(!server.state.whitelist.snapshot().enabled);
+    let on = post(
+        &server,
+        "/admin/whitelist/enabled",
+        &cookie,
+        &format!("csrf={csrf}&enabled=true"),
+    )
+    .await;
+    assert_eq!(on.status, 303, "turning it on asked first");
+    assert!(server.state.whitelist.snapshot().enabled);
+}
+
+/// The settings page shows each value in units people read, and where it came from.
+#[tokio::test]
+async fn settings_show_units_and_where_each_value_came_from() {
+    let server = TestServer::builder()
+        .set("ROSS__LIMITS__MAX_WIDTH", "3000")
+        .start()
+        .await;
+    let (cookie, _) = log_in(&server).await;
+    let page = get(&server, "/admin/settings", &cookie).await.text();
+    let row = |key: &str| {
+        let start = page
+            .find(&format!("<code>{key}</code>"))
+            .unwrap_or_else(|| panic!("no {key} in {page}"));
+        page[start..].split("</tr>").next().unwrap().to_owned()
+    };
+    assert!(row("limits.max_width").contains("env ROSS__LIMITS__MAX_WIDTH"));
+    let cache = row("cache.max_bytes");
+    assert!(
+        cache.contains("GiB") && cache.contains("default"),
+        "{cache}"
+    );
+    assert!(row("server.header_timeout_ms").contains("10 s"));
+}

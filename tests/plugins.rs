@@ -144,6 +144,14 @@ async fn plugin_panic_is_a_500_for_that_request_only() {
         );
     }
     assert!(!server.cache_dir().join("jpeg/100/100/panic").exists());
+    // The plugins page counts each mode's renders and its failures.
+    let modes = ross::admin::views::plugins(&server.state).modes;
+    let counts = |name: &str| {
+        let m = modes.iter().find(|m| m.name == name).unwrap();
+        (m.renders, m.failures)
+    };
+    assert_eq!(counts("panic"), (0, 3));
+    assert_eq!(counts("crop"), (1, 0));
     assert_eq!(
         server.state.cache.stats().entries,
         1,

@@ -117,6 +117,22 @@ pub struct WhitelistPage {
     pub input: String,
     /// Why the add form's size was refused.
     pub error: Option<String>,
+    /// A change that breaks images at once, waiting to be confirmed.
+    pub confirm: Option<WhitelistConfirm>,
+}
+
+/// A whitelist change shown for confirmation before it is made.
+#[derive(Debug, Clone)]
+pub enum WhitelistConfirm {
+    /// Removing `size`: its requests are refused with 403 and its renders purged.
+    Remove {
+        /// The size, `WxH`.
+        size: String,
+        /// What is cached of it now.
+        cached: PurgeCount,
+    },
+    /// Turning the whitelist off: every size within the limits is rendered.
+    TurnOff,
 }
 
 /// What a cache purge selects, as the form gives it.

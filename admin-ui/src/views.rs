@@ -325,6 +325,11 @@ pub struct ModeView {
     pub loaded_at: String,
     /// "serving", "serving; a newer file was refused", or "quarantined".
     pub status: String,
+    /// Renders of this load that produced an image.
+    pub renders: u64,
+    /// Renders of this load that failed in the mode's own code (an error or unusable pixels
+    /// from the plugin; its worker hung, crashed or ran out of memory while rendering).
+    pub failures: u64,
     /// Why the mode is out of service, if it is (until its plugin file changes).
     pub quarantine: Option<QuarantineView>,
     /// The last load error of its file, if a later copy was refused.
@@ -391,4 +396,8 @@ pub struct SettingLine {
     pub key: String,
     /// Its value, as TOML.
     pub value: String,
+    /// The value in units people read ("10 GiB", "30 s"), where that differs.
+    pub readable: Option<String>,
+    /// Where it came from: "default", "file /etc/ross.toml" or "env ROSS__LIMITS__MAX_WIDTH".
+    pub origin: String,
 }

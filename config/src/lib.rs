@@ -63,6 +63,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// Where 5xx responses and plugin failures are reported, if anywhere.
     pub sentry: Option<SentrySettings>,
+    /// Where each key that was given came from (the file or a variable); a key not here
+    /// has its built-in default.
+    pub origins: BTreeMap<String, Origin>,
 }
 
 /// A Sentry project that receives every 5xx and every plugin failure.
@@ -455,7 +458,8 @@ impl Settings {
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
         let mut r = Reader::new(table.as_ref().map(|t| (path_text.as_str(), t)), env);
-        let settings = read_settings(&mut r);
+        let mut settings = read_settings(&mut r);
+        settings.origins = r.take_origins();
         r.finish()?;
         Ok(settings)
     }
@@ -814,6 +818,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         limits,
         output: read_output(r),
         serve_originals: r.bool("serve_originals", true),
+        origins: BTreeMap::new(),
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Reader<'a> {
     env: BTreeMap<String, String>,
     used: BTreeSet<String>,
     errors: Vec<ConfigError>,
+    /// Where each key given (not defaulted) came from.
+    origins: BTreeMap<String, Origin>,
 }
 
 impl<'a> Reader<'a> {
@@ -45,13 +47,21 @@ impl<'a> Reader<'a> {
             env,
             used: BTreeSet::new(),
             errors: Vec::new(),
+            origins: BTreeMap::new(),
         }
+    }
+
+    /// Where each key read so far came from, when it was not its default.
+    pub(crate) fn take_origins(&mut self) -> BTreeMap<String, Origin> {
+        std::mem::take(&mut self.origins)
     }
 
     fn lookup(&mut self, key: &str) -> Option<(Raw<'_>, Origin)> {
         self.used.insert(key.to_owned());
         let var = env_name(key);
         if let Some(v) = self.env.get(&var) {
+            self.origins
+                .insert(key.to_owned(), Origin::Env(var.clone()));
             return Some((Raw::Env(v), Origin::Env(var)));
         }
         let (path, table) = self.file?;
@@ -60,6 +70,8 @@ impl<'a> Reader<'a> {
         while let Some(part) = parts.next() {
             let value = table.get(part)?;
             if parts.peek().is_none() {
+                self.origins
+                    .insert(key.to_owned(), Origin::File(path.to_owned()));
                 return Some((Raw::File(value), Origin::File(path.to_owned())));
             }
             table = value.as_table()?;

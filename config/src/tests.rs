@@ -193,6 +193,7 @@ fn example_file_documents_every_key_with_its_default() {
     expected.plugins.dir = s.plugins.dir.clone();
     expected.limits.max_concurrent_renders = s.limits.max_concurrent_renders;
     expected.limits.worker_memory_bytes = s.limits.worker_memory_bytes;
+    expected.origins = s.origins.clone();
     assert_eq!(s, expected, "the example's values must be the defaults");
     let s3 = Settings::from_parts(
         None,
@@ -433,4 +434,27 @@ fn credentials_in_urls_are_never_shown() {
         "{shown}"
     );
     assert!(shown.contains("127.0.0.1:9000"), "{shown}");
+}
+
+#[test]
+fn each_given_key_knows_where_it_came_from() {
+    let s = load(
+        Some("[limits]\nmax_width = 3000\nmax_height = 3000\n"),
+        &[("ROSS__LIMITS__MAX_HEIGHT", "2500")],
+    )
+    .unwrap();
+    assert_eq!(
+        s.origins.get("limits.max_width"),
+        Some(&Origin::File("ross.toml".into()))
+    );
+    // The variable wins over the file, and says so.
+    assert_eq!(s.limits.max_height, 2500);
+    assert_eq!(
+        s.origins.get("limits.max_height"),
+        Some(&Origin::Env("ROSS__LIMITS__MAX_HEIGHT".into()))
+    );
+    assert_eq!(s.origins.get("cache.max_bytes"), None, "a default");
+    // Every key effective() shows is one the reader knows by that name.
+    let keys: Vec<String> = s.effective().into_iter().map(|(k, _)| k).collect();
+    assert!(keys.contains(&"limits.max_width".to_owned()));
 }

@@ -7,7 +7,8 @@
 //!   `../shared/corpus/photos` near 300x300. thumbor: file loader on the same folder, no
 //!   storage, no result storage, `ENGINE_THREADPOOL_SIZE = 2`, `QUALITY = 90`.
 //! - Cache hits: one cached variant, asked for over and over by 32 connections: ross alone,
-//!   and nginx with `sendfile on` serving the same file from ross's cache folder.
+//!   and nginx with `sendfile on` serving the same file from ross's cache folder, with one
+//!   worker per core (ross's runtime has a thread per core: the same machine for both).
 //! - Like for like: thumbor keeps nothing decoded between requests and logs errors only, and
 //!   nginx runs with `access_log off`; ross runs with `cache.decoded_bytes = 0` and
 //!   `log.access = false` for those two comparisons.
@@ -282,14 +283,16 @@ fn main() {
     std::fs::write(
         nginx_dir.join("nginx.conf"),
         format!(
-            "{user} daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+            "{user} daemon off; worker_processes {workers}; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
              uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
              server {{ listen 127.0.0.1:{nginx_port}; root {};\n\
              location / {{ default_type image/jpeg; try_files /jpeg$uri =404; }} }} }}\n",
-            work.path().join("main/cache").display()
+            work.path().join("main/cache").display(),
+            workers = cores(),
         ),
     )
     .unwrap();

@@ -295,10 +295,19 @@ impl Shared {
                     encoded, timings, ..
                 }) => {
                     report_timings(&self.stats, &timings);
+                    mode.note_render(true);
                     break Ok(encoded);
                 }
-                Ok(JobOutcome::Failed(e)) => break Err(e),
+                Ok(JobOutcome::Failed(e)) => {
+                    if e.code == ErrorCode::RenderFailed {
+                        mode.note_render(false);
+                    }
+                    break Err(e);
+                }
                 Err(failure) => {
+                    if failure.stage == Stage::Render {
+                        mode.note_render(false);
+                    }
                     if let Some(quarantine) = mode.note_failure(&failure) {
                         self.modes.quarantined(&mode.name, &quarantine);
                     }

@@ -162,8 +162,13 @@ test("add a size and see a request for it succeed; a bad size is refused next to
   assert.match(example, /^\/640\/480\/crop\//);
   assert.equal(await status(example), 200);
   await shoot(page, "whitelist");
-  // Removing it refuses it again.
+  // Removing it asks first (pages using the size break at once), then refuses it again.
   await page.click("li:has(a.size:text('640x480')) button");
+  await page.waitForSelector(".confirm");
+  assert.match(await page.textContent(".confirm"), /Remove 640x480\?/);
+  assert.equal(await status("/640/480/crop/ladybird.jpg"), 200, "asking removed the size");
+  await shoot(page, "whitelist-confirm");
+  await Promise.all([page.waitForURL(`${base}/admin/whitelist`), page.click(".confirm button.danger")]);
   await page.waitForSelector(".notice");
   assert.match(await page.textContent(".notice"), /Removed 640x480/);
   assert.equal(await status("/640/480/crop/ladybird.jpg"), 403);

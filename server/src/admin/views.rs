@@ -161,6 +161,8 @@ pub fn plugins(state: &AppState) -> PluginsView {
                 } else {
                     "serving".into()
                 },
+                renders: m.render_counts().0,
+                failures: m.render_counts().1,
                 quarantine,
                 last_load_error,
             }
@@ -210,7 +212,17 @@ pub fn settings(state: &AppState) -> SettingsView {
             .settings
             .effective()
             .into_iter()
-            .map(|(key, value)| SettingLine { key, value })
+            .map(|(key, value)| SettingLine {
+                readable: admin_ui::format::setting(&key, &value),
+                origin: match state.settings.origins.get(&key) {
+                    None => "default".to_owned(),
+                    Some(ross_config::Origin::File(path)) => format!("file {path}"),
+                    Some(ross_config::Origin::Env(var)) => format!("env {var}"),
+                    Some(ross_config::Origin::Whole) => "file".to_owned(),
+                },
+                key,
+                value,
+            })
             .collect(),
     }
 }

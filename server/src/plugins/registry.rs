@@ -49,6 +49,11 @@ pub struct LoadedMode {
     pub takes_alpha: bool,
     failures: Mutex<VecDeque<Instant>>,
     quarantine: Mutex<Option<Quarantine>>,
+    /// Renders of this load that produced an image.
+    rendered: AtomicU64,
+    /// Renders of this load that failed in the mode's own code: an error or unusable pixels
+    /// from the plugin, or its worker hung, crashed or ran out of memory while rendering.
+    render_failures: AtomicU64,
 }
 
 /// Why and since when a mode is out of service.
@@ -85,7 +90,29 @@ impl LoadedMode {
             takes_alpha: spec.takes_alpha,
             failures: Mutex::default(),
             quarantine: Mutex::default(),
+            rendered: AtomicU64::new(0),
+            render_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a render of this load: whether it produced an image, or failed in the mode's
+    /// own code (failures of the source, the decoder or the server are not the mode's).
+    pub fn note_render(&self, ok: bool) {
+        let counter = if ok {
+            &self.rendered
+        } else {
+            &self.render_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (renders that produced an image, renders that failed in the mode's code) since this
+    /// load.
+    pub fn render_counts(&self) -> (u64, u64) {
+        (
+            self.rendered.load(Ordering::Relaxed),
+            self.render_failures.load(Ordering::Relaxed),
+        )
     }
 
     /// The plugin ABI its library was built against.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use admin_ui::format;
-use admin_ui::pages::{CachePage, PurgeCount, PurgeForm, Section, WhitelistPage};
+use admin_ui::pages::{CachePage, PurgeCount, PurgeForm, Section, WhitelistConfirm, WhitelistPage};
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
@@ -29,6 +29,28 @@ struct Fields {
     enabled: String,
     kind: String,
     value: String,
+    /// `yes` on the confirmation step's form: a change that breaks images is made only then.
+    confirm: String,
+}
+
+impl Fields {
+    fn confirmed(&self) -> bool {
+        self.confirm == "yes"
+    }
+}
+
+/// The whitelist page asking to confirm `change` before it is made.
+fn confirm_whitelist(state: &AppState, session: &Session, change: WhitelistConfirm) -> Response {
+    render(
+        StatusCode::OK,
+        &WhitelistPage {
+            chrome: chrome(session, Section::Whitelist),
+            whitelist: views::whitelist(state),
+            input: String::new(),
+            error: None,
+            confirm: Some(change),
+        },
+    )
 }
 
 /// The session and the form, checked; or the answer to give instead.
@@ -86,6 +108,7 @@ pub(super) async fn add_size(
                     whitelist: views::whitelist(state),
                     input: typed.to_owned(),
                     error: Some(e.message.clone()),
+                    confirm: None,
                 },
             ),
             e,
@@ -105,6 +128,27 @@ pub(super) async fn remove_size(
         Ok(pair) => pair,
         Err(answer) => return *answer,
     };
+    if !fields.confirmed() {
+        // Nothing changes yet: the page says what removing the size does, and asks.
+        let size = match ops::parse_size(state, fields.size.trim()) {
+            Ok(size) => size,
+            Err(e) => return failed(&e),
+        };
+        return match ops::count(state, Selector::size(size)).await {
+            Ok(count) => confirm_whitelist(
+                state,
+                &session,
+                WhitelistConfirm::Remove {
+                    size: size.to_string(),
+                    cached: PurgeCount {
+                        entries: count.entries,
+                        bytes: count.bytes,
+                    },
+                },
+            ),
+            Err(e) => failed(&e),
+        };
+    }
     match ops::disallow_size(state, fields.size.trim()).await {
         Ok((size, purged)) => with_notice(
             &session,
@@ -144,6 +188,9 @@ pub(super) async fn switch_whitelist(
             ))
         }
     };
+    if !enabled && !fields.confirmed() && state.whitelist.snapshot().enabled {
+        return confirm_whitelist(state, &session, WhitelistConfirm::TurnOff);
+    }
     match ops::set_whitelist_enabled(state, enabled).await {
         Ok(()) => with_notice(
             &session,

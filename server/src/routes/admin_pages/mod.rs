@@ -256,6 +256,7 @@ fn whitelist(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
         whitelist: views::whitelist(state),
         input: String::new(),
         error: None,
+        confirm: None,
     })
 }
 
