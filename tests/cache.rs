@@ -252,15 +252,25 @@ async fn a_larger_size_than_the_kept_decode_decodes_again() {
 
 /// The path before the router answers a plain GET of a variant in memory, and declines (for
 /// the router) a HEAD, a conditional request, a variant not in memory, a size the whitelist
-/// refuses and anything that is not a sized URL.
+/// refuses and anything that is not a sized URL, handing the router the request's admission
+/// (made once, there).
 #[tokio::test]
 async fn memory_hits_are_answered_before_the_router_and_nothing_else() {
     use poem::http::{HeaderMap, HeaderValue, Method, Uri};
+    use ross::http::Fast;
+    use ross::routes::admission::Admission;
     use ross::routes::fast::MemoryHits;
     let server = TestServer::builder().whitelist("120x80").start().await;
     let hits = MemoryHits::new(server.state.clone());
+    let admission = |fast: Fast| match fast {
+        Fast::Pass(learned) => learned.get::<Admission>().cloned(),
+        Fast::Answered(_) => None,
+    };
     let memory_hit =
-        |method: &Method, uri: &Uri, headers: &HeaderMap| hits.answer(method, uri, headers);
+        |method: &Method, uri: &Uri, headers: &HeaderMap| match hits.answer(method, uri, headers) {
+            Fast::Answered(response) => Some(response),
+            Fast::Pass(_) => None,
+        };
     let state = &server.state;
     let uri = |path: &str| path.parse::<Uri>().unwrap();
     let none = HeaderMap::new();
@@ -288,6 +298,21 @@ async fn memory_hits_are_answered_before_the_router_and_nothing_else() {
             "{other}"
         );
     }
+    // What the router is handed, so it neither parses nor checks again.
+    let passed = |path: &str| admission(hits.answer(&Method::GET, &uri(path), &none)).unwrap();
+    assert!(matches!(
+        passed("/72/72/crop/photos/Dune.jpg"),
+        Admission::Render(Err(e)) if e.code == ross::error::ErrorCode::SizeNotAllowed
+    ));
+    assert!(matches!(
+        passed("/120/80/nosuchmode/photos/Dune.jpg"),
+        Admission::Render(Err(e)) if e.code == ross::error::ErrorCode::UnknownMode
+    ));
+    assert!(matches!(passed("/photos/Dune.jpg"), Admission::Original(_)));
+    assert!(matches!(
+        admission(hits.answer(&Method::HEAD, &uri(hit), &none)),
+        Some(Admission::Render(Ok(_)))
+    ));
     // While a purge that may remove it runs, the router answers (and renders).
     let job = state
         .cache

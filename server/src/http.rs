@@ -71,6 +71,15 @@ pub struct HttpLimits {
 /// hyper's smallest read buffer; heads are bounded below it by [`Guarded`] itself.
 const HYPER_MIN_BUFFER: usize = 8192;
 
+/// What the fast path made of a request.
+pub enum Fast {
+    /// It answered: the response.
+    Answered(poem::Response),
+    /// The endpoint answers, with what the fast path learned on the way (added to the
+    /// request's extensions, so the endpoint need not work it out again).
+    Pass(poem::http::Extensions),
+}
+
 /// Serves `endpoint` on `listener` until `shutdown` completes, then waits up to `grace` for
 /// requests in flight. `fast` may answer a request before the endpoint (from its method,
 /// URI and headers alone): the cache hits held in memory.
@@ -84,7 +93,7 @@ pub async fn serve<E, F>(
 ) -> io::Result<()>
 where
     E: Endpoint + 'static,
-    F: Fn(&Method, &Uri, &HeaderMap) -> Option<poem::Response> + Send + Sync + 'static,
+    F: Fn(&Method, &Uri, &HeaderMap) -> Fast + Send + Sync + 'static,
 {
     let endpoint = Arc::new(endpoint);
     let fast = Arc::new(fast);
@@ -135,13 +144,17 @@ where
             let exchange = exchange.clone();
             exchange.request_began();
             let route = match fast(req.method(), req.uri(), req.headers()) {
-                Some(response) => Route::Answered(response),
-                None => Route::Endpoint(Box::new(Request::from((
-                    req,
-                    local.clone(),
-                    RemoteAddr(remote.into()),
-                    Scheme::HTTP,
-                )))),
+                Fast::Answered(response) => Route::Answered(response),
+                Fast::Pass(learned) => {
+                    let mut req = Request::from((
+                        req,
+                        local.clone(),
+                        RemoteAddr(remote.into()),
+                        Scheme::HTTP,
+                    ));
+                    req.extensions_mut().extend(learned);
+                    Route::Endpoint(Box::new(req))
+                }
             };
             async move {
                 let response = match route {

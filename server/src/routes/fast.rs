@@ -1,23 +1,22 @@
 //! Cache hits held in memory, answered before the router: a hit is the request ross serves
 //! most, and poem's request, router and middleware took about 12% of its CPU (the HTTP stack
-//! alone serves the same bytes faster than nginx; see docs/performance.md). Only a plain
-//! `GET` of a sized URL whose variant is in memory, whitelisted and of a mode in service, and
-//! that is not conditional, is answered here; everything else, errors included, goes through
-//! the router. The answer is the image route's, byte for byte, with the same request id,
+//! alone serves the same bytes faster than nginx; see docs/performance.md). Every request is
+//! admitted here, once ([`super::admission`]); only a plain `GET` of an admitted sized URL
+//! whose variant is in memory, and that is not conditional, is answered here; everything
+//! else, errors included, goes to the router with its admission. The answer is the image route's, byte for byte, with the same request id,
 //! counts and access line as `observe` gives every request.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use poem::Response;
+use poem::http::{header, Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
+use super::admission::{admit_path, Admission};
 use super::respond::{cache_control, unconditional_image_response};
 use crate::cache::VariantKey;
-use crate::negotiate::negotiate_for;
+use crate::http::Fast;
 use crate::observe::{log_served, request_id_value, REQUEST_ID};
 use crate::pipeline::CacheStatus;
-use crate::request::{parse, Target};
 use crate::state::AppState;
 use crate::stats::stage;
 
@@ -38,31 +37,30 @@ impl MemoryHits {
         }
     }
 
-    /// The response to a memory hit, or `None` for the router to answer.
-    pub fn answer(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    /// The response to a memory hit, or what the router needs to answer: the request's
+    /// admission, made here once.
+    pub fn answer(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Fast {
         let started = Instant::now();
+        let state = &self.state;
+        let path = uri.path();
+        let admission = admit_path(state, path, headers);
         let conditional = headers.contains_key(header::IF_NONE_MATCH)
             || headers.contains_key(header::IF_MODIFIED_SINCE);
-        if method != Method::GET || conditional {
-            return None;
-        }
-        let state = &self.state;
-        let limits = &state.settings.limits;
-        let path = uri.path();
-        let Ok(Target::Render(req)) = parse(path, limits.max_width, limits.max_height) else {
-            return None;
+        let hit = match &admission {
+            Admission::Render(Ok(admitted)) if method == Method::GET && !conditional => {
+                let variant = VariantKey::new(&admitted.req, admitted.format);
+                state
+                    .cache
+                    .get_in_memory(&variant)
+                    .map(|file| (file, admitted.format, admitted.vary))
+            }
+            _ => None,
         };
-        let pixels = u64::from(req.size.width) * u64::from(req.size.height);
-        if pixels > limits.max_output_pixels || !state.whitelist.allows(req.size) {
-            return None;
-        }
-        if !state.modes.contains(&req.mode) {
-            return None;
-        }
-        let formats = &state.settings.output.formats;
-        let format = negotiate_for(headers, formats, req.size);
-        let variant = VariantKey::new(&req, format);
-        let file = state.cache.get_in_memory(&variant)?;
+        let Some((file, format, vary)) = hit else {
+            let mut learned = Extensions::new();
+            learned.insert(admission);
+            return Fast::Pass(learned);
+        };
         let stats = &state.stats;
         stats.stage(stage::CACHE_CHECK, started);
         stats.hit();
@@ -81,10 +79,10 @@ impl MemoryHits {
             log_served(shown, method, path, StatusCode::OK, "HIT", ms);
         }
         response.headers_mut().insert(REQUEST_ID, id);
-        if formats.len() > 1 {
+        if vary {
             let vary = HeaderValue::from_static("Accept");
             response.headers_mut().insert(header::VARY, vary);
         }
-        Some(response)
+        Fast::Answered(response)
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::{handler, IntoResponse, Request, Response};
 
+use super::admission::{admit_path, Admission};
 use super::{original, render};
 use crate::error::{AppError, ErrorCode};
-use crate::request::{parse, Target};
 use crate::state::AppState;
 
 /// `GET`/`HEAD /{width}/{height}/{mode}/{key}` and `/{key}`.
@@ -16,11 +16,16 @@ pub async fn image(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response
     if req.uri().path() == "/" && crate::admin::views::serves_samples(state) {
         return welcome(state);
     }
-    let limits = &state.settings.limits;
-    let result = match parse(req.uri().path(), limits.max_width, limits.max_height) {
-        Err(e) => Err(AppError::from(e)),
-        Ok(Target::Render(render_req)) => render::render(req, state, render_req).await,
-        Ok(Target::Original(key)) => original::original(req, state, key).await,
+    // Admitted once: by the fast path when the request came through it, else here.
+    let admission = match req.extensions().get::<Admission>() {
+        Some(admission) => admission.clone(),
+        None => admit_path(state, req.uri().path(), req.headers()),
+    };
+    let result = match admission {
+        Admission::Invalid(e) => Err(AppError::from(e)),
+        Admission::Render(Err(e)) => Err(e),
+        Admission::Render(Ok(admitted)) => render::render(req, state, *admitted).await,
+        Admission::Original(key) => original::original(req, state, key).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }

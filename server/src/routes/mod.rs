@@ -2,6 +2,7 @@
 
 pub mod admin_api;
 pub mod admin_pages;
+pub mod admission;
 pub mod fast;
 pub mod health;
 pub mod image;
