@@ -102,8 +102,10 @@ pub struct TestServer {
     _dir: Option<TempDir>,
 }
 
-/// `ross::run` on a runtime and thread of its own (a test that blocks its own thread does
-/// not stall the server), until dropped.
+/// `ross::run` on a runtime and thread of its own, until dropped. The state's own background
+/// work (the plugin watcher, the pipes of the workers started with it) stays on the test's
+/// runtime, where the state was made, as before: a test that blocks its thread for long can
+/// still stall renders.
 struct Running {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -68,6 +68,10 @@ pub struct HttpLimits {
     pub send_timeout: Duration,
 }
 
+/// How often a client waiting at `server.max_connections` looks again for an idle
+/// connection to close.
+const IDLE_RECHECK: Duration = Duration::from_millis(50);
+
 /// hyper's smallest read buffer; heads are bounded below it by [`Guarded`] itself.
 const HYPER_MIN_BUFFER: usize = 8192;
 
@@ -125,10 +129,20 @@ where
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                open.close_an_idle_one();
-                tokio::select! {
-                    slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-                    () = &mut shutdown => break,
+                // A connection asked to close may have begun a request meanwhile, and one
+                // busy now may go idle while the client waits: looked for again every 50 ms.
+                let mut slot = None;
+                while slot.is_none() {
+                    open.close_an_idle_one();
+                    tokio::select! {
+                        got = slots.clone().acquire_owned() => slot = got.ok(),
+                        () = tokio::time::sleep(IDLE_RECHECK) => {}
+                        () = &mut shutdown => break,
+                    }
+                }
+                match slot {
+                    Some(slot) => slot,
+                    None => break, // shut down while waiting
                 }
             }
         };

@@ -2,7 +2,9 @@
 //! client or generated, and echoed), is counted by status, and logged once, in one access
 //! line: method, path, status, HIT/MISS, milliseconds, id, and for a failure its code, the
 //! reason the client was given and what went wrong inside (carried here in the response's
-//! [`Failure`]). Errors are logged here and nowhere else.
+//! [`Failure`]). Errors are logged here and nowhere else. [`note`] is the one place a
+//! response is counted, listed, reported and logged: the middleware calls it for every
+//! response of the router, and the memory fast path for the hits it answers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,9 +36,61 @@ pub async fn observe<E: Endpoint>(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut response = in_spec_format(endpoint.get_response(req).await, &path);
-    let status = response.status();
-    state.stats.response(status.as_u16(), started.elapsed());
     let failure = response.extensions_mut().remove::<Failure>();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let cache = response
+        .headers()
+        .get("X-Cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    note(
+        &state,
+        &Outcome {
+            id: &id,
+            method: &method,
+            path: &path,
+            status: response.status(),
+            cache,
+            started,
+            failure,
+        },
+    );
+    Ok(response)
+}
+
+/// One response, as the observer notes it.
+pub struct Outcome<'a> {
+    /// The request's id (`X-Request-Id`).
+    pub id: &'a str,
+    /// Method asked for.
+    pub method: &'a poem::http::Method,
+    /// Path asked for.
+    pub path: &'a str,
+    /// Status sent.
+    pub status: StatusCode,
+    /// `HIT`, `MISS` or `-`.
+    pub cache: &'a str,
+    /// When the request began.
+    pub started: Instant,
+    /// What failed, for an error.
+    pub failure: Option<Failure>,
+}
+
+/// Counts, lists, reports and logs one response. Every response is noted here once: the
+/// router's (through [`observe`]) and the memory fast path's.
+pub fn note(state: &AppState, outcome: &Outcome<'_>) {
+    let &Outcome {
+        id,
+        method,
+        path,
+        status,
+        cache,
+        started,
+        ref failure,
+    } = outcome;
+    state.stats.response(status.as_u16(), started.elapsed());
     if status.is_client_error() || status.is_server_error() {
         state.stats.error(RecentError {
             at: std::time::SystemTime::now(),
@@ -46,24 +100,15 @@ pub async fn observe<E: Endpoint>(
                 .as_ref()
                 .map_or_else(String::new, |f| f.reason.clone()),
             method: method.to_string(),
-            path: path.clone(),
-            request_id: id.clone(),
+            path: path.to_owned(),
+            request_id: id.to_owned(),
             count: 1,
         });
     }
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    let cache = response
-        .headers()
-        .get("X-Cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
     let ms = started.elapsed().as_secs_f64() * 1e3;
     if status.is_server_error() {
         let cause = failure.as_ref().and_then(|f| f.cause.as_deref());
-        report(&state, &method, &path, &id, status, cause);
+        report(state, method, path, id, status, cause);
     }
     match failure {
         Some(f) if status.is_server_error() => tracing::error!(
@@ -84,14 +129,13 @@ pub async fn observe<E: Endpoint>(
         ),
         // A refusal past the line rate is counted by `admit`, not written.
         None if status.is_client_error() && REFUSALS.admit() => {
-            log_served(&id, &method, &path, status, &cache, ms);
+            log_served(id, method, path, status, cache, ms);
         }
         None if !status.is_client_error() && state.settings.log.access => {
-            log_served(&id, &method, &path, status, &cache, ms);
+            log_served(id, method, path, status, cache, ms);
         }
         Some(_) | None => {}
     }
-    Ok(response)
 }
 
 /// Refusal (4xx) lines written per second at most. Clients decide how many refusals there

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use ross_config::{Limits, Settings};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
 use crate::error::{AppError, ErrorCode};
@@ -203,7 +204,9 @@ impl Rendered {
 }
 
 impl Shared {
-    /// One miss, run once for every request waiting on it.
+    /// One miss, run once for every request waiting on it, in its steps: admitted, the
+    /// original found (or a remembered failure), a render slot, the render on a worker, the
+    /// cache write.
     async fn miss(
         self: Arc<Self>,
         variant: VariantKey,
@@ -216,45 +219,80 @@ impl Shared {
         }
         // Admitted before anything is fetched: a refused request costs no source read.
         let _admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
-        let timed_out = |_| AppError::of(ErrorCode::RenderTimeout);
         let epoch = ticket.epoch();
         let key = variant.key.as_str().to_owned();
-        // A worker holding pixels of this original from moments ago renders from them:
-        // nothing is fetched unless they do not serve this size. Else the bytes fetched
-        // moments ago, else a fetch.
-        let mut turn = None;
-        let mut original = None;
-        if !self.workers.holds(&key, epoch) {
-            let object = match self.recent.object(&key, epoch) {
-                Some(object) => object,
-                None => {
-                    if let Some(failed) = self.remembered_failure(&variant).await {
-                        return Err(failed);
-                    }
-                    turn = Some(
-                        tokio::time::timeout_at(deadline, self.gate.fetch_turn())
-                            .await
-                            .map_err(timed_out)?,
-                    );
-                    self.fetch(&variant).await?
-                }
-            };
-            original = Some(object);
-        }
-        if let Some(object) = &original {
-            if let Some((modified, failed)) = self.failures.get(&key) {
-                if modified == object.modified {
-                    return Err(failed);
-                }
-            }
-        }
+        let (original, turn) = self.find_original(&variant, epoch, deadline).await?;
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
-            .map_err(timed_out)?;
+            .map_err(|_| AppError::of(ErrorCode::RenderTimeout))?;
         // A flight that ended as this one began may have cached the variant.
         if let Some(hit) = self.cache.get(&variant).await {
             return Ok(Rendered::hit(hit));
         }
+        let (outcome, original) = self.render(&variant, &mode, epoch, original).await;
+        drop(slot);
+        drop(turn);
+        let encoded = match outcome {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                if e.code.blames_the_source() {
+                    self.remember_failure(&key, original.as_ref(), &e);
+                }
+                return Err(e);
+            }
+        };
+        // Kept once it rendered: a bad file is fetched again (to see it fixed).
+        if let Some(object) = original {
+            self.recent.keep_object(&key, epoch, object);
+        }
+        self.store(variant, ticket, &mode, encoded).await
+    }
+
+    /// The original a miss renders from: `None` when a worker holds its pixels from moments
+    /// ago (nothing is fetched unless they do not serve this size), else the bytes fetched
+    /// moments ago, else a fetch (with the fetch turn it took, held until the render ends).
+    /// A remembered failure of the same original is answered instead.
+    async fn find_original(
+        &self,
+        variant: &VariantKey,
+        epoch: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Option<SourceObject>, Option<OwnedSemaphorePermit>), AppError> {
+        let key = variant.key.as_str();
+        if self.workers.holds(key, epoch) {
+            return Ok((None, None));
+        }
+        let (object, turn) = match self.recent.object(key, epoch) {
+            Some(object) => (object, None),
+            None => {
+                if let Some(failed) = self.remembered_failure(variant).await {
+                    return Err(failed);
+                }
+                let turn = tokio::time::timeout_at(deadline, self.gate.fetch_turn())
+                    .await
+                    .map_err(|_| AppError::of(ErrorCode::RenderTimeout))?;
+                (self.fetch(variant).await?, Some(turn))
+            }
+        };
+        if let Some((modified, failed)) = self.failures.get(key) {
+            if modified == object.modified {
+                return Err(failed);
+            }
+        }
+        Ok((Some(object), turn))
+    }
+
+    /// Renders `variant` on a worker of `mode`'s generation, sending the original when the
+    /// worker asks for it: the encoded image or the error, and the original as far as it
+    /// was needed (given, or fetched for the worker).
+    async fn render(
+        &self,
+        variant: &VariantKey,
+        mode: &ModeRef,
+        epoch: u64,
+        original: Option<SourceObject>,
+    ) -> (Result<Vec<u8>, AppError>, Option<SourceObject>) {
+        let key = variant.key.as_str().to_owned();
         self.stats.render();
         self.stats.rendered_key(&key);
         let allowed = self.whitelist.snapshot();
@@ -272,17 +310,26 @@ impl Shared {
             },
         };
         let plan = mode.generation.plan();
-        let mut lease = self.workers.checkout(plan, &key, epoch).await?;
+        let mut lease = match self.workers.checkout(plan, &key, epoch).await {
+            Ok(lease) => lease,
+            Err(e) => return (Err(e), original),
+        };
         let mut sent = match (&original, lease.holds) {
             (_, true) => None,
             (Some(object), false) => Some(object.clone()),
-            (None, false) => Some(self.original(&variant, epoch).await?),
+            (None, false) => match self.original(variant, epoch).await {
+                Ok(object) => Some(object),
+                Err(e) => return (Err(e), original),
+            },
         };
         let outcome = loop {
             let bytes = sent.as_ref().map(|o| &o.bytes[..]);
             match lease.render(&job, bytes).await {
                 Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
-                    sent = Some(self.original(&variant, epoch).await?);
+                    match self.original(variant, epoch).await {
+                        Ok(object) => sent = Some(object),
+                        Err(e) => break Err(e),
+                    }
                 }
                 Ok(JobOutcome::NeedOriginal) => {
                     break Err(AppError::new(
@@ -321,22 +368,18 @@ impl Shared {
                 }
             }
         };
-        drop(lease);
-        drop(slot);
-        drop(turn);
-        let encoded = match outcome {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                if e.code.blames_the_source() {
-                    self.remember_failure(&key, sent.as_ref().or(original.as_ref()), &e);
-                }
-                return Err(e);
-            }
-        };
-        // Kept once it rendered: a bad file is fetched again (to see it fixed).
-        if let Some(object) = sent.or(original) {
-            self.recent.keep_object(&key, epoch, object);
-        }
+        (outcome, sent.or(original))
+    }
+
+    /// Writes the render to the cache, on the blocking pool (the write and its fsync wait
+    /// on the disk, not a core: outside the render slot).
+    async fn store(
+        &self,
+        variant: VariantKey,
+        ticket: WriteTicket,
+        mode: &ModeRef,
+        encoded: Vec<u8>,
+    ) -> Result<Rendered, AppError> {
         let store = StoreJob {
             variant,
             ticket,
@@ -345,7 +388,6 @@ impl Shared {
             cache: self.cache.clone(),
             stats: self.stats.clone(),
         };
-        // The cache write (and its fsync) waits on the disk, not a core: outside the slot.
         match tokio::task::spawn_blocking(move || store.store(encoded)).await {
             Ok(rendered) => Ok(rendered),
             Err(join) => Err(AppError::new(

@@ -3,8 +3,9 @@
 //! alone serves the same bytes faster than nginx; see docs/performance.md). Every request is
 //! admitted here, once ([`super::admission`]); only a plain `GET` of an admitted sized URL
 //! whose variant is in memory, and that is not conditional, is answered here; everything
-//! else, errors included, goes to the router with its admission. The answer is the image route's, byte for byte, with the same request id,
-//! counts and access line as `observe` gives every request.
+//! else, errors included, goes to the router with its admission. The answer is the image
+//! route's, byte for byte, and is noted by the one observer ([`crate::observe::note`]) as
+//! every response is.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use super::admission::{admit_path, Admission};
 use super::respond::{cache_control, unconditional_image_response};
 use crate::cache::VariantKey;
 use crate::http::Fast;
-use crate::observe::{log_served, request_id_value, REQUEST_ID};
+use crate::observe::{self, request_id_value, Outcome, REQUEST_ID};
 use crate::pipeline::CacheStatus;
 use crate::state::AppState;
 use crate::stats::stage;
@@ -72,12 +73,18 @@ impl MemoryHits {
             self.cache_control.clone(),
         );
         let id = request_id_value(headers);
-        stats.response(StatusCode::OK.as_u16(), started.elapsed());
-        if state.settings.log.access {
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            let shown = id.to_str().unwrap_or_default();
-            log_served(shown, method, path, StatusCode::OK, "HIT", ms);
-        }
+        observe::note(
+            state,
+            &Outcome {
+                id: id.to_str().unwrap_or_default(),
+                method,
+                path,
+                status: StatusCode::OK,
+                cache: "HIT",
+                started,
+                failure: None,
+            },
+        );
         response.headers_mut().insert(REQUEST_ID, id);
         if vary {
             let vary = HeaderValue::from_static("Accept");

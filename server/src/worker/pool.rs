@@ -702,7 +702,13 @@ impl WorkerPool {
                     wait = Duration::from_millis(250);
                     self.put_back(worker);
                 }
-                Err(_) => {
+                Err(e) => {
+                    // No request carries this failure: logged here, once per try.
+                    tracing::error!(
+                        error = e.detail.as_deref().unwrap_or(&e.message),
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot start a render worker"
+                    );
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(RETRY_LIMIT);
                 }

@@ -31,11 +31,13 @@ pub fn routes() -> impl Endpoint<Output = Response> {
         .around(|endpoint, req| async move {
             match authorise(&req) {
                 Access::Granted => Ok(endpoint.call(req).await?.into_response()),
-                Access::NoToken => Ok(unauthorised()),
-                Access::WrongToken => {
+                Access::NoToken => Ok(unauthorised(None)),
+                Access::WrongToken(client) => {
                     // Slowed, as a failed login is: a guess a second per connection at most.
                     tokio::time::sleep(crate::admin::session::FAILURE_DELAY).await;
-                    Ok(unauthorised())
+                    Ok(unauthorised(Some(format!(
+                        "a wrong admin token from {client}"
+                    ))))
                 }
                 Access::LockedOut(wait) => Ok(locked_out(wait)),
             }
@@ -49,7 +51,7 @@ enum Access {
     /// No bearer token: not a guess.
     NoToken,
     /// A wrong bearer token: counted against the address, as a failed login is.
-    WrongToken,
+    WrongToken(String),
     /// The address guessed wrong too often (logins and API calls together): refused until
     /// its window has passed.
     LockedOut(std::time::Duration),
@@ -80,8 +82,8 @@ fn authorise(req: &Request) -> Access {
         state.sessions.succeeded(client);
         Access::Granted
     } else {
-        tracing::warn!(client = ?client, "admin API call with a wrong token");
-        Access::WrongToken
+        // Logged once, by the observer, with the address as the refusal's cause.
+        Access::WrongToken(format!("{client:?}"))
     }
 }
 
@@ -101,13 +103,16 @@ fn locked_out(wait: std::time::Duration) -> Response {
     response
 }
 
-fn unauthorised() -> Response {
-    let mut response = AppError::new(
+fn unauthorised(cause: Option<String>) -> Response {
+    let mut error = AppError::new(
         ErrorCode::Unauthorized,
         "The admin API needs the header Authorization: Bearer <admin token>; the token is \
          admin.token, or the one ross generated in data_dir/admin-token.",
-    )
-    .into_response();
+    );
+    if let Some(cause) = cause {
+        error = error.detailed(cause);
+    }
+    let mut response = error.into_response();
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));

@@ -68,7 +68,10 @@ async fn checked(
 /// A form page shown again for bad input, with the refusal noted for the access line and the
 /// dashboard's recent errors.
 fn noting(mut page: Response, refusal: AppError) -> Response {
-    page.extensions_mut().insert(Failure::from(refusal));
+    // A page that failed to draw carries its own failure, which is what happened.
+    if page.extensions().get::<Failure>().is_none() {
+        page.extensions_mut().insert(Failure::from(refusal));
+    }
     page
 }
 

@@ -100,7 +100,7 @@ pub(super) async fn submit(
         return too_many_logins(req, state, wait);
     }
     if !state.admin_token.verify(form.token.trim()) {
-        tracing::warn!(client = ?client, "admin login failed");
+        // Logged once, by the observer, with the address as the refusal's cause.
         tokio::time::sleep(FAILURE_DELAY).await;
         let mut response = login_page(
             req,
@@ -108,12 +108,10 @@ pub(super) async fn submit(
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin token.".into()),
         );
-        response
-            .extensions_mut()
-            .insert(Failure::from(AppError::new(
-                ErrorCode::Unauthorized,
-                "That is not the admin token.",
-            )));
+        response.extensions_mut().insert(Failure::from(
+            AppError::new(ErrorCode::Unauthorized, "That is not the admin token.")
+                .detailed(format_args!("a wrong admin token from {client:?}")),
+        ));
         return response;
     }
     state.sessions.succeeded(client);
