@@ -317,3 +317,152 @@ async fn the_api_can_be_switched_off() {
         .await;
     assert_eq!(server.admin("GET", "/whitelist", "").await.status, 404);
 }
+
+/// The paths of every key in `value`, one per line, sorted: objects as `a.b`, arrays as
+/// `a[]` (from their first element), keys that are statuses as `*`.
+fn key_tree(value: &serde_json::Value) -> Vec<String> {
+    fn walk(value: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    let key = if key.parse::<u16>().is_ok() { "*" } else { key };
+                    let path = if path.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    out.push(path.clone());
+                    walk(value, path, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                if let Some(first) = items.first() {
+                    walk(first, format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, String::new(), &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The admin API's JSON is a public interface: its keys are pinned here, so that reshaping an
+/// admin page (or a core type) cannot change it unnoticed. A change to these lists is a
+/// change to `docs/admin-api.md` and to its version.
+#[tokio::test]
+async fn the_api_responses_keep_their_keys() {
+    let server = TestServer::builder().start().await;
+    server.get("/50/50/crop/photos/Dune.jpg").await;
+    server.get("/50/50/nosuchmode/photos/Dune.jpg").await;
+    let tree = |reply: crate::util::Reply| key_tree(&reply.json()).join("\n");
+    let stats = tree(server.admin("GET", "/stats", "").await);
+    let plugins = tree(server.admin("GET", "/plugins", "").await);
+    let whitelist = tree(server.admin("GET", "/whitelist", "").await);
+    let removed = tree(server.admin("DELETE", "/whitelist/72x72", "").await);
+    let purge = tree(server.admin("POST", "/purge", "{\"all\": true}").await);
+    let stats_keys = "\
+cache
+cache.bytes
+cache.entries
+cache.evicted_bytes
+cache.evicted_entries
+cache.index_disk_bytes
+cache.max_bytes
+cache.memory_bytes
+cache.memory_entries
+cache.purges_running
+cache.recent_bytes
+cache.reconciled
+errors
+errors.*
+fetches
+hit_ratio
+hits
+misses
+plugins
+plugins.failures
+plugins.libraries_mapped
+plugins.loads
+plugins.quarantines
+recent_errors
+recent_errors[].ago
+recent_errors[].at
+recent_errors[].code
+recent_errors[].count
+recent_errors[].method
+recent_errors[].path
+recent_errors[].reason
+recent_errors[].request_id
+recent_errors[].status
+render_slots
+renders
+renders_in_flight
+renders_waiting
+requests
+requests_per_second
+responses
+responses.*
+stages
+stages[].count
+stages[].p50_ms
+stages[].p90_ms
+stages[].p95_ms
+stages[].p99_ms
+stages[].stage
+stages[].sum_ms
+timeline
+timeline[].errors
+timeline[].p50_ms
+timeline[].p95_ms
+timeline[].p99_ms
+timeline[].requests
+timeline[].seconds_ago
+uptime_seconds";
+    let plugins_keys = "\
+dir
+hot_reload
+modes
+modes[].abi
+modes[].description
+modes[].failures
+modes[].file
+modes[].last_load_error
+modes[].loaded_at
+modes[].name
+modes[].quarantine
+modes[].renders
+modes[].status
+modes[].version
+refused
+workers
+workers.crashes
+workers.idle
+workers.memory_bytes
+workers.out_of_memory
+workers.sandbox
+workers.size
+workers.start_failures
+workers.started
+workers.timeouts";
+    let whitelist_keys = "\
+enabled
+sizes";
+    let removed_keys = "\
+enabled
+purged
+purged.bytes
+purged.entries
+sizes";
+    let purge_keys = "\
+bytes
+entries";
+    assert_eq!(stats, stats_keys, "GET /stats");
+    assert_eq!(plugins, plugins_keys, "GET /plugins");
+    assert_eq!(whitelist, whitelist_keys, "GET /whitelist");
+    assert_eq!(removed, removed_keys, "DELETE /whitelist/72x72");
+    assert_eq!(purge, purge_keys, "POST /purge");
+}
