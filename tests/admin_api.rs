@@ -466,3 +466,53 @@ entries";
     assert_eq!(removed, removed_keys, "DELETE /whitelist/72x72");
     assert_eq!(purge, purge_keys, "POST /purge");
 }
+
+/// `/metrics` is a public interface too: every family's name and kind is pinned here (a
+/// dashboard or alert reads them). Since the one registry, stage latencies are histograms
+/// (they were summaries, which cannot be added up across nodes).
+#[tokio::test]
+async fn the_metrics_families_keep_their_names() {
+    let server = TestServer::builder().start().await;
+    let text = server.get("/metrics").await.text();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    let pinned = "\
+ross_stage_ms histogram
+ross_request_ms histogram
+ross_requests_total counter
+ross_errors_total counter
+ross_hits_total counter
+ross_misses_total counter
+ross_renders_total counter
+ross_source_fetches_total counter
+ross_plugin_loads_total counter
+ross_plugin_load_failures_total counter
+ross_mode_quarantines_total counter
+ross_workers_started_total counter
+ross_worker_start_failures_total counter
+ross_worker_timeouts_total counter
+ross_worker_crashes_total counter
+ross_worker_out_of_memory_total counter
+ross_cache_evicted_total counter
+ross_cache_evicted_bytes_total counter
+ross_cache_mode_purges_total counter
+ross_decode_warnings_total counter
+ross_renders_in_flight gauge
+ross_renders_waiting gauge
+ross_cache_entries gauge
+ross_cache_bytes gauge
+ross_cache_max_bytes gauge
+ross_cache_memory_entries gauge
+ross_cache_memory_bytes gauge
+ross_cache_purges_running gauge
+ross_cache_index_disk_bytes gauge
+ross_recent_originals_bytes gauge
+ross_workers_idle gauge
+ross_plugin_libraries_mapped gauge
+ross_uptime_seconds gauge
+ross_process_resident_memory_bytes gauge
+ross_mode_loaded gauge";
+    assert_eq!(families.join("\n"), pinned);
+}

@@ -33,7 +33,7 @@ async fn hits_are_served_without_the_source() {
     // Query strings never make a new variant.
     let third = server.get("/300/300/crop/lady.jpg?v=2&width=9").await;
     assert_eq!((third.status, third.header("x-cache")), (200, "HIT"));
-    assert_eq!(server.state.pipeline.stats().renders(), 1);
+    assert_eq!(server.state.metrics.counts().renders, 1);
 }
 
 /// Image responses carry the SPEC's headers, and conditional requests get 304.
@@ -110,9 +110,9 @@ async fn identical_concurrent_misses_render_once() {
         bodies.push(r.body);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    let stats = server.state.pipeline.stats();
-    assert_eq!(stats.renders(), 1);
-    assert_eq!(stats.fetches(), 1);
+    let stats = &server.state.metrics;
+    assert_eq!(stats.counts().renders, 1);
+    assert_eq!(stats.counts().fetches, 1);
 }
 
 /// A full queue answers 503 with Retry-After instead of queueing without bound. Regression:
@@ -153,7 +153,7 @@ async fn full_render_queue_is_503_with_retry_after() {
     );
     // Refused before fetching: a 503 costs no source read.
     let served = statuses.iter().filter(|s| **s == 200).count() as u64;
-    let fetches = server.state.pipeline.stats().fetches();
+    let fetches = server.state.metrics.counts().fetches;
     assert_eq!(fetches, served, "{statuses:?}");
 }
 
@@ -170,8 +170,8 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
         .start()
         .await;
     let decodes = || {
-        let stages = server.state.pipeline.stats().stages();
-        stages.iter().find(|s| s.stage == "decode").unwrap().count
+        let decode = server.state.metrics.stage_latency("decode");
+        decode.unwrap().count()
     };
     let mut bodies = Vec::new();
     for size in ["300/300", "72/72", "1024/768"] {
@@ -179,8 +179,11 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
         assert_eq!((r.status, r.header("x-cache")), (200, "MISS"), "{size}");
         bodies.push(r.image());
     }
-    let stats = server.state.pipeline.stats();
-    assert_eq!((stats.renders(), stats.fetches(), decodes()), (3, 1, 1));
+    let stats = &server.state.metrics;
+    assert_eq!(
+        (stats.counts().renders, stats.counts().fetches, decodes()),
+        (3, 1, 1)
+    );
     // The memory both caches hold is reported.
     let metrics = server.get("/metrics").await.text();
     let gauge = |name: &str| -> u64 {
@@ -212,7 +215,7 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
             "{size}: mean error {error:.2} against a decode of its own"
         );
     }
-    assert_eq!(plain.state.pipeline.stats().fetches(), 3);
+    assert_eq!(plain.state.metrics.counts().fetches, 3);
 
     // Replaced and purged: the next size is the new picture.
     std::fs::copy(corpus().join("photos/Storm.jpg"), media.join("lady.jpg")).unwrap();
@@ -222,7 +225,7 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
     assert_eq!(r.status, 200, "{}", r.text());
     let after = server.get("/200/250/crop/lady.jpg").await;
     assert_eq!(after.status, 200);
-    assert_eq!((stats.fetches(), decodes()), (2, 2));
+    assert_eq!((stats.counts().fetches, decodes()), (2, 2));
 }
 
 /// A size larger than the decode kept was made for decodes again, from the kept bytes.
@@ -240,14 +243,12 @@ async fn a_larger_size_than_the_kept_decode_decodes_again() {
             200
         );
     }
-    let stats = server.state.pipeline.stats();
-    let decodes = stats
-        .stages()
-        .iter()
-        .find(|s| s.stage == "decode")
-        .unwrap()
-        .count;
-    assert_eq!((stats.renders(), stats.fetches(), decodes), (3, 1, 2));
+    let stats = &server.state.metrics;
+    let decodes = stats.stage_latency("decode").unwrap().count();
+    assert_eq!(
+        (stats.counts().renders, stats.counts().fetches, decodes),
+        (3, 1, 2)
+    );
 }
 
 /// The path before the router answers a plain GET of a variant in memory, and declines (for

@@ -564,7 +564,10 @@ fn telemetry_reaches_statsd_prometheus_and_the_log() {
     let metrics = String::from_utf8_lossy(&metrics).into_owned();
     assert_eq!(status, 200);
     for needle in [
-        "ross_stage_ms{stage=\"fetch\",quantile=\"0.99\"}",
+        "# TYPE ross_stage_ms histogram",
+        "ross_stage_ms_bucket{stage=\"fetch\",le=\"+Inf\"} 1",
+        "ross_stage_ms_count{stage=\"fetch\"} 1",
+        "ross_request_ms_bucket{le=\"+Inf\"} ",
         "ross_requests_total{status=\"200\"} ",
         "ross_errors_total{status=\"404\"} 1",
         "ross_misses_total 1",
@@ -757,10 +760,10 @@ async fn a_bad_source_costs_its_decode_once() {
             (415, Some("undecodable-image"))
         );
     }
-    let renders = server.state.pipeline.stats().renders();
+    let renders = server.state.metrics.counts().renders;
     assert_eq!(renders, 1, "the bad file was decoded {renders} times");
     // Read once: later requests look at its modification time, they do not read it.
-    let fetches = server.state.pipeline.stats().fetches();
+    let fetches = server.state.metrics.counts().fetches;
     assert_eq!(fetches, 1, "the bad file was read {fetches} times");
     // Replaced by a good file (a new version), it is served at once.
     std::fs::copy(

@@ -57,8 +57,7 @@ async fn a_stalled_render_is_killed_and_its_slot_comes_back() {
         back < Duration::from_secs(2),
         "the slot came back after {back:?}"
     );
-    let stats = &server.state.workers.stats;
-    assert_eq!(stats.timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(server.state.metrics.counts().worker_timeouts, 1);
 }
 
 /// A null write and an abort() kill their worker: each is a 500 render-crashed that names
@@ -89,8 +88,7 @@ async fn crashes_and_aborts_fail_their_request_only() {
         // Below 100 px the mode renders like crop: its worker is a new one.
         let r = server.get(&format!("/90/90/{mode}/photos/Dune.jpg")).await;
         assert_eq!(r.status, 200, "{mode} below 100 px: {}", r.text());
-        let stats = &server.state.workers.stats;
-        assert_eq!(stats.crashes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(server.state.metrics.counts().worker_crashes, 1);
     }
 }
 
@@ -149,12 +147,7 @@ async fn a_mode_that_keeps_crashing_is_quarantined_until_its_file_changes() {
     assert_eq!((r.status, code(&r).as_str()), (503, "mode-quarantined"));
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(r.header("retry-after"), "300");
-    let crashes = server
-        .state
-        .workers
-        .stats
-        .crashes
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let crashes = server.state.metrics.counts().worker_crashes;
     assert_eq!(crashes, 3, "a quarantined mode still reached a worker");
     let hit = server.get(small).await;
     assert_eq!((hit.status, hit.header("x-cache")), (200, "HIT"));

@@ -108,7 +108,7 @@ async fn a_new_version_purges_the_cache_and_the_same_version_keeps_it() {
     // Same build again (new inode, same version 1.0.0): the cache stays.
     publish(&fixture_plugin("swap_red"), dir.path(), "libswap.so");
     let reloaded = within(Duration::from_secs(2), async || {
-        server.state.modes.stats.loads.load(Ordering::Relaxed) >= 2
+        server.state.metrics.counts().plugin_loads >= 2
     })
     .await;
     assert!(reloaded.is_some(), "the same build was not reloaded");

@@ -3,6 +3,7 @@
 
 use askama::Template;
 
+use crate::views::{CacheText, ModeText, RefusedText, StageText, StatsText, WorkersText};
 use crate::views::{PluginsView, SettingsView, StatsView, WhitelistView};
 
 /// The sections of the admin pages, in the navigation's order.

@@ -198,7 +198,8 @@ fn fill(build: &Path, cache_dir: &Path, data_dir: &Path, entries: u32) {
     let modes = InProcessModes::load_dir(build);
     let version = modes.get("crop").unwrap().spec.version.clone();
     let db = Database::open(data_dir).unwrap();
-    let cache = Cache::open(cache_dir, 10 << 30, 64 << 20, &db).unwrap();
+    let metrics = std::sync::Arc::new(ross::telemetry::Metrics::new());
+    let cache = Cache::open(cache_dir, 10 << 30, 64 << 20, &db, metrics).unwrap();
     cache.adopt_mode_version("crop", &version).unwrap();
     while cache.stats().purges_running > 0 {
         std::thread::sleep(Duration::from_millis(10));

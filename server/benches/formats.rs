@@ -144,7 +144,7 @@ fn main() {
         .get("crop")
         .expect("the crop mode is not built: run cargo build --release --workspace first");
     let defaults = ross_config::Settings::default().output;
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
 
     // Every photo rendered (not encoded) at each size, once.
     let mut renders: Vec<Vec<Rendered>> = Vec::new();

@@ -438,7 +438,7 @@ fn start_ross(port: u16, media: &Path, dir: &Path, env: &[(&str, &str)]) -> Runn
 fn in_process_limit(build: &Path, media: &Path, photos: &[String]) -> (f64, f64) {
     let registry = InProcessModes::load_dir(build);
     let mode = registry.get("crop").expect("crop is built");
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
     let jobs: Vec<(Vec<u8>, TargetSize)> = photos
         .iter()
         .flat_map(|photo| {

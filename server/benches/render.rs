@@ -97,7 +97,7 @@ fn main() {
         "photo", "KiB", "crop ms", "resize ms", "resizecomp"
     );
     let mut totals = [0.0f64; 3];
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
     for photo in &photos {
         let bytes = std::fs::read(photo).unwrap();
         let mut row = Vec::new();
@@ -178,7 +178,7 @@ fn tagged(photos: &[PathBuf], registry: &InProcessModes) {
     .unwrap();
     let srgb = Profile::new_srgb().icc().unwrap();
     let mode = registry.get("crop").unwrap();
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
     let target = TargetSize {
         width: 300,
         height: 300,
@@ -241,7 +241,7 @@ fn decode_floor(photos: &[PathBuf], registry: &InProcessModes) {
         "photo", "scale", "libjpeg-turbo", "at 1/8", "ross decode", "render", "floor %"
     );
     let mode = registry.get("crop").unwrap();
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
     let target = TargetSize {
         width: 300,
         height: 300,
@@ -276,7 +276,7 @@ fn decode_floor(photos: &[PathBuf], registry: &InProcessModes) {
 fn several_sizes(photos: &[PathBuf], registry: &InProcessModes) {
     const SIZES: [(u32, u32); 4] = [(300, 300), (1024, 768), (72, 72), (200, 250)];
     let mode = registry.get("crop").unwrap();
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
     let target = |(width, height): (u32, u32)| TargetSize { width, height };
     let (mut alone, mut largest, mut growing) = (0.0, 0.0, 0.0);
     for photo in photos {

@@ -106,7 +106,7 @@ fn main() {
     let modes = InProcessModes::load_dir(&build);
     let crop = modes.get("crop").unwrap();
     let output = ross_config::Settings::default().output;
-    let stats = ross::stats::Stats::default();
+    let stats = ross::telemetry::Metrics::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

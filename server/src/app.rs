@@ -10,7 +10,7 @@ use poem::{get, Endpoint, EndpointExt, Route};
 
 use crate::routes;
 use crate::state::AppState;
-use crate::telemetry::names;
+use crate::telemetry::Readings;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -42,7 +42,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = poem::Response> {
         .around(move |endpoint, req| crate::observe::observe(endpoint, req, observed.clone()))
 }
 
-/// Sets the gauges (renders, cache size) every second, for exporters that are pushed to.
+/// Sets the gauges every second, for statsd (which is pushed to).
 async fn publish_gauges(state: Arc<AppState>) {
     loop {
         set_gauges(&state);
@@ -50,13 +50,41 @@ async fn publish_gauges(state: Arc<AppState>) {
     }
 }
 
-/// Sets the gauges from the state now.
+/// Sets every gauge of the registry from the state now: the one place they are read from
+/// it, every second and before `/metrics`, the admin page or the API reads them.
 pub fn set_gauges(state: &AppState) {
     let cache = state.cache.stats();
-    metrics::gauge!(names::IN_FLIGHT).set(state.pipeline.renders_in_flight() as f64);
-    metrics::gauge!(names::WAITING).set(state.pipeline.renders_waiting() as f64);
-    metrics::gauge!(names::CACHE_ENTRIES).set(cache.entries as f64);
-    metrics::gauge!(names::CACHE_BYTES).set(cache.bytes as f64);
+    let readings = Readings {
+        renders_in_flight: state.pipeline.renders_in_flight() as u64,
+        renders_waiting: state.pipeline.renders_waiting() as u64,
+        cache_entries: cache.entries,
+        cache_bytes: cache.bytes,
+        cache_max_bytes: cache.max_bytes,
+        cache_memory_entries: cache.memory_entries,
+        cache_memory_bytes: cache.memory_bytes,
+        cache_purges_running: cache.purges_running as u64,
+        cache_index_disk_bytes: cache.index_disk_bytes,
+        recent_originals_bytes: state.pipeline.recent_bytes(),
+        workers_idle: state.workers.idle() as u64,
+        libraries_mapped: crate::plugins::libraries_mapped(),
+        uptime_seconds: 0, // the registry's own
+        resident_bytes: resident_bytes().unwrap_or(0),
+    };
+    let modes = state
+        .modes
+        .modes()
+        .iter()
+        .map(|m| (m.name.clone(), m.version.clone()))
+        .collect();
+    state.metrics.set_gauges(&readings, modes);
+}
+
+/// Resident set size, from `VmRSS` in `/proc/self/status` (Linux; reported in kB).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight

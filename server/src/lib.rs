@@ -31,7 +31,6 @@ pub mod singleflight;
 pub mod source;
 pub mod stall;
 pub mod state;
-pub mod stats;
 pub mod telemetry;
 pub mod whitelist;
 pub mod worker;

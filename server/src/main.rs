@@ -229,6 +229,7 @@ impl PluginChecker {
             spawner,
             ross::state::worker_settings(settings),
             runtime.handle().clone(),
+            std::sync::Arc::new(ross::telemetry::Metrics::new()),
         );
         Ok(PluginChecker {
             registry,

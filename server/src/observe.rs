@@ -16,7 +16,6 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::error::{AppError, Failure};
 use crate::routes;
 use crate::state::AppState;
-use crate::stats::RecentError;
 use crate::telemetry;
 
 /// The header that carries a request's id.
@@ -90,20 +89,22 @@ pub fn note(state: &AppState, outcome: &Outcome<'_>) {
         started,
         ref failure,
     } = outcome;
-    state.stats.response(status.as_u16(), started.elapsed());
+    state.metrics.response(status.as_u16(), started.elapsed());
     if status.is_client_error() || status.is_server_error() {
-        state.stats.error(RecentError {
-            at: std::time::SystemTime::now(),
-            status: status.as_u16(),
-            code: failure.as_ref().map_or("", |f| f.code.as_str()).to_owned(),
-            reason: failure
-                .as_ref()
-                .map_or_else(String::new, |f| f.reason.clone()),
-            method: method.to_string(),
-            path: path.to_owned(),
-            request_id: id.to_owned(),
-            count: 1,
-        });
+        state.recent_errors.note(
+            std::time::SystemTime::now(),
+            admin_api::RecentError {
+                status: status.as_u16(),
+                code: failure.as_ref().map_or("", |f| f.code.as_str()).to_owned(),
+                reason: failure
+                    .as_ref()
+                    .map_or_else(String::new, |f| f.reason.clone()),
+                method: method.to_string(),
+                path: path.to_owned(),
+                request_id: id.to_owned(),
+                ..admin_api::RecentError::default()
+            },
+        );
     }
     let ms = started.elapsed().as_secs_f64() * 1e3;
     if status.is_server_error() {

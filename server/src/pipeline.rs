@@ -19,7 +19,7 @@ use crate::render::report_timings;
 use crate::request::RenderRequest;
 use crate::singleflight::{FlightPanicked, SingleFlight};
 use crate::source::{Source, SourceObject};
-use crate::stats::{stage, Stats};
+use crate::telemetry::{stage, Count, Metrics};
 use crate::whitelist::Whitelist;
 use crate::worker::pool::{Failure, JobOutcome};
 use crate::worker::protocol::{RenderJob, Stage};
@@ -58,7 +58,9 @@ struct Shared {
     cache: Cache,
     gate: RenderGate,
     limits: Limits,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    /// The source key of the latest render, for examples on the admin pages.
+    last_rendered: arc_swap::ArcSwapOption<String>,
     /// The live whitelist: a decode is made for the largest size it allows.
     whitelist: Arc<Whitelist>,
     /// Originals fetched in the last seconds.
@@ -86,7 +88,7 @@ impl Pipeline {
         cache: Cache,
         whitelist: Arc<Whitelist>,
         settings: &Settings,
-        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let limits = settings.limits.clone();
         Pipeline {
@@ -96,7 +98,8 @@ impl Pipeline {
                 gate: RenderGate::new(limits.max_concurrent_renders, limits.max_queue),
                 cache,
                 limits,
-                stats,
+                metrics,
+                last_rendered: Default::default(),
                 whitelist,
                 recent: Recent::new(settings.cache.decoded_bytes / ORIGINALS_SHARE),
                 workers,
@@ -114,9 +117,14 @@ impl Pipeline {
         self.shared.source.as_ref()
     }
 
-    /// The counters and timings it reports to.
-    pub fn stats(&self) -> &Stats {
-        &self.shared.stats
+    /// The registry it reports to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The source key of the latest render, for examples on the admin pages.
+    pub fn last_rendered_key(&self) -> Option<Arc<String>> {
+        self.shared.last_rendered.load_full()
     }
 
     /// The cache's purge epoch now: taken when a request begins, so that a render is not
@@ -160,7 +168,7 @@ impl Pipeline {
         let variant = VariantKey::new(req, format);
         let started = Instant::now();
         let cached = shared.cache.get(&variant).await;
-        shared.stats.stage(stage::CACHE_CHECK, started);
+        shared.metrics.stage(stage::CACHE_CHECK, started);
         let result = match cached {
             Some(hit) => Ok(Rendered::hit(hit)),
             None => {
@@ -185,8 +193,8 @@ impl Pipeline {
             Ok(Rendered {
                 cache: CacheStatus::Hit,
                 ..
-            }) => shared.stats.hit(),
-            Ok(_) => shared.stats.miss(),
+            }) => shared.metrics.count(Count::Hit),
+            Ok(_) => shared.metrics.count(Count::Miss),
             Err(_) => {}
         }
         result
@@ -293,8 +301,8 @@ impl Shared {
         original: Option<SourceObject>,
     ) -> (Result<Vec<u8>, AppError>, Option<SourceObject>) {
         let key = variant.key.as_str().to_owned();
-        self.stats.render();
-        self.stats.rendered_key(&key);
+        self.metrics.count(Count::Render);
+        self.last_rendered.store(Some(Arc::new(key.clone())));
         let allowed = self.whitelist.snapshot();
         let job = RenderJob {
             key: key.clone(),
@@ -341,7 +349,7 @@ impl Shared {
                 Ok(JobOutcome::Rendered {
                     encoded, timings, ..
                 }) => {
-                    report_timings(&self.stats, &timings);
+                    report_timings(&self.metrics, &timings);
                     mode.note_render(true);
                     break Ok(encoded);
                 }
@@ -386,7 +394,7 @@ impl Shared {
             mode: mode.mode.clone(),
             modes: self.modes.clone(),
             cache: self.cache.clone(),
-            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
         };
         match tokio::task::spawn_blocking(move || store.store(encoded)).await {
             Ok(rendered) => Ok(rendered),
@@ -423,13 +431,13 @@ impl Shared {
 
     /// Fetches the original of `variant`.
     async fn fetch(&self, variant: &VariantKey) -> Result<SourceObject, AppError> {
-        self.stats.fetch();
+        self.metrics.count(Count::Fetch);
         let started = Instant::now();
         let object = self
             .source
             .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
-        self.stats.stage(stage::FETCH, started);
+        self.metrics.stage(stage::FETCH, started);
         Ok(object)
     }
 
@@ -450,7 +458,7 @@ struct StoreJob {
     mode: Arc<LoadedMode>,
     modes: Arc<ModeRegistry>,
     cache: Cache,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl StoreJob {
@@ -470,7 +478,7 @@ impl StoreJob {
             self.ticket,
             current,
         );
-        self.stats.stage(stage::CACHE_WRITE, started);
+        self.metrics.stage(stage::CACHE_WRITE, started);
         let modified = match stored {
             Ok(PutOutcome::Stored(modified)) => modified,
             Ok(PutOutcome::Stale | PutOutcome::NoRoom) => SystemTime::now(),

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -27,6 +26,7 @@ use notify_debouncer_full::new_debouncer;
 
 use crate::cache::Cache;
 use crate::plugins::{plugin_files, Fingerprint, ModeChange, ModeRegistry, PluginLoadError};
+use crate::telemetry::{Count, Metrics};
 
 /// How long a changed file must stay unchanged before it is loaded.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -37,21 +37,14 @@ const TICK: Duration = Duration::from_millis(50);
 /// Scan interval otherwise (the safety net for lost events).
 const IDLE_SCAN: Duration = Duration::from_secs(1);
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Cache purges run because a mode's version changed.
-    pub purges: AtomicU64,
-}
-
 /// Applies the plugin folder to the registry, and version changes to the cache.
 pub struct Reloader {
     dir: PathBuf,
     registry: Arc<ModeRegistry>,
     cache: Cache,
     state: Mutex<ScanState>,
-    /// Purge counters.
-    pub stats: ReloadStats,
+    /// Where purges of a changed mode are counted.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -64,13 +57,18 @@ struct ScanState {
 
 impl Reloader {
     /// A reloader for `dir`, keeping `cache` in step with the modes of `registry`.
-    pub fn new(dir: &Path, registry: Arc<ModeRegistry>, cache: Cache) -> Reloader {
+    pub fn new(
+        dir: &Path,
+        registry: Arc<ModeRegistry>,
+        cache: Cache,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
         Reloader {
             dir: dir.to_owned(),
             registry,
             cache,
             state: Mutex::default(),
-            stats: ReloadStats::default(),
+            metrics,
         }
     }
 
@@ -215,7 +213,7 @@ impl Reloader {
             };
             match result {
                 Ok(Some(Some(before))) => {
-                    self.stats.purges.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.count(Count::ModePurge);
                     tracing::info!(
                         mode = %change.mode, from = %before,
                         to = change.after.as_deref().unwrap_or(""),

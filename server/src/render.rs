@@ -10,7 +10,7 @@ use ross_config::{OutputFormat, OutputSettings};
 use crate::error::{AppError, ErrorCode};
 use crate::imaging::{decode, decode_for, encode, DecodeWarning, Decoded};
 use crate::plugins::ModeCode;
-use crate::stats::{stage, Stats};
+use crate::telemetry::{stage, Metrics};
 use crate::worker::protocol::{Stage, Timings};
 
 /// Pixels decoded from an original, and the largest box they serve.
@@ -150,7 +150,7 @@ pub fn render_decoded(
 }
 
 /// Decode, render and encode, in memory, in this process: the whole CPU cost of a variant as
-/// a worker spends it (for the benchmarks), with each stage's time reported to `stats`.
+/// a worker spends it (for the benchmarks), with each stage's time reported to `metrics`.
 pub fn render_bytes(
     source: &[u8],
     mode: &ModeCode,
@@ -158,14 +158,14 @@ pub fn render_bytes(
     max_pixels: u64,
     format: OutputFormat,
     output: &OutputSettings,
-    stats: &Stats,
+    metrics: &Metrics,
 ) -> Result<Vec<u8>, AppError> {
     let started = Instant::now();
     let boxes: Vec<_> = mode.decode_box(target).into_iter().collect();
     let decoded = decode(source, &boxes, max_pixels)?;
-    stats.stage(stage::DECODE, started);
+    metrics.stage(stage::DECODE, started);
     let (encoded, timings) = render_decoded(&decoded, mode, target, format, output, &mut |_| {})?;
-    report_timings(stats, &timings);
+    report_timings(metrics, &timings);
     Ok(encoded)
 }
 
@@ -189,14 +189,14 @@ impl InProcessModes {
     }
 }
 
-/// Reports a render's stage times to `stats`.
-pub fn report_timings(stats: &Stats, timings: &Timings) {
+/// Reports a render's stage times to `metrics`.
+pub fn report_timings(metrics: &Metrics, timings: &Timings) {
     let us = std::time::Duration::from_micros;
     if let Some(decode) = timings.decode_us {
-        stats.stage_took(stage::DECODE, us(decode));
+        metrics.stage_took(stage::DECODE, us(decode));
     }
-    stats.stage_took(stage::RENDER, us(timings.render_us));
-    stats.stage_took(stage::ENCODE, us(timings.encode_us));
+    metrics.stage_took(stage::RENDER, us(timings.render_us));
+    metrics.stage_took(stage::ENCODE, us(timings.encode_us));
 }
 
 #[cfg(test)]

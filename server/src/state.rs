@@ -12,7 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
 use crate::reload::Reloader;
 use crate::source::{LocalSource, S3Source, Source};
-use crate::stats::Stats;
+use crate::telemetry::{Metrics, RecentErrors};
 use crate::whitelist::Whitelist;
 use crate::worker::protocol::WorkerSettings;
 use crate::worker::{Spawner, WorkerPool};
@@ -107,8 +107,10 @@ pub struct AppState {
     pub cache: Cache,
     /// The admin API's token.
     pub admin_token: AdminToken,
-    /// Counters and timings, read by `/metrics`, the admin API and the admin page.
-    pub stats: Arc<Stats>,
+    /// Every counter, gauge and latency: read by `/metrics`, the admin API and the admin page.
+    pub metrics: Arc<Metrics>,
+    /// The error responses most recently sent, for the dashboard.
+    pub recent_errors: RecentErrors,
     /// Admin page sessions.
     pub sessions: Sessions,
     /// Originals being sent (`limits.max_original_streams` permits).
@@ -141,11 +143,13 @@ impl AppState {
         tracing::info!(source = %source.describe(), "serving originals");
         // The database first: its lock keeps a second process off everything in data_dir.
         let db = Database::open(&settings.data_dir)?;
+        let metrics = Arc::new(Metrics::new());
         let cache = Cache::open(
             &settings.cache.dir,
             settings.cache.max_bytes,
             settings.cache.memory_bytes,
             &db,
+            metrics.clone(),
         )?;
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
@@ -157,12 +161,14 @@ impl AppState {
             settings.limits.max_concurrent_renders,
             settings.limits.render_timeout,
             max_reply(&settings),
+            metrics.clone(),
         );
         let modes = Arc::new(ModeRegistry::new(
             &settings.data_dir.join("loaded-plugins"),
             spawner,
             worker_settings,
             tokio::runtime::Handle::current(),
+            metrics.clone(),
         ));
         let pool = workers.clone();
         modes.on_generation(move |plan| pool.serve_generation(plan));
@@ -170,6 +176,7 @@ impl AppState {
             &settings.plugins.dir,
             modes.clone(),
             cache.clone(),
+            metrics.clone(),
         ));
         if let Err(e) = check_plugins_dir(&settings.plugins.dir) {
             return Err(StartupError::PluginsDir(e));
@@ -189,7 +196,6 @@ impl AppState {
                 );
             }
         }
-        let stats = Arc::new(Stats::default());
         let pipeline = Pipeline::new(
             source,
             modes.clone(),
@@ -197,7 +203,7 @@ impl AppState {
             cache.clone(),
             whitelist.clone(),
             &settings,
-            stats.clone(),
+            metrics.clone(),
         );
         Ok(Arc::new(AppState {
             whitelist,
@@ -207,7 +213,8 @@ impl AppState {
             pipeline,
             cache,
             admin_token,
-            stats,
+            metrics,
+            recent_errors: RecentErrors::default(),
             sessions: Sessions::new(settings.admin.session),
             original_streams: Arc::new(tokio::sync::Semaphore::new(
                 settings.limits.max_original_streams,

@@ -37,17 +37,12 @@ fn size_of_key(key: &[u8]) -> Option<Size> {
 }
 
 /// The whitelist as it stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
     /// When false any size within the limits is rendered.
     pub enabled: bool,
     /// The sizes allowed when enabled, in order.
-    #[serde(serialize_with = "sizes_as_text")]
     pub sizes: BTreeSet<Size>,
-}
-
-fn sizes_as_text<S: serde::Serializer>(sizes: &BTreeSet<Size>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(sizes.iter().map(ToString::to_string))
 }
 
 /// The live whitelist.

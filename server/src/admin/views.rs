@@ -1,30 +1,33 @@
-//! The one place where the server's state becomes the admin views: the admin pages, the admin
-//! JSON API and `GET /metrics` all start from these.
+//! The one place where the server's state becomes the admin views, read from the same registry
+//! as `GET /metrics` (`crate::telemetry::Metrics`). The admin JSON API has response types of its
+//! own (`crate::routes::admin_api::schema`), made from these.
 
 use std::time::SystemTime;
 
 use admin_ui::views::{
     CacheView, ErrorView, ModeView, PluginCounters, PluginsView, QuarantineView, RefusedView,
-    SettingLine, SettingsView, SizeView, StageView, StatsView, WhitelistView, WorkersView,
+    SettingLine, SettingsView, SizeView, StageView, StatsView, TimelinePoint, WhitelistView,
+    WorkersView,
 };
 
-use crate::plugins::libraries_mapped;
 use crate::state::AppState;
+use crate::telemetry::{Counts, Readings};
 
 /// A bundled sample image, for the whitelist page's examples before anything was rendered.
 const SAMPLE_KEY: &str = "flower.jpg";
 
 /// Counters and timings now.
 pub fn stats(state: &AppState) -> StatsView {
-    let stats = &state.stats;
-    let responses = stats.responses();
-    let (hits, misses) = (stats.hits(), stats.misses());
-    let plugins = &state.modes.stats;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    crate::app::set_gauges(state);
+    let metrics = &state.metrics;
+    let counts = metrics.counts();
+    let gauges = metrics.gauges();
+    let responses = metrics.responses();
+    let (hits, misses) = (counts.hits, counts.misses);
     StatsView {
-        uptime_seconds: stats.uptime().as_secs(),
-        requests: stats.requests(),
-        requests_per_second: stats.requests_per_second(),
+        uptime_seconds: metrics.uptime().as_secs(),
+        requests: metrics.requests(),
+        requests_per_second: metrics.requests_per_second(),
         errors: responses
             .iter()
             .filter(|(status, _)| **status >= 400)
@@ -34,70 +37,82 @@ pub fn stats(state: &AppState) -> StatsView {
         hits,
         misses,
         hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
-        renders: stats.renders(),
-        fetches: stats.fetches(),
-        renders_in_flight: state.pipeline.renders_in_flight() as u64,
-        renders_waiting: state.pipeline.renders_waiting() as u64,
+        renders: counts.renders,
+        fetches: counts.fetches,
+        renders_in_flight: gauges.renders_in_flight,
+        renders_waiting: gauges.renders_waiting,
         render_slots: state.settings.limits.max_concurrent_renders as u64,
-        stages: stats
+        stages: metrics
             .stages()
-            .into_iter()
-            .map(|t| StageView {
-                stage: t.stage.to_owned(),
-                count: t.count,
-                sum_ms: t.sum_ms,
-                p50_ms: t.quantiles[0],
-                p90_ms: t.quantiles[1],
-                p95_ms: t.quantiles[2],
-                p99_ms: t.quantiles[3],
+            .map(|(stage, latency)| {
+                let recent = latency.recent();
+                StageView {
+                    stage: stage.to_owned(),
+                    count: latency.count(),
+                    sum_ms: latency.sum_ms(),
+                    p50_ms: recent.quantile(0.5),
+                    p90_ms: recent.quantile(0.9),
+                    p95_ms: recent.quantile(0.95),
+                    p99_ms: recent.quantile(0.99),
+                }
             })
             .collect(),
-        cache: cache_totals(state),
+        cache: cache_view(state, &counts, &gauges),
         plugins: PluginCounters {
-            loads: load(&plugins.loads),
-            failures: load(&plugins.failures),
-            libraries_mapped: libraries_mapped(),
-            quarantines: load(&plugins.quarantines),
+            loads: counts.plugin_loads,
+            failures: counts.plugin_failures,
+            libraries_mapped: gauges.libraries_mapped,
+            quarantines: counts.quarantines,
         },
-        recent_errors: stats
-            .recent_errors()
+        recent_errors: state
+            .recent_errors
+            .list()
             .into_iter()
-            .map(|e| ErrorView {
-                at: httpdate::fmt_http_date(e.at),
+            .map(|(at, error)| ErrorView {
                 ago: admin_ui::format::duration(
                     SystemTime::now()
-                        .duration_since(e.at)
+                        .duration_since(at)
                         .unwrap_or_default()
                         .as_secs(),
                 ),
-                status: e.status,
-                code: e.code,
-                reason: e.reason,
-                method: e.method,
-                path: e.path,
-                request_id: e.request_id,
-                count: e.count,
+                ..error
             })
             .collect(),
-        timeline: stats.timeline(),
+        timeline: metrics
+            .timeline()
+            .into_iter()
+            .map(|w| TimelinePoint {
+                seconds_ago: w.seconds_ago,
+                requests: w.latency.total(),
+                errors: w.errors,
+                p50_ms: w.latency.quantile(0.5),
+                p95_ms: w.latency.quantile(0.95),
+                p99_ms: w.latency.quantile(0.99),
+            })
+            .collect(),
     }
 }
 
-/// The disk cache's totals.
+/// The disk cache's totals now.
 pub fn cache_totals(state: &AppState) -> CacheView {
-    let cache = state.cache.stats();
+    crate::app::set_gauges(state);
+    cache_view(state, &state.metrics.counts(), &state.metrics.gauges())
+}
+
+/// The disk cache's totals, from the registry's counters and gauges.
+fn cache_view(state: &AppState, counts: &Counts, gauges: &Readings) -> CacheView {
     CacheView {
-        entries: cache.entries,
-        bytes: cache.bytes,
-        max_bytes: cache.max_bytes,
-        evicted_entries: cache.evicted_entries,
-        evicted_bytes: cache.evicted_bytes,
-        purges_running: cache.purges_running as u64,
-        reconciled: cache.reconciled,
-        index_disk_bytes: cache.index_disk_bytes,
-        memory_entries: cache.memory_entries,
-        memory_bytes: cache.memory_bytes,
-        recent_bytes: state.pipeline.recent_bytes(),
+        entries: gauges.cache_entries,
+        bytes: gauges.cache_bytes,
+        max_bytes: gauges.cache_max_bytes,
+        evicted_entries: counts.evicted_entries,
+        evicted_bytes: counts.evicted_bytes,
+        purges_running: gauges.cache_purges_running,
+        reconciled: state.cache.stats().reconciled,
+        index_disk_bytes: gauges.cache_index_disk_bytes,
+        memory_entries: gauges.cache_memory_entries,
+        memory_bytes: gauges.cache_memory_bytes,
+        recent_bytes: gauges.recent_originals_bytes,
     }
 }
 
@@ -105,7 +120,7 @@ pub fn cache_totals(state: &AppState) -> CacheView {
 pub fn whitelist(state: &AppState) -> WhitelistView {
     let allowed = state.whitelist.snapshot();
     let key = state
-        .stats
+        .pipeline
         .last_rendered_key()
         .map(|k| k.to_string())
         .or_else(|| serves_samples(state).then(|| SAMPLE_KEY.to_owned()));
@@ -181,7 +196,7 @@ pub fn plugins(state: &AppState) -> PluginsView {
 /// The render workers.
 fn workers(state: &AppState) -> WorkersView {
     let pool = &state.workers;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let counts = state.metrics.counts();
     let sandbox = match pool.sandbox() {
         Some(report) => {
             let landlock = match report.landlock_abi {
@@ -195,11 +210,11 @@ fn workers(state: &AppState) -> WorkersView {
     WorkersView {
         size: state.settings.limits.max_concurrent_renders as u64,
         idle: pool.idle() as u64,
-        started: load(&pool.stats.started),
-        start_failures: load(&pool.stats.start_failures),
-        timeouts: load(&pool.stats.timeouts),
-        crashes: load(&pool.stats.crashes),
-        out_of_memory: load(&pool.stats.out_of_memory),
+        started: counts.workers_started,
+        start_failures: counts.worker_start_failures,
+        timeouts: counts.worker_timeouts,
+        crashes: counts.worker_crashes,
+        out_of_memory: counts.worker_out_of_memory,
         memory_bytes: state.settings.limits.worker_memory_bytes,
         sandbox,
     }

@@ -46,6 +46,7 @@ use bytes::Bytes;
 
 use crate::db::{Database, DbError, TreeName};
 use crate::file_headers::FileHeaders;
+use crate::telemetry::{Count, Metrics};
 pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
@@ -168,7 +169,7 @@ impl WriteTicket {
 }
 
 /// Counters and totals, for the admin API and `/metrics`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct CacheStats {
     /// Entries indexed.
     pub entries: u64,
@@ -176,10 +177,6 @@ pub struct CacheStats {
     pub bytes: u64,
     /// `cache.max_bytes`.
     pub max_bytes: u64,
-    /// Entries evicted since start.
-    pub evicted_entries: u64,
-    /// Bytes evicted since start.
-    pub evicted_bytes: u64,
     /// Purges started and not yet finished.
     pub purges_running: usize,
     /// Whether start-up reconciliation with the disk has finished.
@@ -194,8 +191,6 @@ pub struct CacheStats {
 
 #[derive(Default)]
 struct Counters {
-    evicted_entries: AtomicU64,
-    evicted_bytes: AtomicU64,
     /// sled's size on disk, measured by the maintenance thread (asking sled is file I/O,
     /// which stats readers on the async runtime must not do).
     index_disk_bytes: AtomicU64,
@@ -300,6 +295,8 @@ struct Inner {
     hot: Option<Hot>,
     reconciled: AtomicBool,
     counters: Counters,
+    /// Where evictions are counted.
+    metrics: Arc<Metrics>,
     signal: Arc<Signal>,
     _marker: File,
 }
@@ -323,6 +320,7 @@ impl Cache {
         max_bytes: u64,
         memory_bytes: u64,
         db: &Database,
+        metrics: Arc<Metrics>,
     ) -> Result<Cache, CacheError> {
         let marker = claim_folder(dir)?;
         let tmp = dir.join(TMP_DIR);
@@ -378,6 +376,7 @@ impl Cache {
             }),
             reconciled: AtomicBool::new(false),
             counters: Counters::default(),
+            metrics,
             signal: Arc::default(),
             _marker: marker,
         });
@@ -572,8 +571,6 @@ impl Cache {
             entries: inner.index.entries(),
             bytes: inner.index.bytes(),
             max_bytes: inner.max_bytes,
-            evicted_entries: inner.counters.evicted_entries.load(Ordering::Relaxed),
-            evicted_bytes: inner.counters.evicted_bytes.load(Ordering::Relaxed),
             purges_running: inner.active.load().len(),
             reconciled: inner.reconciled.load(Ordering::SeqCst),
             index_disk_bytes: inner.counters.index_disk_bytes.load(Ordering::Relaxed),
@@ -932,12 +929,8 @@ impl Inner {
             }
         }
         self.remove_empty_folders(emptied);
-        self.counters
-            .evicted_entries
-            .fetch_add(entries, Ordering::Relaxed);
-        self.counters
-            .evicted_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+        self.metrics.add(Count::Evicted, entries);
+        self.metrics.add(Count::EvictedBytes, bytes);
         tracing::debug!(entries, bytes, "evicted");
         Ok(())
     }

@@ -95,7 +95,7 @@ impl Selector {
 }
 
 /// What a purge removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurgeOutcome {
     /// Entries (files) removed.
     pub entries: u64,

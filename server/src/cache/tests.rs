@@ -28,8 +28,13 @@ impl Fixture {
 
     fn open(&self, max_bytes: u64) -> Cache {
         let db = Database::open_again(&self.dir.path().join("data")).unwrap();
-        Cache::open(&self.cache_dir(), max_bytes, 1 << 20, &db).unwrap()
+        Cache::open(&self.cache_dir(), max_bytes, 1 << 20, &db, metrics()).unwrap()
     }
+}
+
+/// A registry of its own, for one cache.
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new())
 }
 
 fn put(cache: &Cache, path: &str, bytes: usize) -> PutOutcome {
@@ -153,7 +158,7 @@ async fn the_least_recently_served_go_first_and_the_bound_holds() {
     );
     assert!(cache.get(&variant("/2/1/crop/a.jpg")).await.is_none());
     assert!(cache.get(&variant("/30/1/crop/a.jpg")).await.is_some());
-    assert!(cache.stats().evicted_entries >= 20);
+    assert!(cache.inner.metrics.counts().evicted_entries >= 20);
     // The index and the disk agree once no eviction is under way (the background one removes
     // a file, then its entry).
     let _no_eviction = lock(&cache.inner.evicting);
@@ -319,12 +324,16 @@ fn a_folder_holding_other_files_or_in_use_is_refused() {
     std::fs::create_dir_all(f.cache_dir()).unwrap();
     std::fs::write(f.cache_dir().join("photo.jpg"), b"x").unwrap();
     let db = Database::open_again(&f.dir.path().join("data")).unwrap();
-    let err = Cache::open(&f.cache_dir(), 1000, 0, &db).err().unwrap();
+    let err = Cache::open(&f.cache_dir(), 1000, 0, &db, metrics())
+        .err()
+        .unwrap();
     assert!(matches!(err, CacheError::NotACache { .. }), "{err}");
     std::fs::remove_file(f.cache_dir().join("photo.jpg")).unwrap();
-    let _first = Cache::open(&f.cache_dir(), 1000, 0, &db).unwrap();
+    let _first = Cache::open(&f.cache_dir(), 1000, 0, &db, metrics()).unwrap();
     let other = Database::open_again(&f.dir.path().join("data2")).unwrap();
-    let err = Cache::open(&f.cache_dir(), 1000, 0, &other).err().unwrap();
+    let err = Cache::open(&f.cache_dir(), 1000, 0, &other, metrics())
+        .err()
+        .unwrap();
     assert!(matches!(err, CacheError::InUse { .. }), "{err}");
 }
 
@@ -382,7 +391,7 @@ fn hot_variants_are_served_from_memory() {
     // With no memory, it is a miss.
     let g = Fixture::new();
     let db = Database::open_again(&g.dir.path().join("data")).unwrap();
-    let cold = Cache::open(&g.cache_dir(), 1 << 20, 0, &db).unwrap();
+    let cold = Cache::open(&g.cache_dir(), 1 << 20, 0, &db, metrics()).unwrap();
     put(&cold, "/10/10/crop/a.jpg", 100);
     std::fs::remove_file(g.cache_dir().join(v.relative_path())).unwrap();
     assert!(block_on(cold.get(&v)).is_none());

@@ -11,6 +11,5 @@ pub use code::ModeCode;
 pub use loader::{libraries_mapped, PluginLoadError};
 pub use registry::{
     plugin_files, Fingerprint, Generation, LoadFailure, LoadedFile, LoadedMode, ModeChange,
-    ModeRef, ModeRegistry, PluginRenderError, PluginStats, Quarantine, QUARANTINE_AFTER,
-    QUARANTINE_WINDOW,
+    ModeRef, ModeRegistry, PluginRenderError, Quarantine, QUARANTINE_AFTER, QUARANTINE_WINDOW,
 };

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use plugin_api::RenderError;
 
 use super::loader::PluginLoadError;
+use crate::telemetry::{Count, Metrics};
 use crate::worker::pool::{probe, Failure, GenerationPlan, JobFailure, Spawner};
 use crate::worker::protocol::{ModeSpec, PluginToLoad, Stage, WorkerSettings};
 
@@ -324,17 +325,6 @@ pub struct ModeChange {
     pub after: Option<String>,
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct PluginStats {
-    /// Plugin files loaded and put in service, start-up included.
-    pub loads: AtomicU64,
-    /// Plugin files refused.
-    pub failures: AtomicU64,
-    /// Modes put in quarantine.
-    pub quarantines: AtomicU64,
-}
-
 /// What a change of generation is announced to (the worker pool).
 type GenerationListener = Box<dyn Fn(Arc<GenerationPlan>) + Send + Sync>;
 
@@ -354,8 +344,8 @@ pub struct ModeRegistry {
     /// While set, generations are not announced (start-up loads every file, then announces
     /// the last generation once).
     quiet: std::sync::atomic::AtomicBool,
-    /// Load, failure and quarantine counters.
-    pub stats: PluginStats,
+    /// Where loads, refusals and quarantines are counted.
+    metrics: Arc<Metrics>,
 }
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -369,6 +359,7 @@ impl ModeRegistry {
         spawner: Arc<Spawner>,
         settings: WorkerSettings,
         runtime: tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
     ) -> ModeRegistry {
         clear_stale_copies(copies_dir);
         ModeRegistry {
@@ -381,7 +372,7 @@ impl ModeRegistry {
             runtime,
             listener: Mutex::default(),
             quiet: std::sync::atomic::AtomicBool::new(false),
-            stats: PluginStats::default(),
+            metrics,
         }
     }
 
@@ -471,8 +462,7 @@ impl ModeRegistry {
             plugins,
             modes,
         ));
-        self.stats.loads.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::names::PLUGIN_LOADS).increment(1);
+        self.metrics.count(Count::PluginLoad);
         Ok(changes)
     }
 
@@ -583,8 +573,7 @@ impl ModeRegistry {
             return;
         }
         tracing::error!(error = %error, "plugin refused");
-        self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::names::PLUGIN_FAILURES).increment(1);
+        self.metrics.count(Count::PluginRefused);
         crate::telemetry::report_refused_plugin(error.file(), &error);
         let failure = LoadFailure {
             file: error.file().to_owned(),
@@ -601,9 +590,7 @@ impl ModeRegistry {
     /// Counts a quarantine `mode` entered.
     pub fn quarantined(&self, mode: &str, quarantine: &Quarantine) {
         tracing::error!(mode = %mode, reason = %quarantine.reason, "mode quarantined until its plugin file changes");
-        self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::names::MODE_QUARANTINES, "mode" => mode.to_owned())
-            .increment(1);
+        self.metrics.count(Count::Quarantine);
     }
 
     /// The mode called `name`, if in service, with its generation.

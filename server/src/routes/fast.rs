@@ -19,7 +19,7 @@ use crate::http::Fast;
 use crate::observe::{self, request_id_value, Outcome, REQUEST_ID};
 use crate::pipeline::CacheStatus;
 use crate::state::AppState;
-use crate::stats::stage;
+use crate::telemetry::{stage, Count};
 
 /// Answers memory hits for one server.
 pub struct MemoryHits {
@@ -62,9 +62,8 @@ impl MemoryHits {
             learned.insert(admission);
             return Fast::Pass(learned);
         };
-        let stats = &state.stats;
-        stats.stage(stage::CACHE_CHECK, started);
-        stats.hit();
+        state.metrics.stage(stage::CACHE_CHECK, started);
+        state.metrics.count(Count::Hit);
         let mut response = unconditional_image_response(
             file.bytes,
             format.media_type(),

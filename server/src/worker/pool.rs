@@ -30,7 +30,7 @@ use super::protocol::{
     WireError, WorkerSettings,
 };
 use crate::error::{AppError, ErrorCode};
-use crate::imaging::WarningKind;
+use crate::telemetry::{Count, Metrics};
 
 /// How long a new worker may take to load its plugins, sandbox itself and test-render its
 /// modes before it is killed as hung.
@@ -547,38 +547,6 @@ pub struct GenerationPlan {
     pub plugins: Vec<PluginToLoad>,
 }
 
-/// Counters for `/metrics` and the admin pages.
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    /// Workers started (replacements included).
-    pub started: AtomicU64,
-    /// Workers that could not be started.
-    pub start_failures: AtomicU64,
-    /// Jobs killed at the render timeout.
-    pub timeouts: AtomicU64,
-    /// Workers that died in a job.
-    pub crashes: AtomicU64,
-    /// Workers that ran out of memory in a job.
-    pub out_of_memory: AtomicU64,
-    /// Originals decoded past a libjpeg warning.
-    pub jpeg_warnings: AtomicU64,
-    /// Originals whose ICC profile was ignored.
-    pub profile_warnings: AtomicU64,
-}
-
-impl WorkerStats {
-    /// Counts a warning a decode got past.
-    fn warned(&self, kind: WarningKind) {
-        let counter = match kind {
-            WarningKind::Jpeg => &self.jpeg_warnings,
-            WarningKind::Profile => &self.profile_warnings,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::names::DECODE_WARNINGS, "kind" => kind.as_str())
-            .increment(1);
-    }
-}
-
 /// Idle render workers and what starting more takes.
 pub struct WorkerPool {
     spawner: Arc<Spawner>,
@@ -596,8 +564,8 @@ pub struct WorkerPool {
     /// Workers being started to wait idle.
     starting: std::sync::atomic::AtomicUsize,
     sandbox: Mutex<Option<SandboxReport>>,
-    /// Counters.
-    pub stats: WorkerStats,
+    /// Where starts, losses and decode warnings are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// The longest wait between two tries to start a worker after failures.
@@ -619,6 +587,7 @@ impl WorkerPool {
         size: usize,
         render_timeout: Duration,
         max_reply: usize,
+        metrics: Arc<Metrics>,
     ) -> Arc<WorkerPool> {
         Arc::new(WorkerPool {
             spawner,
@@ -633,7 +602,7 @@ impl WorkerPool {
             leased: std::sync::atomic::AtomicUsize::new(0),
             starting: std::sync::atomic::AtomicUsize::new(0),
             sandbox: Mutex::default(),
-            stats: WorkerStats::default(),
+            metrics,
         })
     }
 
@@ -740,8 +709,7 @@ impl WorkerPool {
                     *known = Some(sandbox);
                 }
                 drop(known);
-                self.stats.started.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::telemetry::names::WORKERS_STARTED).increment(1);
+                self.metrics.count(Count::WorkerStarted);
                 for report in reports {
                     if let Err(e) = report.result {
                         // Checked when the generation was made: a plugin that fails now
@@ -753,7 +721,7 @@ impl WorkerPool {
             }
             Err(e) => {
                 self.can_start.store(false, Ordering::Relaxed);
-                self.stats.start_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.count(Count::WorkerStartFailed);
                 // Logged once, with the request it failed: the observer's line has the cause.
                 Err(AppError::of(ErrorCode::RenderFailed)
                     .detailed(format_args!("cannot start a render worker: {e}")))
@@ -844,13 +812,11 @@ impl WorkerPool {
     }
 
     fn count(&self, failure: Failure) {
-        let (counter, kind) = match failure {
-            Failure::Timeout => (&self.stats.timeouts, "timeout"),
-            Failure::Crashed => (&self.stats.crashes, "crash"),
-            Failure::OutOfMemory => (&self.stats.out_of_memory, "out-of-memory"),
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::names::WORKER_FAILURES, "kind" => kind).increment(1);
+        self.metrics.count(match failure {
+            Failure::Timeout => Count::WorkerTimeout,
+            Failure::Crashed => Count::WorkerCrash,
+            Failure::OutOfMemory => Count::WorkerOutOfMemory,
+        });
     }
 }
 
@@ -889,7 +855,7 @@ impl Lease {
                             key = %job.key, kind = warning.kind.as_str(),
                             "decoded past a warning: {}", warning.detail
                         );
-                        self.pool.stats.warned(warning.kind);
+                        self.pool.metrics.decode_warning(warning.kind.as_str());
                     }
                 }
                 Ok(outcome)
@@ -965,7 +931,15 @@ mod tests {
     #[tokio::test]
     async fn a_pool_whose_workers_cannot_start_is_not_ready() {
         let spawner = Spawner::with_program("/nonexistent/ross".into()).unwrap();
-        let pool = WorkerPool::new(spawner, settings(), 2, Duration::from_secs(1), 1 << 20);
+        let metrics = Arc::new(Metrics::new());
+        let pool = WorkerPool::new(
+            spawner,
+            settings(),
+            2,
+            Duration::from_secs(1),
+            1 << 20,
+            metrics.clone(),
+        );
         assert!(pool.can_start());
         let plan = Arc::new(GenerationPlan {
             id: 1,
@@ -974,6 +948,6 @@ mod tests {
         let refused = pool.checkout(&plan, "a.jpg", 0).await.err().unwrap();
         assert_eq!(refused.code, ErrorCode::RenderFailed);
         assert!(!pool.can_start());
-        assert_eq!(pool.stats.start_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.counts().worker_start_failures, 1);
     }
 }

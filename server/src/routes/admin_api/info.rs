@@ -1,5 +1,5 @@
-//! `GET /admin/api/stats` and `GET /admin/api/plugins`: the admin views as JSON, the same
-//! the admin pages show.
+//! `GET /admin/api/stats` and `GET /admin/api/plugins`: the API's own response types
+//! (`ross-admin-api`), which the admin pages show too.
 
 use std::sync::Arc;
 

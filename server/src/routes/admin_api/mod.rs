@@ -143,6 +143,26 @@ fn json(value: &impl serde::Serialize) -> Response {
         .body(serde_json::to_string(value).expect("serialises"))
 }
 
+/// The whitelist `allowed` as the API answers it, with what a change of it purged.
+fn whitelist(
+    allowed: &crate::whitelist::Allowed,
+    purged: Option<admin_api::Purged>,
+) -> admin_api::Whitelist {
+    admin_api::Whitelist {
+        enabled: allowed.enabled,
+        sizes: allowed.sizes.iter().map(ToString::to_string).collect(),
+        purged,
+    }
+}
+
+/// What a purge removed, as the API answers it.
+fn purged(outcome: crate::cache::PurgeOutcome) -> admin_api::Purged {
+    admin_api::Purged {
+        entries: outcome.entries,
+        bytes: outcome.bytes,
+    }
+}
+
 /// Answers `result`, whether value or error.
 fn answer(result: Result<Response, AppError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)

@@ -29,7 +29,7 @@ pub(super) async fn purge(Data(state): Data<&Arc<AppState>>, body: Body) -> Resp
         async {
             let request: PurgeRequest = json_body(state, body).await?;
             let selector = ops::selector(state, target(&request)?)?;
-            Ok(json(&ops::purge(state, selector).await?))
+            Ok(json(&super::purged(ops::purge(state, selector).await?)))
         }
         .await,
     )

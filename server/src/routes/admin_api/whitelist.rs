@@ -21,7 +21,7 @@ struct Switch {
 /// The whitelist as JSON: `{"enabled": true, "sizes": ["72x72", ...]}`.
 #[handler]
 pub(super) fn show(Data(state): Data<&Arc<AppState>>) -> Response {
-    json(&*state.whitelist.snapshot())
+    json(&super::whitelist(&state.whitelist.snapshot(), None))
 }
 
 /// Switches the whitelist on or off.
@@ -31,7 +31,7 @@ pub(super) async fn switch(Data(state): Data<&Arc<AppState>>, body: Body) -> Res
         async {
             let Switch { enabled } = json_body(state, body).await?;
             ops::set_whitelist_enabled(state, enabled).await?;
-            Ok(json(&*state.whitelist.snapshot()))
+            Ok(json(&super::whitelist(&state.whitelist.snapshot(), None)))
         }
         .await,
     )
@@ -43,7 +43,7 @@ pub(super) async fn add(Data(state): Data<&Arc<AppState>>, Path(text): Path<Stri
     answer(
         async {
             ops::allow_size(state, &text).await?;
-            Ok(json(&*state.whitelist.snapshot()))
+            Ok(json(&super::whitelist(&state.whitelist.snapshot(), None)))
         }
         .await,
     )
@@ -58,9 +58,11 @@ pub(super) async fn remove(
     answer(
         async {
             let (_, purged) = ops::disallow_size(state, &text).await?;
-            let mut body = serde_json::to_value(&*state.whitelist.snapshot()).expect("json");
-            body["purged"] = serde_json::to_value(purged).expect("json");
-            Ok(json(&body))
+            let whitelist = state.whitelist.snapshot();
+            Ok(json(&super::whitelist(
+                &whitelist,
+                Some(super::purged(purged)),
+            )))
         }
         .await,
     )

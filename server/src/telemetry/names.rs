@@ -1,0 +1,143 @@
+//! Every metric ross reports: its name, what it means and its kind, in one place. The
+//! registry ([`super::Metrics`]) registers each under this name, `GET /metrics` shows it
+//! (counters with `_total` added, histograms as `_bucket`, `_sum` and `_count`), and statsd
+//! gets it renamed the statsd way ([`super::statsd_name`]).
+
+/// A metric's name and help text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    /// Its name as registered: `ross_` and snake case, without the `_total` that counters get
+    /// on `/metrics`.
+    pub name: &'static str,
+    /// One line for whoever reads `/metrics` (without its full stop: the encoder adds it).
+    pub help: &'static str,
+}
+
+macro_rules! names {
+    ($($(#[$doc:meta])* $id:ident = $name:literal, $help:literal;)*) => {
+        $($(#[$doc])* pub const $id: Name = Name { name: $name, help: $help };)*
+        /// Every name, in `/metrics` order.
+        pub const ALL: &[Name] = &[$($id),*];
+    };
+}
+
+names! {
+    /// Histogram, label `stage`: one pipeline stage of one request, in milliseconds.
+    STAGE_MS = "ross_stage_ms",
+        "Time spent in each pipeline stage, in milliseconds";
+    /// Histogram: whole requests, from the request line read to the response handed over.
+    REQUEST_MS = "ross_request_ms",
+        "Time from a request read to its response, in milliseconds";
+    /// Counter, label `status`: responses sent.
+    REQUESTS = "ross_requests", "Responses sent, by status";
+    /// Counter, label `status`: responses with a 4xx or 5xx status.
+    ERRORS = "ross_errors", "Responses with a 4xx or 5xx status, by status";
+    /// Counter: requests answered from the cache by ross.
+    HITS = "ross_hits",
+        "Requests answered from the cache by ross (nginx's own hits never reach it)";
+    /// Counter: requests answered by a render.
+    MISSES = "ross_misses", "Requests answered by a render";
+    /// Counter: renders run.
+    RENDERS = "ross_renders", "Renders run (identical concurrent misses count once)";
+    /// Counter: originals fetched.
+    FETCHES = "ross_source_fetches", "Originals fetched from the source";
+    /// Counter: plugin files loaded and put in service.
+    PLUGIN_LOADS = "ross_plugin_loads", "Plugin files loaded and put in service";
+    /// Counter: plugin files refused.
+    PLUGIN_FAILURES = "ross_plugin_load_failures",
+        "Plugin files refused (the version already loaded, if any, kept serving)";
+    /// Counter: modes put in quarantine.
+    MODE_QUARANTINES = "ross_mode_quarantines",
+        "Modes put in quarantine (they hung, crashed or ran out of memory 3 times in a minute)";
+    /// Counter: render workers started (replacements included).
+    WORKERS_STARTED = "ross_workers_started",
+        "Render workers started (replacements included)";
+    /// Counter: render workers that could not be started.
+    WORKER_START_FAILURES = "ross_worker_start_failures",
+        "Render workers that could not be started";
+    /// Counter: workers killed at `limits.render_timeout_ms`.
+    WORKER_TIMEOUTS = "ross_worker_timeouts", "Render workers killed at limits.render_timeout_ms";
+    /// Counter: workers that died in a job.
+    WORKER_CRASHES = "ross_worker_crashes",
+        "Render workers that died in a job (a crash in a plugin, decoder or encoder)";
+    /// Counter: workers that went over `limits.worker_memory_bytes`.
+    WORKER_OUT_OF_MEMORY = "ross_worker_out_of_memory",
+        "Render workers that went over limits.worker_memory_bytes";
+    /// Counter: variants evicted.
+    CACHE_EVICTED = "ross_cache_evicted",
+        "Variants evicted (least recently served first) to stay within cache.max_bytes";
+    /// Counter: bytes of the variants evicted.
+    CACHE_EVICTED_BYTES = "ross_cache_evicted_bytes", "Bytes of the variants evicted";
+    /// Counter, label `kind` (`jpeg`, `profile`): originals decoded past a warning.
+    DECODE_WARNINGS = "ross_decode_warnings",
+        "Originals decoded past a warning: libjpeg's (damaged data it got past), or an ICC \
+         profile ignored (too large, unreadable, not for the pixels)";
+    /// Counter: purges of a mode whose plugin changed version.
+    MODE_PURGES = "ross_cache_mode_purges",
+        "Cache purges of a mode whose plugin changed version";
+    /// Gauge: renders holding a slot.
+    IN_FLIGHT = "ross_renders_in_flight", "Renders holding a render slot";
+    /// Gauge: misses admitted and waiting.
+    WAITING = "ross_renders_waiting", "Misses admitted and waiting for a fetch or a slot";
+    /// Gauge: variants indexed.
+    CACHE_ENTRIES = "ross_cache_entries", "Variants in the cache index";
+    /// Gauge: bytes of the cached variants.
+    CACHE_BYTES = "ross_cache_bytes", "Bytes of the cached variants";
+    /// Gauge: `cache.max_bytes`.
+    CACHE_MAX_BYTES = "ross_cache_max_bytes", "cache.max_bytes: the bound on ross_cache_bytes";
+    /// Gauge: hot variants held in memory.
+    CACHE_MEMORY_ENTRIES = "ross_cache_memory_entries",
+        "Hot variants also held in memory";
+    /// Gauge: their bytes.
+    CACHE_MEMORY_BYTES = "ross_cache_memory_bytes",
+        "Bytes of the hot variants also held in memory (at most cache.memory_bytes)";
+    /// Gauge: purges started and not finished.
+    CACHE_PURGES_RUNNING = "ross_cache_purges_running", "Cache purges started and not finished";
+    /// Gauge: bytes sled takes on disk.
+    CACHE_INDEX_BYTES = "ross_cache_index_disk_bytes",
+        "Bytes the cache index (sled) takes on disk";
+    /// Gauge: bytes of the originals kept in memory.
+    RECENT_ORIGINALS_BYTES = "ross_recent_originals_bytes",
+        "Bytes of the originals fetched in the last minute, kept to render other sizes (their \
+         decoded pixels are kept by the render workers; together at most cache.decoded_bytes)";
+    /// Gauge: render workers idle.
+    WORKERS_IDLE = "ross_workers_idle", "Render workers idle now";
+    /// Gauge: plugin libraries mapped into the server process.
+    LIBRARIES_MAPPED = "ross_plugin_libraries_mapped",
+        "Plugin libraries mapped into this process: 0, render workers map them (and exit with \
+         their generation)";
+    /// Gauge, labels `mode` and `version`: modes in service.
+    MODE_LOADED = "ross_mode_loaded", "Modes in service, by name and version";
+    /// Gauge: seconds since start.
+    UPTIME = "ross_uptime_seconds", "Seconds since the server started";
+    /// Gauge: resident memory.
+    RESIDENT_BYTES = "ross_process_resident_memory_bytes", "Resident memory of this process";
+}
+
+#[cfg(test)]
+#[test]
+fn help_texts_end_without_a_full_stop() {
+    for name in ALL {
+        assert!(!name.help.ends_with('.'), "{}", name.name);
+        assert!(name.name.starts_with("ross_") && !name.name.ends_with("_total"));
+    }
+}
+
+/// The pipeline stages timed (label `stage` of [`STAGE_MS`]), as the SPEC names them.
+pub mod stage {
+    /// Looking for the variant in the cache.
+    pub const CACHE_CHECK: &str = "cache_check";
+    /// Reading the original.
+    pub const FETCH: &str = "fetch";
+    /// Decoding it.
+    pub const DECODE: &str = "decode";
+    /// The mode plugin's work.
+    pub const RENDER: &str = "render";
+    /// Encoding the output.
+    pub const ENCODE: &str = "encode";
+    /// Writing it to the cache.
+    pub const CACHE_WRITE: &str = "cache_write";
+
+    /// Every stage, in pipeline order.
+    pub const ALL: [&str; 6] = [CACHE_CHECK, FETCH, DECODE, RENDER, ENCODE, CACHE_WRITE];
+}
