@@ -396,6 +396,16 @@ fn http_layer_errors_carry_the_json_body() {
     assert_eq!(error_code(&raw), "method-not-allowed");
     // The server serves on after all of them.
     assert_eq!(http_get(port, "/health", wait).unwrap().0, 200);
+    // The connection layer's own answers are counted like every response (regression: they
+    // never reached the observer, so /metrics and the admin page missed them).
+    let (_, metrics) = http_get(port, "/metrics", wait).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "ross_errors_total{status=\"400\"} 1",
+        "ross_errors_total{status=\"431\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
 }
 
 /// An admin request whose body trickles in is answered 408 at the header deadline and its
@@ -441,6 +451,53 @@ fn admin_bodies_are_bounded_in_time_and_size() {
         (status, error_code_of_body(&body).as_str()),
         (413, "body-too-large")
     );
+}
+
+/// At the bound with every connection busy, a waiting client looks again every 50 ms for one
+/// gone idle: it is served as soon as the busy one has answered and sits kept alive, not when
+/// that one's keep-alive runs out (30 s here).
+#[test]
+fn a_waiting_client_gets_the_first_connection_to_go_idle() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SERVER__MAX_CONNECTIONS", "1"),
+            ("ROSS__SERVER__HEADER_TIMEOUT_MS", "30000"),
+            ("ROSS__SERVER__KEEP_ALIVE_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let port = ross.port;
+    // The one connection is busy: its request head has begun.
+    let mut busy = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    busy.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let waiting = std::thread::spawn(move || {
+        let got = http_get(port, "/health", Duration::from_secs(20));
+        (got.map(|(status, _)| status).ok(), Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !waiting.is_finished(),
+        "served while the only connection was busy"
+    );
+    // The busy one ends its request and is answered; its connection stays open, idle.
+    busy.write_all(b"\r\n").unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 1024];
+    let n = busy.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let idle_since = Instant::now();
+    let (status, served_at) = waiting.join().unwrap();
+    assert_eq!(status, Some(200));
+    let waited = served_at.duration_since(idle_since);
+    assert!(
+        waited < Duration::from_secs(2),
+        "served {waited:?} after a connection went idle"
+    );
+    println!("a waiting client was served {waited:?} after a connection went idle");
 }
 
 /// Regression: about 20,000 idle sockets exhausted the file descriptors and "accept failed"

@@ -71,7 +71,8 @@ pub struct SettingLine {
     pub value: String,
     /// The value in units people read ("10 GiB", "30 s"), where that differs.
     pub readable: Option<String>,
-    /// Where it came from: "default", "file /etc/ross.toml" or "env ROSS__LIMITS__MAX_WIDTH".
+    /// Where it came from: "default", "file /etc/ross.toml", "env ROSS__LIMITS__MAX_WIDTH" or
+    /// "derived from data_dir".
     pub origin: String,
 }
 

@@ -12,6 +12,9 @@ pub enum Origin {
     Env(String),
     /// Not a single key: the file as a whole could not be read or parsed.
     Whole,
+    /// Not given: computed from what is named (other settings, the machine), not a constant
+    /// default.
+    Derived(&'static str),
 }
 
 /// One bad key.
@@ -30,7 +33,7 @@ impl fmt::Display for ConfigError {
         match &self.origin {
             Origin::File(path) => write!(f, "{} (in {path}): {}", self.key, self.message),
             Origin::Env(var) => write!(f, "{} (from {var}): {}", self.key, self.message),
-            Origin::Whole => write!(f, "{}: {}", self.key, self.message),
+            Origin::Whole | Origin::Derived(_) => write!(f, "{}: {}", self.key, self.message),
         }
     }
 }

@@ -702,6 +702,15 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         ),
         ..limits
     };
+    // What is not given and not a constant says what it was computed from.
+    r.derived("cache.dir", "data_dir");
+    r.derived("plugins.dir", "the folder of the ross executable");
+    r.derived("limits.max_concurrent_renders", "the cores of the machine");
+    r.derived(
+        "limits.worker_memory_bytes",
+        "limits.max_source_bytes, max_source_pixels, max_concurrent_renders and \
+         cache.decoded_bytes",
+    );
 
     let enabled = r.bool("whitelist.enabled", true);
     let mut sizes = Vec::new();

@@ -56,6 +56,13 @@ impl<'a> Reader<'a> {
         std::mem::take(&mut self.origins)
     }
 
+    /// Notes that `key`, if not given, was computed from `from`.
+    pub(crate) fn derived(&mut self, key: &str, from: &'static str) {
+        self.origins
+            .entry(key.to_owned())
+            .or_insert(Origin::Derived(from));
+    }
+
     fn lookup(&mut self, key: &str) -> Option<(Raw<'_>, Origin)> {
         self.used.insert(key.to_owned());
         let var = env_name(key);

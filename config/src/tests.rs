@@ -454,6 +454,15 @@ fn each_given_key_knows_where_it_came_from() {
         Some(&Origin::Env("ROSS__LIMITS__MAX_HEIGHT".into()))
     );
     assert_eq!(s.origins.get("cache.max_bytes"), None, "a default");
+    // Not given and not a constant: computed from other settings, and said so.
+    assert_eq!(
+        s.origins.get("cache.dir"),
+        Some(&Origin::Derived("data_dir"))
+    );
+    assert!(matches!(
+        s.origins.get("limits.worker_memory_bytes"),
+        Some(Origin::Derived(from)) if from.contains("max_source_bytes")
+    ));
     // Every key effective() shows is one the reader knows by that name.
     let keys: Vec<String> = s.effective().into_iter().map(|(k, _)| k).collect();
     assert!(keys.contains(&"limits.max_width".to_owned()));

@@ -111,7 +111,20 @@ pub async fn run(
         move |method: &poem::http::Method,
               uri: &poem::http::Uri,
               headers: &poem::http::HeaderMap| hits.answer(method, uri, headers);
-    crate::http::serve(listener, app(state.clone()), fast, shutdown, GRACE, limits).await?;
+    let observed = state.clone();
+    let refused: crate::http::Refused = Arc::new(move |code, message| {
+        crate::observe::refused_by_connection(&observed, code, message)
+    });
+    crate::http::serve(
+        listener,
+        app(state.clone()),
+        fast,
+        shutdown,
+        GRACE,
+        limits,
+        refused,
+    )
+    .await?;
     gauges.abort();
     // Hit times gathered since the last batch, and the index, to disk before exiting.
     let cache = state.cache.clone();

@@ -84,9 +84,14 @@ pub enum Fast {
     Pass(poem::http::Extensions),
 }
 
+/// What the connection layer refused on its own (a head too slow, too large or malformed),
+/// with the message the client got: for the observer, which counts and logs every response.
+pub type Refused = Arc<dyn Fn(ErrorCode, &str) + Send + Sync>;
+
 /// Serves `endpoint` on `listener` until `shutdown` completes, then waits up to `grace` for
 /// requests in flight. `fast` may answer a request before the endpoint (from its method,
-/// URI and headers alone): the cache hits held in memory.
+/// URI and headers alone): the cache hits held in memory. The answers the connection layer
+/// gives itself (408, 431, 400, 414) are told to `refused`.
 pub async fn serve<E, F>(
     listener: tokio::net::TcpListener,
     endpoint: E,
@@ -94,6 +99,7 @@ pub async fn serve<E, F>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     limits: HttpLimits,
+    refused: Refused,
 ) -> io::Result<()>
 where
     E: Endpoint + 'static,
@@ -147,7 +153,7 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = Guarded::new(stream, limits);
+        let io = Guarded::new(stream, limits, refused.clone());
         let exchange = io.exchange.clone();
         open.add(&exchange, limits.max_connections);
         let endpoint = endpoint.clone();
@@ -438,10 +444,12 @@ struct Guarded {
     pending: Vec<u8>,
     /// Once the connection is given up: every read is end of file.
     closed: bool,
+    /// Told of every answer given here.
+    refused: Refused,
 }
 
 impl Guarded {
-    fn new(stream: TcpStream, limits: HttpLimits) -> Guarded {
+    fn new(stream: TcpStream, limits: HttpLimits, refused: Refused) -> Guarded {
         Guarded {
             stream,
             limits,
@@ -455,6 +463,7 @@ impl Guarded {
             send: Stall::new(limits.send_timeout, "server.send_timeout_ms"),
             pending: Vec::new(),
             closed: false,
+            refused,
         }
     }
 
@@ -477,6 +486,7 @@ impl Guarded {
     fn answer(&mut self, code: ErrorCode, message: &str) {
         self.pending = json_answer(code, message);
         self.closed = true;
+        (self.refused)(code, message);
     }
 
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

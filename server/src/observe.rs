@@ -13,7 +13,7 @@ use std::time::Instant;
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
-use crate::error::{AppError, Failure};
+use crate::error::{AppError, ErrorCode, Failure};
 use crate::routes;
 use crate::state::AppState;
 use crate::telemetry;
@@ -137,6 +137,31 @@ pub fn note(state: &AppState, outcome: &Outcome<'_>) {
         }
         Some(_) | None => {}
     }
+}
+
+/// Notes an answer the connection layer gave itself, before any request reached the router (a
+/// head too slow, too large or malformed): counted, listed and logged like every response,
+/// with `-` for what was never read.
+pub fn refused_by_connection(state: &AppState, code: ErrorCode, message: &str) {
+    static UNREAD: std::sync::LazyLock<poem::http::Method> = std::sync::LazyLock::new(|| {
+        poem::http::Method::from_bytes(b"-").expect("a token is a method")
+    });
+    note(
+        state,
+        &Outcome {
+            id: "-",
+            method: &UNREAD,
+            path: "-",
+            status: code.status(),
+            cache: "-",
+            started: Instant::now(),
+            failure: Some(Failure {
+                code,
+                reason: message.to_owned(),
+                cause: None,
+            }),
+        },
+    );
 }
 
 /// Refusal (4xx) lines written per second at most. Clients decide how many refusals there
@@ -291,6 +316,9 @@ fn in_spec_format(response: Response, path: &str) -> Response {
         return response;
     }
     let mut fixed = AppError::from_status(status).into_response();
+    // The status is never changed: one without a code of its own (a 409 or 412 from poem)
+    // gets the nearest code, bad-request or internal-error, and keeps its status.
+    fixed.set_status(status);
     if status == StatusCode::METHOD_NOT_ALLOWED {
         let allow = routes::allowed_methods(path);
         fixed
@@ -303,6 +331,24 @@ fn in_spec_format(response: Response, path: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a 4xx poem produced without a code of its own was sent as 400.
+    #[test]
+    fn a_framework_error_keeps_its_status_in_the_json_format() {
+        for status in [
+            StatusCode::CONFLICT,
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_GATEWAY,
+        ] {
+            let plain = Response::builder().status(status).body("plain text");
+            let fixed = in_spec_format(plain, "/x");
+            assert_eq!(fixed.status(), status);
+            assert_eq!(
+                fixed.headers()[poem::http::header::CONTENT_TYPE],
+                "application/json"
+            );
+        }
+    }
 
     #[test]
     fn refusal_lines_are_bounded_per_second_and_the_rest_counted() {

@@ -234,6 +234,7 @@ pub fn settings(state: &AppState) -> SettingsView {
                     Some(ross_config::Origin::File(path)) => format!("file {path}"),
                     Some(ross_config::Origin::Env(var)) => format!("env {var}"),
                     Some(ross_config::Origin::Whole) => "file".to_owned(),
+                    Some(ross_config::Origin::Derived(from)) => format!("derived from {from}"),
                 },
                 key,
                 value,
