@@ -205,13 +205,22 @@ async fn plugins_built_before_decode_needs_still_load() {
     }
 }
 
-/// A plugin built against ABI 0.1.1 (its root module has `decode_need` but no `takes_alpha`,
-/// its version string is 0.1.1) loads, its decode need is honoured, and it is handed RGB: a
-/// transparent source is flattened for it even when the answer is WebP. The built-in `crop`
-/// takes alpha and keeps it.
+/// Plugins built against ABI 0.1.1 (a root module with `decode_need` but no `takes_alpha`) and
+/// 0.1.2 (with `takes_alpha`, saying no), each with its version string, load; their decode
+/// need is honoured, and they are handed RGB: a transparent source is flattened for them even
+/// when the answer is WebP. The built-in `crop` takes alpha and keeps it.
 #[tokio::test]
-async fn plugins_built_before_alpha_still_load_and_get_rgb() {
-    let dir = plugin_folder(&[fixture_plugin("abi_0_1_1_plugin"), built("crop")]);
+async fn plugins_built_against_older_abis_load_and_get_what_they_asked_for() {
+    for (fixture, mode, abi) in [
+        ("abi_0_1_1_plugin", "abi011", "0.1.1"),
+        ("abi_0_1_2_plugin", "abi012", "0.1.2"),
+    ] {
+        plugin_of_an_older_abi(fixture, mode, abi).await;
+    }
+}
+
+async fn plugin_of_an_older_abi(fixture: &str, mode: &str, abi: &str) {
+    let dir = plugin_folder(&[fixture_plugin(fixture), built("crop")]);
     let server = TestServer::builder()
         .plugins(dir.path())
         .set("ROSS__OUTPUT__FORMATS", "webp,jpeg")
@@ -225,16 +234,16 @@ async fn plugins_built_before_alpha_still_load_and_get_rgb() {
     let old = server
         .state
         .modes
-        .get("abi011")
-        .expect("the 0.1.1 plugin loaded");
-    assert_eq!(old.abi_version(), "0.1.1");
+        .get(mode)
+        .unwrap_or_else(|| panic!("the {abi} plugin did not load"));
+    assert_eq!(old.abi_version(), abi);
     assert!(!old.takes_alpha);
     let target = plugin_api::TargetSize {
         width: 300,
         height: 200,
     };
     assert_eq!(
-        mode_code(&fixture_plugin("abi_0_1_1_plugin"), "abi011").decode_box(target),
+        mode_code(&fixture_plugin(fixture), mode).decode_box(target),
         None,
         "its full-size decode need is lost"
     );
@@ -249,7 +258,7 @@ async fn plugins_built_before_alpha_still_load_and_get_rgb() {
         let img = image::load_from_memory(body).unwrap();
         img.color().has_alpha().then(|| img.into_rgba8())
     };
-    let r = webp("/120/80/abi011/png/tmshre_riaphotographs_alpha.png").await;
+    let r = webp(&format!("/120/80/{mode}/png/tmshre_riaphotographs_alpha.png")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), "image/webp");
     assert!(

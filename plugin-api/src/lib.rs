@@ -46,3 +46,16 @@ pub use abi_stable;
 pub mod __private {
     pub use crate::export::{module_decode_need, module_modes, module_render, module_takes_alpha};
 }
+
+#[cfg(test)]
+mod tests {
+    /// abi_stable compares the package name and version of every type that crosses the
+    /// boundary (for 0.x, the minor): a 0.2 or 1.0 of this package would refuse every plugin
+    /// built so far, and the fixtures (built as examples of this very package) would not show
+    /// it. The package stays on 0.1.x; a break of the ABI is a new root-module version.
+    #[test]
+    fn the_package_stays_on_its_abi_line() {
+        assert_eq!(env!("CARGO_PKG_NAME"), "ross-plugin-api");
+        assert!(env!("CARGO_PKG_VERSION").starts_with("0.1."));
+    }
+}

@@ -1,0 +1,60 @@
+//! Test fixture: a plugin as every plugin built against plugin ABI 0.1.2 is (the last ABI with
+//! exhaustive `repr(u8)` enums): the root module of that time (`modes`, `render`,
+//! `decode_need`, `takes_alpha`) and its version string, with the types of 0.1.x written out
+//! (`support/abi_0_1.rs`), so that it stays what those plugins are whatever plugin-api becomes.
+//! The host must load it, honour its decode need (the full size), and hand it RGB, as its
+//! `takes_alpha` says no.
+#![allow(non_local_definitions, non_camel_case_types, missing_docs)]
+
+#[path = "support/abi_0_1.rs"]
+#[macro_use]
+mod abi;
+
+use abi::*;
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::{RResult, RStr, RVec};
+
+root_module!(
+    "0.1.2",
+    decode_need: extern "C" fn(mode: RStr<'_>, target: TargetSize) -> DecodeNeed,
+    takes_alpha: extern "C" fn(mode: RStr<'_>) -> bool
+);
+
+extern "C" fn modes() -> RResult<RVec<ModeInfo>, RenderError> {
+    one_mode(
+        "abi012",
+        "0.1.2",
+        "The whole source stretched to the box (built against ABI 0.1.2).",
+    )
+}
+
+extern "C" fn render(
+    _mode: RStr<'_>,
+    source: ImageView<'_>,
+    target: TargetSize,
+) -> RResult<ImageBuf, RenderError> {
+    stretch(source, target)
+}
+
+extern "C" fn decode_need(_mode: RStr<'_>, _target: TargetSize) -> DecodeNeed {
+    DecodeNeed {
+        full_size: true,
+        width: 0,
+        height: 0,
+    }
+}
+
+extern "C" fn takes_alpha(_mode: RStr<'_>) -> bool {
+    false
+}
+
+#[abi_stable::export_root_module]
+pub fn instantiate_root_module() -> PluginModule_Ref {
+    PluginModule {
+        modes,
+        render,
+        decode_need,
+        takes_alpha,
+    }
+    .leak_into_prefix()
+}
