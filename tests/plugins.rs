@@ -258,7 +258,10 @@ async fn plugin_of_an_older_abi(fixture: &str, mode: &str, abi: &str) {
         let img = image::load_from_memory(body).unwrap();
         img.color().has_alpha().then(|| img.into_rgba8())
     };
-    let r = webp(&format!("/120/80/{mode}/png/tmshre_riaphotographs_alpha.png")).await;
+    let r = webp(&format!(
+        "/120/80/{mode}/png/tmshre_riaphotographs_alpha.png"
+    ))
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), "image/webp");
     assert!(
@@ -306,4 +309,39 @@ async fn a_mode_that_needs_the_full_size_gets_it_from_any_format() {
             "{file}: object {width} px wide"
         );
     }
+}
+
+/// One check opens every plugin of the ABI's line, older or newer than the server, with no
+/// frozen copy of an older root module: a plugin of a newer 0.1 (an entry point appended that
+/// the server does not know) loads and serves; a plugin of another line (0.2.0, which
+/// abi_stable alone would take) is refused, naming both versions.
+#[tokio::test]
+async fn newer_plugins_of_the_line_load_and_other_lines_are_refused() {
+    let dir = plugin_folder(&[
+        fixture_plugin("abi_future_plugin"),
+        fixture_plugin("abi_next_line_plugin"),
+    ]);
+    let server = TestServer::builder().plugins(dir.path()).start().await;
+    let future = server
+        .state
+        .modes
+        .get("future")
+        .expect("the newer plugin loaded");
+    assert_eq!(future.abi_version(), "0.1.9");
+    let r = server.get("/120/80/future/photos/Dune.jpg").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.image().dimensions(), (120, 80));
+    let failures = server.state.modes.failures();
+    let refused = failures
+        .iter()
+        .find(|f| f.file.ends_with("libabi_next_line_plugin.so"))
+        .unwrap_or_else(|| panic!("the other line was not refused: {failures:?}"));
+    let message = refused.error.to_string();
+    assert!(
+        matches!(refused.error, PluginLoadError::Incompatible { .. })
+            && message.contains("0.2.0")
+            && message.contains(plugin_api::PLUGIN_ABI_VERSION),
+        "{message}"
+    );
+    assert!(server.state.modes.get("nextline").is_none());
 }

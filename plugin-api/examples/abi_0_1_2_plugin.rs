@@ -12,7 +12,7 @@ mod abi;
 
 use abi::*;
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RStr, RVec};
+use abi_stable::std_types::{RResult, RVec};
 
 root_module!(
     "0.1.2",
@@ -28,33 +28,13 @@ extern "C" fn modes() -> RResult<RVec<ModeInfo>, RenderError> {
     )
 }
 
-extern "C" fn render(
-    _mode: RStr<'_>,
-    source: ImageView<'_>,
-    target: TargetSize,
-) -> RResult<ImageBuf, RenderError> {
-    stretch(source, target)
-}
-
-extern "C" fn decode_need(_mode: RStr<'_>, _target: TargetSize) -> DecodeNeed {
-    DecodeNeed {
-        full_size: true,
-        width: 0,
-        height: 0,
-    }
-}
-
-extern "C" fn takes_alpha(_mode: RStr<'_>) -> bool {
-    false
-}
-
 #[abi_stable::export_root_module]
 pub fn instantiate_root_module() -> PluginModule_Ref {
     PluginModule {
         modes,
         render,
-        decode_need,
-        takes_alpha,
+        decode_need: full_size,
+        takes_alpha: rgb_only,
     }
     .leak_into_prefix()
 }

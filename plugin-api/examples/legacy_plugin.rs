@@ -12,7 +12,7 @@ mod abi;
 
 use abi::*;
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RStr, RVec};
+use abi_stable::std_types::{RResult, RVec};
 
 root_module!("0.1.0");
 
@@ -22,14 +22,6 @@ extern "C" fn modes() -> RResult<RVec<ModeInfo>, RenderError> {
         "0.1.0",
         "The whole source stretched to the box (built before ABI 0.1.1).",
     )
-}
-
-extern "C" fn render(
-    _mode: RStr<'_>,
-    source: ImageView<'_>,
-    target: TargetSize,
-) -> RResult<ImageBuf, RenderError> {
-    stretch(source, target)
 }
 
 #[abi_stable::export_root_module]

@@ -8,16 +8,15 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, StableAbi};
 
-/// The version of the plugin ABI, independent of ross's own: the host refuses a plugin whose
-/// ABI version has another major number (another minor number while it is 0.x), or a lower
-/// minor number than its own. Raise the patch number for additions that older plugins can do
-/// without (fields appended to [`PluginModule`]); raise the minor number (0.x) only for a
-/// change that breaks every plugin built before it.
+/// The version of the plugin ABI, independent of ross's own. The host takes a plugin of the
+/// same major and minor ("the line"), whatever its patch, older or newer than its own
+/// ([`crate::host`]), and refuses every other. Raise the patch number for additions that
+/// older plugins can do without (fields appended to [`PluginModule`]); a change that breaks
+/// plugins built before is a new line (a new minor while it is 0.x).
 ///
 /// History: 0.1.0, the first (it was the workspace's version then, so every plugin built
-/// before this constant carries it; frozen in [`crate::v0_1_0`]); 0.1.1 appended
-/// [`PluginModule::decode_need`] (frozen in [`crate::v0_1_1`]); 0.1.2 appended
-/// [`PluginModule::takes_alpha`].
+/// before this constant carries it); 0.1.1 appended [`PluginModule::decode_need`]; 0.1.2
+/// appended [`PluginModule::takes_alpha`]. Fixtures of each are in `examples/`.
 pub const PLUGIN_ABI_VERSION: &str = "0.1.2";
 
 /// How pixels are laid out in a buffer. Every format is 8 bits per channel, interleaved.

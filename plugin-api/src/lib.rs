@@ -26,12 +26,10 @@
 mod abi;
 mod export;
 pub mod geometry;
+pub mod host;
 pub mod ops;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod v0_1_0;
-#[allow(unsafe_code)] // the accessor abi_stable generates for `decode_need`
-pub mod v0_1_1;
 
 pub use abi::{
     DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule, PluginModule_Ref,

@@ -4,7 +4,7 @@
 //! their one mode: the whole source stretched to the box, nearest pixel, RGB only.
 #![allow(dead_code)]
 
-use abi_stable::std_types::{RResult, RSlice, RString, RVec};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 
 #[repr(u8)]
@@ -158,4 +158,36 @@ pub fn one_mode(
         version: version.into(),
         description: description.into(),
     }]))
+}
+
+/// The fixtures' `render`: [`stretch`], whatever the mode.
+pub extern "C" fn render(
+    _mode: RStr<'_>,
+    source: ImageView<'_>,
+    target: TargetSize,
+) -> RResult<ImageBuf, RenderError> {
+    stretch(source, target)
+}
+
+/// A `decode_need` asking for the full size.
+pub extern "C" fn full_size(_mode: RStr<'_>, _target: TargetSize) -> DecodeNeed {
+    DecodeNeed {
+        full_size: true,
+        width: 0,
+        height: 0,
+    }
+}
+
+/// A `decode_need` asking for just what covers the box.
+pub extern "C" fn cover(_mode: RStr<'_>, target: TargetSize) -> DecodeNeed {
+    DecodeNeed {
+        full_size: false,
+        width: target.width,
+        height: target.height,
+    }
+}
+
+/// A `takes_alpha` saying no.
+pub extern "C" fn rgb_only(_mode: RStr<'_>) -> bool {
+    false
 }

@@ -6,17 +6,19 @@
 //! loaded library in place crashes the process. So the server copies each file to a unique
 //! path in the data folder and workers only ever open the copy. The copy is opened with
 //! `RTLD_NOW` first, which refuses a library with unresolved symbols with the dynamic linker's
-//! own message before abi_stable runs any of its code; abi_stable then checks the ABI version,
-//! the plugin-api version and the full layout of the root module.
+//! own message before abi_stable runs any of its code; `plugin_api::host` then checks the ABI
+//! version (the server's line) and the layout of the root module (in whichever direction the
+//! plugin is the larger side: older and newer plugins of the line pass, through one handle).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
+use plugin_api::host::{self, OpenError};
 use plugin_api::{
-    v0_1_0, v0_1_1, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule_Ref,
-    RenderError, RenderErrorKind, TargetSize,
+    DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule_Ref, RenderError,
+    TargetSize,
 };
 
 use crate::request::is_mode_word;
@@ -107,29 +109,21 @@ impl PluginLoadError {
     }
 }
 
-/// A plugin's root module, of whichever supported ABI version it was built against; calls
-/// are converted at the boundary.
+/// A plugin's root module, of whichever version of the ABI's line it was built against: the
+/// entry points it lacks (it is older than this server) read as absent.
 #[derive(Clone, Copy)]
-pub(crate) enum Module {
-    /// The current ABI ([`plugin_api::PLUGIN_ABI_VERSION`]).
-    Current(PluginModule_Ref),
-    /// ABI 0.1.1: no `takes_alpha`.
-    V0_1_1(v0_1_1::PluginModule_Ref),
-    /// ABI 0.1.0: no `decode_need` either.
-    V0_1_0(v0_1_0::PluginModule_Ref),
+pub(crate) struct Module {
+    root: PluginModule_Ref,
+    /// The ABI version it was built against, as it says.
+    abi: &'static str,
 }
 
 impl Module {
     /// The modes the library declares.
     pub(crate) fn modes(self) -> Result<Vec<ModeInfo>, RenderError> {
-        match self {
-            Module::Current(m) => m.modes()().into_result().map(|v| v.into_iter().collect()),
-            Module::V0_1_1(m) => m.modes()().into_result().map(|v| v.into_iter().collect()),
-            Module::V0_1_0(m) => m.modes()()
-                .into_result()
-                .map(|v| v.into_iter().map(ModeInfo::from).collect())
-                .map_err(RenderError::from),
-        }
+        self.root.modes()()
+            .into_result()
+            .map(|v| v.into_iter().collect())
     }
 
     /// Renders `source` in `mode` at `target`.
@@ -139,50 +133,24 @@ impl Module {
         source: ImageView<'_>,
         target: TargetSize,
     ) -> Result<ImageBuf, RenderError> {
-        match self {
-            Module::Current(m) => m.render()(RStr::from(mode), source, target).into_result(),
-            Module::V0_1_1(m) => m.render()(RStr::from(mode), source, target).into_result(),
-            Module::V0_1_0(m) => {
-                let source = v0_1_0::ImageView::from_current(source).ok_or_else(|| {
-                    RenderError::new(
-                        RenderErrorKind::Unsupported,
-                        "a plugin built for ABI 0.1.0 cannot take this pixel format",
-                    )
-                })?;
-                m.render()(RStr::from(mode), source, target.into())
-                    .into_result()
-                    .map(ImageBuf::from)
-                    .map_err(RenderError::from)
-            }
-        }
+        self.root.render()(RStr::from(mode), source, target).into_result()
     }
 
-    /// The plugin ABI version it was built against (the oldest of its line).
+    /// The plugin ABI version it was built against.
     pub(crate) fn abi_version(self) -> &'static str {
-        match self {
-            Module::Current(_) => plugin_api::PLUGIN_ABI_VERSION,
-            Module::V0_1_1(_) => "0.1.1",
-            Module::V0_1_0(_) => "0.1.0",
-        }
+        self.abi
     }
 
-    /// The decode `mode` needs for `target`; `None` from a plugin that cannot say (ABI
-    /// 0.1.0), which gets just what covers the target.
+    /// The decode `mode` needs for `target`; `None` from a plugin that cannot say (built
+    /// before ABI 0.1.1), which gets just what covers the target.
     pub(crate) fn decode_need(self, mode: &str, target: TargetSize) -> Option<DecodeNeed> {
-        match self {
-            Module::Current(m) => m.decode_need().map(|f| f(RStr::from(mode), target)),
-            Module::V0_1_1(m) => m.decode_need().map(|f| f(RStr::from(mode), target)),
-            Module::V0_1_0(_) => None,
-        }
+        self.root.decode_need().map(|f| f(RStr::from(mode), target))
     }
 
     /// Whether `mode` takes RGBA sources and keeps their transparency; false from a plugin
     /// built before ABI 0.1.2 (it is handed RGB).
     pub(crate) fn takes_alpha(self, mode: &str) -> bool {
-        match self {
-            Module::Current(m) => m.takes_alpha().is_some_and(|f| f(RStr::from(mode))),
-            Module::V0_1_1(_) | Module::V0_1_0(_) => false,
-        }
+        self.root.takes_alpha().is_some_and(|f| f(RStr::from(mode)))
     }
 }
 
@@ -297,17 +265,24 @@ pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoad
     })?;
     preflight(copy, file)?;
     let header = lib_header_from_path(copy).map_err(|e| summarise(file, e))?;
-    // Checked against the current ABI, then against the frozen older ones (abi_stable takes a
-    // plugin newer than the type it is checked against, never older).
-    let module = match header.init_root_module::<PluginModule_Ref>() {
-        Ok(current) => Module::Current(current),
-        Err(e) => match header.init_root_module::<v0_1_1::PluginModule_Ref>() {
-            Ok(old) => Module::V0_1_1(old),
-            Err(_) => match header.init_root_module::<v0_1_0::PluginModule_Ref>() {
-                Ok(older) => Module::V0_1_0(older),
-                Err(_) => return Err(summarise(file, e)),
-            },
+    // Any version of the ABI's line, older or newer than this server's, checked in one go.
+    let root = host::open_root_module(header).map_err(|e| match e {
+        OpenError::Init(RootModuleError::Unwound) => PluginLoadError::InitFailed {
+            file: file.to_owned(),
+            reason: "it panicked while starting".into(),
         },
+        OpenError::Init(err) => PluginLoadError::InitFailed {
+            file: file.to_owned(),
+            reason: first_line(&err.to_string()),
+        },
+        other => PluginLoadError::Incompatible {
+            file: file.to_owned(),
+            reason: other.to_string(),
+        },
+    })?;
+    let module = Module {
+        root,
+        abi: host::abi_version(header),
     };
     let modes = module.modes().map_err(|e| PluginLoadError::InitFailed {
         file: file.to_owned(),
