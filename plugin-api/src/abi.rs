@@ -319,6 +319,39 @@ impl fmt::Display for RenderError {
 
 impl std::error::Error for RenderError {}
 
+/// The longest mode name, in bytes.
+pub const MAX_MODE_NAME: usize = 64;
+
+/// Whether `name` can name a mode: lower-case ASCII letters, digits, `_` and `-`, starting
+/// with a letter, at most [`MAX_MODE_NAME`] bytes (it is a URL segment and a cache folder's
+/// name). The one rule: the host refuses a plugin declaring another name, and `ross plugin
+/// new` a crate for one.
+pub fn is_mode_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= MAX_MODE_NAME
+        && matches!(bytes.next(), Some(b'a'..=b'z'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+}
+
+impl ImageBuf {
+    /// The one check of a render's output, made by the host on every render and by the test
+    /// kit alike: a well-formed buffer (every row inside it), not empty, and no larger than
+    /// the `target` box.
+    pub fn check_output(&self, target: TargetSize) -> Result<(), RenderError> {
+        self.view().validate()?;
+        if self.width > target.width || self.height > target.height {
+            return Err(RenderError::new(
+                RenderErrorKind::Failed,
+                format!(
+                    "{}x{} is larger than the requested {}x{}",
+                    self.width, self.height, target.width, target.height
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One mode a plugin provides, as the server lists it.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -366,4 +399,36 @@ impl RootModule for PluginModule_Ref {
     /// [`PLUGIN_ABI_VERSION`]: a plugin built against an incompatible one is refused before
     /// any of its code runs.
     const VERSION_STRINGS: VersionStrings = VersionStrings::new(PLUGIN_ABI_VERSION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names() {
+        for good in ["crop", "a", "trim-resize_2", &"a".repeat(MAX_MODE_NAME)] {
+            assert!(is_mode_name(good), "{good}");
+        }
+        for bad in ["", "Crop", "2x", "-a", "a/b", "a.b", "é", &"a".repeat(65)] {
+            assert!(!is_mode_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_output_check() {
+        let target = TargetSize {
+            width: 10,
+            height: 8,
+        };
+        let white = |w, h| ImageBuf::filled(w, h, PixelFormat::Rgb8, &[255; 3]);
+        assert!(white(10, 8).check_output(target).is_ok());
+        assert!(white(4, 8).check_output(target).is_ok(), "smaller is fine");
+        let e = white(11, 8).check_output(target).unwrap_err();
+        assert_eq!(e.message.as_str(), "11x8 is larger than the requested 10x8");
+        let mut short = white(10, 8);
+        short.pixels.truncate(10);
+        assert!(short.check_output(target).is_err(), "rows missing");
+        assert!(white(0, 8).check_output(target).is_err(), "empty");
+    }
 }

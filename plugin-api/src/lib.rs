@@ -32,8 +32,8 @@ pub mod ops;
 pub mod testing;
 
 pub use abi::{
-    DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule, PluginModule_Ref,
-    RenderError, RenderErrorKind, TargetSize, PLUGIN_ABI_VERSION,
+    is_mode_name, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule,
+    PluginModule_Ref, RenderError, RenderErrorKind, TargetSize, MAX_MODE_NAME, PLUGIN_ABI_VERSION,
 };
 pub use export::{guard, Mode, ModeDescriptor};
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use abi_stable::std_types::RStr;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
-use crate::{ImageBuf, PixelFormat, PluginModule_Ref, RenderError, RenderErrorKind, TargetSize};
+use crate::{ImageBuf, PixelFormat, PluginModule_Ref, RenderError, TargetSize};
 
 /// A sample image bundled with ross (`samples/` in the ross repository): `ladybird.jpg`,
 /// `storm.jpg`, `flower.jpg`, `rotated-exif.jpg` (EXIF orientation 6), `transparent.png`.
@@ -135,16 +135,12 @@ impl Harness {
     ) -> Result<ImageBuf, RenderError> {
         let target = TargetSize { width, height };
         let out = self.module.render()(RStr::from(mode), source.view(), target).into_result()?;
-        out.view().validate()?;
-        if out.width > width || out.height > height {
-            return Err(RenderError::new(
-                RenderErrorKind::Failed,
-                format!(
-                    "the server would refuse this output: {}x{} is larger than the {width}x{height} box",
-                    out.width, out.height
-                ),
-            ));
-        }
+        out.check_output(target).map_err(|e| {
+            RenderError::new(
+                e.kind,
+                format!("the server would refuse this output: {}", e.message),
+            )
+        })?;
         Ok(out)
     }
 

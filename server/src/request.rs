@@ -99,11 +99,9 @@ fn looks_numeric(s: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `[a-z][a-z0-9_-]*`: the shape of a mode name.
+/// Whether `s` can name a mode (the ABI's one rule, [`plugin_api::is_mode_name`]).
 pub fn is_mode_word(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z'))
-        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+    plugin_api::is_mode_name(s)
 }
 
 fn side(text: &str, what: &str, max: u32) -> Result<u32, RequestError> {

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::request::is_mode_word;
-
 /// Why a plugin crate could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
@@ -46,7 +44,7 @@ pub fn find_plugin_api() -> Option<PathBuf> {
 /// Creates the crate for mode `name` in `dir`, depending on the plugin-api at `api`. Returns
 /// the files written.
 pub fn new_plugin(name: &str, dir: &Path, api: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
-    if !is_mode_word(name) || name.len() > 64 {
+    if !plugin_api::is_mode_name(name) {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
     let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());

@@ -116,15 +116,8 @@ impl ModeCode {
             mode: self.name.clone(),
             reason,
         };
-        out.view()
-            .validate()
+        out.check_output(target)
             .map_err(|e| bad(e.message.to_string()))?;
-        if out.width > target.width || out.height > target.height {
-            return Err(bad(format!(
-                "{}x{} is larger than the requested {}x{}",
-                out.width, out.height, target.width, target.height
-            )));
-        }
         Ok(out)
     }
 }

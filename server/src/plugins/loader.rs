@@ -21,8 +21,6 @@ use plugin_api::{
     TargetSize,
 };
 
-use crate::request::is_mode_word;
-
 /// Why a plugin file was refused. Each variant names the file and says what to do in a line.
 #[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PluginLoadError {
@@ -296,10 +294,10 @@ pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoad
         return Err(invalid("the plugin declares no modes".into()));
     }
     for m in &modes {
-        if !is_mode_word(&m.name) || m.name.len() > 64 {
+        if !plugin_api::is_mode_name(&m.name) {
             return Err(invalid(format!(
                 "mode name {:?} is not lower-case letters, digits, '_' or '-' starting with a \
-                 letter",
+                 letter, at most 64 bytes",
                 m.name.as_str()
             )));
         }
@@ -327,14 +325,8 @@ pub(crate) fn test_render(module: Module, mode: &str) -> Result<(), String> {
     let out = module
         .render(mode, view, target)
         .map_err(|e| e.to_string())?;
-    out.view().validate().map_err(|e| e.to_string())?;
-    if out.width > target.width || out.height > target.height || out.width == 0 {
-        return Err(format!(
-            "it returned {}x{} for a 12x10 box",
-            out.width, out.height
-        ));
-    }
-    Ok(())
+    out.check_output(target)
+        .map_err(|e| format!("its test render of a 12x10 box: {}", e.message))
 }
 
 /// Checks that `path` is a complete 64-bit little-endian ELF file: every program segment and
