@@ -401,8 +401,8 @@ fn http_layer_errors_carry_the_json_body() {
     let (_, metrics) = http_get(port, "/metrics", wait).unwrap();
     let metrics = String::from_utf8_lossy(&metrics);
     for line in [
-        "ross_errors_total{status=\"400\"} 1",
-        "ross_errors_total{status=\"431\"} 2",
+        "\nross_errors_total{status=\"400\"} 1\n",
+        "\nross_errors_total{status=\"431\"} 2\n",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }

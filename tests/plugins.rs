@@ -9,6 +9,8 @@ async fn load_failures_are_reported_and_do_not_stop_start_up() {
     let dir = plugin_folder(&[
         built("crop"),
         fixture_plugin("abi_mismatch_plugin"),
+        fixture_plugin("abi_wrong_field_plugin"),
+        fixture_plugin("abi_no_layout_plugin"),
         fixture_plugin("init_panic_plugin"),
         fixture_plugin("missing_symbol_plugin"),
     ]);
@@ -64,6 +66,19 @@ async fn load_failures_are_reported_and_do_not_stop_start_up() {
         kind("libabi_mismatch_plugin.so"),
         PluginLoadError::Incompatible { .. }
     ));
+    // An older plugin whose entry point disagrees with the server's: only the check with
+    // the roles swapped sees it. One without its layout could not be checked at all.
+    for (file, says) in [
+        ("libabi_wrong_field_plugin.so", "layout differs"),
+        ("libabi_no_layout_plugin.so", "without its layout"),
+    ] {
+        let error = kind(file);
+        assert!(
+            matches!(error, PluginLoadError::Incompatible { .. })
+                && error.to_string().contains(says),
+            "{file}: {error}"
+        );
+    }
     assert!(matches!(
         kind("libinit_panic_plugin.so"),
         PluginLoadError::InitFailed { .. }
@@ -87,7 +102,7 @@ async fn load_failures_are_reported_and_do_not_stop_start_up() {
     }
     assert_eq!(
         failures.len(),
-        4 + usize::from(libm.is_some()),
+        6 + usize::from(libm.is_some()),
         "{failures:?}"
     );
     for f in &failures {

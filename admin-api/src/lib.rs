@@ -189,7 +189,7 @@ pub struct Mode {
     pub file: String,
     /// When it was loaded, as an HTTP date.
     pub loaded_at: String,
-    /// "serving", "serving; a newer file was refused", or "quarantined".
+    /// "serving", "serving; a newer copy of its file was refused", or "quarantined".
     pub status: String,
     /// Renders of this load that produced an image.
     pub renders: u64,
@@ -264,4 +264,34 @@ pub struct Purged {
     pub entries: u64,
     /// Bytes freed.
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of the parts of `/plugins` that a running server shows only when something
+    /// went wrong (a quarantine, a refused file), pinned as the end-to-end test pins the rest.
+    #[test]
+    fn the_keys_shown_only_on_trouble_are_pinned() {
+        let refused = Refused::default();
+        let plugins = Plugins {
+            modes: vec![Mode {
+                quarantine: Some(Quarantine::default()),
+                last_load_error: Some(refused.clone()),
+                ..Mode::default()
+            }],
+            refused: vec![refused],
+            ..Plugins::default()
+        };
+        let json = serde_json::to_value(&plugins).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys.join(",")
+        };
+        assert_eq!(keys(&json["modes"][0]["quarantine"]), "reason,since");
+        assert_eq!(keys(&json["modes"][0]["last_load_error"]), "at,error,file");
+        assert_eq!(keys(&json["refused"][0]), "at,error,file");
+    }
 }

@@ -11,7 +11,6 @@
 mod abi;
 
 use abi::*;
-use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RVec};
 
 root_module!(
@@ -28,13 +27,4 @@ extern "C" fn modes() -> RResult<RVec<ModeInfo>, RenderError> {
     )
 }
 
-#[abi_stable::export_root_module]
-pub fn instantiate_root_module() -> PluginModule_Ref {
-    PluginModule {
-        modes,
-        render,
-        decode_need: full_size,
-        takes_alpha: rgb_only,
-    }
-    .leak_into_prefix()
-}
+export!(modes, render, decode_need: full_size, takes_alpha: rgb_only);

@@ -9,7 +9,6 @@
 mod abi;
 
 use abi::*;
-use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RVec};
 
 root_module!(
@@ -31,14 +30,4 @@ extern "C" fn unknown_to_the_server() -> u32 {
     std::process::abort()
 }
 
-#[abi_stable::export_root_module]
-pub fn instantiate_root_module() -> PluginModule_Ref {
-    PluginModule {
-        modes,
-        render,
-        decode_need: cover,
-        takes_alpha: rgb_only,
-        unknown_to_the_server,
-    }
-    .leak_into_prefix()
-}
+export!(modes, render, decode_need: cover, takes_alpha: rgb_only, unknown_to_the_server);

@@ -8,7 +8,6 @@
 mod abi;
 
 use abi::*;
-use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RVec};
 
 root_module!("0.2.0");
@@ -17,7 +16,4 @@ extern "C" fn modes() -> RResult<RVec<ModeInfo>, RenderError> {
     one_mode("nextline", "0.2.0", "Never served.")
 }
 
-#[abi_stable::export_root_module]
-pub fn instantiate_root_module() -> PluginModule_Ref {
-    PluginModule { modes, render }.leak_into_prefix()
-}
+export!(modes, render);

@@ -11,7 +11,6 @@
 mod abi;
 
 use abi::*;
-use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RVec};
 
 root_module!("0.1.0");
@@ -24,7 +23,4 @@ extern "C" fn modes() -> RResult<RVec<ModeInfo>, RenderError> {
     )
 }
 
-#[abi_stable::export_root_module]
-pub fn instantiate_root_module() -> PluginModule_Ref {
-    PluginModule { modes, render }.leak_into_prefix()
-}
+export!(modes, render);

@@ -327,9 +327,15 @@ pub const MAX_MODE_NAME: usize = 64;
 /// name). The one rule: the host refuses a plugin declaring another name, and `ross plugin
 /// new` a crate for one.
 pub fn is_mode_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    name.len() <= MAX_MODE_NAME
-        && matches!(bytes.next(), Some(b'a'..=b'z'))
+    name.len() <= MAX_MODE_NAME && has_mode_shape(name)
+}
+
+/// Whether `word` has the shape of a mode name, whatever its length: what tells a sized
+/// request's URL (`/{w}/{h}/{mode}/{key}`) from an original's, so that a mode name too long to
+/// exist is answered as an unknown mode.
+pub fn has_mode_shape(word: &str) -> bool {
+    let mut bytes = word.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
 }
 

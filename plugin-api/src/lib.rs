@@ -19,8 +19,9 @@
 // abi_stable's derive macros trip these two lints on current Rust.
 #![allow(non_local_definitions, non_camel_case_types)]
 // The plugin boundary is the one place where ross needs `unsafe`-adjacent code: abi_stable's
-// generated statics, and the accessor it generates for a root-module field that older
-// plugins lack (allowed on `abi` for that alone). This crate writes no `unsafe` block.
+// generated statics, the accessor it generates for a root-module field that older plugins
+// lack (allowed on `abi` for that alone), and the one `unsafe` block of `host`, which reads a
+// root module after checking its layout itself.
 
 #[allow(unsafe_code)]
 mod abi;
@@ -32,8 +33,9 @@ pub mod ops;
 pub mod testing;
 
 pub use abi::{
-    is_mode_name, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule,
-    PluginModule_Ref, RenderError, RenderErrorKind, TargetSize, MAX_MODE_NAME, PLUGIN_ABI_VERSION,
+    has_mode_shape, is_mode_name, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat,
+    PluginModule, PluginModule_Ref, RenderError, RenderErrorKind, TargetSize, MAX_MODE_NAME,
+    PLUGIN_ABI_VERSION,
 };
 pub use export::{guard, Mode, ModeDescriptor};
 

@@ -52,7 +52,7 @@ pub async fn observe<E: Endpoint>(
             path: &path,
             status: response.status(),
             cache,
-            started,
+            started: Some(started),
             failure,
         },
     );
@@ -71,8 +71,9 @@ pub struct Outcome<'a> {
     pub status: StatusCode,
     /// `HIT`, `MISS` or `-`.
     pub cache: &'a str,
-    /// When the request began.
-    pub started: Instant,
+    /// When the request began; `None` for an answer the connection layer gave before a
+    /// request was read (counted, not timed).
+    pub started: Option<Instant>,
     /// What failed, for an error.
     pub failure: Option<Failure>,
 }
@@ -89,7 +90,8 @@ pub fn note(state: &AppState, outcome: &Outcome<'_>) {
         started,
         ref failure,
     } = outcome;
-    state.metrics.response(status.as_u16(), started.elapsed());
+    let took = started.map(|s| s.elapsed());
+    state.metrics.response(status.as_u16(), took);
     if status.is_client_error() || status.is_server_error() {
         state.recent_errors.note(
             std::time::SystemTime::now(),
@@ -106,7 +108,7 @@ pub fn note(state: &AppState, outcome: &Outcome<'_>) {
             },
         );
     }
-    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let ms = took.unwrap_or_default().as_secs_f64() * 1e3;
     if status.is_server_error() {
         let cause = failure.as_ref().and_then(|f| f.cause.as_deref());
         report(state, method, path, id, status, cause);
@@ -154,7 +156,7 @@ pub fn refused_by_connection(state: &AppState, code: ErrorCode, message: &str) {
             path: "-",
             status: code.status(),
             cache: "-",
-            started: Instant::now(),
+            started: None,
             failure: Some(Failure {
                 code,
                 reason: message.to_owned(),

@@ -99,9 +99,10 @@ fn looks_numeric(s: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether `s` can name a mode (the ABI's one rule, [`plugin_api::is_mode_name`]).
+/// Whether `s` has the shape of a mode name, whatever its length (the ABI's rule,
+/// [`plugin_api::has_mode_shape`]): a sized request's third segment.
 pub fn is_mode_word(s: &str) -> bool {
-    plugin_api::is_mode_name(s)
+    plugin_api::has_mode_shape(s)
 }
 
 fn side(text: &str, what: &str, max: u32) -> Result<u32, RequestError> {

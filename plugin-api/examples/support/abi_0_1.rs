@@ -119,6 +119,19 @@ macro_rules! root_module {
     };
 }
 
+/// The library's root module, exported with the entry points given (`name` or
+/// `name: function`).
+#[macro_export]
+macro_rules! export {
+    ($($field:ident $(: $value:expr)?),* $(,)?) => {
+        #[abi_stable::export_root_module]
+        pub fn instantiate_root_module() -> PluginModule_Ref {
+            use abi_stable::prefix_type::PrefixTypeTrait;
+            PluginModule { $($field $(: $value)?),* }.leak_into_prefix()
+        }
+    };
+}
+
 /// The fixtures' mode: `source` stretched to `target`, nearest pixel; anything but RGB is
 /// refused.
 pub fn stretch(source: ImageView<'_>, target: TargetSize) -> RResult<ImageBuf, RenderError> {

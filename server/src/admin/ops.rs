@@ -8,7 +8,7 @@ use ross_config::Size;
 
 use crate::cache::{PurgeOutcome, Selector};
 use crate::error::{AppError, ErrorCode};
-use crate::request::{is_mode_word, SourceKey};
+use crate::request::SourceKey;
 use crate::state::AppState;
 
 /// A 400 for bad admin input.
@@ -134,7 +134,9 @@ pub fn selector(state: &AppState, target: PurgeTarget<'_>) -> Result<Selector, A
             "An empty prefix would purge everything; choose \"all\" for that.",
         )),
         PurgeTarget::Prefix(prefix) => Ok(Selector::Prefix(prefix.to_owned())),
-        PurgeTarget::Mode(mode) if is_mode_word(mode) => Ok(Selector::Mode(mode.to_owned())),
+        PurgeTarget::Mode(mode) if plugin_api::is_mode_name(mode) => {
+            Ok(Selector::Mode(mode.to_owned()))
+        }
         PurgeTarget::Mode(mode) => Err(bad_request(format!(
             "{mode:?} is not a mode name (lower-case letters, digits, '_' and '-')."
         ))),

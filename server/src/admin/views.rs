@@ -1,6 +1,6 @@
-//! The one place where the server's state becomes the admin views, read from the same registry
-//! as `GET /metrics` (`crate::telemetry::Metrics`). The admin JSON API has response types of its
-//! own (`crate::routes::admin_api::schema`), made from these.
+//! The one place where the server's registry (`crate::telemetry::Metrics`, which `GET /metrics`
+//! encodes) and state become what the admin pages and the admin API show: the API's own
+//! response types (the `admin-api` crate) and the pages' views of their own.
 
 use std::time::SystemTime;
 
@@ -209,7 +209,7 @@ fn workers(state: &AppState) -> WorkersView {
     };
     WorkersView {
         size: state.settings.limits.max_concurrent_renders as u64,
-        idle: pool.idle() as u64,
+        idle: state.metrics.gauges().workers_idle,
         started: counts.workers_started,
         start_failures: counts.worker_start_failures,
         timeouts: counts.worker_timeouts,

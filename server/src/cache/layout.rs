@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use ross_config::Size;
 
-use crate::request::{is_mode_word, RenderRequest, SourceKey};
+use crate::request::{RenderRequest, SourceKey};
 
 /// Folder under the cache root for files being written.
 pub const TMP_DIR: &str = ".tmp";
@@ -99,7 +99,7 @@ impl VariantKey {
 
     fn from_parts(format: &str, w: &str, h: &str, mode: &str, key: &str) -> Option<VariantKey> {
         let size: Size = format!("{w}x{h}").parse().ok()?;
-        if !is_mode_word(mode) || size.to_string() != format!("{w}x{h}") {
+        if !plugin_api::is_mode_name(mode) || size.to_string() != format!("{w}x{h}") {
             return None;
         }
         Some(VariantKey {

@@ -273,10 +273,16 @@ pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoad
             file: file.to_owned(),
             reason: first_line(&err.to_string()),
         },
-        other => PluginLoadError::Incompatible {
-            file: file.to_owned(),
-            reason: other.to_string(),
-        },
+        other => {
+            if let OpenError::Layout(report) = &other {
+                // Hundreds of lines: the one-line reason is what the log and the admin show.
+                tracing::debug!(file = %file.display(), report = %report, "layout report");
+            }
+            PluginLoadError::Incompatible {
+                file: file.to_owned(),
+                reason: other.to_string(),
+            }
+        }
     })?;
     let module = Module {
         root,

@@ -80,7 +80,7 @@ impl MemoryHits {
                 path,
                 status: StatusCode::OK,
                 cache: "HIT",
-                started,
+                started: Some(started),
                 failure: None,
             },
         );

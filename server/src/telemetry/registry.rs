@@ -258,20 +258,27 @@ impl Metrics {
         self.clock.elapsed()
     }
 
-    /// One response sent, with its status and how long the request took.
-    pub fn response(&self, status: u16, took: Duration) {
+    /// One response sent, with its status and how long the request took (`None` for an
+    /// answer the connection layer gave before a request was read: counted, not timed).
+    pub fn response(&self, status: u16, took: Option<Duration>) {
         let slot = usize::from(status)
             .checked_sub(100)
             .filter(|s| *s < STATUS_SLOTS - 1)
             .unwrap_or(STATUS_SLOTS - 1);
         self.statuses.0[slot].fetch_add(1, Ordering::Relaxed);
-        self.requests.record(took);
+        if let Some(took) = took {
+            self.requests.record(took);
+        }
         let error = status >= 400;
         let label = status_label(status);
         metrics::counter!(names::REQUESTS.name, "status" => label.clone()).increment(1);
         if error {
             metrics::counter!(names::ERRORS.name, "status" => label).increment(1);
-            *lock(&self.errors).at(self.clock.window()) += 1;
+            // The timeline shows requests read: an answer given before one was is left out
+            // of it, as of the latencies.
+            if took.is_some() {
+                *lock(&self.errors).at(self.clock.window()) += 1;
+            }
         }
     }
 
@@ -344,7 +351,7 @@ impl Metrics {
 
     /// Responses so far.
     pub fn requests(&self) -> u64 {
-        self.requests.count()
+        self.statuses.seen().map(|(_, n)| n).sum()
     }
 
     /// Every stage's latencies, in pipeline order (their recent windows are the last 5
@@ -361,8 +368,8 @@ impl Metrics {
     /// The last 15 minutes in 10 s windows, oldest first; windows without requests (before
     /// the start, too) are there, empty.
     pub fn timeline(&self) -> Vec<Window> {
-        let requests = self.requests.per_window(TIMELINE_WINDOWS);
         let now = self.clock.window();
+        let requests = self.requests.per_window(now, TIMELINE_WINDOWS);
         let errors: BTreeMap<u64, u64> = lock(&self.errors)
             .recent(now, TIMELINE_WINDOWS)
             .map(|(ago, n)| (ago, *n))
@@ -386,10 +393,10 @@ impl Metrics {
     /// Requests a second over the last minute (over the uptime, when shorter).
     pub fn requests_per_second(&self) -> f64 {
         let requests = self.requests.over(RATE_WINDOWS).total();
-        let span = self
-            .uptime()
-            .as_secs_f64()
-            .min((RATE_WINDOWS * WINDOW.as_secs()) as f64);
+        // The windows counted: the ones before, whole, and the current one so far.
+        let uptime = self.uptime().as_secs_f64();
+        let current = uptime % WINDOW.as_secs_f64();
+        let span = uptime.min(((RATE_WINDOWS - 1) * WINDOW.as_secs()) as f64 + current);
         if span < 1.0 {
             requests as f64
         } else {
@@ -523,7 +530,7 @@ mod tests {
     fn counts_responses_and_times_stages() {
         let m = Metrics::new();
         for status in [200, 200, 404, 503] {
-            m.response(status, Duration::from_millis(3));
+            m.response(status, Some(Duration::from_millis(3)));
         }
         assert_eq!(m.requests(), 4);
         assert_eq!(
@@ -568,7 +575,7 @@ mod tests {
         assert_eq!(m.counts().evicted_entries, 3);
         assert_eq!(m.decode_warnings("profile"), 1);
         assert_eq!(m.gauges().cache_entries, 7);
-        m.response(404, Duration::from_millis(1));
+        m.response(404, Some(Duration::from_millis(1)));
         m.stage_took(stage::FETCH, Duration::from_millis(30));
         let text = m.encode();
         for line in [
