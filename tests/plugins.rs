@@ -327,25 +327,29 @@ async fn a_mode_that_needs_the_full_size_gets_it_from_any_format() {
 }
 
 /// One check opens every plugin of the ABI's line, older or newer than the server, with no
-/// frozen copy of an older root module: a plugin of a newer 0.1 (an entry point appended that
-/// the server does not know) loads and serves; a plugin of another line (0.2.0, which
-/// abi_stable alone would take) is refused, naming both versions.
+/// frozen copy of an older root module: a plugin of a newer 0.2 (this line's types, and an
+/// entry point appended that the server does not know) and one of a later 0.1 than any released
+/// (the closed line, checked against its own types) load and serve; a plugin of a later line
+/// (0.3.0, which abi_stable alone would take) is refused, naming both versions.
 #[tokio::test]
 async fn newer_plugins_of_the_line_load_and_other_lines_are_refused() {
     let dir = plugin_folder(&[
+        fixture_plugin("abi_next_patch_plugin"),
         fixture_plugin("abi_future_plugin"),
         fixture_plugin("abi_next_line_plugin"),
     ]);
     let server = TestServer::builder().plugins(dir.path()).start().await;
-    let future = server
-        .state
-        .modes
-        .get("future")
-        .expect("the newer plugin loaded");
-    assert_eq!(future.abi_version(), "0.1.9");
-    let r = server.get("/120/80/future/photos/Dune.jpg").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.image().dimensions(), (120, 80));
+    for (mode, abi) in [("nextpatch", "0.2.9"), ("future", "0.1.9")] {
+        let loaded = server
+            .state
+            .modes
+            .get(mode)
+            .unwrap_or_else(|| panic!("the {abi} plugin did not load"));
+        assert_eq!(loaded.abi_version(), abi);
+        let r = server.get(&format!("/120/80/{mode}/photos/Dune.jpg")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.image().dimensions(), (120, 80));
+    }
     let failures = server.state.modes.failures();
     let refused = failures
         .iter()
@@ -354,9 +358,10 @@ async fn newer_plugins_of_the_line_load_and_other_lines_are_refused() {
     let message = refused.error.to_string();
     assert!(
         matches!(refused.error, PluginLoadError::Incompatible { .. })
-            && message.contains("0.2.0")
+            && message.contains("0.3.0")
             && message.contains(plugin_api::PLUGIN_ABI_VERSION),
         "{message}"
     );
     assert!(server.state.modes.get("nextline").is_none());
+    assert_eq!(failures.len(), 1, "{failures:?}");
 }

@@ -1,7 +1,7 @@
-//! Test fixture: a plugin built against a newer ABI of this server's line (0.1.9, with an
-//! entry point appended that this server does not know). abi_stable takes a library with more
-//! root-module fields than the host's: the host must load it, serve its mode and never call
-//! what it does not know.
+//! Test fixture: a plugin built against a later ABI of the closed line 0.1 than any released
+//! (0.1.9, with an entry point appended that this server does not know). abi_stable takes a
+//! library with more root-module fields than the host's: the host must load it, serve its mode
+//! and never call what it does not know.
 #![allow(non_local_definitions, non_camel_case_types, missing_docs)]
 
 #[path = "support/abi_0_1.rs"]

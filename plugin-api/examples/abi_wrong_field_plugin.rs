@@ -1,4 +1,4 @@
-//! Test fixture: a plugin of an older ABI of the server's line (0.1.1, fewer root-module
+//! Test fixture: a plugin of an older ABI (0.1.1, of the closed line 0.1: fewer root-module
 //! fields than the server) whose one appended entry point disagrees with the server's
 //! (`decode_need` returns a number, not a `DecodeNeed`). Only the check with the roles swapped
 //! sees it (abi_stable's own direction fails on the field count alone): the host must refuse

@@ -9,46 +9,88 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, StableAbi};
 
 /// The version of the plugin ABI, independent of ross's own. The host takes a plugin of the
-/// same major and minor ("the line"), whatever its patch, older or newer than its own
-/// ([`crate::host`]), and refuses every other. Raise the patch number for additions that
-/// older plugins can do without (fields appended to [`PluginModule`]); a change that breaks
-/// plugins built before is a new line (a new minor while it is 0.x).
+/// same major and minor ("the line"), whatever its patch, older or newer than its own, and
+/// plugins of the closed line 0.1 ([`crate::host`]); it refuses every other. Raise the patch
+/// number for additions that older plugins can do without (fields appended to
+/// [`PluginModule`], constants added to [`PixelFormat`] or [`RenderErrorKind`]); a change that
+/// breaks plugins built before is a new line (a new minor while it is 0.x).
 ///
 /// History: 0.1.0, the first (it was the workspace's version then, so every plugin built
 /// before this constant carries it); 0.1.1 appended [`PluginModule::decode_need`]; 0.1.2
-/// appended [`PluginModule::takes_alpha`]. Fixtures of each are in `examples/`.
-pub const PLUGIN_ABI_VERSION: &str = "0.1.2";
+/// appended [`PluginModule::takes_alpha`]; 0.2.0 made [`PixelFormat`] and [`RenderErrorKind`]
+/// open (a `u8` with named values instead of an exhaustive enum), so that adding a value is a
+/// patch. Fixtures of each are in `examples/`.
+pub const PLUGIN_ABI_VERSION: &str = "0.2.0";
 
 /// How pixels are laid out in a buffer. Every format is 8 bits per channel, interleaved.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PixelFormat {
+///
+/// Open: a later ABI version may add formats, so a `match` on one needs a `_` arm. The host
+/// hands a plugin only formats of the ABI version it was built against, and refuses a buffer
+/// of a format it does not know itself ([`ImageView::validate`]).
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PixelFormat(u8);
+
+#[allow(non_upper_case_globals)]
+impl PixelFormat {
     /// Red, green, blue. What the host hands a mode, unless the mode takes alpha.
-    Rgb8 = 0,
+    pub const Rgb8: PixelFormat = PixelFormat(0);
     /// Red, green, blue, alpha (not premultiplied). Handed only to a mode whose
     /// [`PluginModule::takes_alpha`] says so, for a source with transparency and an output
     /// format that keeps it; the host flattens it onto white otherwise.
-    Rgba8 = 1,
+    pub const Rgba8: PixelFormat = PixelFormat(1);
     /// One grey channel.
-    Gray8 = 2,
-}
+    pub const Gray8: PixelFormat = PixelFormat(2);
 
-impl PixelFormat {
-    /// Bytes one pixel takes.
+    /// The format of value `raw`, known to this version or not.
+    pub const fn from_raw(raw: u8) -> PixelFormat {
+        PixelFormat(raw)
+    }
+
+    /// The value that crosses the boundary.
+    pub const fn raw(self) -> u8 {
+        self.0
+    }
+
+    /// The ABI version that added this format (`None`: one this version does not know, from
+    /// a newer peer). The host hands a plugin only formats its ABI version has.
+    pub const fn added_in(self) -> Option<(u32, u32, u32)> {
+        match self {
+            PixelFormat::Rgb8 | PixelFormat::Rgba8 | PixelFormat::Gray8 => Some((0, 1, 0)),
+            _ => None,
+        }
+    }
+
+    /// Bytes one pixel takes; 0 for a format this version does not know (which
+    /// [`ImageView::validate`] refuses).
     pub const fn bytes_per_pixel(self) -> usize {
         match self {
             PixelFormat::Rgb8 => 3,
             PixelFormat::Rgba8 => 4,
             PixelFormat::Gray8 => 1,
+            _ => 0,
         }
     }
 
-    /// Opaque white in this format, as bytes of one pixel.
+    /// Opaque white in this format, as bytes of one pixel (none for a format this version
+    /// does not know).
     pub const fn white(self) -> &'static [u8] {
         match self {
             PixelFormat::Rgb8 => &[255, 255, 255],
             PixelFormat::Rgba8 => &[255, 255, 255, 255],
             PixelFormat::Gray8 => &[255],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Debug for PixelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            PixelFormat::Rgb8 => f.write_str("Rgb8"),
+            PixelFormat::Rgba8 => f.write_str("Rgba8"),
+            PixelFormat::Gray8 => f.write_str("Gray8"),
+            PixelFormat(raw) => write!(f, "PixelFormat({raw})"),
         }
     }
 }
@@ -100,8 +142,18 @@ impl<'a> ImageView<'a> {
         Ok(view)
     }
 
-    /// Checks that the dimensions are non-zero and the buffer holds every row.
+    /// Checks that the format is one this version knows, the dimensions are non-zero and the
+    /// buffer holds every row.
     pub fn validate(&self) -> Result<(), RenderError> {
+        if self.format.added_in().is_none() {
+            return Err(RenderError::new(
+                RenderErrorKind::Unsupported,
+                format!(
+                    "pixel format {:?} is unknown to this ABI version",
+                    self.format
+                ),
+            ));
+        }
         let row = self.width as usize * self.format.bytes_per_pixel();
         let needed = (self.height as usize).saturating_sub(1) * self.stride as usize + row;
         if self.width == 0 || self.height == 0 {
@@ -268,17 +320,45 @@ impl DecodeNeed {
 }
 
 /// Why a render failed, so the host can log and count failures by kind.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenderErrorKind {
+///
+/// Open, as [`PixelFormat`] is: a later ABI version may add kinds, so a `match` on one needs a
+/// `_` arm, and the host treats a kind it does not know as [`RenderErrorKind::Failed`].
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RenderErrorKind(u8);
+
+#[allow(non_upper_case_globals)]
+impl RenderErrorKind {
     /// The input was not something this mode can work with.
-    InvalidInput = 0,
+    pub const InvalidInput: RenderErrorKind = RenderErrorKind(0);
     /// The mode does not support this pixel format or size.
-    Unsupported = 1,
+    pub const Unsupported: RenderErrorKind = RenderErrorKind(1);
     /// The plugin panicked; the panic was caught at the boundary.
-    Panicked = 2,
+    pub const Panicked: RenderErrorKind = RenderErrorKind(2);
     /// Any other failure inside the plugin.
-    Failed = 3,
+    pub const Failed: RenderErrorKind = RenderErrorKind(3);
+
+    /// The kind of value `raw`, known to this version or not.
+    pub const fn from_raw(raw: u8) -> RenderErrorKind {
+        RenderErrorKind(raw)
+    }
+
+    /// The value that crosses the boundary.
+    pub const fn raw(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Debug for RenderErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RenderErrorKind::InvalidInput => f.write_str("InvalidInput"),
+            RenderErrorKind::Unsupported => f.write_str("Unsupported"),
+            RenderErrorKind::Panicked => f.write_str("Panicked"),
+            RenderErrorKind::Failed => f.write_str("Failed"),
+            RenderErrorKind(raw) => write!(f, "RenderErrorKind({raw})"),
+        }
+    }
 }
 
 /// A failed render: the kind and a one-line message. Becomes a 500 for that request only.
@@ -373,7 +453,10 @@ pub struct ModeInfo {
 /// The root module every plugin library exports (through [`crate::export_modes!`]).
 ///
 /// It is a prefix type: a later API version appends fields after `render`, and plugins built
-/// before keep loading (the host sees such a field as missing in them and does without).
+/// before keep loading (the host sees such a field as missing in them and does without). The
+/// host reads it through [`crate::host::Plugin`], also for plugins of the closed line 0.1,
+/// whose root module ends at `takes_alpha`: a field appended from 0.2.0 on is read through
+/// [`crate::host::Plugin`]'s check of the line, never straight from this type.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
@@ -436,5 +519,13 @@ mod tests {
         short.pixels.truncate(10);
         assert!(short.check_output(target).is_err(), "rows missing");
         assert!(white(0, 8).check_output(target).is_err(), "empty");
+        let mut unknown = white(10, 8);
+        unknown.format = PixelFormat::from_raw(9);
+        let e = unknown.check_output(target).unwrap_err();
+        assert_eq!(e.kind, RenderErrorKind::Unsupported);
+        assert_eq!(
+            e.message.as_str(),
+            "pixel format PixelFormat(9) is unknown to this ABI version"
+        );
     }
 }

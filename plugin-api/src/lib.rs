@@ -28,6 +28,8 @@ mod abi;
 mod export;
 pub mod geometry;
 pub mod host;
+#[allow(unsafe_code)]
+pub mod legacy;
 pub mod ops;
 #[cfg(feature = "testing")]
 pub mod testing;

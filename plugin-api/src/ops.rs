@@ -4,14 +4,18 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::abi::{ImageBuf, ImageView, PixelFormat, RenderError};
+use crate::abi::{ImageBuf, ImageView, PixelFormat, RenderError, RenderErrorKind};
 use crate::geometry::Region;
 
-fn pixel_type(format: PixelFormat) -> PixelType {
+fn pixel_type(format: PixelFormat) -> Result<PixelType, RenderError> {
     match format {
-        PixelFormat::Rgb8 => PixelType::U8x3,
-        PixelFormat::Rgba8 => PixelType::U8x4,
-        PixelFormat::Gray8 => PixelType::U8,
+        PixelFormat::Rgb8 => Ok(PixelType::U8x3),
+        PixelFormat::Rgba8 => Ok(PixelType::U8x4),
+        PixelFormat::Gray8 => Ok(PixelType::U8),
+        other => Err(RenderError::new(
+            RenderErrorKind::Unsupported,
+            format!("cannot resample pixel format {other:?}"),
+        )),
     }
 }
 
@@ -50,7 +54,7 @@ pub fn resize_region(
         ));
     }
     let data = packed(&src);
-    let pt = pixel_type(src.format);
+    let pt = pixel_type(src.format)?;
     let from = ImageRef::new(src.width, src.height, &data, pt)
         .map_err(|e| RenderError::invalid_input(format!("source buffer: {e}")))?;
     let mut to = Image::new(width, height, pt);

@@ -68,6 +68,7 @@ pub fn save_png(image: &ImageBuf, path: &Path) {
         PixelFormat::Rgb8 => image::ExtendedColorType::Rgb8,
         PixelFormat::Rgba8 => image::ExtendedColorType::Rgba8,
         PixelFormat::Gray8 => image::ExtendedColorType::L8,
+        other => panic!("cannot save pixel format {other:?}"),
     };
     image::save_buffer(path, &packed, image.width, image.height, color)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));

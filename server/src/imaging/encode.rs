@@ -82,7 +82,14 @@ fn packed(image: ImageView<'_>) -> Result<(Vec<u8>, u32), EncodeError> {
             Ok((buffers::to_rgb(rows, Layout::Rgba8).map_err(no_memory)?, 3))
         }
         PixelFormat::Rgba8 => Ok((rows, 4)),
+        other => Err(unknown(other)),
     }
+}
+
+/// A format this build does not know: never one a render returns, as the output check
+/// refuses it first.
+fn unknown(format: PixelFormat) -> EncodeError {
+    EncodeError::new(format!("cannot encode pixel format {format:?}"))
 }
 
 /// Encodes `image` as baseline JPEG at `quality` with 4:2:0 chroma (what browsers and CDNs
@@ -115,6 +122,7 @@ pub fn encode_jpeg(image: ImageView<'_>, quality: u8) -> Result<Vec<u8>, EncodeE
                 turbojpeg::PixelFormat::RGB,
             )
         }
+        other => return Err(unknown(other)),
     };
     let mut compressor = Compressor::new().map_err(err)?;
     compressor.set_quality(i32::from(quality)).map_err(err)?;

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use plugin_api::{ImageBuf, ImageView, TargetSize};
 
-use super::loader::{self, Module, PluginLoadError};
+use super::loader::{self, PluginLoadError};
 use super::registry::PluginRenderError;
 use crate::worker::protocol::ModeSpec;
+use plugin_api::host::Plugin;
 
 /// One mode of a plugin library opened in this process.
 pub struct ModeCode {
@@ -18,7 +19,7 @@ pub struct ModeCode {
     pub spec: ModeSpec,
     /// The plugin file, for messages.
     file: PathBuf,
-    module: Module,
+    module: Plugin,
 }
 
 impl std::fmt::Debug for ModeCode {

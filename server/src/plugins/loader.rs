@@ -14,12 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
-use abi_stable::std_types::RStr;
-use plugin_api::host::{self, OpenError};
-use plugin_api::{
-    DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat, PluginModule_Ref, RenderError,
-    TargetSize,
-};
+use plugin_api::host::{self, OpenError, Plugin};
+use plugin_api::{ImageView, ModeInfo, PixelFormat, TargetSize};
 
 /// Why a plugin file was refused. Each variant names the file and says what to do in a line.
 #[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -107,55 +103,10 @@ impl PluginLoadError {
     }
 }
 
-/// A plugin's root module, of whichever version of the ABI's line it was built against: the
-/// entry points it lacks (it is older than this server) read as absent.
-#[derive(Clone, Copy)]
-pub(crate) struct Module {
-    root: PluginModule_Ref,
-    /// The ABI version it was built against, as it says.
-    abi: &'static str,
-}
-
-impl Module {
-    /// The modes the library declares.
-    pub(crate) fn modes(self) -> Result<Vec<ModeInfo>, RenderError> {
-        self.root.modes()()
-            .into_result()
-            .map(|v| v.into_iter().collect())
-    }
-
-    /// Renders `source` in `mode` at `target`.
-    pub(crate) fn render(
-        self,
-        mode: &str,
-        source: ImageView<'_>,
-        target: TargetSize,
-    ) -> Result<ImageBuf, RenderError> {
-        self.root.render()(RStr::from(mode), source, target).into_result()
-    }
-
-    /// The plugin ABI version it was built against.
-    pub(crate) fn abi_version(self) -> &'static str {
-        self.abi
-    }
-
-    /// The decode `mode` needs for `target`; `None` from a plugin that cannot say (built
-    /// before ABI 0.1.1), which gets just what covers the target.
-    pub(crate) fn decode_need(self, mode: &str, target: TargetSize) -> Option<DecodeNeed> {
-        self.root.decode_need().map(|f| f(RStr::from(mode), target))
-    }
-
-    /// Whether `mode` takes RGBA sources and keeps their transparency; false from a plugin
-    /// built before ABI 0.1.2 (it is handed RGB).
-    pub(crate) fn takes_alpha(self, mode: &str) -> bool {
-        self.root.takes_alpha().is_some_and(|f| f(RStr::from(mode)))
-    }
-}
-
 /// A plugin library opened and checked.
 pub(crate) struct OpenedLibrary {
     /// Its root module.
-    pub(crate) module: Module,
+    pub(crate) module: Plugin,
     pub(crate) modes: Vec<ModeInfo>,
 }
 
@@ -263,8 +214,8 @@ pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoad
     })?;
     preflight(copy, file)?;
     let header = lib_header_from_path(copy).map_err(|e| summarise(file, e))?;
-    // Any version of the ABI's line, older or newer than this server's, checked in one go.
-    let root = host::open_root_module(header).map_err(|e| match e {
+    // Any version of the ABI's line, older or newer than this server's, or of line 0.1.
+    let module = host::open(header).map_err(|e| match e {
         OpenError::Init(RootModuleError::Unwound) => PluginLoadError::InitFailed {
             file: file.to_owned(),
             reason: "it panicked while starting".into(),
@@ -284,10 +235,6 @@ pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoad
             }
         }
     })?;
-    let module = Module {
-        root,
-        abi: host::abi_version(header),
-    };
     let modes = module.modes().map_err(|e| PluginLoadError::InitFailed {
         file: file.to_owned(),
         reason: e.message.to_string(),
@@ -316,7 +263,7 @@ pub(crate) fn open(copy: &Path, file: &Path) -> Result<OpenedLibrary, PluginLoad
 
 /// Renders a small gradient at a smaller size, as ross will, before the mode is put in
 /// service: a plugin that cannot render at all is refused while the old version still serves.
-pub(crate) fn test_render(module: Module, mode: &str) -> Result<(), String> {
+pub(crate) fn test_render(module: Plugin, mode: &str) -> Result<(), String> {
     let (w, h) = (24u32, 16u32);
     let pixels: Vec<u8> = (0..h)
         .flat_map(|y| (0..w).flat_map(move |x| [(x * 10) as u8, (y * 15) as u8, 128]))
