@@ -12,21 +12,49 @@ use std::time::{Duration, Instant};
 
 use util::{build_dir, TestServer};
 
-fn ross(args: &[&str]) -> std::process::Output {
-    Command::new(build_dir().join("ross"))
-        .args(args)
-        .output()
+/// `ross` as installed: a copy outside the source tree, so nothing can be found by walking up
+/// from the executable.
+struct Installed {
+    _dir: tempfile::TempDir,
+    exe: PathBuf,
+}
+
+impl Installed {
+    fn new() -> Installed {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("bin/ross");
+        std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        std::fs::copy(build_dir().join("ross"), &exe).unwrap();
+        Installed { _dir: dir, exe }
+    }
+
+    fn run(&self, args: &[&str], cwd: &Path) -> std::process::Output {
+        Command::new(&self.exe)
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
         .unwrap()
 }
 
-fn cargo(dir: &Path, args: &[&str]) {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-        .args(args)
-        .arg("--offline")
+/// Runs cargo in `dir`, offline, with `config` (`--config` values).
+fn cargo(dir: &Path, args: &[&str], config: &[String]) {
+    let mut command = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    command.args(args).arg("--offline");
+    for value in config {
+        command.arg("--config").arg(value);
+    }
+    let out = command
         .current_dir(dir)
         // Shared between runs so the plugin's dependencies build once per machine.
-        .env("CARGO_TARGET_DIR", workspace.join("target/plugin-kit"))
+        .env("CARGO_TARGET_DIR", workspace().join("target/plugin-kit"))
         .output()
         .unwrap();
     assert!(
@@ -36,17 +64,34 @@ fn cargo(dir: &Path, args: &[&str]) {
     );
 }
 
+/// What a registry that has ross's crates would give: this tree's, as `[patch]` prepublishes
+/// them.
+fn as_published() -> Vec<String> {
+    ["plugin-api", "plugin-kit"]
+        .map(|sub| {
+            format!(
+                "patch.crates-io.ross-{sub}.path={:?}",
+                workspace().join(sub).display().to_string()
+            )
+        })
+        .to_vec()
+}
+
 #[tokio::test]
 async fn a_new_plugin_builds_passes_its_tests_and_is_served() {
+    let ross = Installed::new();
     let work = tempfile::tempdir().unwrap();
     let crate_dir = work.path().join("mirror");
-    let out = ross(&[
-        "plugin",
-        "new",
-        "mirror",
-        "--dir",
-        crate_dir.to_str().unwrap(),
-    ]);
+    let out = ross.run(
+        &[
+            "plugin",
+            "new",
+            "mirror",
+            "--dir",
+            crate_dir.to_str().unwrap(),
+        ],
+        work.path(),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -55,30 +100,60 @@ async fn a_new_plugin_builds_passes_its_tests_and_is_served() {
     for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
         assert!(crate_dir.join(file).is_file(), "{file} not created");
     }
-    // Refusals: a bad mode name, an occupied folder.
-    let bad = ross(&[
-        "plugin",
-        "new",
-        "Mirror!",
-        "--dir",
-        work.path().join("x").to_str().unwrap(),
-    ]);
+    // Refusals: a bad mode name, an occupied folder, a folder that is not an SDK.
+    let bad = ross.run(&["plugin", "new", "Mirror!"], work.path());
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot be a mode name"));
-    let again = ross(&[
-        "plugin",
-        "new",
-        "mirror",
-        "--dir",
-        crate_dir.to_str().unwrap(),
-    ]);
+    let again = ross.run(
+        &[
+            "plugin",
+            "new",
+            "mirror",
+            "--dir",
+            crate_dir.to_str().unwrap(),
+        ],
+        work.path(),
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let no_sdk = ross.run(&["plugin", "new", "other", "--path", "."], work.path());
+    assert!(!no_sdk.status.success());
+    assert!(String::from_utf8_lossy(&no_sdk.stderr).contains("not a ross plugin SDK"));
 
-    cargo(&crate_dir, &["test", "--release"]);
-    cargo(&crate_dir, &["build", "--release"]);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let library: PathBuf = workspace.join("target/plugin-kit/release/libmirror.so");
-    let check = ross(&["plugin", "check", library.to_str().unwrap()]);
+    // From a source tree, given relative to the current folder: the crate's paths are
+    // relative to the crate, so both can move together.
+    let sdk_crate = work.path().join("plugins/mirror2");
+    let up = "../".repeat(work.path().components().count() - 1);
+    let relative = format!("{up}{}", workspace().strip_prefix("/").unwrap().display());
+    let from_sdk = ross.run(
+        &[
+            "plugin",
+            "new",
+            "mirror2",
+            "--dir",
+            "plugins/mirror2",
+            "--path",
+            &relative,
+        ],
+        work.path(),
+    );
+    assert!(
+        from_sdk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_sdk.stderr)
+    );
+    let manifest = std::fs::read_to_string(sdk_crate.join("Cargo.toml")).unwrap();
+    let api = format!("path = \"../../{relative}/plugin-api\"");
+    assert!(manifest.contains(&api), "{manifest}");
+    cargo(&sdk_crate, &["build", "--release"], &[]);
+
+    // By version, as from a registry.
+    cargo(&crate_dir, &["test", "--release"], &as_published());
+    cargo(&crate_dir, &["build", "--release"], &as_published());
+    let library: PathBuf = workspace().join("target/plugin-kit/release/libmirror.so");
+    assert!(workspace()
+        .join("target/plugin-kit/release/libmirror2.so")
+        .is_file());
+    let check = ross.run(&["plugin", "check", library.to_str().unwrap()], work.path());
     let said = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.status.success(), "{said}");
     assert!(said.contains("mode mirror 0.1.0 loads"), "{said}");

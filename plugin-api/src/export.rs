@@ -42,7 +42,7 @@ pub trait Mode: Send + Sync {
     /// Whether [`Mode::render`] takes `Rgba8` sources (straight alpha) and returns their
     /// transparency, for output formats that keep it (WebP, AVIF). The default, false, means
     /// the host always hands this mode RGB, with transparency flattened onto white. Say true
-    /// only if every operation of the mode handles four channels (the [`crate::ops`] helpers
+    /// only if every operation of the mode handles four channels (the `plugin_kit::ops` helpers
     /// do, resampling with premultiplied alpha) and the result is meant to be transparent
     /// where the source is.
     fn takes_alpha(&self) -> bool {

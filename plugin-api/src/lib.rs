@@ -26,13 +26,9 @@
 #[allow(unsafe_code)]
 mod abi;
 mod export;
-pub mod geometry;
 pub mod host;
 #[allow(unsafe_code)]
 pub mod legacy;
-pub mod ops;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use abi::{
     has_mode_shape, is_mode_name, DecodeNeed, ImageBuf, ImageView, ModeInfo, PixelFormat,
@@ -40,6 +36,10 @@ pub use abi::{
     PLUGIN_ABI_VERSION,
 };
 pub use export::{guard, Mode, ModeDescriptor};
+
+/// This package's version (not the ABI's: see [`PLUGIN_ABI_VERSION`]), as `ross plugin new`
+/// writes it into a new plugin's requirements. It stays on 0.1.x.
+pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Re-exported so plugins and the host use the very same abi_stable.
 pub use abi_stable;

@@ -46,9 +46,10 @@ enum PluginCommand {
         /// Folder to create (default: ./NAME).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// ross's plugin-api folder (default: the one of the checkout this ross was built in).
-        #[arg(long, value_name = "PATH")]
-        api: Option<PathBuf>,
+        /// Take ross's plugin crates from this folder (one holding plugin-api/ and
+        /// plugin-kit/, such as a ross source tree) instead of a registry by version.
+        #[arg(long, value_name = "SDK")]
+        path: Option<PathBuf>,
     },
     /// Load plugin files as the server would (ABI and version checks, a test render of each
     /// mode) and say what it would serve, or why it would refuse them.
@@ -146,13 +147,10 @@ fn main() -> ExitCode {
 
 fn plugin_command(command: PluginCommand) -> ExitCode {
     match command {
-        PluginCommand::New { name, dir, api } => {
+        PluginCommand::New { name, dir, path } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let Some(api) = api.or_else(ross::scaffold::find_plugin_api) else {
-                eprintln!("{}", ross::scaffold::ScaffoldError::NoApi);
-                return ExitCode::FAILURE;
-            };
-            match ross::scaffold::new_plugin(&name, &dir, &api) {
+            let sdk = path.map_or(ross::scaffold::Sdk::Registry, ross::scaffold::Sdk::Path);
+            match ross::scaffold::new_plugin(&name, &dir, &sdk) {
                 Ok(files) => {
                     for f in files {
                         println!("created {}", f.display());

@@ -5,7 +5,8 @@
 //! Sigma is 2% of the longer side (6 px at 300x300), at least 1 px. The blur is separable
 //! (rows, then columns) and clamps at the edges, so the border does not darken.
 
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_kit::ops;
 
 /// Crop to the box, then blur.
 pub struct Blur;
@@ -84,8 +85,8 @@ plugin_api::export_modes!(Blur);
 
 #[cfg(test)]
 mod tests {
-    use plugin_api::testing::{mean, sample, Harness};
     use plugin_api::PixelFormat;
+    use plugin_kit::testing::{mean, sample, Harness};
 
     use super::*;
 
@@ -115,7 +116,7 @@ mod tests {
     #[test]
     fn a_photo_is_softer_with_the_same_colours() {
         let plugin = Harness::new(instantiate_root_module());
-        let photo = plugin_api::testing::load_image(&sample("flower.jpg"));
+        let photo = plugin_kit::testing::load_image(&sample("flower.jpg"));
         let sharp = ops::crop_to(photo.view(), 300, 300).unwrap();
         let out = plugin.render("blur", &photo, 300, 300).unwrap();
         assert_eq!((out.width, out.height), (300, 300));

@@ -6,7 +6,8 @@
 //! the same flat yellow, this keeps the whole tonal range and leaves white backgrounds white.
 
 use plugin_api::TargetSize;
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, PixelFormat, RenderError};
+use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, PixelFormat, RenderError};
+use plugin_kit::ops;
 
 /// The tone at mid-grey: a warm brown.
 pub const SEPIA: [u8; 3] = [162, 128, 92];
@@ -65,7 +66,7 @@ plugin_api::export_modes!(Colourise);
 
 #[cfg(test)]
 mod tests {
-    use plugin_api::testing::{mean, sample, Harness};
+    use plugin_kit::testing::{mean, sample, Harness};
 
     use super::*;
 

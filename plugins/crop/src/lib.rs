@@ -3,8 +3,9 @@
 //! Unlike OpenRoss's crop, which chose the side to fit from the source's orientation alone and
 //! could leave white bars, this always covers the box.
 
-use plugin_api::geometry::cover_region;
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_kit::geometry::cover_region;
+use plugin_kit::ops;
 
 /// Scale to cover, then centre-crop.
 pub struct Crop;

@@ -6,7 +6,8 @@
 //! is one channel: ross encodes it as a greyscale JPEG, a third smaller than RGB.
 
 use plugin_api::TargetSize;
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, PixelFormat, RenderError};
+use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, PixelFormat, RenderError};
+use plugin_kit::ops;
 
 /// Crop to the box, then greyscale.
 pub struct Desaturate;
@@ -48,7 +49,7 @@ plugin_api::export_modes!(Desaturate);
 
 #[cfg(test)]
 mod tests {
-    use plugin_api::testing::{mean, sample, Harness};
+    use plugin_kit::testing::{mean, sample, Harness};
 
     use super::*;
 
@@ -56,7 +57,7 @@ mod tests {
     fn a_photo_becomes_grey_at_exactly_the_box() {
         let plugin = Harness::new(instantiate_root_module());
         assert_eq!(plugin.modes()[0].0, "desaturate");
-        let photo = plugin_api::testing::load_image(&sample("ladybird.jpg"));
+        let photo = plugin_kit::testing::load_image(&sample("ladybird.jpg"));
         let out = plugin.render("desaturate", &photo, 200, 300).unwrap();
         assert_eq!(
             (out.width, out.height, out.format),

@@ -1,8 +1,9 @@
 //! The `resize` mode: fit inside the box with the aspect ratio kept, one side equal to the box.
 //! Smaller images are enlarged, as OpenRoss did.
 
-use plugin_api::geometry::fit;
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_kit::geometry::fit;
+use plugin_kit::ops;
 
 /// Fit inside the box.
 pub struct Resize;

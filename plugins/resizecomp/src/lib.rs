@@ -1,8 +1,9 @@
 //! The `resizecomp` mode: `resize`, then centred on a white canvas of exactly the box
 //! (offsets rounded down: a spare pixel goes right or bottom).
 
-use plugin_api::geometry::fit;
-use plugin_api::{ops, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_api::{ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_kit::geometry::fit;
+use plugin_kit::ops;
 
 /// Fit inside the box, then pad with white to the box.
 pub struct ResizeComp;

@@ -7,10 +7,9 @@
 //! small tolerance trims what a person sees as a uniform border. An image that is all border
 //! is kept whole.
 
-use plugin_api::geometry::{fit, Region};
-use plugin_api::{
-    ops, DecodeNeed, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize,
-};
+use plugin_api::{DecodeNeed, ImageBuf, ImageView, Mode, ModeDescriptor, RenderError, TargetSize};
+use plugin_kit::geometry::{fit, Region};
+use plugin_kit::ops;
 
 /// Largest per-channel difference from the border colour still counted as border (about 6%).
 pub const TOLERANCE: u8 = 16;
@@ -96,8 +95,8 @@ plugin_api::export_modes!(TrimResize);
 
 #[cfg(test)]
 mod tests {
-    use plugin_api::testing::{sample, Harness};
     use plugin_api::PixelFormat;
+    use plugin_kit::testing::{sample, Harness};
 
     use super::*;
 

@@ -264,7 +264,7 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Result<Vec<u8>, DecodeError> {
 mod tests {
     use super::super::testing::{corpus_file, mean_error, shown};
     use super::*;
-    use plugin_api::geometry::{cover, fit};
+    use plugin_kit::geometry::{cover, fit};
 
     /// Every progressive JPEG of the corpus.
     const PROGRESSIVE: [&str; 4] = [

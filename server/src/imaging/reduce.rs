@@ -11,7 +11,7 @@
 //! tests, on the corpus).
 
 use image::metadata::Orientation;
-use plugin_api::geometry::cover;
+use plugin_kit::geometry::cover;
 
 use super::buffers::{self, Layout};
 use super::decode::{DecodeError, Decoded};

@@ -21,7 +21,7 @@ pub(super) fn shown(decoded: &Decoded, size: (u32, u32)) -> Vec<u8> {
         plugin_api::PixelFormat::Rgb8,
     )
     .unwrap();
-    let out = plugin_api::ops::resize(view, size.0, size.1).unwrap();
+    let out = plugin_kit::ops::resize(view, size.0, size.1).unwrap();
     out.view().pixels.as_slice().to_vec()
 }
 

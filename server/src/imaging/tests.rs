@@ -4,7 +4,7 @@
 use image::imageops;
 use image::RgbImage;
 use lcms2::{CIExyY, CIExyYTRIPLE, Intent, PixelFormat, Profile, ToneCurve, Transform};
-use plugin_api::geometry::{cover, fit};
+use plugin_kit::geometry::{cover, fit};
 
 use super::decode::{decode, decode_for, DecodeError, Decoded, WarningKind};
 use super::testing::*;

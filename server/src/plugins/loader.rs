@@ -7,8 +7,9 @@
 //! path in the data folder and workers only ever open the copy. The copy is opened with
 //! `RTLD_NOW` first, which refuses a library with unresolved symbols with the dynamic linker's
 //! own message before abi_stable runs any of its code; `plugin_api::host` then checks the ABI
-//! version (the server's line) and the layout of the root module (in whichever direction the
-//! plugin is the larger side: older and newer plugins of the line pass, through one handle).
+//! version (the server's line, or the closed line 0.1) and the layout of the root module (in
+//! whichever direction the plugin is the larger side: older and newer plugins pass) and gives
+//! the one handle every plugin is called through, `plugin_api::host::Plugin`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

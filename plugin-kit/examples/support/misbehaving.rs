@@ -27,11 +27,11 @@ macro_rules! misbehaving_mode {
                 target: plugin_api::TargetSize,
             ) -> Result<plugin_api::ImageBuf, plugin_api::RenderError> {
                 if target.width < support::MISBEHAVES_FROM {
-                    let region = plugin_api::geometry::cover_region(
+                    let region = plugin_kit::geometry::cover_region(
                         (src.width, src.height),
                         (target.width, target.height),
                     );
-                    return plugin_api::ops::resize_region(
+                    return plugin_kit::ops::resize_region(
                         src,
                         region,
                         target.width,

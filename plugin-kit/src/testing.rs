@@ -4,11 +4,11 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! ross-plugin-api = { path = "…/plugin-api", features = ["testing"] }
+//! ross-plugin-kit = { version = "0.1", features = ["testing"] }
 //! ```
 //!
 //! ```ignore
-//! use plugin_api::testing::{sample, Harness};
+//! use plugin_kit::testing::{sample, Harness};
 //!
 //! #[test]
 //! fn renders_a_photo() {
@@ -20,16 +20,17 @@
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::std_types::RStr;
 use image::{DynamicImage, ImageDecoder, ImageReader};
+use plugin_api::abi_stable::std_types::RStr;
 
-use crate::{ImageBuf, PixelFormat, PluginModule_Ref, RenderError, TargetSize};
+use plugin_api::{ImageBuf, PixelFormat, PluginModule_Ref, RenderError, TargetSize};
 
-/// A sample image bundled with ross (`samples/` in the ross repository): `ladybird.jpg`,
-/// `storm.jpg`, `flower.jpg`, `rotated-exif.jpg` (EXIF orientation 6), `transparent.png`.
+/// A sample image bundled with this crate (the images ross serves on its built-in defaults):
+/// `ladybird.jpg`, `storm.jpg`, `flower.jpg`, `rotated-exif.jpg` (EXIF orientation 6),
+/// `transparent.png`.
 pub fn sample(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../samples")
+        .join("samples")
         .join(name);
     assert!(path.exists(), "no sample image {}", path.display());
     path

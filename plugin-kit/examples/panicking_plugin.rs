@@ -17,7 +17,7 @@ impl Mode for Panic {
 
     fn render(&self, src: ImageView<'_>, target: TargetSize) -> Result<ImageBuf, RenderError> {
         if target.width <= 32 {
-            return plugin_api::ops::crop_to(src, target.width, target.height);
+            return plugin_kit::ops::crop_to(src, target.width, target.height);
         }
         panic!(
             "asked to render {}x{}, and this mode always panics",

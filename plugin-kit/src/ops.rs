@@ -4,8 +4,8 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::abi::{ImageBuf, ImageView, PixelFormat, RenderError, RenderErrorKind};
 use crate::geometry::Region;
+use plugin_api::{ImageBuf, ImageView, PixelFormat, RenderError, RenderErrorKind};
 
 fn pixel_type(format: PixelFormat) -> Result<PixelType, RenderError> {
     match format {
