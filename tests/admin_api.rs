@@ -473,6 +473,11 @@ entries";
 #[tokio::test]
 async fn the_metrics_families_keep_their_names() {
     let server = TestServer::builder().start().await;
+    // A labelled family shows once it has a series: ross_mode_renders_total after a render.
+    assert_eq!(
+        server.get("/100/100/crop/photos/Dune.jpg").await.status,
+        200
+    );
     let text = server.get("/metrics").await.text();
     let families: Vec<&str> = text
         .lines()
@@ -498,6 +503,7 @@ ross_worker_out_of_memory_total counter
 ross_cache_evicted_total counter
 ross_cache_evicted_bytes_total counter
 ross_cache_mode_purges_total counter
+ross_log_refusals_dropped_total counter
 ross_decode_warnings_total counter
 ross_renders_in_flight gauge
 ross_renders_waiting gauge
@@ -513,6 +519,7 @@ ross_workers_idle gauge
 ross_plugin_libraries_mapped gauge
 ross_uptime_seconds gauge
 ross_process_resident_memory_bytes gauge
-ross_mode_loaded gauge";
+ross_mode_loaded gauge
+ross_mode_renders_total counter";
     assert_eq!(families.join("\n"), pinned);
 }

@@ -64,17 +64,55 @@ fn cargo(dir: &Path, args: &[&str], config: &[String]) {
     );
 }
 
-/// What a registry that has ross's crates would give: this tree's, as `[patch]` prepublishes
-/// them.
-fn as_published() -> Vec<String> {
-    ["plugin-api", "plugin-kit"]
-        .map(|sub| {
-            format!(
-                "patch.crates-io.ross-{sub}.path={:?}",
-                workspace().join(sub).display().to_string()
-            )
-        })
-        .to_vec()
+/// What a registry that has ross's crates would give: this tree's two crates packaged as for
+/// publishing (`cargo package`: what is left out of a package, such as a file outside it, is
+/// missing here too), unpacked under `dir`, and `[patch]` values that prepublish them.
+fn as_published(dir: &Path) -> Vec<String> {
+    let target = dir.join("package-target");
+    let mut config = Vec::new();
+    for (package, sub) in [
+        ("ross-plugin-api", "plugin-api"),
+        ("ross-plugin-kit", "plugin-kit"),
+    ] {
+        // The kit needs the ABI crate from "the registry": the one packaged just before.
+        let target_dir = target.display().to_string();
+        let args = [
+            "package",
+            "--no-verify",
+            "--allow-dirty",
+            "-p",
+            package,
+            "--target-dir",
+            &target_dir,
+        ];
+        cargo(&workspace(), &args, &config);
+        let version = toml_version(&workspace().join(sub).join("Cargo.toml"));
+        let file = target.join(format!("package/{package}-{version}.crate"));
+        let unpacked = Command::new("tar")
+            .arg("-xzf")
+            .arg(&file)
+            .arg("-C")
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(unpacked.success(), "cannot unpack {}", file.display());
+        let path = dir.join(format!("{package}-{version}"));
+        config.push(format!(
+            "patch.crates-io.{package}.path={:?}",
+            path.display().to_string()
+        ));
+    }
+    config
+}
+
+/// The `package.version` of a manifest.
+fn toml_version(manifest: &Path) -> String {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no version in {}", manifest.display()))
+        .to_owned()
 }
 
 #[tokio::test]
@@ -144,11 +182,13 @@ async fn a_new_plugin_builds_passes_its_tests_and_is_served() {
     let manifest = std::fs::read_to_string(sdk_crate.join("Cargo.toml")).unwrap();
     let api = format!("path = \"../../{relative}/plugin-api\"");
     assert!(manifest.contains(&api), "{manifest}");
+    cargo(&sdk_crate, &["test", "--release"], &[]);
     cargo(&sdk_crate, &["build", "--release"], &[]);
 
     // By version, as from a registry.
-    cargo(&crate_dir, &["test", "--release"], &as_published());
-    cargo(&crate_dir, &["build", "--release"], &as_published());
+    let published = as_published(work.path());
+    cargo(&crate_dir, &["test", "--release"], &published);
+    cargo(&crate_dir, &["build", "--release"], &published);
     let library: PathBuf = workspace().join("target/plugin-kit/release/libmirror.so");
     assert!(workspace()
         .join("target/plugin-kit/release/libmirror2.so")

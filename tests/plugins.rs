@@ -167,6 +167,17 @@ async fn plugin_panic_is_a_500_for_that_request_only() {
     };
     assert_eq!(counts("panic"), (0, 3));
     assert_eq!(counts("crop"), (1, 0));
+    // And the registry, over every load of each mode.
+    let metrics = server.get("/metrics").await.text();
+    for line in [
+        r#"ross_mode_renders_total{mode="panic",outcome="failed"} 3"#,
+        r#"ross_mode_renders_total{mode="crop",outcome="ok"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
     assert_eq!(
         server.state.cache.stats().entries,
         1,

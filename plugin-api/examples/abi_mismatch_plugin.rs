@@ -1,6 +1,7 @@
 //! Test fixture: a library that claims to be a ross mode plugin but was built against a
 //! different layout of the root module (as a plugin built against an incompatible
-//! plugin-api would be). The loader must refuse it with a short message, and keep serving.
+//! plugin-api would be). The loader must refuse it with a short message, and keep serving. Its
+//! version string is its package's (0.1.x), so it is checked as a plugin of the closed line 0.1.
 #![allow(non_local_definitions, non_camel_case_types, missing_docs)]
 
 use abi_stable::library::RootModule;

@@ -322,7 +322,8 @@ impl DecodeNeed {
 /// Why a render failed, so the host can log and count failures by kind.
 ///
 /// Open, as [`PixelFormat`] is: a later ABI version may add kinds, so a `match` on one needs a
-/// `_` arm, and the host treats a kind it does not know as [`RenderErrorKind::Failed`].
+/// `_` arm. Every kind is a failed render to the host, which logs a kind it does not know by
+/// its number (`RenderErrorKind(7)`).
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RenderErrorKind(u8);

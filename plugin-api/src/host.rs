@@ -19,7 +19,7 @@
 //! [`crate::legacy`]'s types, which are today's in memory, and then called as every plugin is.
 
 use abi_stable::abi_stability::check_layout_compatibility;
-use abi_stable::library::{LibHeader, LibraryError, RootModule, RootModuleError};
+use abi_stable::library::{LibHeader, RootModule, RootModuleError};
 use abi_stable::sabi_types::{VersionNumber, VersionStrings};
 use abi_stable::std_types::RStr;
 use abi_stable::StableAbi;
@@ -42,8 +42,9 @@ pub enum OpenError {
     /// checked, so it is refused.
     NoLayout,
     /// Its root module's layout differs from this host's in a field both have, or in the
-    /// fields up to `render`. The whole report is in abi_stable's error.
-    Layout(LibraryError),
+    /// fields up to `render`: abi_stable's reports of both checks (the library as the newer
+    /// side, then as the older), hundreds of lines.
+    Layout(String),
     /// Its root module's constructor failed or panicked.
     Init(RootModuleError),
 }
@@ -88,6 +89,21 @@ impl Line {
             (0, 1) => Some(Line::Legacy),
             _ => None,
         }
+    }
+}
+
+/// Whether this host takes plugins built against ABI `version` (`"0.2.0"`): its line or the
+/// closed line 0.1. (Whether a plugin of it loads then rests on its layout.)
+pub fn takes_abi(version: &str) -> bool {
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor)), Some(Ok(patch)), None) => Line::of(VersionNumber {
+            major,
+            minor,
+            patch,
+        })
+        .is_some(),
+        _ => false,
     }
 }
 
@@ -218,11 +234,18 @@ fn check_layout<M: RootModule>(
     header: &LibHeader,
     layout: &'static abi_stable::type_layout::TypeLayout,
 ) -> Result<(), OpenError> {
-    if let Err(newer_or_other) = header.ensure_layout::<M>() {
+    if let Err(as_newer) = header.ensure_layout::<M>() {
         // Not a plugin as new as the host's types or newer: an older one has fewer fields,
         // and passes with the roles swapped.
-        if check_layout_compatibility(layout, <M as StableAbi>::LAYOUT).is_err() {
-            return Err(OpenError::Layout(newer_or_other));
+        if let Err(as_older) =
+            check_layout_compatibility(layout, <M as StableAbi>::LAYOUT).into_result()
+        {
+            // Either report may be the telling one: for an older plugin, the first only says
+            // that it has fewer fields.
+            return Err(OpenError::Layout(format!(
+                "checked as a plugin as new as this host or newer:\n{as_newer}\n\
+                 checked as an older plugin:\n{as_older}"
+            )));
         }
     }
     Ok(())
@@ -253,6 +276,13 @@ mod tests {
         assert_eq!(v("0.2.7"), Some(Line::Current));
         for other in ["0.0.1", "0.3.0", "1.0.0", "1.2.0"] {
             assert_eq!(v(other), None, "{other}");
+            assert!(!takes_abi(other), "{other}");
+        }
+        for taken in ["0.1.0", "0.1.9", PLUGIN_ABI_VERSION, "0.2.7"] {
+            assert!(takes_abi(taken), "{taken}");
+        }
+        for junk in ["", "0.2", "0.2.0.1", "a.b.c", "0.2.x"] {
+            assert!(!takes_abi(junk), "{junk}");
         }
     }
 }

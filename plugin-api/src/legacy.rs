@@ -8,6 +8,9 @@
 //!
 //! A host hands such a plugin only the formats of 0.1 (its enum has no other value: anything
 //! else would be undefined behaviour in the plugin), which [`crate::host::Plugin`] enforces.
+//!
+//! The test fixtures of that line (`examples/support/abi_0_1.rs`) write the same types out
+//! again on purpose, standing for plugins built then: a slip here would not be copied there.
 
 use std::mem::{align_of, offset_of, size_of};
 
@@ -15,8 +18,6 @@ use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, StableAbi};
-
-use crate::abi::{DecodeNeed, ModeInfo, TargetSize};
 
 /// 0.1's pixel format: an exhaustive enum.
 #[repr(u8)]
@@ -42,6 +43,40 @@ pub enum RenderErrorKind {
     Panicked = 2,
     /// See [`crate::RenderErrorKind::Failed`].
     Failed = 3,
+}
+
+/// 0.1's [`crate::TargetSize`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetSize {
+    /// See [`crate::TargetSize::width`].
+    pub width: u32,
+    /// See [`crate::TargetSize::height`].
+    pub height: u32,
+}
+
+/// 0.1's [`crate::DecodeNeed`] (0.1.1 on).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeNeed {
+    /// See [`crate::DecodeNeed::full_size`].
+    pub full_size: bool,
+    /// See [`crate::DecodeNeed::width`].
+    pub width: u32,
+    /// See [`crate::DecodeNeed::height`].
+    pub height: u32,
+}
+
+/// 0.1's [`crate::ModeInfo`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ModeInfo {
+    /// See [`crate::ModeInfo::name`].
+    pub name: RString,
+    /// See [`crate::ModeInfo::version`].
+    pub version: RString,
+    /// See [`crate::ModeInfo::description`].
+    pub description: RString,
 }
 
 /// 0.1's [`crate::ImageView`].
@@ -150,6 +185,9 @@ const _: () = {
         format
     );
     same!(RenderError, crate::RenderError, kind, message);
+    same!(TargetSize, crate::TargetSize, width, height);
+    same!(DecodeNeed, crate::DecodeNeed, full_size, width, height);
+    same!(ModeInfo, crate::ModeInfo, name, version, description);
     // An entry point appended to today's root module fails this size check on purpose: compare
     // the prefix (the offsets) instead, and read the new field only from plugins of 0.2.0 on
     // (`host::Plugin`), since a plugin of 0.1 may have a field of its own in that place.

@@ -60,4 +60,15 @@ mod tests {
         assert_eq!(env!("CARGO_PKG_NAME"), "ross-plugin-api");
         assert!(env!("CARGO_PKG_VERSION").starts_with("0.1."));
     }
+
+    /// The manifest says which ABI this package carries, for `ross plugin new --path`.
+    #[test]
+    fn the_manifest_names_the_abi() {
+        let manifest = include_str!("../Cargo.toml");
+        let line = format!("abi = \"{}\"", crate::PLUGIN_ABI_VERSION);
+        assert!(
+            manifest.lines().any(|l| l == line),
+            "{line} not in Cargo.toml"
+        );
+    }
 }

@@ -120,7 +120,7 @@ pub fn note(state: &AppState, outcome: &Outcome<'_>) {
             reason = %f.reason, error = f.cause.as_deref().map(tracing::field::display),
             "request failed"
         ),
-        Some(f) if REFUSALS.admit() => tracing::warn!(
+        Some(f) if REFUSALS.admit(&state.metrics) => tracing::warn!(
             target: "access", request_id = %id, %method, path = %path,
             status = status.as_u16(), cache = %cache, ms = format_args!("{ms:.1}"),
             code = %f.code, reason = %f.reason,
@@ -131,7 +131,7 @@ pub fn note(state: &AppState, outcome: &Outcome<'_>) {
             cache = %cache, ms = format_args!("{ms:.1}"), "request failed"
         ),
         // A refusal past the line rate is counted by `admit`, not written.
-        None if status.is_client_error() && REFUSALS.admit() => {
+        None if status.is_client_error() && REFUSALS.admit(&state.metrics) => {
             log_served(id, method, path, status, cache, ms);
         }
         None if !status.is_client_error() && state.settings.log.access => {
@@ -186,12 +186,12 @@ static REFUSALS: RefusalLog = RefusalLog {
 };
 
 impl RefusalLog {
-    /// Whether a refusal line may be written now.
-    fn admit(&self) -> bool {
+    /// Whether a refusal line may be written now; one that may not is counted in `metrics`.
+    fn admit(&self, metrics: &telemetry::Metrics) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (admitted, dropped) = self.admit_at(now);
+        let (admitted, dropped) = self.admit_at(now, metrics);
         if let Some(dropped) = dropped {
             tracing::warn!(
                 target: "access", dropped,
@@ -202,8 +202,8 @@ impl RefusalLog {
     }
 
     /// [`RefusalLog::admit`] at `now` (seconds): whether to write the line, and the count of
-    /// lines dropped to report first, if any.
-    fn admit_at(&self, now: u64) -> (bool, Option<u64>) {
+    /// lines dropped to report first, if any. A line dropped is counted in `metrics`.
+    fn admit_at(&self, now: u64, metrics: &telemetry::Metrics) -> (bool, Option<u64>) {
         let mut report = None;
         let second = self.second.load(Ordering::Relaxed);
         if now != second
@@ -219,6 +219,7 @@ impl RefusalLog {
             (true, report)
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics.count(telemetry::Count::RefusalLineDropped);
             (false, report)
         }
     }
@@ -359,11 +360,16 @@ mod tests {
             lines: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         };
-        let written = (0..150).filter(|_| log.admit_at(10).0).count() as u64;
+        let metrics = telemetry::Metrics::new();
+        let written = (0..150).filter(|_| log.admit_at(10, &metrics).0).count() as u64;
         assert_eq!(written, REFUSAL_LINES_PER_SECOND);
-        assert_eq!(log.admit_at(10), (false, None));
+        assert_eq!(log.admit_at(10, &metrics), (false, None));
         // The next second: written again, and the 51 dropped reported once.
-        assert_eq!(log.admit_at(11), (true, Some(51)));
-        assert_eq!(log.admit_at(11), (true, None));
+        assert_eq!(log.admit_at(11, &metrics), (true, Some(51)));
+        assert_eq!(log.admit_at(11, &metrics), (true, None));
+        assert_eq!(metrics.counts().refusal_lines_dropped, 51);
+        assert!(metrics
+            .encode()
+            .contains("ross_log_refusals_dropped_total 51\n"));
     }
 }

@@ -350,18 +350,18 @@ impl Shared {
                     encoded, timings, ..
                 }) => {
                     report_timings(&self.metrics, &timings);
-                    mode.note_render(true);
+                    mode.note_render(&self.metrics, true);
                     break Ok(encoded);
                 }
                 Ok(JobOutcome::Failed(e)) => {
                     if e.code == ErrorCode::RenderFailed {
-                        mode.note_render(false);
+                        mode.note_render(&self.metrics, false);
                     }
                     break Err(e);
                 }
                 Err(failure) => {
                     if failure.stage == Stage::Render {
-                        mode.note_render(false);
+                        mode.note_render(&self.metrics, false);
                     }
                     if let Some(quarantine) = mode.note_failure(&failure) {
                         self.modes.quarantined(&mode.name, &quarantine);

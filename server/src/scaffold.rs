@@ -1,7 +1,7 @@
 //! `ross plugin new NAME`: a new mode plugin crate that builds, passes its tests and is served
 //! as it stands, for an author to change.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Why a plugin crate could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,12 @@ pub enum ScaffoldError {
     /// The target folder exists and is not empty.
     #[error("{0} already exists and is not empty")]
     Exists(PathBuf),
+    /// A mode name that cannot name a Rust crate.
+    #[error(
+        "{0:?} is a Rust keyword or a built-in crate's name, which cannot name the plugin's \
+         crate: pick another name"
+    )]
+    Reserved(String),
     /// `--path` is not a folder holding ross's plugin crates.
     #[error(
         "{path}: not a ross plugin SDK ({reason}); give the folder that holds plugin-api/ and \
@@ -36,6 +42,67 @@ pub enum ScaffoldError {
     },
 }
 
+/// Names cargo refuses for a package (Rust keywords, and the built-in crates), with `-` as
+/// `_`.
+const RESERVED: &[&str] = &[
+    "abstract",
+    "alloc",
+    "as",
+    "async",
+    "await",
+    "become",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "core",
+    "crate",
+    "do",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "final",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "proc_macro",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "std",
+    "struct",
+    "super",
+    "test",
+    "trait",
+    "true",
+    "try",
+    "type",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "use",
+    "virtual",
+    "where",
+    "while",
+    "yield",
+];
+
 /// Where a new plugin's ross crates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sdk {
@@ -46,35 +113,56 @@ pub enum Sdk {
     Path(PathBuf),
 }
 
-/// The two crates a plugin depends on, with the requirement this ross was built with
-/// (`major.minor`: any later patch, and any later minor from 1.0 on).
-const CRATES: [(&str, &str, &str); 2] = [
-    ("ross-plugin-api", "plugin-api", plugin_api::PACKAGE_VERSION),
-    ("ross-plugin-kit", "plugin-kit", plugin_kit::PACKAGE_VERSION),
-];
+/// The ABI crate: its package, its folder in an SDK, and the version this ross was built with.
+const API: (&str, &str, &str) = ("ross-plugin-api", "plugin-api", plugin_api::PACKAGE_VERSION);
+/// The kit, likewise.
+const KIT: (&str, &str, &str) = ("ross-plugin-kit", "plugin-kit", plugin_kit::PACKAGE_VERSION);
 
-fn requirement(version: &str) -> String {
+/// The requirement for the ABI crate of `version`: exactly it. Every version of that package
+/// carries one ABI (its patch goes up with each), and the author moves to another on purpose.
+fn api_requirement(version: &str) -> String {
+    format!("={version}")
+}
+
+/// The requirement for the kit of `version`: `major.minor`, any later compatible version.
+fn kit_requirement(version: &str) -> String {
     version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
 /// Where each of the two crates comes from: its version requirement, and with an SDK its
 /// `path` as seen from `dir`, the new crate's folder (TOML `key = value` items).
 fn sources(sdk: &Sdk, dir: &Path) -> Result<[Vec<String>; 2], ScaffoldError> {
-    let folder = match sdk {
-        Sdk::Registry => None,
-        Sdk::Path(path) => Some(check_sdk(path)?),
-    };
-    Ok(CRATES.map(|(_, sub, version)| {
-        let mut items = vec![format!("version = {}", toml_string(&requirement(version)))];
-        if let Some(root) = folder {
-            let path = relative_to(&root.join(sub), dir);
-            items.push(format!(
-                "path = {}",
-                toml_string(&path.display().to_string())
-            ));
+    let versions = |api: &str, kit: &str| [api_requirement(api), kit_requirement(kit)];
+    match sdk {
+        Sdk::Registry => Ok(versions(API.2, KIT.2).map(|v| vec![item("version", &v)])),
+        Sdk::Path(root) => {
+            let (api, kit) = check_sdk(root)?;
+            let from = resolved(dir).map_err(|source| ScaffoldError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+            let mut paths = [API.1, KIT.1].into_iter().map(|sub| {
+                let path = root.join(sub);
+                let written = if path.is_absolute() {
+                    path
+                } else {
+                    // Both exist up to `root`: resolved, links and `..` alike.
+                    relative(&resolved(&path).unwrap_or(path), &from)
+                };
+                item("path", &written.display().to_string())
+            });
+            let [api, kit] = versions(&api, &kit);
+            Ok([
+                vec![item("version", &api), paths.next().unwrap_or_default()],
+                vec![item("version", &kit), paths.next().unwrap_or_default()],
+            ])
         }
-        items
-    }))
+    }
+}
+
+/// `key = "value"`, the value a TOML string.
+fn item(key: &str, value: &str) -> String {
+    format!("{key} = {}", toml::Value::String(value.to_owned()))
 }
 
 /// The dependency line of `package` from `items`: `name = "0.1"` when that is all.
@@ -85,26 +173,30 @@ fn dependency(package: &str, items: &[String]) -> String {
     }
 }
 
-/// `path`, or when it is relative, the same folder seen from `dir` (both relative to the
-/// current folder): so a crate and its SDK can move together.
-fn relative_to(path: &Path, dir: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_owned();
-    }
-    let absolute = |p: &Path| {
-        let p = std::env::current_dir().unwrap_or_default().join(p);
-        p.components().fold(PathBuf::new(), |mut acc, c| {
-            match c {
-                std::path::Component::CurDir => {}
-                std::path::Component::ParentDir => {
-                    acc.pop();
-                }
-                other => acc.push(other),
+/// `path` made absolute and resolved, one component at a time: links followed while the
+/// folders exist (`canonicalize`), `.` and `..` taken lexically past that (a folder still to
+/// be created holds no link).
+fn resolved(path: &Path) -> std::io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for part in std::env::current_dir()?.join(path).components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
             }
-            acc
-        })
-    };
-    let (to, from) = (absolute(path), absolute(dir));
+            other => {
+                out.push(other);
+                if let Ok(real) = out.canonicalize() {
+                    out = real;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `to` as seen from `from`, both absolute and resolved.
+fn relative(to: &Path, from: &Path) -> PathBuf {
     let common = to
         .components()
         .zip(from.components())
@@ -116,45 +208,43 @@ fn relative_to(path: &Path, dir: &Path) -> PathBuf {
     rel
 }
 
-/// A TOML basic string of `s`.
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-/// Checks that `path` holds ross's two plugin crates, of the versions this ross takes.
-fn check_sdk(path: &Path) -> Result<&Path, ScaffoldError> {
+/// Checks that `root` holds ross's two plugin crates, the ABI crate of an ABI this ross
+/// takes; returns their versions (ABI crate, kit).
+fn check_sdk(root: &Path) -> Result<(String, String), ScaffoldError> {
     let refuse = |reason: String| ScaffoldError::NotAnSdk {
-        path: path.to_owned(),
+        path: root.to_owned(),
         reason,
     };
-    for (package, sub, version) in CRATES {
-        let manifest = path.join(sub).join("Cargo.toml");
-        let text = std::fs::read_to_string(&manifest)
-            .map_err(|e| refuse(format!("{sub}/Cargo.toml: {e}")))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| refuse(format!("{sub}/Cargo.toml: {e}")))?;
-        let field = |key: &str| {
-            table
-                .get("package")
-                .and_then(|p| p.get(key))
-                .and_then(toml::Value::as_str)
-                .map(str::to_owned)
-        };
-        if field("name").as_deref() != Some(package) {
-            return Err(refuse(format!(
-                "{sub}/Cargo.toml is not the package {package}"
-            )));
+    let manifest = |sub: &str, package: &str| -> Result<toml::Table, ScaffoldError> {
+        let path = format!("{sub}/Cargo.toml");
+        let text = std::fs::read_to_string(root.join(&path))
+            .map_err(|e| refuse(format!("{path}: {e}")))?;
+        let table: toml::Table = text.parse().map_err(|e| refuse(format!("{path}: {e}")))?;
+        let name = table.get("package").and_then(|p| p.get("name"));
+        if name.and_then(toml::Value::as_str) != Some(package) {
+            return Err(refuse(format!("{path} is not the package {package}")));
         }
-        let found = field("version").unwrap_or_default();
-        if requirement(&found) != requirement(version) {
-            return Err(refuse(format!(
-                "{sub} is {package} {found}, and this ross takes {}",
-                requirement(version)
-            )));
+        Ok(table)
+    };
+    let field = |table: &toml::Table, keys: &[&str]| {
+        let mut value = table.get("package");
+        for key in keys {
+            value = value.and_then(|v| v.get(key));
         }
+        value.and_then(toml::Value::as_str).unwrap_or("").to_owned()
+    };
+    let api = manifest(API.1, API.0)?;
+    let abi = field(&api, &["metadata", "ross", "abi"]);
+    if !plugin_api::host::takes_abi(&abi) {
+        return Err(refuse(format!(
+            "its {} carries plugin ABI {:?}, which this ross does not take (its own is {})",
+            API.0,
+            abi,
+            plugin_api::PLUGIN_ABI_VERSION
+        )));
     }
-    Ok(path)
+    let kit = manifest(KIT.1, KIT.0)?;
+    Ok((field(&api, &["version"]), field(&kit, &["version"])))
 }
 
 /// Creates the crate for mode `name` in `dir`, its ross crates from `sdk`. Returns the files
@@ -163,6 +253,9 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>, Sca
     if !plugin_api::is_mode_name(name) {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
+    if RESERVED.contains(&name.replace('-', "_").as_str()) {
+        return Err(ScaffoldError::Reserved(name.to_owned()));
+    }
     let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
     if occupied {
         return Err(ScaffoldError::Exists(dir.to_owned()));
@@ -170,9 +263,9 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>, Sca
     let [api, kit] = sources(sdk, dir)?;
     let kit_testing = [kit.clone(), vec![r#"features = ["testing"]"#.to_owned()]].concat();
     let (api, kit_testing, kit) = (
-        dependency(CRATES[0].0, &api),
-        dependency(CRATES[1].0, &kit_testing),
-        dependency(CRATES[1].0, &kit),
+        dependency(API.0, &api),
+        dependency(KIT.0, &kit_testing),
+        dependency(KIT.0, &kit),
     );
     let lib = name.replace('-', "_");
     let type_name: String = name
@@ -183,6 +276,7 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>, Sca
                 first.to_ascii_uppercase().to_string() + chars.as_str()
             })
         })
+        .chain(["Mode".to_owned()])
         .collect();
     let fill = |template: &str| {
         template
@@ -223,8 +317,8 @@ edition = "2021"
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-# The plugin boundary, imported as `plugin_api`: frozen on 0.1.x (ross checks the plugin
-# ABI version it carries, not this one).
+# The plugin boundary, imported as `plugin_api`. Each version of it carries one plugin ABI
+# (the one ross checks), hence the exact version: move to another on purpose.
 {{api}}
 # Pixel operations, geometry and the test kit, imported as `plugin_kit`.
 {{kit}}
@@ -370,22 +464,22 @@ mod tests {
                 assert!(spec.get("path").is_none(), "{table}.{name} has a path");
             }
         }
-        let api = requirement(plugin_api::PACKAGE_VERSION);
-        assert_eq!(api, "0.1", "the ABI crate stays on 0.1.x");
+        assert!(plugin_api::PACKAGE_VERSION.starts_with("0.1."));
+        let api = format!("={}", plugin_api::PACKAGE_VERSION);
+        let kit = kit_requirement(plugin_kit::PACKAGE_VERSION);
         assert_eq!(
             toml["dependencies"]["ross-plugin-api"].as_str(),
-            Some("0.1")
+            Some(api.as_str())
         );
         assert_eq!(
             toml["dependencies"]["ross-plugin-kit"].as_str(),
-            Some(requirement(plugin_kit::PACKAGE_VERSION).as_str())
+            Some(kit.as_str())
         );
         let testing = &toml["dev-dependencies"]["ross-plugin-kit"];
         assert_eq!(testing["features"][0].as_str(), Some("testing"));
-        assert_eq!(
-            testing["version"].as_str(),
-            Some(requirement(plugin_kit::PACKAGE_VERSION).as_str())
-        );
+        assert_eq!(testing["version"].as_str(), Some(kit.as_str()));
+        let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("pub struct MirrorMode;"), "{lib}");
     }
 
     #[test]
@@ -401,55 +495,69 @@ mod tests {
             api["path"].as_str(),
             Some(sdk.join("plugin-api").to_str().unwrap())
         );
-        assert_eq!(api["version"].as_str(), Some("0.1"));
+        let exact = format!("={}", plugin_api::PACKAGE_VERSION);
+        assert_eq!(api["version"].as_str(), Some(exact.as_str()));
         let kit = &toml["dev-dependencies"]["ross-plugin-kit"];
         assert_eq!(
             kit["path"].as_str(),
             Some(sdk.join("plugin-kit").to_str().unwrap())
         );
-        // Relative (to the current folder): rebased on the new crate's folder.
+        // Relative: the same folder seen from the new crate, through links.
+        let real = work.path().join("real");
+        std::fs::create_dir_all(real.join("deep")).unwrap();
+        std::os::unix::fs::symlink(real.join("deep"), work.path().join("link")).unwrap();
+        let from = resolved(&work.path().join("link/plugins/mirror")).unwrap();
         assert_eq!(
-            relative_to(Path::new("../ross/plugin-api"), Path::new("plugins/mirror")),
-            Path::new("../../../ross/plugin-api")
+            from,
+            real.canonicalize().unwrap().join("deep/plugins/mirror")
         );
+        let to = resolved(&work.path().join("real/ross/../sdk/plugin-api")).unwrap();
+        assert_eq!(relative(&to, &from), Path::new("../../../sdk/plugin-api"));
         assert_eq!(
-            relative_to(Path::new("ross/plugin-kit"), Path::new("./ross/plugins/x")),
-            Path::new("../../plugin-kit")
+            relative(Path::new("/a/b/c"), Path::new("/a/x")),
+            Path::new("../b/c")
         );
-        assert_eq!(
-            relative_to(Path::new("/opt/ross/plugin-api"), Path::new("x")),
-            Path::new("/opt/ross/plugin-api")
-        );
+    }
+
+    #[test]
+    fn names_cargo_refuses_are_refused_and_type_names_never_clash() {
+        let work = tempfile::tempdir().unwrap();
+        for name in ["self", "fn", "test", "std", "proc-macro"] {
+            let e = new_plugin(name, &work.path().join(name), &Sdk::Registry).unwrap_err();
+            assert!(matches!(e, ScaffoldError::Reserved(_)), "{name}: {e}");
+        }
+        // `mode`, `ok` and `result` would clash with names the template uses, unsuffixed.
+        for (name, type_name) in [("mode", "ModeMode"), ("ok", "OkMode"), ("a-b_c", "ABCMode")] {
+            let dir = work.path().join(name);
+            new_plugin(name, &dir, &Sdk::Registry).unwrap();
+            let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+            assert!(lib.contains(&format!("pub struct {type_name};")), "{name}");
+        }
     }
 
     #[test]
     fn a_folder_without_the_crates_is_not_an_sdk() {
         let work = tempfile::tempdir().unwrap();
-        let e = new_plugin(
-            "mirror",
-            &work.path().join("m"),
-            &Sdk::Path(work.path().into()),
-        )
-        .unwrap_err();
+        let sdk = Sdk::Path(work.path().into());
+        let e = new_plugin("mirror", &work.path().join("m"), &sdk).unwrap_err();
         assert!(matches!(e, ScaffoldError::NotAnSdk { .. }), "{e}");
         assert!(e.to_string().contains("plugin-api/Cargo.toml"), "{e}");
         assert!(!work.path().join("m").exists(), "nothing written");
+        let write = |text: &str| {
+            std::fs::create_dir_all(work.path().join("plugin-api")).unwrap();
+            std::fs::write(work.path().join("plugin-api/Cargo.toml"), text).unwrap();
+            new_plugin("mirror", &work.path().join("m"), &sdk)
+                .unwrap_err()
+                .to_string()
+        };
         // Another package in the right place.
-        std::fs::create_dir_all(work.path().join("plugin-api")).unwrap();
-        std::fs::write(
-            work.path().join("plugin-api/Cargo.toml"),
-            "[package]\nname = \"other\"\nversion = \"0.1.0\"\n",
-        )
-        .unwrap();
-        let e = new_plugin(
-            "mirror",
-            &work.path().join("m"),
-            &Sdk::Path(work.path().into()),
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("not the package ross-plugin-api"),
-            "{e}"
+        let e = write("[package]\nname = \"other\"\nversion = \"0.1.0\"\n");
+        assert!(e.contains("not the package ross-plugin-api"), "{e}");
+        // The ABI crate of a line this ross does not take.
+        let e = write(
+            "[package]\nname = \"ross-plugin-api\"\nversion = \"0.1.9\"\n\
+             [package.metadata.ross]\nabi = \"0.3.0\"\n",
         );
+        assert!(e.contains("carries plugin ABI \"0.3.0\""), "{e}");
     }
 }

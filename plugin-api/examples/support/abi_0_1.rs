@@ -1,7 +1,9 @@
 //! The types of plugin ABI 0.1.x (0.1.0 to 0.1.2), written out as plugins built against it
 //! have them, for the fixtures that stand for those plugins (each with the root module of its
 //! own version): whatever plugin-api's types become, these stay what the plugins hold. Also
-//! their one mode: the whole source stretched to the box, nearest pixel, RGB only.
+//! their one mode: the whole source stretched to the box, nearest pixel, RGB only. The host
+//! checks such plugins against its own copy of these types (`plugin_api::legacy`); this one is
+//! kept apart on purpose, standing for what was built then.
 #![allow(dead_code)]
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};

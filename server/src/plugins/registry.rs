@@ -97,14 +97,17 @@ impl LoadedMode {
     }
 
     /// Counts a render of this load: whether it produced an image, or failed in the mode's
-    /// own code (failures of the source, the decoder or the server are not the mode's).
-    pub fn note_render(&self, ok: bool) {
+    /// own code (failures of the source, the decoder or the server are not the mode's). The
+    /// load keeps its own count (what the plugins page shows, since this load) and `metrics`
+    /// the mode's over every load (`ross_mode_renders_total`).
+    pub fn note_render(&self, metrics: &Metrics, ok: bool) {
         let counter = if ok {
             &self.rendered
         } else {
             &self.render_failures
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics.mode_render(&self.name, ok);
     }
 
     /// (renders that produced an image, renders that failed in the mode's code) since this

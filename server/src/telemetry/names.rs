@@ -72,6 +72,15 @@ names! {
     DECODE_WARNINGS = "ross_decode_warnings",
         "Originals decoded past a warning: libjpeg's (damaged data it got past), or an ICC \
          profile ignored (too large, unreadable, not for the pixels)";
+    /// Counter, labels `mode` and `outcome` (`ok`, or `failed` in the mode's own code):
+    /// renders by mode, over every load of it.
+    MODE_RENDERS = "ross_mode_renders",
+        "Renders by mode and outcome: ok, or failed in the mode's own code (an error or bad \
+         pixels from the plugin, or its worker hung, crashed or ran out of memory)";
+    /// Counter: refusal lines not written past the line rate.
+    REFUSAL_LINES_DROPPED = "ross_log_refusals_dropped",
+        "Refusal (4xx) log lines not written, past 100 a second (the responses are still \
+         counted in ross_errors)";
     /// Counter: purges of a mode whose plugin changed version.
     MODE_PURGES = "ross_cache_mode_purges",
         "Cache purges of a mode whose plugin changed version";

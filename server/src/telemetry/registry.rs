@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -103,6 +104,8 @@ counters! {
     EvictedBytes => evicted_bytes: CACHE_EVICTED_BYTES,
     /// A purge of a mode whose plugin changed version.
     ModePurge => mode_purges: MODE_PURGES,
+    /// A refusal line not written, past the line rate.
+    RefusalLineDropped => refusal_lines_dropped: REFUSAL_LINES_DROPPED,
 }
 
 macro_rules! gauges {
@@ -186,6 +189,7 @@ pub struct Metrics {
     warnings: Arc<[Counter; WARNING_KINDS.len()]>,
     gauges: Gauges,
     modes: Arc<arc_swap::ArcSwap<Vec<(String, String)>>>,
+    mode_renders: Family<[(&'static str, String); 2], Counter>,
 }
 
 impl Default for Metrics {
@@ -223,6 +227,7 @@ impl Metrics {
             warnings: Default::default(),
             gauges: Gauges::default(),
             modes: Default::default(),
+            mode_renders: Family::default(),
         };
         let registry = &mut metrics.registry;
         register(
@@ -250,7 +255,20 @@ impl Metrics {
             names::MODE_LOADED,
             ModesLoaded(metrics.modes.clone()),
         );
+        register(registry, names::MODE_RENDERS, metrics.mode_renders.clone());
         metrics
+    }
+
+    /// A render of `mode`: whether it produced an image, or failed in the mode's own code.
+    pub fn mode_render(&self, mode: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.mode_renders
+            .get_or_create(&[("mode", mode.to_owned()), ("outcome", outcome.to_owned())])
+            .inc();
+        metrics::counter!(
+            names::MODE_RENDERS.name, "mode" => mode.to_owned(), "outcome" => outcome
+        )
+        .increment(1);
     }
 
     /// How long the server has been up.
@@ -577,6 +595,8 @@ mod tests {
         assert_eq!(m.gauges().cache_entries, 7);
         m.response(404, Some(Duration::from_millis(1)));
         m.stage_took(stage::FETCH, Duration::from_millis(30));
+        // A family with labels of its own shows once it has a series.
+        m.mode_render("crop", false);
         let text = m.encode();
         for line in [
             "ross_hits_total 1",
@@ -590,6 +610,7 @@ mod tests {
             "ross_stage_ms_bucket{stage=\"fetch\",le=\"50\"} 1",
             "ross_stage_ms_count{stage=\"decode\"} 0",
             "ross_request_ms_count 1",
+            "ross_mode_renders_total{mode=\"crop\",outcome=\"failed\"} 1",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
