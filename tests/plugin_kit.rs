@@ -179,9 +179,19 @@ async fn a_new_plugin_builds_passes_its_tests_and_is_served() {
         "{}",
         String::from_utf8_lossy(&from_sdk.stderr)
     );
+    // Written relative to the crate, and leading to this tree's crate.
     let manifest = std::fs::read_to_string(sdk_crate.join("Cargo.toml")).unwrap();
-    let api = format!("path = \"../../{relative}/plugin-api\"");
-    assert!(manifest.contains(&api), "{manifest}");
+    let api = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("ross-plugin-api = { version = "))
+        .and_then(|l| l.split("path = \"").nth(1))
+        .and_then(|l| l.split('"').next())
+        .unwrap_or_else(|| panic!("no path for ross-plugin-api in\n{manifest}"));
+    assert!(api.starts_with("../"), "{api}");
+    assert_eq!(
+        sdk_crate.join(api).canonicalize().unwrap(),
+        workspace().join("plugin-api")
+    );
     cargo(&sdk_crate, &["test", "--release"], &[]);
     cargo(&sdk_crate, &["build", "--release"], &[]);
 
