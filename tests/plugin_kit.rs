@@ -68,6 +68,10 @@ fn cargo(dir: &Path, args: &[&str], config: &[String]) {
 /// publishing (`cargo package`: what is left out of a package, such as a file outside it, is
 /// missing here too), unpacked under `dir`, and `[patch]` values that prepublish them.
 fn as_published(dir: &Path) -> Vec<String> {
+    // Packaging the kit with a [patch] notes the patch in the workspace's lockfile: put it
+    // back as it was, however this ends.
+    let lock = workspace().join("Cargo.lock");
+    let _lock = Restore(lock.clone(), std::fs::read(&lock).unwrap());
     let target = dir.join("package-target");
     let mut config = Vec::new();
     for (package, sub) in [
@@ -103,6 +107,15 @@ fn as_published(dir: &Path) -> Vec<String> {
         ));
     }
     config
+}
+
+/// A file written back as it was when this is dropped.
+struct Restore(PathBuf, Vec<u8>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, &self.1);
+    }
 }
 
 /// The `package.version` of a manifest.
