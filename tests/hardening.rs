@@ -637,7 +637,9 @@ fn telemetry_reaches_statsd_prometheus_and_the_log() {
             "{needle} not in /metrics:\n{metrics}"
         );
     }
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    // Lines are written by a thread of their own: wait for the two this test looks for.
+    crate::process::log_once_it_holds(dir.path(), "test-req-1");
+    let log = crate::process::log_once_it_holds(dir.path(), &generated);
     let access: Vec<&str> = log.lines().filter(|l| l.contains("access")).collect();
     assert!(
         access.iter().any(|l| l.contains("test-req-1")
