@@ -387,3 +387,75 @@ fn a_confirmed_whitelist_edit_survives_a_kill() {
     assert_eq!(status, 200);
     assert_eq!(wl["sizes"], serde_json::json!(["72x72", "300x300"]));
 }
+
+/// A purge costs what it matches: sizes of one photo rendered while another key is purged
+/// (one purge before each request, and more every 20 ms alongside) are all cached, and its
+/// original is fetched and decoded no more often than those of a copy of it rendered with no
+/// purge at all (in the same run, so reuse is alike).
+#[tokio::test]
+async fn a_purge_of_another_key_costs_renders_in_flight_nothing() {
+    let media = tempfile::tempdir().unwrap();
+    for name in ["quiet.jpg", "busy.jpg"] {
+        std::fs::copy(corpus().join("photos/Dune.jpg"), media.path().join(name)).unwrap();
+    }
+    let server = TestServer::builder().media(media.path()).start().await;
+    server.settled().await;
+    let sizes = [640, 520, 430, 360, 300, 240, 200, 160, 120, 96];
+    let decodes = || {
+        let latency = server.state.metrics.stage_latency("decode").unwrap();
+        latency.count()
+    };
+    let purge = || async {
+        let r = server
+            .admin("POST", "/purge", r#"{"key": "elsewhere.jpg"}"#)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let run = |key: &'static str, purging: bool| {
+        let server = &server;
+        async move {
+            let (fetches, decoded) = (server.state.metrics.counts().fetches, decodes());
+            for s in sizes {
+                if purging {
+                    purge().await;
+                }
+                let r = server.get(&format!("/{s}/{s}/crop/{key}")).await;
+                assert_eq!(r.status, 200, "{key} at {s}: {}", r.text());
+                assert_eq!(r.header("x-cache"), "MISS");
+            }
+            (
+                server.state.metrics.counts().fetches - fetches,
+                decodes() - decoded,
+            )
+        }
+    };
+    let quiet = run("quiet.jpg", false).await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let purges = async {
+        let mut purges = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            purge().await;
+            purges += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        purges
+    };
+    let busy = async {
+        let counts = run("busy.jpg", true).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        counts
+    };
+    let (busy, purges) = tokio::join!(busy, purges);
+    assert!(purges >= 1, "no purge ran alongside");
+    assert_eq!(
+        busy, quiet,
+        "(fetches, decodes) with purges against without"
+    );
+    server.settled().await;
+    for key in ["quiet.jpg", "busy.jpg"] {
+        for s in sizes {
+            let r = server.get(&format!("/{s}/{s}/crop/{key}")).await;
+            assert_eq!(r.header("x-cache"), "HIT", "{key} at {s} was not cached");
+        }
+    }
+}

@@ -127,8 +127,8 @@ impl Pipeline {
         self.shared.last_rendered.load_full()
     }
 
-    /// The cache's purge epoch now: taken when a request begins, so that a render is not
-    /// cached if a purge (or a whitelist change) started while it was being made.
+    /// The cache's purges so far: taken when a request begins, so that a render is not cached
+    /// if a purge that matches it (or a whitelist change) started while it was being made.
     pub fn ticket(&self) -> WriteTicket {
         self.shared.cache.ticket()
     }
@@ -174,10 +174,13 @@ impl Pipeline {
             None => {
                 let deadline = tokio::time::Instant::now() + shared.limits.render_timeout;
                 // Keyed by the mode's load too: a request that arrives after a plugin was
-                // replaced never waits for a render by the old version.
-                let flight = format!("{variant}@{}", mode.id);
+                // replaced never waits for a render by the old version; and by the source
+                // epoch, so one that arrives after its original was purged never waits for a
+                // render of the one before.
+                let epoch = shared.cache.source_epoch(variant.key.as_str());
+                let flight = format!("{variant}@{}#{epoch}", mode.id);
                 let miss = shared.clone();
-                let work = move || miss.miss(variant, mode, ticket, deadline);
+                let work = move || miss.miss(variant, mode, ticket, epoch, deadline);
                 match tokio::time::timeout_at(deadline, self.flights.run(flight, work)).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(FlightPanicked)) => Err(AppError::new(
@@ -220,6 +223,7 @@ impl Shared {
         variant: VariantKey,
         mode: ModeRef,
         ticket: WriteTicket,
+        epoch: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Rendered, AppError> {
         if let Some(quarantine) = mode.quarantine() {
@@ -227,7 +231,6 @@ impl Shared {
         }
         // Admitted before anything is fetched: a refused request costs no source read.
         let _admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
-        let epoch = ticket.epoch();
         let key = variant.key.as_str().to_owned();
         let (original, turn) = self.find_original(&variant, epoch, deadline).await?;
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())

@@ -8,10 +8,11 @@
 //!   workers' for pixels), least recently used out first, and by [`KEPT_FOR`]: an original
 //!   changed at its source is fetched again within that time, as the variant cache would not
 //!   notice the change anyway.
-//! - **Purges**: every entry notes the cache's purge epoch when its original was fetched, and
-//!   is used only by a request begun in the same epoch. An operator who replaced an original
-//!   and purged its key gets renders of the new one: the purge moved the epoch on. Workers key
-//!   their pixels by epoch the same way.
+//! - **Purges**: every entry notes its key's source epoch when its original was fetched
+//!   ([`crate::cache::Cache::source_epoch`]), and is used only by a request begun in the same
+//!   one. An operator who replaced an original and purged its key gets renders of the new one:
+//!   the purge moved the key's epoch on. A purge of another key, a mode or a size does not.
+//!   Workers key their pixels by epoch the same way.
 
 use std::time::Duration;
 

@@ -151,6 +151,7 @@ impl AppState {
             &db,
             metrics.clone(),
         )?;
+        cache.set_render_timeout(settings.limits.render_timeout);
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let spawner = Spawner::new().map_err(StartupError::Workers)?;

@@ -32,6 +32,7 @@ pub mod index;
 pub mod layout;
 mod maintenance;
 pub mod purge;
+mod purge_log;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
@@ -51,6 +52,7 @@ pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
 pub use purge::{PurgeOutcome, Selector};
+use purge_log::PurgeLog;
 
 /// The file that marks a folder as a ross cache, and whose lock keeps a second process out.
 /// A folder that already holds other files and no marker is refused: reconciliation removes
@@ -156,17 +158,10 @@ pub enum PutOutcome {
     NoRoom,
 }
 
-/// The purge epoch when a request began. A render is cached only if no purge started since.
+/// The purges run when a request began. Its render is cached only if no purge that matches
+/// it ran since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteTicket(u64);
-
-impl WriteTicket {
-    /// The purge epoch itself: what was fetched or decoded for a request is good for others
-    /// with the same epoch (no purge in between).
-    pub fn epoch(self) -> u64 {
-        self.0
-    }
-}
 
 /// Counters and totals, for the admin API and `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -272,11 +267,13 @@ struct Inner {
     stripes: Vec<Mutex<()>>,
     /// Bytes being written and not yet indexed.
     reserved: AtomicU64,
-    /// The purge epoch, read lock-free when a request begins.
-    epoch: AtomicU64,
-    /// Writers hold it shared from their epoch check to their index entry; a purge holds it
-    /// exclusively to move the epoch on, so once it has, no render begun earlier is written.
-    writes: RwLock<()>,
+    /// The purges' sequence number, read lock-free when a request begins (a copy of the
+    /// log's, set under its lock).
+    seq: AtomicU64,
+    /// Writers hold it shared from their check against the log to their index entry; a purge
+    /// holds it exclusively to note itself, so once it has, no render begun earlier that it
+    /// matches is written.
+    writes: RwLock<PurgeLog>,
     /// Purges journaled and not finished. Read on every hit, so lock-free.
     active: ArcSwap<Vec<PurgeJob>>,
     /// Purges for the maintenance thread, by journal id.
@@ -357,8 +354,8 @@ impl Cache {
             opened_ms: now_ms(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             reserved: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            writes: RwLock::new(()),
+            seq: AtomicU64::new(0),
+            writes: RwLock::new(PurgeLog::new(purge_log::kept_for(Duration::ZERO))),
             active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
             queued: Mutex::new(queued),
             retries: Mutex::new(Vec::new()),
@@ -384,9 +381,25 @@ impl Cache {
         Ok(Cache { inner })
     }
 
-    /// The purge epoch now: take it when a request begins, give it back to [`Cache::put`].
+    /// The purges run so far: take it when a request begins, give it back to [`Cache::put`].
     pub fn ticket(&self) -> WriteTicket {
-        WriteTicket(self.inner.epoch.load(Ordering::SeqCst))
+        WriteTicket(self.inner.seq.load(Ordering::SeqCst))
+    }
+
+    /// Tells the cache how long a render may take (`limits.render_timeout`): purges are
+    /// remembered for longer than that, so that no render begun before one is cached after it.
+    pub fn set_render_timeout(&self, render_timeout: Duration) {
+        let mut log = self.inner.writes.write().unwrap_or_else(|e| e.into_inner());
+        log.keep_for(purge_log::kept_for(render_timeout));
+    }
+
+    /// The source epoch of `key`: what an original fetched or decoded for it is kept under,
+    /// and used only while this has not moved on. Only a purge that touches the original (of
+    /// the key, a prefix of it, everything: [`Selector::touches_original`]) moves it, so
+    /// purges of other keys, modes or sizes leave the originals being reused be.
+    pub fn source_epoch(&self, key: &str) -> u64 {
+        let log = self.inner.writes.read().unwrap_or_else(|e| e.into_inner());
+        log.source_epoch(key)
     }
 
     /// The cached file for `variant`, unless there is none or a running purge may remove it
@@ -809,8 +822,8 @@ impl Inner {
         current: impl FnOnce() -> bool,
     ) -> Result<PutOutcome, CacheError> {
         let n = bytes.len() as u64;
-        let _no_purge = self.writes.read().unwrap_or_else(|e| e.into_inner());
-        if self.epoch.load(Ordering::SeqCst) != ticket.0 || !current() {
+        let log = self.writes.read().unwrap_or_else(|e| e.into_inner());
+        if log.bars(ticket.0, variant) || !current() {
             return Ok(PutOutcome::Stale);
         }
         let _path = self.stripe(variant);
@@ -1026,8 +1039,9 @@ impl Inner {
         let started = std::time::Instant::now();
         let selector = &job.selector;
         if selector.bars_earlier_renders() {
-            let _writers_done = self.writes.write().unwrap_or_else(|e| e.into_inner());
-            self.epoch.fetch_add(1, Ordering::SeqCst);
+            let mut log = self.writes.write().unwrap_or_else(|e| e.into_inner());
+            let seq = log.push(selector.clone());
+            self.seq.store(seq, Ordering::SeqCst);
         }
         let mut outcome = PurgeOutcome::default();
         let mut emptied = BTreeSet::new();

@@ -75,6 +75,22 @@ impl Selector {
         }
     }
 
+    /// Whether the purge concerns the original of `key`, not only renders of it: a purge of the
+    /// key, of a prefix of it, or of everything (an operator who replaced an original purges
+    /// it so). Originals fetched or decoded before such a purge are not used after it; a purge
+    /// by mode or size leaves them be.
+    pub fn touches_original(&self, key: &str) -> bool {
+        match self {
+            Selector::Key(k) => k == key,
+            Selector::Prefix(p) => key.starts_with(p.as_str()),
+            Selector::All => true,
+            Selector::Mode(_)
+            | Selector::Size { .. }
+            | Selector::OtherVersions { .. }
+            | Selector::Retired(_) => false,
+        }
+    }
+
     /// Whether renders begun before the purge must not be cached after it. Not for a mode's
     /// version change or retirement: there the writer's own check that its mode is still
     /// served by its version keeps old renders out, and renders by the version in service may

@@ -103,16 +103,49 @@ async fn put_then_get_under_the_format_folder_and_no_temporary_left() {
 }
 
 #[test]
-fn a_render_begun_before_a_purge_or_by_a_replaced_version_is_not_stored() {
+fn a_render_begun_before_a_purge_that_matches_it_or_by_a_replaced_version_is_not_stored() {
     let f = Fixture::new();
     let cache = f.open(1000);
-    let ticket = cache.ticket();
-    cache.purge(Selector::Key("other.jpg".into())).unwrap();
     let v = variant("/10/10/crop/a.jpg");
-    assert_eq!(
-        cache.put(&v, "1", b"x", ticket, || true).unwrap(),
-        PutOutcome::Stale
-    );
+    // Purges that do not match the render cost it nothing.
+    for other in [
+        Selector::Key("b.jpg".into()),
+        Selector::Prefix("b/".into()),
+        Selector::Mode("resize".into()),
+        Selector::Size {
+            width: 20,
+            height: 10,
+        },
+    ] {
+        let ticket = cache.ticket();
+        cache.purge(other.clone()).unwrap();
+        assert!(
+            matches!(
+                cache.put(&v, "1", b"x", ticket, || true).unwrap(),
+                PutOutcome::Stored(_)
+            ),
+            "a purge of {other:?} kept a render of a.jpg out"
+        );
+    }
+    // Those that do keep it out.
+    for matching in [
+        Selector::Key("a.jpg".into()),
+        Selector::Prefix("a.".into()),
+        Selector::Mode("crop".into()),
+        Selector::Size {
+            width: 10,
+            height: 10,
+        },
+        Selector::All,
+    ] {
+        let ticket = cache.ticket();
+        cache.purge(matching.clone()).unwrap();
+        assert_eq!(
+            cache.put(&v, "1", b"x", ticket, || true).unwrap(),
+            PutOutcome::Stale,
+            "{matching:?}"
+        );
+    }
     assert_eq!(
         cache.put(&v, "1", b"x", cache.ticket(), || false).unwrap(),
         PutOutcome::Stale
@@ -126,6 +159,43 @@ fn a_render_begun_before_a_purge_or_by_a_replaced_version_is_not_stored() {
     );
     assert_eq!(cache.stats().entries, 0);
     assert!(files_under(&f.cache_dir()).is_empty());
+}
+
+/// An original is kept under its key's source epoch: only a purge of the key, a prefix of it
+/// or everything moves it on.
+#[test]
+fn only_a_purge_that_touches_an_original_moves_its_source_epoch() {
+    let f = Fixture::new();
+    let cache = f.open(1000);
+    let a = cache.source_epoch("shop/a.jpg");
+    for other in [
+        Selector::Key("shop/b.jpg".into()),
+        Selector::Prefix("other/".into()),
+        Selector::Mode("crop".into()),
+        Selector::Size {
+            width: 10,
+            height: 10,
+        },
+    ] {
+        cache.purge(other).unwrap();
+        assert_eq!(cache.source_epoch("shop/a.jpg"), a);
+    }
+    let mut last = a;
+    for touching in [
+        Selector::Key("shop/a.jpg".into()),
+        Selector::Prefix("shop/".into()),
+        Selector::All,
+    ] {
+        cache.purge(touching.clone()).unwrap();
+        let now = cache.source_epoch("shop/a.jpg");
+        assert!(now > last, "{touching:?} did not move it on");
+        last = now;
+    }
+    assert_eq!(
+        cache.source_epoch("elsewhere.jpg"),
+        last,
+        "All touches every key"
+    );
 }
 
 #[tokio::test]

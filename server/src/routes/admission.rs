@@ -17,8 +17,9 @@ use crate::state::AppState;
 /// A sized request that may be served: what to render, by which mode, in which format.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    /// The purge epoch when it was admitted (taken before the whitelist was read: a render
-    /// begun before a purge, or before its size's removal, is served but never cached).
+    /// The purges run when it was admitted (taken before the whitelist was read: a render
+    /// begun before a purge that matches it, or before its size's removal, is served but
+    /// never cached).
     pub ticket: WriteTicket,
     /// The size, mode and key asked for.
     pub req: RenderRequest,

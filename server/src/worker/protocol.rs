@@ -70,8 +70,8 @@ pub enum Request {
 pub struct RenderJob {
     /// The original's key: names the pixels kept for reuse.
     pub key: String,
-    /// The cache's purge epoch the original was fetched in: pixels kept from another epoch
-    /// are never used.
+    /// The key's source epoch the original was fetched in ([`crate::cache::Cache::source_epoch`]):
+    /// pixels kept from another epoch are never used.
     pub epoch: u64,
     /// The mode.
     pub mode: String,
