@@ -367,6 +367,7 @@ async fn the_api_responses_keep_their_keys() {
     let stats_keys = "\
 cache
 cache.bytes
+cache.disk_bytes
 cache.entries
 cache.evicted_bytes
 cache.evicted_entries
@@ -509,6 +510,7 @@ ross_renders_in_flight gauge
 ross_renders_waiting gauge
 ross_cache_entries gauge
 ross_cache_bytes gauge
+ross_cache_disk_bytes gauge
 ross_cache_max_bytes gauge
 ross_cache_memory_entries gauge
 ross_cache_memory_bytes gauge

@@ -85,6 +85,9 @@ pub struct Cache {
     pub entries: u64,
     /// Bytes of the cached variants.
     pub bytes: u64,
+    /// What the cache takes on disk, as `du` counts it (the files' blocks, the cache's
+    /// folders, purged files not yet deleted): the figure held within `max_bytes`.
+    pub disk_bytes: u64,
     /// `cache.max_bytes`.
     pub max_bytes: u64,
     /// Variants evicted since start.

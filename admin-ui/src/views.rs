@@ -161,6 +161,9 @@ pub trait CacheText {
     /// The originals' bytes held in memory, readable.
     fn recent_bytes_text(&self) -> String;
 
+    /// What the cache takes on disk, readable.
+    fn disk_bytes_text(&self) -> String;
+
     /// The bound, readable.
     fn max_bytes_text(&self) -> String;
 
@@ -181,13 +184,17 @@ impl CacheText for CacheView {
         format::bytes(self.recent_bytes)
     }
 
+    fn disk_bytes_text(&self) -> String {
+        format::bytes(self.disk_bytes)
+    }
+
     fn max_bytes_text(&self) -> String {
         format::bytes(self.max_bytes)
     }
 
     fn percent_full(&self) -> String {
-        let percent = self.bytes as f64 * 100.0 / self.max_bytes.max(1) as f64;
-        if self.bytes > 0 && percent < 0.1 {
+        let percent = self.disk_bytes as f64 * 100.0 / self.max_bytes.max(1) as f64;
+        if self.disk_bytes > 0 && percent < 0.1 {
             "< 0.1".into()
         } else {
             format!("{percent:.1}")

@@ -59,6 +59,7 @@ pub fn set_gauges(state: &AppState) {
         renders_waiting: state.pipeline.renders_waiting() as u64,
         cache_entries: cache.entries,
         cache_bytes: cache.bytes,
+        cache_disk_bytes: cache.disk_bytes,
         cache_max_bytes: cache.max_bytes,
         cache_memory_entries: cache.memory_entries,
         cache_memory_bytes: cache.memory_bytes,

@@ -104,6 +104,7 @@ fn cache_view(state: &AppState, counts: &Counts, gauges: &Readings) -> CacheView
     CacheView {
         entries: gauges.cache_entries,
         bytes: gauges.cache_bytes,
+        disk_bytes: gauges.cache_disk_bytes,
         max_bytes: gauges.cache_max_bytes,
         evicted_entries: counts.evicted_entries,
         evicted_bytes: counts.evicted_bytes,

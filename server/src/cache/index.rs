@@ -3,7 +3,7 @@
 //!
 //! An entry holds what eviction and purges need and what the file cannot say: its size, when
 //! it was written, when it was last served, and the plugin version that rendered it. Totals
-//! (entries, bytes) are kept in memory and moved by the exact difference every insert or
+//! (entries, bytes, disk use) are kept in memory and moved by the exact difference every insert or
 //! removal makes (sled returns the value it replaced), so they never need a scan after
 //! start-up.
 
@@ -16,6 +16,9 @@ use super::layout::VariantKey;
 pub struct EntryMeta {
     /// File size.
     pub bytes: u64,
+    /// What the file takes on disk: its allocated blocks (`st_blocks` × 512), what `du`
+    /// counts.
+    pub disk: u64,
     /// When the file was written, in milliseconds since the epoch.
     pub created_ms: u64,
     /// When it was last served (written, at first), in milliseconds since the epoch.
@@ -25,33 +28,53 @@ pub struct EntryMeta {
 }
 
 /// Leading byte of an encoded entry, so the encoding can change with the schema version.
-const ENCODING: u8 = 1;
-const HEADER: usize = 1 + 3 * 8;
+const ENCODING: u8 = 2;
+const HEADER: usize = 1 + 4 * 8;
+/// The first encoding, without the disk use (still read: estimated from the size).
+const ENCODING_1: u8 = 1;
+const HEADER_1: usize = 1 + 3 * 8;
+
+/// What a file of `bytes` takes on a file system of 4 KiB blocks (the usual), for entries
+/// written before disk use was recorded; reconciliation puts the measured figure in.
+pub fn estimated_disk(bytes: u64) -> u64 {
+    bytes.div_ceil(4096) * 4096
+}
 
 impl EntryMeta {
-    /// `[1][bytes][created][last served][version...]`, integers big-endian.
+    /// `[2][bytes][disk][created][last served][version...]`, integers big-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.version.len());
         out.push(ENCODING);
         out.extend_from_slice(&self.bytes.to_be_bytes());
+        out.extend_from_slice(&self.disk.to_be_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
         out.extend_from_slice(&self.last_served_ms.to_be_bytes());
         out.extend_from_slice(self.version.as_bytes());
         out
     }
 
-    /// Reads [`EntryMeta::encode`]'s output; `None` for anything else.
+    /// Reads [`EntryMeta::encode`]'s output, or the first encoding's
+    /// (`[1][bytes][created][last served][version...]`); `None` for anything else.
     pub fn decode(raw: &[u8]) -> Option<EntryMeta> {
-        if raw.len() < HEADER || raw[0] != ENCODING {
-            return None;
-        }
         let int = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-        Some(EntryMeta {
-            bytes: int(1),
-            created_ms: int(9),
-            last_served_ms: int(17),
-            version: std::str::from_utf8(&raw[HEADER..]).ok()?.to_owned(),
-        })
+        let text = |at: usize| std::str::from_utf8(&raw[at..]).ok().map(str::to_owned);
+        match raw.first() {
+            Some(&ENCODING) if raw.len() >= HEADER => Some(EntryMeta {
+                bytes: int(1),
+                disk: int(9),
+                created_ms: int(17),
+                last_served_ms: int(25),
+                version: text(HEADER)?,
+            }),
+            Some(&ENCODING_1) if raw.len() >= HEADER_1 => Some(EntryMeta {
+                bytes: int(1),
+                disk: estimated_disk(int(1)),
+                created_ms: int(9),
+                last_served_ms: int(17),
+                version: text(HEADER_1)?,
+            }),
+            _ => None,
+        }
     }
 
     /// The same entry, last served at `ms` (never earlier than it was).
@@ -67,20 +90,25 @@ pub struct Index {
     tree: sled::Tree,
     entries: AtomicU64,
     bytes: AtomicU64,
+    disk: AtomicU64,
 }
 
 impl Index {
     /// The index over `tree`, counting what it holds (a scan: call once, at start-up).
     pub fn open(tree: sled::Tree) -> sled::Result<Index> {
-        let (mut entries, mut bytes) = (0, 0);
+        let (mut entries, mut bytes, mut disk) = (0, 0, 0);
         for item in tree.iter().values() {
             entries += 1;
-            bytes += EntryMeta::decode(&item?).map_or(0, |m| m.bytes);
+            if let Some(m) = EntryMeta::decode(&item?) {
+                bytes += m.bytes;
+                disk += m.disk;
+            }
         }
         Ok(Index {
             tree,
             entries: AtomicU64::new(entries),
             bytes: AtomicU64::new(bytes),
+            disk: AtomicU64::new(disk),
         })
     }
 
@@ -92,6 +120,11 @@ impl Index {
     /// Bytes of the files indexed.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// What the files indexed take on disk.
+    pub fn disk(&self) -> u64 {
+        self.disk.load(Ordering::Relaxed)
     }
 
     /// The entry for `variant`.
@@ -106,9 +139,11 @@ impl Index {
     pub fn insert(&self, variant: &VariantKey, meta: &EntryMeta) -> sled::Result<()> {
         let old = self.tree.insert(variant.index_key(), meta.encode())?;
         self.bytes.fetch_add(meta.bytes, Ordering::Relaxed);
+        self.disk.fetch_add(meta.disk, Ordering::Relaxed);
         match old.and_then(|o| EntryMeta::decode(&o)) {
             Some(old) => {
                 self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+                self.disk.fetch_sub(old.disk, Ordering::Relaxed);
             }
             None => {
                 self.entries.fetch_add(1, Ordering::Relaxed);
@@ -130,6 +165,7 @@ impl Index {
         let meta = EntryMeta::decode(&old);
         if let Some(m) = &meta {
             self.bytes.fetch_sub(m.bytes, Ordering::Relaxed);
+            self.disk.fetch_sub(m.disk, Ordering::Relaxed);
         }
         Ok(meta)
     }
@@ -168,6 +204,7 @@ mod tests {
     fn entries_round_trip_and_served_never_goes_back() {
         let m = EntryMeta {
             bytes: 1234,
+            disk: 4096,
             created_ms: 10,
             last_served_ms: 20,
             version: "1.2.3".into(),
@@ -178,5 +215,23 @@ mod tests {
         let earlier = EntryMeta::decode(&EntryMeta::served_at(&m.encode(), 5).unwrap()).unwrap();
         assert_eq!(earlier.last_served_ms, 20);
         assert_eq!(EntryMeta::decode(b"\x02junk"), None);
+        assert_eq!(EntryMeta::decode(b"\x03"), None);
+    }
+
+    /// Entries written before disk use was recorded still read, their disk use estimated.
+    #[test]
+    fn first_encoding_entries_still_read() {
+        let mut raw = vec![1u8];
+        for n in [5000u64, 10, 20] {
+            raw.extend_from_slice(&n.to_be_bytes());
+        }
+        raw.extend_from_slice(b"0.1.0");
+        let m = EntryMeta::decode(&raw).unwrap();
+        assert_eq!(
+            (m.bytes, m.disk, m.created_ms, m.last_served_ms),
+            (5000, 8192, 10, 20)
+        );
+        assert_eq!(m.version, "0.1.0");
+        assert_eq!(EntryMeta::decode(&m.encode()), Some(m));
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::{
-    io_error, lock, ms_of, CacheError, Inner, VariantKey, EVICT_START_PERMILLE,
-    EVICT_TARGET_PERMILLE,
+    disk, io_error, lock, ms_of, CacheError, Inner, VariantKey, EVICT_START_PERMILLE,
+    EVICT_TARGET_PERMILLE, FOLDER_BYTES_KEY,
 };
 
 /// How often hit times are written to the index (and eviction is considered) when nothing
@@ -38,7 +38,8 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Result<(), CacheError> {
                     .index_disk_bytes
                     .store(inner.db.size_on_disk(), Ordering::Relaxed);
                 let start = inner.max_bytes / 1000 * EVICT_START_PERMILLE;
-                if inner.index.bytes() > start {
+                inner.note_folders();
+                if inner.used() > start {
                     let target = inner.max_bytes / 1000 * EVICT_TARGET_PERMILLE;
                     if let Err(e) = inner.evict_to(target) {
                         tracing::error!(error = %e, "eviction failed");
@@ -72,12 +73,25 @@ impl Inner {
         }
     }
 
+    /// Notes the folders' disk use in the index's meta tree when it changed, for the next
+    /// start.
+    fn note_folders(&self) {
+        let folders = self.folders.load(Ordering::Relaxed);
+        let noted = self.meta.get(FOLDER_BYTES_KEY).ok().flatten();
+        if noted.as_deref() != Some(&folders.to_be_bytes()[..]) {
+            if let Err(e) = self.meta.insert(FOLDER_BYTES_KEY, &folders.to_be_bytes()) {
+                tracing::warn!(error = %e, "cannot note the cache folders' size");
+            }
+        }
+    }
+
     fn reconcile_logged(&self) {
         let started = Instant::now();
         match self.reconcile() {
             Ok((dropped, strays)) => tracing::info!(
                 entries = self.index.entries(),
                 bytes = self.index.bytes(),
+                disk_bytes = self.disk_bytes(),
                 dropped_entries = dropped,
                 removed_files = strays,
                 ms = started.elapsed().as_millis() as u64,
@@ -89,8 +103,9 @@ impl Inner {
     }
 
     /// Makes the index and the disk agree about everything older than this process: entries
-    /// whose file is gone are dropped, files the index does not know are removed (nothing
-    /// says which plugin version rendered them), and empty folders go. Entries and files made
+    /// whose file is gone are dropped, entries get their file's size and disk use as
+    /// measured, files the index does not know are removed (nothing says which plugin version
+    /// rendered them), empty folders go, and what the folders take is measured. Entries and files made
     /// since the cache was opened are left alone: their writers are in charge of them.
     /// Returns (entries dropped, files removed).
     fn reconcile(&self) -> Result<(u64, u64), CacheError> {
@@ -113,9 +128,10 @@ impl Inner {
             }
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_file() => {
-                    if m.len() != meta.bytes {
+                    if m.len() != meta.bytes || disk::disk_use(&m) != meta.disk {
                         let mut fixed = meta.clone();
                         fixed.bytes = m.len();
+                        fixed.disk = disk::disk_use(&m);
                         self.index.insert(&variant, &fixed)?;
                     }
                 }
@@ -128,29 +144,39 @@ impl Inner {
         }
         let mut strays = 0;
         let mut emptied = BTreeSet::new();
+        // The root, the marker and the folder of files being written (those files are
+        // counted as reserved room), then every folder the sweep walks.
+        let mut folders = std::fs::symlink_metadata(&self.dir).map_or(0, |m| disk::disk_use(&m));
         for entry in std::fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
             let entry = entry.map_err(io_error(&self.dir))?;
             if entry.file_name().to_string_lossy().starts_with('.') {
-                continue; // ross's own: the marker, files being written
+                // ross's own: the marker, files being written
+                folders += entry.metadata().map_or(0, |m| disk::disk_use(&m));
+                continue;
             }
-            self.sweep(&entry.path(), &mut strays, &mut emptied)?;
+            self.sweep(&entry.path(), &mut strays, &mut emptied, &mut folders)?;
         }
+        // Measured while writers went on: near enough, and measured again at the next start.
+        self.folders.store(folders, Ordering::Relaxed);
         self.remove_empty_folders(emptied);
         Ok((dropped, strays))
     }
 
-    /// Removes the files under `path` that are older than this process and not indexed.
+    /// Removes the files under `path` that are older than this process and not indexed, and
+    /// adds what the folders under it take to `folders`.
     fn sweep(
         &self,
         path: &Path,
         strays: &mut u64,
         emptied: &mut BTreeSet<std::path::PathBuf>,
+        folders: &mut u64,
     ) -> Result<(), CacheError> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(_) => return Ok(()), // gone meanwhile
         };
         if meta.is_dir() {
+            *folders += disk::disk_use(&meta);
             let entries = match std::fs::read_dir(path) {
                 Ok(entries) => entries,
                 Err(_) => return Ok(()),
@@ -158,7 +184,7 @@ impl Inner {
             let mut empty = true;
             for entry in entries.flatten() {
                 empty = false;
-                self.sweep(&entry.path(), strays, emptied)?;
+                self.sweep(&entry.path(), strays, emptied, folders)?;
             }
             if empty && meta.modified().map(ms_of).unwrap_or(0) < self.opened_ms {
                 emptied.insert(path.to_owned());

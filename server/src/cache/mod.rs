@@ -28,6 +28,7 @@
 //! Which variant to render, and when a mode's version changed, are decided elsewhere; this
 //! module is told.
 
+mod disk;
 pub mod index;
 pub mod layout;
 mod maintenance;
@@ -170,6 +171,9 @@ pub struct CacheStats {
     pub entries: u64,
     /// Bytes of the files indexed.
     pub bytes: u64,
+    /// What the cache takes on disk, as `du` counts it: the files' blocks, the cache's
+    /// folders, purged files not yet deleted. Held within `max_bytes`.
+    pub disk_bytes: u64,
     /// `cache.max_bytes`.
     pub max_bytes: u64,
     /// Purges started and not yet finished.
@@ -245,6 +249,10 @@ fn ms_of(t: SystemTime) -> u64 {
 }
 
 /// The meta-tree key of the version behind a mode's renders.
+/// `meta` key: the disk use of the cache's folders, as last noted (so that the bound holds
+/// from start-up, before reconciliation measures it again).
+const FOLDER_BYTES_KEY: &[u8] = b"cache-folder-bytes";
+
 fn version_key(mode: &str) -> Vec<u8> {
     format!("mode-version/{mode}").into_bytes()
 }
@@ -265,8 +273,11 @@ struct Inner {
     /// the other side are leftovers of an earlier run.
     opened_ms: u64,
     stripes: Vec<Mutex<()>>,
-    /// Bytes being written and not yet indexed.
+    /// Room reserved for files being written and not yet indexed.
     reserved: AtomicU64,
+    /// What the cache's own folders take on disk (and its marker): moved by each folder a
+    /// write makes or a removal takes away, measured again by reconciliation.
+    folders: AtomicU64,
     /// The purges' sequence number, read lock-free when a request begins (a copy of the
     /// log's, set under its lock).
     seq: AtomicU64,
@@ -327,6 +338,18 @@ impl Cache {
         std::fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
         let meta = db.tree(TreeName::Meta)?;
         let index = Index::open(db.tree(TreeName::CacheEntries)?)?;
+        // Until reconciliation measures them again: as last noted, or at least the root,
+        // the marker and the folder of files being written.
+        let folders = meta
+            .get(FOLDER_BYTES_KEY)?
+            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
+            .unwrap_or_else(|| {
+                [dir.to_owned(), tmp.clone(), dir.join(MARKER)]
+                    .iter()
+                    .filter_map(|p| std::fs::symlink_metadata(p).ok())
+                    .map(|m| disk::disk_use(&m))
+                    .sum()
+            });
         let mut queued = VecDeque::new();
         for item in meta.scan_prefix(purge::JOURNAL_PREFIX) {
             let (key, value) = item?;
@@ -354,6 +377,7 @@ impl Cache {
             opened_ms: now_ms(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             reserved: AtomicU64::new(0),
+            folders: AtomicU64::new(folders),
             seq: AtomicU64::new(0),
             writes: RwLock::new(PurgeLog::new(purge_log::kept_for(Duration::ZERO))),
             active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
@@ -463,21 +487,21 @@ impl Cache {
         current: impl FnOnce() -> bool,
     ) -> Result<PutOutcome, CacheError> {
         let inner = &self.inner;
-        let n = bytes.len() as u64;
-        if n > inner.max_bytes {
+        // Room for the file is reserved before it is written: even files being written never
+        // take the cache past its bound.
+        let room = disk::reservation(bytes.len() as u64);
+        if room > inner.max_bytes || !inner.reserve(room) {
             return Ok(PutOutcome::NoRoom);
         }
-        let tmp = inner.write_temporary(bytes)?;
-        if !inner.reserve(n) {
-            let _ = std::fs::remove_file(&tmp);
-            return Ok(PutOutcome::NoRoom);
-        }
-        let outcome = inner.place(variant, version, &tmp, bytes, ticket, current);
-        inner.reserved.fetch_sub(n, Ordering::SeqCst);
-        if !matches!(outcome, Ok(PutOutcome::Stored(_))) {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        if inner.index.bytes() > inner.max_bytes / 1000 * EVICT_START_PERMILLE {
+        let outcome = inner.write_temporary(bytes).and_then(|tmp| {
+            let placed = inner.place(variant, version, &tmp, bytes, ticket, current);
+            if !matches!(placed, Ok(PutOutcome::Stored(_))) {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            placed
+        });
+        inner.reserved.fetch_sub(room, Ordering::SeqCst);
+        if inner.used() > inner.max_bytes / 1000 * EVICT_START_PERMILLE {
             inner.signal.wake();
         }
         outcome
@@ -583,6 +607,7 @@ impl Cache {
         CacheStats {
             entries: inner.index.entries(),
             bytes: inner.index.bytes(),
+            disk_bytes: inner.disk_bytes(),
             max_bytes: inner.max_bytes,
             purges_running: inner.active.load().len(),
             reconciled: inner.reconciled.load(Ordering::SeqCst),
@@ -784,12 +809,23 @@ impl Inner {
         Ok(tmp)
     }
 
-    /// Counts `n` bytes about to be written against the bound, evicting first if needed.
+    /// What the cache takes on disk now.
+    fn disk_bytes(&self) -> u64 {
+        self.index.disk() + self.folders.load(Ordering::Relaxed)
+    }
+
+    /// What counts against the bound: what the cache takes on disk and the room reserved
+    /// for files being written.
+    fn used(&self) -> u64 {
+        self.disk_bytes() + self.reserved.load(Ordering::SeqCst)
+    }
+
+    /// Reserves room for `n` bytes about to be written, evicting first if needed.
     fn reserve(&self, n: u64) -> bool {
         let mut evicted = false;
         loop {
             let reserved = self.reserved.load(Ordering::SeqCst);
-            if self.index.bytes() + reserved + n <= self.max_bytes {
+            if self.disk_bytes() + reserved + n <= self.max_bytes {
                 if self
                     .reserved
                     .compare_exchange(reserved, reserved + n, Ordering::SeqCst, Ordering::SeqCst)
@@ -828,13 +864,21 @@ impl Inner {
         }
         let _path = self.stripe(variant);
         let path = self.dir.join(variant.relative_path());
-        rename_into_place(tmp, &path).map_err(io_error(&path))?;
-        let modified = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .unwrap_or_else(|_| SystemTime::now());
+        let folders = disk::rename_into_place(&self.dir, tmp, &path).map_err(io_error(&path))?;
+        self.folders.fetch_add(folders, Ordering::Relaxed);
+        let file = std::fs::metadata(&path);
+        let modified = file
+            .as_ref()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .unwrap_or_else(SystemTime::now);
         let now = now_ms();
         let entry = EntryMeta {
             bytes: n,
+            // Written and synced already, so its blocks are allocated.
+            disk: file
+                .as_ref()
+                .map_or(index::estimated_disk(n), disk::disk_use),
             created_ms: now,
             last_served_ms: now,
             version: version.to_owned(),
@@ -894,15 +938,15 @@ impl Inner {
             }
         }
         for dir in all.iter().rev() {
-            let _ = std::fs::remove_dir(dir); // fails, harmlessly, when not empty
+            disk::sub_saturating(&self.folders, disk::remove_empty_folder(dir));
         }
     }
 
-    /// Evicts least recently served entries until the indexed and reserved bytes are at most
-    /// `target`.
+    /// Evicts least recently served entries until what the cache takes (with the room
+    /// reserved) is at most `target`.
     fn evict_to(&self, target: u64) -> Result<(), CacheError> {
         let _one = lock(&self.evicting);
-        let used = || self.index.bytes() + self.reserved.load(Ordering::SeqCst);
+        let used = || self.used();
         if used() <= target {
             return Ok(());
         }
@@ -915,8 +959,8 @@ impl Inner {
         for item in self.index.iter() {
             let (key, meta) = item?;
             let Some(meta) = meta else { continue };
-            held += meta.bytes;
-            oldest.push((meta.last_served_ms, meta.created_ms, key, meta.bytes));
+            held += meta.disk;
+            oldest.push((meta.last_served_ms, meta.created_ms, key, meta.disk));
             while let Some(top) = oldest.peek() {
                 if held - top.3 >= excess {
                     held -= top.3;
@@ -1074,20 +1118,6 @@ impl Inner {
             ms = started.elapsed().as_millis() as u64, "cache purged"
         );
         Ok(outcome)
-    }
-}
-
-/// Renames `tmp` to `path`, creating its folder; again if a purge removed the folder between
-/// the two.
-fn rename_into_place(tmp: &Path, path: &Path) -> std::io::Result<()> {
-    let parent = path.parent().unwrap_or(path);
-    let mut tries = 0;
-    loop {
-        std::fs::create_dir_all(parent)?;
-        match std::fs::rename(tmp, path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
-            other => return other,
-        }
     }
 }
 

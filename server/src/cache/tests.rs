@@ -105,7 +105,7 @@ async fn put_then_get_under_the_format_folder_and_no_temporary_left() {
 #[test]
 fn a_render_begun_before_a_purge_that_matches_it_or_by_a_replaced_version_is_not_stored() {
     let f = Fixture::new();
-    let cache = f.open(1000);
+    let cache = f.open(1 << 20);
     let v = variant("/10/10/crop/a.jpg");
     // Purges that do not match the render cost it nothing.
     for other in [
@@ -152,7 +152,7 @@ fn a_render_begun_before_a_purge_that_matches_it_or_by_a_replaced_version_is_not
     );
     assert_eq!(
         cache
-            .put(&v, "1", &[0; 2000], cache.ticket(), || true)
+            .put(&v, "1", &vec![0; 1 << 20], cache.ticket(), || true)
             .unwrap(),
         PutOutcome::NoRoom,
         "larger than the whole cache"
@@ -201,7 +201,10 @@ fn only_a_purge_that_touches_an_original_moves_its_source_epoch() {
 #[tokio::test]
 async fn the_least_recently_served_go_first_and_the_bound_holds() {
     let f = Fixture::new();
-    let cache = f.open(10_000);
+    // Each entry takes a block and its size's folders (about 16 KiB on ext4, less on tmpfs).
+    let max = 200_000;
+    let cache = f.open(max);
+    settled(&cache);
     for i in 1..=9 {
         put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
         std::thread::sleep(Duration::from_millis(3));
@@ -214,13 +217,9 @@ async fn the_least_recently_served_go_first_and_the_bound_holds() {
         );
         std::thread::sleep(Duration::from_millis(2));
         put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
-        let on_disk: u64 = files_under(&f.cache_dir())
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
-        assert!(on_disk <= 10_000, "{on_disk} bytes on disk after {i}");
-        assert!(cache.stats().bytes <= 10_000);
+        let on_disk = disk::tree_use(&f.cache_dir());
+        assert!(on_disk <= max, "{on_disk} bytes on disk after {i}");
+        assert!(cache.stats().disk_bytes <= max);
     }
     assert!(
         cache.get(&variant("/1/1/crop/a.jpg")).await.is_some(),
@@ -236,6 +235,41 @@ async fn the_least_recently_served_go_first_and_the_bound_holds() {
         files_under(&f.cache_dir()).len() as u64,
         cache.stats().entries
     );
+}
+
+/// `cache.max_bytes` holds as `du` counts: the files' blocks and the folders of many
+/// distinct sizes (each a folder or three of its own), and the cache's own count follows it.
+#[test]
+fn the_bound_holds_for_du_with_many_distinct_sizes() {
+    let f = Fixture::new();
+    let max = 3_000_000;
+    let cache = f.open(max);
+    settled(&cache);
+    for i in 0..600u32 {
+        let (w, h) = (100 + i % 37, 100 + i / 37);
+        assert!(matches!(
+            put(
+                &cache,
+                &format!("/{w}/{h}/crop/shop/p{}.jpg", i % 5),
+                1500 + i as usize
+            ),
+            PutOutcome::Stored(_)
+        ));
+    }
+    let _no_eviction = lock(&cache.inner.evicting);
+    let du = disk::tree_use(&f.cache_dir());
+    let counted = cache.stats().disk_bytes;
+    assert!(du <= max, "du {du} over max_bytes {max}");
+    assert!(
+        du.abs_diff(counted) * 100 <= du * 3,
+        "du {du} against {counted} counted"
+    );
+    assert!(
+        cache.inner.metrics.counts().evicted_entries > 0,
+        "the bound was not reached"
+    );
+    // File lengths alone would have been far under the bound.
+    assert!(cache.stats().bytes * 2 < du);
 }
 
 #[tokio::test]
@@ -484,7 +518,7 @@ fn a_disk_hit_fills_memory() {
 #[test]
 fn purges_and_evictions_take_variants_out_of_memory() {
     let f = Fixture::new();
-    let cache = f.open(10_000);
+    let cache = f.open(200_000);
     settled(&cache);
     let purged = variant("/10/10/crop/purged.jpg");
     let kept = variant("/10/10/crop/kept.jpg");
@@ -499,7 +533,8 @@ fn purges_and_evictions_take_variants_out_of_memory() {
     settled(&cache);
     assert!(!cache.in_memory(&kept));
 
-    // Evictions: 30 renders of 1 kB in a cache of 10 kB.
+    // Evictions: 30 renders of 1 kB (about 16 kB on disk each, with their size's folders) in
+    // a cache of 200 kB.
     for i in 1..=30 {
         put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
     }
@@ -507,7 +542,7 @@ fn purges_and_evictions_take_variants_out_of_memory() {
         .map(|i| variant(&format!("/{i}/1/crop/a.jpg")))
         .filter(|v| cache.in_memory(v))
         .collect();
-    assert!(held.len() <= 10, "{} in memory", held.len());
+    assert!(held.len() <= 13, "{} in memory", held.len());
     for v in held {
         assert!(cache.entry(&v).unwrap().is_some(), "{v} in memory only");
     }

@@ -92,8 +92,13 @@ names! {
     CACHE_ENTRIES = "ross_cache_entries", "Variants in the cache index";
     /// Gauge: bytes of the cached variants.
     CACHE_BYTES = "ross_cache_bytes", "Bytes of the cached variants";
+    /// Gauge: what the cache takes on disk.
+    CACHE_DISK_BYTES = "ross_cache_disk_bytes",
+        "What the disk cache takes on disk, as du counts it (the files' blocks, its folders, \
+         purged files not yet deleted)";
     /// Gauge: `cache.max_bytes`.
-    CACHE_MAX_BYTES = "ross_cache_max_bytes", "cache.max_bytes: the bound on ross_cache_bytes";
+    CACHE_MAX_BYTES = "ross_cache_max_bytes",
+        "cache.max_bytes: the bound on ross_cache_disk_bytes";
     /// Gauge: hot variants held in memory.
     CACHE_MEMORY_ENTRIES = "ross_cache_memory_entries",
         "Hot variants also held in memory";

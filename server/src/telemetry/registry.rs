@@ -150,6 +150,8 @@ gauges! {
     cache_entries: CACHE_ENTRIES,
     /// Their bytes.
     cache_bytes: CACHE_BYTES,
+    /// What the cache takes on disk.
+    cache_disk_bytes: CACHE_DISK_BYTES,
     /// `cache.max_bytes`.
     cache_max_bytes: CACHE_MAX_BYTES,
     /// Hot variants held in memory.
