@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -191,8 +192,8 @@ fn a_burst_of_renders_killed_half_way_leaves_whole_files_and_a_consistent_index(
     assert_eq!(leftovers, 0, "temporaries survived a restart");
 }
 
-/// A purge of thousands of entries killed half-way (SIGKILL) finishes after a restart: the
-/// journal it left is run again before the cache is trusted.
+/// A purge by prefix of thousands of entries killed half-way (SIGKILL) finishes after a
+/// restart: the journal it left is run again before the cache is trusted.
 #[test]
 fn a_purge_killed_half_way_finishes_after_a_restart() {
     const VARIANTS: u32 = 3000;
@@ -229,7 +230,9 @@ fn a_purge_killed_half_way_finishes_after_a_restart() {
                 "Authorization",
                 &format!("Bearer {}", crate::process::ADMIN_TOKEN),
             )],
-            br#"{"all": true}"#,
+            // By prefix: a walk of the index (purges of everything, a mode or a size move
+            // folders to the trash at once: `a_purge_of_everything_killed_at_any_step...`).
+            br#"{"prefix": "png/"}"#,
             Duration::from_secs(60),
         );
     });
@@ -457,5 +460,135 @@ async fn a_purge_of_another_key_costs_renders_in_flight_nothing() {
             let r = server.get(&format!("/{s}/{s}/crop/{key}")).await;
             assert_eq!(r.header("x-cache"), "HIT", "{key} at {s} was not cached");
         }
+    }
+}
+
+/// Copies the tree at `from` to `to` (files and folders only).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A purge of everything killed (SIGKILL) at each of its steps, and while its trash is
+/// deleted: after a restart no purged file is at a variant's path (nginx never serves one),
+/// nothing purged is served or counted, the trash empties, the index holds exactly the files
+/// on disk, and a render after it is kept across another restart (no purge is run twice).
+#[test]
+fn a_purge_of_everything_killed_at_any_step_holds_after_a_restart() {
+    const VARIANTS: u32 = 1200;
+    let base = tempfile::tempdir().unwrap();
+    let ross = Ross::start(base.path(), &[]);
+    let port = ross.port;
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            std::thread::spawn(move || {
+                for n in (c..VARIANTS).step_by(4) {
+                    let (w, h) = (1 + n / 2, 8 + n % 2);
+                    // Two formats, so that the move takes more than one rename.
+                    let accept = if n % 3 == 0 {
+                        "image/webp"
+                    } else {
+                        "image/jpeg"
+                    };
+                    let path = format!("/{w}/{h}/resize/photos/Dune.jpg");
+                    let (status, _) = crate::process::http_request(
+                        port,
+                        "GET",
+                        &path,
+                        &[("Accept", accept)],
+                        b"",
+                        Duration::from_secs(30),
+                    )
+                    .unwrap();
+                    assert_eq!(status, 200, "{path}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(ross.settled()["cache"]["entries"], VARIANTS);
+    ross.stop();
+    for point in [
+        "purge.trash-made",
+        "purge.renamed-one",
+        "purge.renamed-all",
+        "trash.index-some",
+        "trash.deleting",
+        "trash.journal-removed",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(base.path(), dir.path());
+        let cache = dir.path().join("cache");
+        let mut ross = Ross::start(dir.path(), &[("ROSS_TEST_CRASH_AT", point)]);
+        let port = ross.port;
+        let purge = std::thread::spawn(move || {
+            let _ = crate::process::http_request(
+                port,
+                "POST",
+                "/admin/api/purge",
+                &[(
+                    "Authorization",
+                    &format!("Bearer {}", crate::process::ADMIN_TOKEN),
+                )],
+                br#"{"all": true}"#,
+                Duration::from_secs(60),
+            );
+        });
+        assert!(
+            ross.ended_within(Duration::from_secs(60)),
+            "ross never reached {point}"
+        );
+        purge.join().unwrap();
+        drop(ross);
+        let restarted = Ross::start(dir.path(), &[]);
+        restarted.settled();
+        let started = Instant::now();
+        loop {
+            let trash = std::fs::read_dir(cache.join(".trash")).unwrap().count();
+            let (_, stats) = admin(restarted.port, "GET", "/stats", "");
+            if trash == 0 && stats["cache"]["entries"] == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{point}: the trash was not emptied ({trash} left): {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            cache_files(&cache),
+            Vec::<std::path::PathBuf>::new(),
+            "{point}"
+        );
+        let (status, _) = http_get(
+            restarted.port,
+            "/40/40/resize/photos/Dune.jpg",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(status, 200);
+        let (_, stats) = admin(restarted.port, "GET", "/stats", "");
+        assert_eq!(stats["cache"]["entries"], 1, "{point}: {stats}");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        assert!(!log.contains("ERROR"), "{point}: {log}");
+        restarted.stop();
+        let again = Ross::start(dir.path(), &[]);
+        let stats = again.settled();
+        assert_eq!(
+            stats["cache"]["entries"], 1,
+            "{point}: purged again after a restart: {stats}"
+        );
+        assert_eq!(cache_files(&cache).len(), 1, "{point}");
+        again.stop();
+        println!("killed at {point}: held after the restart");
     }
 }

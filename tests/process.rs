@@ -208,6 +208,36 @@ impl Ross {
     }
 }
 
+impl Ross {
+    /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let started = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "ross did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to end by itself (at a crash point); false after `timeout`.
+    pub fn ended_within(&mut self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
 impl Drop for Ross {
     fn drop(&mut self) {
         let _ = self.child.kill();

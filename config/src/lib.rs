@@ -214,6 +214,10 @@ pub struct CacheSettings {
     /// Bound on the bytes of originals fetched and decoded in the last minute, kept in memory
     /// to render other sizes of them (0: none).
     pub decoded_bytes: u64,
+    /// Bound on the files and folders deleted per second from the trash, where a purge of
+    /// everything, a mode or a size moves what it matches at once (deleting them competes
+    /// with hits for the disk).
+    pub purge_deletes_per_second: u64,
 }
 
 /// Mode plugins.
@@ -516,6 +520,10 @@ impl Settings {
             ("cache.max_bytes", self.cache.max_bytes.to_string()),
             ("cache.memory_bytes", self.cache.memory_bytes.to_string()),
             ("cache.decoded_bytes", self.cache.decoded_bytes.to_string()),
+            (
+                "cache.purge_deletes_per_second",
+                self.cache.purge_deletes_per_second.to_string(),
+            ),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -656,6 +664,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         max_bytes: r.int("cache.max_bytes", 10u64 << 30, 1..=i64::MAX),
         memory_bytes: r.int("cache.memory_bytes", 64u64 << 20, 0..=1 << 40),
         decoded_bytes: r.int("cache.decoded_bytes", 256u64 << 20, 0..=1 << 40),
+        purge_deletes_per_second: r.int("cache.purge_deletes_per_second", 2000u64, 1..=1_000_000),
     };
     let plugins = PluginSettings {
         dir: r

@@ -152,6 +152,7 @@ impl AppState {
             metrics.clone(),
         )?;
         cache.set_render_timeout(settings.limits.render_timeout);
+        cache.set_purge_deletes_per_second(settings.cache.purge_deletes_per_second);
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let spawner = Spawner::new().map_err(StartupError::Workers)?;

@@ -18,10 +18,11 @@ pub fn disk_use(meta: &Metadata) -> u64 {
     meta.blocks() * 512
 }
 
-/// Room to reserve before writing `bytes` as a new file: its blocks, a folder it may need and
-/// its parent folder's growth.
-pub fn reservation(bytes: u64) -> u64 {
-    bytes.div_ceil(BLOCK) * BLOCK + 2 * BLOCK
+/// Room to reserve before writing `bytes` as a new file at a path of `depth` components: its
+/// blocks, every folder on its path (each may be new) and its folder's growth. What it took is
+/// counted once it is written, and the rest given back.
+pub fn reservation(bytes: u64, depth: usize) -> u64 {
+    bytes.div_ceil(BLOCK) * BLOCK + depth as u64 * BLOCK
 }
 
 /// Creates `folder` and any missing parents (below `root`, which exists); the disk use of the
@@ -79,7 +80,6 @@ pub fn remove_empty_folder(dir: &Path) -> u64 {
 }
 
 /// The disk use of `path` and everything under it, not following links.
-#[cfg(test)]
 pub fn tree_use(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
@@ -136,6 +136,7 @@ mod tests {
         std::fs::remove_file(root.path().join("a/b/c/two")).unwrap();
         let c = disk_use(&std::fs::metadata(root.path().join("a/b/c")).unwrap());
         assert_eq!(remove_empty_folder(&root.path().join("a/b/c")), c);
-        assert!(reservation(1) >= 4096 && reservation(4097) == 4 * 4096);
+        assert_eq!(reservation(1, 1), 2 * 4096);
+        assert_eq!(reservation(4097, 5), 7 * 4096);
     }
 }

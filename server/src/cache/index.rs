@@ -1,15 +1,26 @@
 //! The cache index: one sled entry per cached file, and the running totals that bound the
 //! cache.
 //!
-//! An entry holds what eviction and purges need and what the file cannot say: its size, when
-//! it was written, when it was last served, and the plugin version that rendered it. Totals
-//! (entries, bytes, disk use) are kept in memory and moved by the exact difference every insert or
-//! removal makes (sled returns the value it replaced), so they never need a scan after
-//! start-up.
+//! An entry holds what eviction and purges need and what the file cannot say: its size and
+//! disk use, when it was written, when it was last served, the purge sequence it was written
+//! in, and the plugin version that rendered it. Totals (entries, bytes, disk use, per mode and
+//! size too) are kept in memory and moved by the exact difference every insert or removal
+//! makes (sled returns the value it replaced), so they never need a scan after start-up.
+//!
+//! **Dead entries.** A purge of everything, a mode or a size moves the folders it matches to
+//! the trash at once and leaves their entries to be removed in the background: an entry is
+//! dead once a [`DeadRule`] matches it (the purge's selector, and the entry written before
+//! the purge). Dead entries are not in the totals; [`Index::take`] moves what a new rule
+//! kills out of them, under the same lock that classifies every insert and removal.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use ross_config::Size;
 
 use super::layout::VariantKey;
+use super::purge::Selector;
 
 /// What the index knows about one cached file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +34,16 @@ pub struct EntryMeta {
     pub created_ms: u64,
     /// When it was last served (written, at first), in milliseconds since the epoch.
     pub last_served_ms: u64,
+    /// The cache's purge sequence when it was written: a purge with a later sequence that
+    /// matches it removed it (see [`DeadRule`]). 0 for entries from before sequences.
+    pub seq: u64,
     /// The version of the mode's plugin that rendered it.
     pub version: String,
 }
 
 /// Leading byte of an encoded entry, so the encoding can change with the schema version.
 const ENCODING: u8 = 2;
-const HEADER: usize = 1 + 4 * 8;
+const HEADER: usize = 1 + 5 * 8;
 /// The first encoding, without the disk use (still read: estimated from the size).
 const ENCODING_1: u8 = 1;
 const HEADER_1: usize = 1 + 3 * 8;
@@ -41,7 +55,7 @@ pub fn estimated_disk(bytes: u64) -> u64 {
 }
 
 impl EntryMeta {
-    /// `[2][bytes][disk][created][last served][version...]`, integers big-endian.
+    /// `[2][bytes][disk][created][last served][seq][version...]`, integers big-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.version.len());
         out.push(ENCODING);
@@ -49,6 +63,7 @@ impl EntryMeta {
         out.extend_from_slice(&self.disk.to_be_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
         out.extend_from_slice(&self.last_served_ms.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(self.version.as_bytes());
         out
     }
@@ -64,6 +79,7 @@ impl EntryMeta {
                 disk: int(9),
                 created_ms: int(17),
                 last_served_ms: int(25),
+                seq: int(33),
                 version: text(HEADER)?,
             }),
             Some(&ENCODING_1) if raw.len() >= HEADER_1 => Some(EntryMeta {
@@ -71,6 +87,7 @@ impl EntryMeta {
                 disk: estimated_disk(int(1)),
                 created_ms: int(9),
                 last_served_ms: int(17),
+                seq: 0,
                 version: text(HEADER_1)?,
             }),
             _ => None,
@@ -85,46 +102,234 @@ impl EntryMeta {
     }
 }
 
+/// A purge whose matches are in the trash: entries it matches written before `seq` are dead.
+#[derive(Debug, Clone)]
+pub struct DeadRule {
+    /// The purge's sequence.
+    pub seq: u64,
+    /// Its journal id.
+    pub id: u64,
+    /// What it purged (everything, a mode or a size).
+    pub selector: Selector,
+}
+
+impl DeadRule {
+    /// Whether the entry `meta` for `variant` is dead by this rule.
+    pub fn kills(&self, variant: &VariantKey, meta: &EntryMeta) -> bool {
+        meta.seq < self.seq && self.selector.may_match(variant)
+    }
+}
+
+/// The rules in force, read lock-free.
+pub type DeadRules = Arc<ArcSwap<Vec<DeadRule>>>;
+
+/// Entries, file bytes and disk use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Entries.
+    pub entries: u64,
+    /// Bytes of their files.
+    pub bytes: u64,
+    /// What their files take on disk.
+    pub disk: u64,
+}
+
+impl Totals {
+    fn add(&mut self, meta: &EntryMeta) {
+        self.entries += 1;
+        self.bytes += meta.bytes;
+        self.disk += meta.disk;
+    }
+
+    fn sub(&mut self, meta: &EntryMeta) {
+        self.entries = self.entries.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(meta.bytes);
+        self.disk = self.disk.saturating_sub(meta.disk);
+    }
+
+    fn sub_totals(&mut self, other: &Totals) {
+        self.entries = self.entries.saturating_sub(other.entries);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+        self.disk = self.disk.saturating_sub(other.disk);
+    }
+
+    fn add_totals(&mut self, other: &Totals) {
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+        self.disk += other.disk;
+    }
+}
+
+/// The live entries' totals, all together and per mode and size.
+#[derive(Debug, Default)]
+struct Live {
+    all: Totals,
+    groups: HashMap<(String, Size), Totals>,
+}
+
+impl Live {
+    fn add(&mut self, variant: &VariantKey, meta: &EntryMeta) {
+        self.all.add(meta);
+        self.groups
+            .entry((variant.mode.clone(), variant.size))
+            .or_default()
+            .add(meta);
+    }
+
+    fn sub(&mut self, variant: &VariantKey, meta: &EntryMeta) {
+        self.all.sub(meta);
+        let group = (variant.mode.clone(), variant.size);
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.sub(meta);
+            if g.entries == 0 {
+                self.groups.remove(&group);
+            }
+        }
+    }
+
+    /// The totals of the groups `selector` (everything, a mode or a size) matches.
+    fn matching(&self, selector: &Selector) -> Option<Totals> {
+        if !matches!(
+            selector,
+            Selector::All | Selector::Mode(_) | Selector::Size { .. }
+        ) {
+            return None;
+        }
+        let mut sum = Totals::default();
+        for ((mode, size), totals) in &self.groups {
+            if group_matches(selector, mode, *size) == Some(true) {
+                sum.add_totals(totals);
+            }
+        }
+        Some(sum)
+    }
+}
+
+/// Whether `selector` matches every entry of the mode and size given (`None` for a selector
+/// that does not go by mode and size alone).
+fn group_matches(selector: &Selector, mode: &str, size: Size) -> Option<bool> {
+    match selector {
+        Selector::All => Some(true),
+        Selector::Mode(m) => Some(m == mode),
+        Selector::Size { width, height } => Some((size.width, size.height) == (*width, *height)),
+        _ => None,
+    }
+}
+
 /// The entries tree with its totals.
 pub struct Index {
     tree: sled::Tree,
-    entries: AtomicU64,
-    bytes: AtomicU64,
-    disk: AtomicU64,
+    dead: DeadRules,
+    live: Mutex<Live>,
+}
+
+fn is_dead(rules: &[DeadRule], variant: &VariantKey, meta: &EntryMeta) -> bool {
+    rules.iter().any(|r| r.kills(variant, meta))
 }
 
 impl Index {
-    /// The index over `tree`, counting what it holds (a scan: call once, at start-up).
-    pub fn open(tree: sled::Tree) -> sled::Result<Index> {
-        let (mut entries, mut bytes, mut disk) = (0, 0, 0);
-        for item in tree.iter().values() {
-            entries += 1;
-            if let Some(m) = EntryMeta::decode(&item?) {
-                bytes += m.bytes;
-                disk += m.disk;
+    /// The index over `tree`, counting what it holds that `dead` does not kill (a scan:
+    /// call once, at start-up).
+    pub fn open(tree: sled::Tree, dead: DeadRules) -> sled::Result<Index> {
+        let mut live = Live::default();
+        let rules = dead.load();
+        for item in tree.iter() {
+            let (key, value) = item?;
+            let (Some(variant), Some(meta)) =
+                (VariantKey::from_index_key(&key), EntryMeta::decode(&value))
+            else {
+                continue; // dropped by reconciliation
+            };
+            if !is_dead(&rules, &variant, &meta) {
+                live.add(&variant, &meta);
             }
         }
+        drop(rules);
         Ok(Index {
             tree,
-            entries: AtomicU64::new(entries),
-            bytes: AtomicU64::new(bytes),
-            disk: AtomicU64::new(disk),
+            dead,
+            live: Mutex::new(live),
         })
     }
 
-    /// Entries indexed.
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live entries' totals.
+    pub fn totals(&self) -> Totals {
+        self.live().all
+    }
+
+    /// Entries indexed (live ones).
     pub fn entries(&self) -> u64 {
-        self.entries.load(Ordering::Relaxed)
+        self.totals().entries
     }
 
     /// Bytes of the files indexed.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.totals().bytes
     }
 
     /// What the files indexed take on disk.
     pub fn disk(&self) -> u64 {
-        self.disk.load(Ordering::Relaxed)
+        self.totals().disk
+    }
+
+    /// The live totals a purge by `selector` (everything, a mode or a size) would take, or
+    /// `None` for other selectors.
+    pub fn matching_totals(&self, selector: &Selector) -> Option<Totals> {
+        self.live().matching(selector)
+    }
+
+    /// Adds `rule`, moving what it kills out of the live totals; returns those. The caller
+    /// holds off every writer (no entry is inserted meanwhile).
+    pub fn take(&self, rule: DeadRule) -> Totals {
+        let mut live = self.live();
+        let taken = live.matching(&rule.selector).unwrap_or_default();
+        live.groups
+            .retain(|(mode, size), _| group_matches(&rule.selector, mode, *size) != Some(true));
+        live.all.sub_totals(&taken);
+        self.dead.rcu(|rules| {
+            let mut rules = (**rules).clone();
+            rules.push(rule.clone());
+            rules
+        });
+        taken
+    }
+
+    /// Drops the rule of the purge `id` run as `seq` (its dead entries are all removed).
+    pub fn drop_rule(&self, id: u64, seq: u64) {
+        let _live = self.live();
+        self.dead.rcu(|rules| {
+            rules
+                .iter()
+                .filter(|r| (r.id, r.seq) != (id, seq))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
+
+    /// Whether the entry `meta` for `variant` is dead.
+    pub fn is_dead(&self, variant: &VariantKey, meta: &EntryMeta) -> bool {
+        is_dead(&self.dead.load(), variant, meta)
+    }
+
+    /// Moves the live totals by an entry replaced (`old`) or added (`new`), each counted
+    /// only if no rule kills it, under the lock rules are added under.
+    fn account(&self, key: &[u8], old: Option<&[u8]>, new: Option<&EntryMeta>) {
+        let Some(variant) = VariantKey::from_index_key(key) else {
+            return;
+        };
+        let old = old.and_then(EntryMeta::decode);
+        let mut live = self.live();
+        let rules = self.dead.load();
+        if let Some(old) = old.filter(|o| !is_dead(&rules, &variant, o)) {
+            live.sub(&variant, &old);
+        }
+        if let Some(new) = new.filter(|n| !is_dead(&rules, &variant, n)) {
+            live.add(&variant, new);
+        }
     }
 
     /// The entry for `variant`.
@@ -137,18 +342,9 @@ impl Index {
 
     /// Records `meta` for `variant`, replacing what was there.
     pub fn insert(&self, variant: &VariantKey, meta: &EntryMeta) -> sled::Result<()> {
-        let old = self.tree.insert(variant.index_key(), meta.encode())?;
-        self.bytes.fetch_add(meta.bytes, Ordering::Relaxed);
-        self.disk.fetch_add(meta.disk, Ordering::Relaxed);
-        match old.and_then(|o| EntryMeta::decode(&o)) {
-            Some(old) => {
-                self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
-                self.disk.fetch_sub(old.disk, Ordering::Relaxed);
-            }
-            None => {
-                self.entries.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let key = variant.index_key();
+        let old = self.tree.insert(&key, meta.encode())?;
+        self.account(&key, old.as_deref(), Some(meta));
         Ok(())
     }
 
@@ -161,13 +357,25 @@ impl Index {
     pub fn remove_raw(&self, key: &[u8]) -> sled::Result<Option<EntryMeta>> {
         let old = self.tree.remove(key)?;
         let Some(old) = old else { return Ok(None) };
-        self.entries.fetch_sub(1, Ordering::Relaxed);
-        let meta = EntryMeta::decode(&old);
-        if let Some(m) = &meta {
-            self.bytes.fetch_sub(m.bytes, Ordering::Relaxed);
-            self.disk.fetch_sub(m.disk, Ordering::Relaxed);
-        }
-        Ok(meta)
+        self.account(key, Some(&old), None);
+        Ok(EntryMeta::decode(&old))
+    }
+
+    /// Removes the entry under `key` if it is still `raw` (a dead entry, which the totals
+    /// leave out); whether it did.
+    pub fn remove_dead(&self, key: &[u8], raw: &[u8]) -> sled::Result<bool> {
+        Ok(self
+            .tree
+            .compare_and_swap(key, Some(raw), None as Option<&[u8]>)?
+            .is_ok())
+    }
+
+    /// Every entry from `key` on, raw, in key order (for removing dead ones).
+    pub fn iter_raw_from(
+        &self,
+        key: &[u8],
+    ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> {
+        self.tree.range(key.to_vec()..)
     }
 
     /// Moves `variant`'s last-served time to `ms`, if it is still indexed.
@@ -207,6 +415,7 @@ mod tests {
             disk: 4096,
             created_ms: 10,
             last_served_ms: 20,
+            seq: 7,
             version: "1.2.3".into(),
         };
         assert_eq!(EntryMeta::decode(&m.encode()), Some(m.clone()));

@@ -117,8 +117,8 @@ impl Inner {
                 dropped += 1;
                 continue;
             };
-            if meta.created_ms >= self.opened_ms {
-                continue;
+            if meta.created_ms >= self.opened_ms || self.index.is_dead(&variant, &meta) {
+                continue; // a writer's, or the trash's
             }
             let path = self.dir.join(variant.relative_path());
             let _path = self.stripe(&variant);

@@ -34,6 +34,7 @@ pub mod layout;
 mod maintenance;
 pub mod purge;
 mod purge_log;
+mod trash;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
@@ -54,6 +55,7 @@ use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
 pub use purge::{PurgeOutcome, Selector};
 use purge_log::PurgeLog;
+use trash::{TrashRun, TRASH_DIR};
 
 /// The file that marks a folder as a ross cache, and whose lock keeps a second process out.
 /// A folder that already holds other files and no marker is refused: reconciliation removes
@@ -220,6 +222,10 @@ impl Signal {
         self.cond.notify_all();
     }
 
+    fn stopped(&self) -> bool {
+        lock(&self.state).1
+    }
+
     /// Waits up to `timeout` for a wake-up; returns false once stopped.
     fn wait(&self, timeout: Duration) -> bool {
         let guard = lock(&self.state);
@@ -261,6 +267,18 @@ fn version_key(mode: &str) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
+    _open: Arc<Closer>,
+}
+
+/// Shared by the cache's handles: once the last is dropped, the thread deleting the trash
+/// stops at its next step (it holds the cache while it works, so the cache could not end
+/// before it did).
+struct Closer(Arc<Signal>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 struct Inner {
@@ -278,6 +296,14 @@ struct Inner {
     /// What the cache's own folders take on disk (and its marker): moved by each folder a
     /// write makes or a removal takes away, measured again by reconciliation.
     folders: AtomicU64,
+    /// What the files in the trash take on disk (purged, not yet deleted).
+    trash_disk: AtomicU64,
+    /// Folders in the trash, oldest first, for the thread that deletes them.
+    trash: Mutex<Vec<TrashRun>>,
+    /// Wakes that thread.
+    trash_signal: Arc<Signal>,
+    /// `cache.purge_deletes_per_second`.
+    purge_deletes_per_second: AtomicU64,
     /// The purges' sequence number, read lock-free when a request begins (a copy of the
     /// log's, set under its lock).
     seq: AtomicU64,
@@ -312,6 +338,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.signal.stop();
+        self.trash_signal.stop();
         self.flush_touches();
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "cannot flush the cache index");
@@ -337,7 +364,52 @@ impl Cache {
         }
         std::fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
         let meta = db.tree(TreeName::Meta)?;
-        let index = Index::open(db.tree(TreeName::CacheEntries)?)?;
+        let trash_dir = dir.join(TRASH_DIR);
+        std::fs::create_dir_all(&trash_dir).map_err(io_error(&trash_dir))?;
+        let mut journal = std::collections::BTreeMap::new();
+        for item in meta.scan_prefix(purge::JOURNAL_PREFIX) {
+            let (key, value) = item?;
+            let id = purge::journal_id(&key);
+            match (id, serde_json::from_slice::<Selector>(&value)) {
+                (Some(id), Ok(selector)) => {
+                    journal.insert(id, selector);
+                }
+                _ => {
+                    tracing::warn!("dropping an unreadable purge journal record");
+                    meta.remove(key)?;
+                }
+            }
+        }
+        // Folders in the trash: each keeps its purge's entries dead until deleted; a purge
+        // whose move to the trash finished is not run again.
+        let mut runs = Vec::new();
+        let mut rules = Vec::new();
+        let mut moved = BTreeSet::new();
+        for (seq, id, finished, folder) in trash::scan(&trash_dir).map_err(io_error(&trash_dir))? {
+            let selector = journal.get(&id).cloned();
+            if let Some(selector) = &selector {
+                rules.push(index::DeadRule {
+                    seq,
+                    id,
+                    selector: selector.clone(),
+                });
+            }
+            if finished {
+                moved.insert(id);
+            }
+            runs.push(TrashRun {
+                seq,
+                id,
+                folder,
+                finished,
+                left: None,
+                scan_from: Some(Vec::new()),
+                in_folders: false,
+                selector,
+            });
+        }
+        let dead: index::DeadRules = Arc::new(ArcSwap::from_pointee(rules));
+        let index = Index::open(db.tree(TreeName::CacheEntries)?, dead)?;
         // Until reconciliation measures them again: as last noted, or at least the root,
         // the marker and the folder of files being written.
         let folders = meta
@@ -350,18 +422,11 @@ impl Cache {
                     .map(|m| disk::disk_use(&m))
                     .sum()
             });
-        let mut queued = VecDeque::new();
-        for item in meta.scan_prefix(purge::JOURNAL_PREFIX) {
-            let (key, value) = item?;
-            let id = purge::journal_id(&key);
-            match (id, serde_json::from_slice::<Selector>(&value)) {
-                (Some(id), Ok(selector)) => queued.push_back(PurgeJob { id, selector }),
-                _ => {
-                    tracing::warn!("dropping an unreadable purge journal record");
-                    meta.remove(key)?;
-                }
-            }
-        }
+        let queued: VecDeque<PurgeJob> = journal
+            .into_iter()
+            .filter(|(id, _)| !moved.contains(id))
+            .map(|(id, selector)| PurgeJob { id, selector })
+            .collect();
         if !queued.is_empty() {
             tracing::info!(
                 purges = queued.len(),
@@ -378,8 +443,15 @@ impl Cache {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             reserved: AtomicU64::new(0),
             folders: AtomicU64::new(folders),
+            trash_disk: AtomicU64::new(0),
+            trash: Mutex::new(runs),
+            trash_signal: Arc::default(),
+            purge_deletes_per_second: AtomicU64::new(2000),
             seq: AtomicU64::new(0),
-            writes: RwLock::new(PurgeLog::new(purge_log::kept_for(Duration::ZERO))),
+            writes: RwLock::new(PurgeLog::new(
+                purge_log::kept_for(Duration::ZERO),
+                db.generate_id()?,
+            )),
             active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
             queued: Mutex::new(queued),
             retries: Mutex::new(Vec::new()),
@@ -390,6 +462,7 @@ impl Cache {
             hot: (memory_bytes > 0).then(|| {
                 Hot::builder()
                     .max_capacity(memory_bytes)
+                    .support_invalidation_closures()
                     .weigher(|_, file: &CachedFile| {
                         u32::try_from(file.bytes.len()).unwrap_or(u32::MAX)
                     })
@@ -402,12 +475,25 @@ impl Cache {
             _marker: marker,
         });
         maintenance::spawn(&inner)?;
-        Ok(Cache { inner })
+        trash::spawn(&inner)?;
+        let closer = Closer(inner.trash_signal.clone());
+        Ok(Cache {
+            inner,
+            _open: Arc::new(closer),
+        })
     }
 
     /// The purges run so far: take it when a request begins, give it back to [`Cache::put`].
     pub fn ticket(&self) -> WriteTicket {
         WriteTicket(self.inner.seq.load(Ordering::SeqCst))
+    }
+
+    /// Bounds the files and folders the trash's deletion removes per second
+    /// (`cache.purge_deletes_per_second`).
+    pub fn set_purge_deletes_per_second(&self, n: u64) {
+        self.inner
+            .purge_deletes_per_second
+            .store(n.max(1), Ordering::Relaxed);
     }
 
     /// Tells the cache how long a render may take (`limits.render_timeout`): purges are
@@ -489,7 +575,8 @@ impl Cache {
         let inner = &self.inner;
         // Room for the file is reserved before it is written: even files being written never
         // take the cache past its bound.
-        let room = disk::reservation(bytes.len() as u64);
+        let depth = variant.relative_path().components().count();
+        let room = disk::reservation(bytes.len() as u64, depth);
         if room > inner.max_bytes || !inner.reserve(room) {
             return Ok(PutOutcome::NoRoom);
         }
@@ -524,6 +611,12 @@ impl Cache {
     /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads
     /// the index).
     pub fn count(&self, selector: &Selector) -> Result<PurgeOutcome, CacheError> {
+        if let Some(totals) = self.inner.index.matching_totals(selector) {
+            return Ok(PurgeOutcome {
+                entries: totals.entries,
+                bytes: totals.bytes,
+            });
+        }
         let mut outcome = PurgeOutcome::default();
         for item in self.inner.matching(selector) {
             let (_, meta) = item?;
@@ -811,7 +904,15 @@ impl Inner {
 
     /// What the cache takes on disk now.
     fn disk_bytes(&self) -> u64 {
-        self.index.disk() + self.folders.load(Ordering::Relaxed)
+        self.index.disk()
+            + self.folders.load(Ordering::Relaxed)
+            + self.trash_disk.load(Ordering::Relaxed)
+    }
+
+    /// The next purge sequence: from sled's id generator, so that sequences rise across
+    /// restarts (entries record theirs), and above the last one given.
+    fn next_seq(&self, log: &PurgeLog) -> Result<u64, CacheError> {
+        Ok(self.db.generate_id()?.max(log.seq + 1))
     }
 
     /// What counts against the bound: what the cache takes on disk and the room reserved
@@ -881,6 +982,7 @@ impl Inner {
                 .map_or(index::estimated_disk(n), disk::disk_use),
             created_ms: now,
             last_served_ms: now,
+            seq: log.seq,
             version: version.to_owned(),
         };
         if let Err(e) = self.index.insert(variant, &entry) {
@@ -959,6 +1061,9 @@ impl Inner {
         for item in self.index.iter() {
             let (key, meta) = item?;
             let Some(meta) = meta else { continue };
+            if VariantKey::from_index_key(&key).is_some_and(|v| self.index.is_dead(&v, &meta)) {
+                continue; // the trash's to delete
+            }
             held += meta.disk;
             oldest.push((meta.last_served_ms, meta.created_ms, key, meta.disk));
             while let Some(top) = oldest.peek() {
@@ -1070,9 +1175,9 @@ impl Inner {
             };
             // Reconciliation drops entries it cannot read.
             let (variant, meta) = (VariantKey::from_index_key(&key)?, meta?);
-            selector
-                .matches(&variant, Some(&meta.version))
-                .then_some(Ok((variant, meta)))
+            (selector.matches(&variant, Some(&meta.version))
+                && !self.index.is_dead(&variant, &meta))
+            .then_some(Ok((variant, meta)))
         })
     }
 
@@ -1080,11 +1185,15 @@ impl Inner {
     /// [`Selector::bars_earlier_renders`]); every matching entry and file goes; then its
     /// follow-up is recorded and its journal record removed.
     fn run(&self, job: &PurgeJob) -> Result<PurgeOutcome, CacheError> {
+        if trash::by_trash(&job.selector) {
+            return self.run_trash(job);
+        }
         let started = std::time::Instant::now();
         let selector = &job.selector;
         if selector.bars_earlier_renders() {
             let mut log = self.writes.write().unwrap_or_else(|e| e.into_inner());
-            let seq = log.push(selector.clone());
+            let seq = self.next_seq(&log)?;
+            log.push(seq, selector.clone());
             self.seq.store(seq, Ordering::SeqCst);
         }
         let mut outcome = PurgeOutcome::default();

@@ -59,10 +59,10 @@ pub(super) struct PurgeLog {
 }
 
 impl PurgeLog {
-    /// An empty log that remembers each purge for `kept`.
-    pub(super) fn new(kept: Duration) -> PurgeLog {
+    /// An empty log that remembers each purge for `kept`, its sequence at `seq`.
+    pub(super) fn new(kept: Duration, seq: u64) -> PurgeLog {
         PurgeLog {
-            seq: 0,
+            seq,
             kept,
             runs: VecDeque::new(),
             keys: HashMap::new(),
@@ -77,12 +77,13 @@ impl PurgeLog {
         self.kept = kept;
     }
 
-    /// Notes a purge of `selector` now; its sequence number.
-    pub(super) fn push(&mut self, selector: Selector) -> u64 {
-        self.push_at(selector, Instant::now())
+    /// Notes a purge of `selector` now as sequence `seq` (above the last); returns it.
+    pub(super) fn push(&mut self, seq: u64, selector: Selector) -> u64 {
+        self.push_at(seq, selector, Instant::now())
     }
 
-    fn push_at(&mut self, selector: Selector, now: Instant) -> u64 {
+    fn push_at(&mut self, seq: u64, selector: Selector, now: Instant) -> u64 {
+        debug_assert!(seq > self.seq, "sequences rise");
         while let Some((seq, at, _)) = self.runs.front() {
             let young = now.saturating_duration_since(*at) < self.kept;
             if young && self.runs.len() < PURGE_LOG_MAX {
@@ -97,7 +98,7 @@ impl PurgeLog {
                 self.forget(seq, &old);
             }
         }
-        self.seq += 1;
+        self.seq = seq.max(self.seq + 1);
         match &selector {
             Selector::Key(key) => {
                 self.keys.insert(key.clone(), self.seq);
@@ -169,16 +170,16 @@ mod tests {
     /// keeps what was kept before it out.
     #[test]
     fn a_ticket_older_than_the_purges_remembered_is_stale() {
-        let mut log = PurgeLog::new(PURGE_LOG_KEPT);
+        let mut log = PurgeLog::new(PURGE_LOG_KEPT, 0);
         let v = variant("/10/10/crop/a.jpg");
         let ticket = log.seq;
-        log.push(Selector::Key("b.jpg".into()));
+        log.push(log.seq + 1, Selector::Key("b.jpg".into()));
         assert!(!log.bars(ticket, &v));
-        let a = log.push(Selector::Key("a.jpg".into()));
+        let a = log.push(log.seq + 1, Selector::Key("a.jpg".into()));
         assert!(log.bars(ticket, &v));
         assert_eq!(log.source_epoch("a.jpg"), a);
         for i in 0..PURGE_LOG_MAX {
-            log.push(Selector::Key(format!("k{i}")));
+            log.push(log.seq + 1, Selector::Key(format!("k{i}")));
         }
         assert_eq!(log.runs.len(), PURGE_LOG_MAX);
         assert_eq!(log.keys.len(), PURGE_LOG_MAX);
@@ -201,14 +202,14 @@ mod tests {
         let kept = kept_for(Duration::from_secs(30));
         assert_eq!(kept, PURGE_LOG_KEPT, "short renders: the floor");
         assert!(kept_for(Duration::from_secs(3600)) >= Duration::from_secs(3 * 3600 + 60));
-        let mut log = PurgeLog::new(kept);
+        let mut log = PurgeLog::new(kept, 0);
         let start = Instant::now();
-        let a = log.push_at(Selector::Key("a.jpg".into()), start);
-        let p = log.push_at(Selector::Prefix("shop/".into()), start);
+        let a = log.push_at(log.seq + 1, Selector::Key("a.jpg".into()), start);
+        let p = log.push_at(log.seq + 1, Selector::Prefix("shop/".into()), start);
         assert_eq!(log.source_epoch("a.jpg"), a);
         assert_eq!(log.source_epoch("shop/x.jpg"), p);
         assert_eq!(log.source_epoch("other.jpg"), 0);
-        log.push_at(Selector::Mode("crop".into()), start + kept);
+        log.push_at(log.seq + 1, Selector::Mode("crop".into()), start + kept);
         assert_eq!(log.runs.len(), 1);
         assert_eq!((log.broad, log.keys.len()), (0, 0));
         assert_eq!(log.source_epoch("a.jpg"), 0);
@@ -222,20 +223,23 @@ mod tests {
     /// A newer purge of everything outranks an older purge of the key, and the reverse.
     #[test]
     fn the_source_epoch_is_the_last_purge_that_touched_the_key() {
-        let mut log = PurgeLog::new(PURGE_LOG_KEPT);
-        let all = log.push(Selector::All);
-        log.push(Selector::Key("b.jpg".into()));
-        log.push(Selector::Size {
-            width: 1,
-            height: 1,
-        });
+        let mut log = PurgeLog::new(PURGE_LOG_KEPT, 0);
+        let all = log.push(log.seq + 1, Selector::All);
+        log.push(log.seq + 1, Selector::Key("b.jpg".into()));
+        log.push(
+            log.seq + 1,
+            Selector::Size {
+                width: 1,
+                height: 1,
+            },
+        );
         assert_eq!(log.source_epoch("a.jpg"), all);
-        let a = log.push(Selector::Key("a.jpg".into()));
+        let a = log.push(log.seq + 1, Selector::Key("a.jpg".into()));
         assert_eq!(log.source_epoch("a.jpg"), a);
-        let p = log.push(Selector::Prefix("a".into()));
+        let p = log.push(log.seq + 1, Selector::Prefix("a".into()));
         assert_eq!(log.source_epoch("a.jpg"), p);
         assert_eq!(log.source_epoch("b.jpg"), all + 1);
-        let b = log.push(Selector::Key("b.jpg".into()));
+        let b = log.push(log.seq + 1, Selector::Key("b.jpg".into()));
         assert_eq!(log.source_epoch("b.jpg"), b);
     }
 }

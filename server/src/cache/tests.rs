@@ -218,7 +218,11 @@ async fn the_least_recently_served_go_first_and_the_bound_holds() {
         std::thread::sleep(Duration::from_millis(2));
         put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
         let on_disk = disk::tree_use(&f.cache_dir());
-        assert!(on_disk <= max, "{on_disk} bytes on disk after {i}");
+        assert!(
+            on_disk <= max,
+            "{on_disk} bytes on disk after {i}, {} counted",
+            cache.stats().disk_bytes
+        );
         assert!(cache.stats().disk_bytes <= max);
     }
     assert!(
@@ -587,7 +591,7 @@ async fn a_purge_that_fails_is_retried_until_it_finishes() {
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     std::fs::write(path.join("x"), b"x").unwrap();
-    assert!(cache.purge(Selector::All).is_err());
+    assert!(cache.purge(Selector::Key("a.jpg".into())).is_err());
     assert_eq!(cache.stats().purges_running, 1);
     std::fs::remove_dir_all(&path).unwrap();
     let started = Instant::now();
@@ -598,8 +602,131 @@ async fn a_purge_that_fails_is_retried_until_it_finishes() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(cache.stats().entries, 0);
+    assert_eq!(cache.stats().entries, 1, "b.jpg is left");
     // Hits are served again.
     put(&cache, "/10/10/crop/c.jpg", 100);
     assert!(cache.get(&variant("/10/10/crop/c.jpg")).await.is_some());
+}
+
+/// Waits until the trash is empty: every purged file deleted and every dead entry gone.
+fn trash_emptied(cache: &Cache) {
+    let started = Instant::now();
+    while !lock(&cache.inner.trash).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the trash was not emptied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A purge of everything moves it to the trash at once: no file is left at a variant's path,
+/// the answer counts what it matched, renders made after it are kept, and the trash (files and
+/// dead entries) is emptied in the background, the count of the disk following.
+#[test]
+fn a_purge_of_everything_moves_it_to_the_trash_and_deletes_it_after() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 30);
+    settled(&cache);
+    cache.set_purge_deletes_per_second(1_000_000);
+    for i in 0..300 {
+        put(
+            &cache,
+            &format!("/{}/{}/crop/shop/k{i}.jpg", 10 + i % 7, 10 + i % 5),
+            100,
+        );
+    }
+    let out = cache.purge(Selector::All).unwrap();
+    assert_eq!((out.entries, out.bytes), (300, 300 * 100));
+    assert!(files_under(&f.cache_dir()).is_empty());
+    assert_eq!(cache.stats().entries, 0);
+    assert!(cache
+        .get_blocking(&variant("/10/10/crop/shop/k0.jpg"))
+        .is_none());
+    assert!(matches!(
+        put(&cache, "/10/10/crop/shop/k0.jpg", 100),
+        PutOutcome::Stored(_)
+    ));
+    trash_emptied(&cache);
+    assert_eq!(cache.inner.index.iter().count(), 1, "dead entries left");
+    assert_eq!(cache.stats().entries, 1);
+    assert!(cache
+        .get_blocking(&variant("/10/10/crop/shop/k0.jpg"))
+        .is_some());
+    let trash = f.cache_dir().join(TRASH_DIR);
+    assert_eq!(std::fs::read_dir(&trash).unwrap().count(), 0);
+    assert!(cache
+        .inner
+        .meta
+        .scan_prefix(purge::JOURNAL_PREFIX)
+        .next()
+        .is_none());
+    let (du, counted) = (disk::tree_use(&f.cache_dir()), cache.stats().disk_bytes);
+    assert!(counted >= du, "counted {counted} under du {du}");
+}
+
+/// Purges by mode and by size move only what they match; the rest stays served.
+#[test]
+fn purges_by_mode_and_by_size_move_only_their_folders() {
+    let f = Fixture::new();
+    let cache = f.open(1 << 30);
+    settled(&cache);
+    for path in [
+        "/10/10/crop/a.jpg",
+        "/10/10/resize/a.jpg",
+        "/20/10/crop/a.jpg",
+        "/20/10/resize/b.jpg",
+    ] {
+        put(&cache, path, 100);
+    }
+    assert_eq!(
+        cache.count(&Selector::Mode("crop".into())).unwrap().entries,
+        2
+    );
+    let out = cache.purge(Selector::Mode("crop".into())).unwrap();
+    assert_eq!(out.entries, 2);
+    let served = |p: &str| cache.get_blocking(&variant(p)).is_some();
+    assert!(!served("/10/10/crop/a.jpg") && !served("/20/10/crop/a.jpg"));
+    assert!(served("/10/10/resize/a.jpg") && served("/20/10/resize/b.jpg"));
+    let out = cache
+        .purge(Selector::Size {
+            width: 20,
+            height: 10,
+        })
+        .unwrap();
+    assert_eq!(out.entries, 1);
+    assert!(served("/10/10/resize/a.jpg") && !served("/20/10/resize/b.jpg"));
+    assert_eq!(cache.stats().entries, 1);
+    trash_emptied(&cache);
+    assert_eq!(cache.inner.index.iter().count(), 1);
+    assert_eq!(files_under(&f.cache_dir()).len(), 1);
+}
+
+/// The trash outlives a restart: entries of a purge not yet deleted stay dead (not served, not
+/// counted), and the deletion finishes after it.
+#[test]
+fn a_trash_left_by_the_last_run_stays_dead_and_is_deleted() {
+    let f = Fixture::new();
+    {
+        let cache = f.open(1 << 30);
+        settled(&cache);
+        cache.set_purge_deletes_per_second(1);
+        for i in 0..20 {
+            put(&cache, &format!("/{}/10/crop/a.jpg", 10 + i), 100);
+        }
+        cache.purge(Selector::Mode("crop".into())).unwrap();
+        put(&cache, "/10/10/resize/a.jpg", 100);
+    }
+    let cache = f.open(1 << 30);
+    assert_eq!(cache.stats().entries, 1, "the purged entries came back");
+    assert!(cache.get_blocking(&variant("/11/10/crop/a.jpg")).is_none());
+    assert!(cache
+        .get_blocking(&variant("/10/10/resize/a.jpg"))
+        .is_some());
+    cache.set_purge_deletes_per_second(1_000_000);
+    cache.inner.trash_signal.wake();
+    trash_emptied(&cache);
+    settled(&cache);
+    assert_eq!(cache.inner.index.iter().count(), 1);
+    assert_eq!(files_under(&f.cache_dir()).len(), 1);
 }
