@@ -23,6 +23,8 @@ mod cache_index;
 /// Every corpus image in every mode and several sizes, including enlargement and extremes.
 mod corpus_matrix;
 mod deploy;
+/// A full disk: the cache's, headroom kept, and a full data_dir.
+mod disk_pressure;
 /// Image correctness: EXIF orientation, CMYK and greyscale colours, OpenRoss's goldens.
 mod fidelity;
 /// WebP and AVIF by `Accept`: every mode in every format, defaults, caching per format.

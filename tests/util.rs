@@ -480,3 +480,55 @@ pub fn good_corpus_keys() -> Vec<String> {
     }
     keys
 }
+
+/// A tmpfs of a given size mounted for a test (as root), unmounted when dropped: a small
+/// file system to fill.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` at `path` (created); `None` where mounting is not allowed
+    /// (not root): the caller skips, saying so.
+    pub fn mount(path: &Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Tmpfs {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        parts.next().unwrap() * parts.next().unwrap()
+    }
+
+    /// Fills it until `left` bytes are free, with the file `filler`.
+    pub fn fill_to(&self, left: u64) -> PathBuf {
+        let filler = self.path.join("filler");
+        let size = self.free().saturating_sub(left);
+        std::fs::write(&filler, vec![0u8; size as usize]).unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}

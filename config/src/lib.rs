@@ -218,6 +218,10 @@ pub struct CacheSettings {
     /// everything, a mode or a size moves what it matches at once (deleting them competes
     /// with hits for the disk).
     pub purge_deletes_per_second: u64,
+    /// Bytes kept free on `cache.dir`'s file system: below it, the least recently served
+    /// entries are evicted, whatever `max_bytes` allows (the disk is shared, and a full disk
+    /// fails more than the cache).
+    pub min_free_bytes: u64,
 }
 
 /// Mode plugins.
@@ -524,6 +528,10 @@ impl Settings {
                 "cache.purge_deletes_per_second",
                 self.cache.purge_deletes_per_second.to_string(),
             ),
+            (
+                "cache.min_free_bytes",
+                self.cache.min_free_bytes.to_string(),
+            ),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -665,6 +673,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         memory_bytes: r.int("cache.memory_bytes", 64u64 << 20, 0..=1 << 40),
         decoded_bytes: r.int("cache.decoded_bytes", 256u64 << 20, 0..=1 << 40),
         purge_deletes_per_second: r.int("cache.purge_deletes_per_second", 2000u64, 1..=1_000_000),
+        min_free_bytes: r.int("cache.min_free_bytes", 256u64 << 20, 0..=i64::MAX),
     };
     let plugins = PluginSettings {
         dir: r

@@ -78,6 +78,7 @@ pub enum DbError {
 pub struct Database {
     db: sled::Db,
     dir: PathBuf,
+    room: std::sync::Arc<Room>,
     /// Held for the life of the process: the OS releases it however the process ends.
     _lock: std::sync::Arc<File>,
 }
@@ -103,6 +104,62 @@ pub fn lock_exclusive(file: &File) -> std::io::Result<bool> {
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
     }
+}
+
+/// What must stay free on `data_dir`'s file system for sled to write (its log grows by 512 KiB
+/// segments, and a write it cannot make leaves it refusing every write until a restart), or a
+/// tenth of the file system, if smaller.
+const DATA_HEADROOM: u64 = 64 << 20;
+
+/// How long a look at `data_dir`'s free space is trusted.
+const ROOM_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether `data_dir` has room, looked at now and then.
+#[derive(Debug, Default)]
+struct Room {
+    /// (when looked, whether there was room), or `None` before the first look.
+    last: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// Refusals said in the log, once a minute.
+    said: crate::cache::OncePerMinute,
+}
+
+/// Whether an error comes from a full disk.
+pub trait FullDisk: std::fmt::Display {
+    /// Whether it does.
+    fn full_disk(&self) -> bool;
+}
+
+impl<T: FullDisk + ?Sized> FullDisk for &T {
+    fn full_disk(&self) -> bool {
+        (**self).full_disk()
+    }
+}
+
+impl FullDisk for DbError {
+    fn full_disk(&self) -> bool {
+        match self {
+            DbError::Io { source, .. } => source.full_disk(),
+            DbError::Sled { source, .. } => source.full_disk(),
+            _ => false,
+        }
+    }
+}
+
+impl FullDisk for std::io::Error {
+    fn full_disk(&self) -> bool {
+        crate::cache::no_space(self)
+    }
+}
+
+impl FullDisk for sled::Error {
+    fn full_disk(&self) -> bool {
+        matches!(self, sled::Error::Io(e) if e.full_disk())
+    }
+}
+
+/// The error a write refused for want of room gives.
+pub fn no_room_error() -> sled::Error {
+    sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC))
 }
 
 /// The trees, by purpose.
@@ -166,6 +223,7 @@ impl Database {
             })?;
         let database = Database {
             db,
+            room: std::sync::Arc::new(Room::default()),
             dir: dir.to_owned(),
             _lock: std::sync::Arc::new(lock),
         };
@@ -212,6 +270,42 @@ impl Database {
     /// Writes everything so far to disk.
     pub fn flush(&self) -> sled::Result<()> {
         self.db.flush().map(drop)
+    }
+
+    /// Whether `data_dir` has room for sled to write: call before any write that can wait or
+    /// be refused (refusing it keeps sled from failing half-way, which would leave it
+    /// refusing every write until a restart). An `ENOSPC` error when not; said in the log
+    /// once a minute.
+    pub fn room(&self) -> sled::Result<()> {
+        let mut last = self.room.last.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = last.filter(|(at, _)| at.elapsed() < ROOM_FRESH);
+        let room = match fresh {
+            Some((_, room)) => room,
+            None => {
+                let room = match rustix::fs::statvfs(&self.dir) {
+                    Ok(s) => {
+                        let free = s.f_bavail.saturating_mul(s.f_frsize);
+                        let size = s.f_blocks.saturating_mul(s.f_frsize);
+                        free >= DATA_HEADROOM.min(size / 10)
+                    }
+                    Err(_) => true, // cannot tell: let the write say
+                };
+                *last = Some((std::time::Instant::now(), room));
+                room
+            }
+        };
+        drop(last);
+        if room {
+            return Ok(());
+        }
+        if self.room.said.due() {
+            tracing::error!(
+                data_dir = %self.dir.display(),
+                "data_dir is full: whitelist edits, cache indexing and purge journals are \
+                 refused (503 storage-full) until there is room; renders are served uncached"
+            );
+        }
+        Err(no_room_error())
     }
 
     /// A number never handed out before by this database (ids of journal records).

@@ -119,6 +119,9 @@ error_codes! {
     /// ross's database or cache folder failed.
     StoreFailed = INTERNAL_SERVER_ERROR, "store-failed", None,
         "ross could not read or write its database; see the server log.";
+    /// The disk holding ross's database is full: the change was not made.
+    StorageFull = SERVICE_UNAVAILABLE, "storage-full", Some(60),
+        "ross's data_dir is full, so the change was not made; try again once there is room.";
     /// Anything else inside the server.
     InternalError = INTERNAL_SERVER_ERROR, "internal-error", None,
         "The server failed; try again later.";

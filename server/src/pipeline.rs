@@ -10,7 +10,9 @@ use bytes::Bytes;
 use ross_config::{Limits, Settings};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::cache::{Cache, CachedFile, OutputFormat, PutOutcome, VariantKey, WriteTicket};
+use crate::cache::{
+    Cache, CachedFile, OncePerMinute, OutputFormat, PutOutcome, VariantKey, WriteTicket,
+};
 use crate::error::{AppError, ErrorCode};
 use crate::gate::RenderGate;
 use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
@@ -484,9 +486,13 @@ impl StoreJob {
         self.metrics.stage(stage::CACHE_WRITE, started);
         let modified = match stored {
             Ok(PutOutcome::Stored(modified)) => modified,
-            Ok(PutOutcome::Stale | PutOutcome::NoRoom) => SystemTime::now(),
+            Ok(PutOutcome::Stale | PutOutcome::NoRoom | PutOutcome::NoSpace) => SystemTime::now(),
             Err(e) => {
-                tracing::warn!(error = %e, "serving a render that could not be cached");
+                // Once a minute: a disk that fails does so for every request.
+                static SAID: OncePerMinute = OncePerMinute::new();
+                if SAID.due() {
+                    tracing::warn!(error = %e, "serving a render that could not be cached");
+                }
                 SystemTime::now()
             }
         };

@@ -153,6 +153,7 @@ impl AppState {
         )?;
         cache.set_render_timeout(settings.limits.render_timeout);
         cache.set_purge_deletes_per_second(settings.cache.purge_deletes_per_second);
+        cache.set_min_free_bytes(settings.cache.min_free_bytes);
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let spawner = Spawner::new().map_err(StartupError::Workers)?;

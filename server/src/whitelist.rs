@@ -121,8 +121,10 @@ impl Whitelist {
         })
     }
 
-    /// Applies one edit, durably, then publishes the result.
+    /// Applies one edit, durably, then publishes the result. Refused (`ENOSPC`) while
+    /// `data_dir` is full: a write sled cannot finish would leave it refusing every write.
     fn edit<T>(&self, change: impl FnOnce(&sled::Tree) -> sled::Result<T>) -> sled::Result<T> {
+        self.db.room()?;
         let _one = self.edits.lock().unwrap_or_else(|e| e.into_inner());
         let result = change(&self.tree)?;
         self.db.flush()?;

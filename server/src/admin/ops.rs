@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ross_config::Size;
 
 use crate::cache::{PurgeOutcome, Selector};
+use crate::db::FullDisk;
 use crate::error::{AppError, ErrorCode};
 use crate::request::SourceKey;
 use crate::state::AppState;
@@ -19,6 +20,16 @@ pub fn bad_request(message: impl Into<String>) -> AppError {
 /// The database failed while `doing` (logged with the request, not sent).
 pub fn store_failed(doing: &str, cause: impl std::fmt::Display) -> AppError {
     AppError::of(ErrorCode::StoreFailed).detailed(format_args!("{doing}: {cause}"))
+}
+
+/// A write failed while `doing`: 503 `storage-full` when the disk is full (worth retrying
+/// once there is room), else as [`store_failed`].
+pub fn write_failed(doing: &str, cause: impl FullDisk) -> AppError {
+    if cause.full_disk() {
+        AppError::of(ErrorCode::StorageFull).detailed(format_args!("{doing}: {cause}"))
+    } else {
+        store_failed(doing, cause)
+    }
 }
 
 /// Runs sled work on the blocking pool.
@@ -60,7 +71,7 @@ pub async fn set_whitelist_enabled(state: &Arc<AppState>, enabled: bool) -> Resu
     blocking(move || {
         st.whitelist
             .set_enabled(enabled)
-            .map_err(|e| store_failed("cannot switch the whitelist", e))
+            .map_err(|e| write_failed("cannot switch the whitelist", e))
     })
     .await?;
     tracing::info!(enabled, "whitelist switched");
@@ -74,7 +85,7 @@ pub async fn allow_size(state: &Arc<AppState>, text: &str) -> Result<(Size, bool
     let added = blocking(move || {
         st.whitelist
             .add(size)
-            .map_err(|e| store_failed("cannot add to the whitelist", e))
+            .map_err(|e| write_failed("cannot add to the whitelist", e))
     })
     .await?;
     if added {
@@ -93,9 +104,8 @@ pub async fn disallow_size(
     let size = parse_size(state, text)?;
     let st = state.clone();
     let purged = blocking(move || {
-        let failed = |e: &dyn std::fmt::Display| {
-            store_failed(&format!("cannot remove {size} from the whitelist"), e)
-        };
+        let failed =
+            |e: &dyn FullDisk| write_failed(&format!("cannot remove {size} from the whitelist"), e);
         let job = st
             .cache
             .begin_purge(Selector::size(size))
@@ -162,7 +172,7 @@ pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
     blocking(move || {
         st.cache
             .purge(selector)
-            .map_err(|e| store_failed("purge failed", e))
+            .map_err(|e| write_failed("purge failed", e))
     })
     .await
 }

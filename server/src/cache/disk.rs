@@ -95,6 +95,48 @@ pub fn tree_use(path: &Path) -> u64 {
     total
 }
 
+/// Whether `e` says the file system (or the user's quota) is full.
+pub fn no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Bytes free for ross on the file system holding `dir` (`statvfs`: blocks available to
+/// unprivileged users).
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Says something at most once a minute (a full disk would otherwise fill the log with the
+/// same line for every request).
+#[derive(Debug, Default)]
+pub struct OncePerMinute {
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl OncePerMinute {
+    /// Not said yet.
+    pub const fn new() -> OncePerMinute {
+        OncePerMinute {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to say it now (and, if so, not again for a minute).
+    pub fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 60_000)
+            && self
+                .last_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 /// An atomic byte count moved up and down by deltas that never wraps below zero (a folder
 /// counted by an estimate may be removed for more than was added).
 pub fn sub_saturating(counter: &std::sync::atomic::AtomicU64, n: u64) {

@@ -39,6 +39,7 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Result<(), CacheError> {
                     .store(inner.db.size_on_disk(), Ordering::Relaxed);
                 let start = inner.max_bytes / 1000 * EVICT_START_PERMILLE;
                 inner.note_folders();
+                inner.keep_free(0);
                 if inner.used() > start {
                     let target = inner.max_bytes / 1000 * EVICT_TARGET_PERMILLE;
                     if let Err(e) = inner.evict_to(target) {
@@ -76,6 +77,9 @@ impl Inner {
     /// Notes the folders' disk use in the index's meta tree when it changed, for the next
     /// start.
     fn note_folders(&self) {
+        if self.db.room().is_err() {
+            return;
+        }
         let folders = self.folders.load(Ordering::Relaxed);
         let noted = self.meta.get(FOLDER_BYTES_KEY).ok().flatten();
         if noted.as_deref() != Some(&folders.to_be_bytes()[..]) {

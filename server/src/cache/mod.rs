@@ -47,9 +47,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::db::{Database, DbError, TreeName};
+use crate::db::{Database, DbError, FullDisk, TreeName};
 use crate::file_headers::FileHeaders;
 use crate::telemetry::{Count, Metrics};
+pub use disk::{no_space, OncePerMinute};
 pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
@@ -159,6 +160,9 @@ pub enum PutOutcome {
     Stale,
     /// Not written: no room could be made (the render alone is larger than the cache).
     NoRoom,
+    /// Not written: the disk is full (`cache.dir`'s, even after evicting to make room, or
+    /// `data_dir`'s, where its entry would go).
+    NoSpace,
 }
 
 /// The purges run when a request began. Its render is cached only if no purge that matches
@@ -202,6 +206,9 @@ struct Counters {
 pub struct PurgeJob {
     id: u64,
     selector: Selector,
+    /// Whether its journal record was written (not while `data_dir` is full: a purge then
+    /// still stops the files being served, see [`Inner::begin`]).
+    journaled: bool,
 }
 
 /// Wakes the maintenance thread, and tells it to stop.
@@ -263,6 +270,17 @@ fn version_key(mode: &str) -> Vec<u8> {
     format!("mode-version/{mode}").into_bytes()
 }
 
+impl FullDisk for CacheError {
+    fn full_disk(&self) -> bool {
+        match self {
+            CacheError::Io { source, .. } => disk::no_space(source),
+            CacheError::Index(e) => e.full_disk(),
+            CacheError::Db(e) => e.full_disk(),
+            _ => false,
+        }
+    }
+}
+
 /// The cache. Cloning is cheap and shares it.
 #[derive(Clone)]
 pub struct Cache {
@@ -304,6 +322,12 @@ struct Inner {
     trash_signal: Arc<Signal>,
     /// `cache.purge_deletes_per_second`.
     purge_deletes_per_second: AtomicU64,
+    /// Set when the disk is short of room: the trash is deleted at full speed.
+    hurry: AtomicBool,
+    /// `cache.min_free_bytes`.
+    min_free_bytes: AtomicU64,
+    /// "The disk is full", said once a minute.
+    no_space_said: disk::OncePerMinute,
     /// The purges' sequence number, read lock-free when a request begins (a copy of the
     /// log's, set under its lock).
     seq: AtomicU64,
@@ -385,17 +409,25 @@ impl Cache {
         let mut runs = Vec::new();
         let mut rules = Vec::new();
         let mut moved = BTreeSet::new();
-        for (seq, id, finished, folder) in trash::scan(&trash_dir).map_err(io_error(&trash_dir))? {
-            let selector = journal.get(&id).cloned();
-            if let Some(selector) = &selector {
-                rules.push(index::DeadRule {
-                    seq,
-                    id,
-                    selector: selector.clone(),
-                });
-            }
+        let mut unjournaled = std::collections::BTreeMap::new();
+        for found in trash::scan(&trash_dir).map_err(io_error(&trash_dir))? {
+            let trash::Found {
+                seq,
+                id,
+                selector,
+                finished,
+                folder,
+            } = found;
+            rules.push(index::DeadRule {
+                seq,
+                id,
+                selector: selector.clone(),
+            });
             if finished {
                 moved.insert(id);
+            } else if !journal.contains_key(&id) {
+                // Begun with data_dir full, and cut short: its folder is its record.
+                unjournaled.insert(id, selector.clone());
             }
             runs.push(TrashRun {
                 seq,
@@ -424,8 +456,14 @@ impl Cache {
             });
         let queued: VecDeque<PurgeJob> = journal
             .into_iter()
-            .filter(|(id, _)| !moved.contains(id))
-            .map(|(id, selector)| PurgeJob { id, selector })
+            .map(|(id, selector)| (id, selector, true))
+            .chain(unjournaled.into_iter().map(|(id, s)| (id, s, false)))
+            .filter(|(id, _, _)| !moved.contains(id))
+            .map(|(id, selector, journaled)| PurgeJob {
+                id,
+                selector,
+                journaled,
+            })
             .collect();
         if !queued.is_empty() {
             tracing::info!(
@@ -447,6 +485,9 @@ impl Cache {
             trash: Mutex::new(runs),
             trash_signal: Arc::default(),
             purge_deletes_per_second: AtomicU64::new(2000),
+            hurry: AtomicBool::new(false),
+            min_free_bytes: AtomicU64::new(0),
+            no_space_said: disk::OncePerMinute::default(),
             seq: AtomicU64::new(0),
             writes: RwLock::new(PurgeLog::new(
                 purge_log::kept_for(Duration::ZERO),
@@ -486,6 +527,12 @@ impl Cache {
     /// The purges run so far: take it when a request begins, give it back to [`Cache::put`].
     pub fn ticket(&self) -> WriteTicket {
         WriteTicket(self.inner.seq.load(Ordering::SeqCst))
+    }
+
+    /// Keeps `n` bytes free on `cache.dir`'s disk (`cache.min_free_bytes`), evicting the least
+    /// recently served entries when there are fewer.
+    pub fn set_min_free_bytes(&self, n: u64) {
+        self.inner.min_free_bytes.store(n, Ordering::Relaxed);
     }
 
     /// Bounds the files and folders the trash's deletion removes per second
@@ -563,14 +610,16 @@ impl Cache {
 
     /// Stores `bytes`, rendered by `version` of the mode, as `variant`, unless a purge began
     /// after `ticket` was taken or `current()` no longer holds once no purge can start.
-    /// Blocking: call off the runtime.
+    /// A full disk evicts the least recently served entries and tries once more, then gives
+    /// up ([`PutOutcome::NoSpace`]: the render is served uncached). Blocking: call off the
+    /// runtime.
     pub fn put(
         &self,
         variant: &VariantKey,
         version: &str,
         bytes: &[u8],
         ticket: WriteTicket,
-        current: impl FnOnce() -> bool,
+        current: impl Fn() -> bool,
     ) -> Result<PutOutcome, CacheError> {
         let inner = &self.inner;
         // Room for the file is reserved before it is written: even files being written never
@@ -580,13 +629,35 @@ impl Cache {
         if room > inner.max_bytes || !inner.reserve(room) {
             return Ok(PutOutcome::NoRoom);
         }
-        let outcome = inner.write_temporary(bytes).and_then(|tmp| {
-            let placed = inner.place(variant, version, &tmp, bytes, ticket, current);
-            if !matches!(placed, Ok(PutOutcome::Stored(_))) {
-                let _ = std::fs::remove_file(&tmp);
+        let attempt = || {
+            inner.write_temporary(bytes).and_then(|tmp| {
+                let placed = inner.place(variant, version, &tmp, bytes, ticket, &current);
+                if !matches!(placed, Ok(PutOutcome::Stored(_))) {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                placed
+            })
+        };
+        let mut outcome = attempt();
+        if outcome.as_ref().is_err_and(|e| e.full_disk()) {
+            inner.make_room(room);
+            outcome = attempt();
+        }
+        let outcome = match outcome {
+            Err(e) if e.full_disk() => Ok(PutOutcome::NoSpace),
+            other => other,
+        };
+        if matches!(outcome, Ok(PutOutcome::NoSpace)) {
+            inner.metrics.count(Count::CacheNoSpace);
+            if inner.no_space_said.due() {
+                tracing::error!(
+                    cache_dir = %inner.dir.display(),
+                    "the disk is full: renders are served but not cached (said once a minute; \
+                     ross_cache_no_space_total counts them); lower cache.max_bytes or raise \
+                     cache.min_free_bytes"
+                );
             }
-            placed
-        });
+        }
         inner.reserved.fetch_sub(room, Ordering::SeqCst);
         if inner.used() > inner.max_bytes / 1000 * EVICT_START_PERMILLE {
             inner.signal.wake();
@@ -921,8 +992,36 @@ impl Inner {
         self.disk_bytes() + self.reserved.load(Ordering::SeqCst)
     }
 
+    /// Evicts so that `need` more bytes leave `cache.min_free_bytes` free on the disk (looked
+    /// at each time: `statvfs` costs about a microsecond).
+    fn keep_free(&self, need: u64) {
+        let min_free = self.min_free_bytes.load(Ordering::Relaxed);
+        if min_free == 0 {
+            return;
+        }
+        let free = disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
+        let short = (min_free + need).saturating_sub(free);
+        if short > 0 {
+            self.make_room(short);
+        }
+    }
+
+    /// Frees `n` bytes of disk at least: hurries the trash's deletion and evicts the least
+    /// recently served entries (a little more than asked, so that a full disk is not met again
+    /// at the next write).
+    fn make_room(&self, n: u64) {
+        self.hurry.store(true, Ordering::Relaxed);
+        self.trash_signal.wake();
+        let margin = (self.max_bytes / 100).max(n);
+        let target = self.used().saturating_sub(n + margin);
+        if let Err(e) = self.evict_to(target) {
+            tracing::error!(error = %e, "eviction failed");
+        }
+    }
+
     /// Reserves room for `n` bytes about to be written, evicting first if needed.
     fn reserve(&self, n: u64) -> bool {
+        self.keep_free(n);
         let mut evicted = false;
         loop {
             let reserved = self.reserved.load(Ordering::SeqCst);
@@ -962,6 +1061,9 @@ impl Inner {
         let log = self.writes.read().unwrap_or_else(|e| e.into_inner());
         if log.bars(ticket.0, variant) || !current() {
             return Ok(PutOutcome::Stale);
+        }
+        if self.db.room().is_err() {
+            return Ok(PutOutcome::NoSpace); // no entry can be written for it
         }
         let _path = self.stripe(variant);
         let path = self.dir.join(variant.relative_path());
@@ -1013,6 +1115,16 @@ impl Inner {
         if created_ms.is_some_and(|c| c != entry.created_ms) {
             return Ok(None); // written again since it was chosen
         }
+        self.unlink(variant, emptied)?;
+        Ok(self.index.remove(variant)?)
+    }
+
+    /// Takes `variant` out of memory and removes its file (the caller holds its path lock).
+    fn unlink(
+        &self,
+        variant: &VariantKey,
+        emptied: &mut BTreeSet<PathBuf>,
+    ) -> Result<(), CacheError> {
         self.forget(variant);
         let path = self.dir.join(variant.relative_path());
         match std::fs::remove_file(&path) {
@@ -1023,7 +1135,7 @@ impl Inner {
         if let Some(parent) = path.parent() {
             emptied.insert(parent.to_owned());
         }
-        Ok(self.index.remove(variant)?)
+        Ok(())
     }
 
     /// Removes the folders in `candidates` (and their parents) that are empty, deepest first;
@@ -1099,6 +1211,9 @@ impl Inner {
 
     /// Writes the last-served times gathered from hits to the index.
     fn flush_touches(&self) {
+        if self.db.room().is_err() {
+            return; // kept for later: hit times can wait for room
+        }
         let touches = std::mem::take(&mut *lock(&self.touches));
         for (key, ms) in touches {
             if let Err(e) = self.index.touch(&key, ms) {
@@ -1109,18 +1224,46 @@ impl Inner {
     }
 
     /// Journals `selector` (flushed before returning) and makes it active.
+    ///
+    /// With `data_dir` full, nothing can be journaled, but a purge must still stop the files
+    /// being served: one of everything, a mode or a size is moved to the trash all the same
+    /// (the trash folder's name is its record); one of a key or a prefix removes the files
+    /// and leaves their entries (which point at nothing, and go when next rendered or at the
+    /// next start). Other purges are refused.
     fn begin(&self, selector: Selector) -> Result<PurgeJob, CacheError> {
-        let id = self.db.generate_id()?;
-        let record = serde_json::to_vec(&selector).expect("selectors serialise");
-        self.meta.insert(purge::journal_key(id), record)?;
-        self.db.flush()?;
-        let job = PurgeJob { id, selector };
+        let journaled = match self.db.room() {
+            Ok(()) => true,
+            Err(_) if trash::by_trash(&selector) || selector.index_prefix().is_some() => false,
+            Err(e) => return Err(e.into()),
+        };
+        // The id generator writes once a million ids: when it cannot, a time will do.
+        let id = self.db.generate_id().unwrap_or_else(|_| now_ms() << 20);
+        if journaled {
+            let record = serde_json::to_vec(&selector).expect("selectors serialise");
+            self.meta.insert(purge::journal_key(id), record)?;
+            self.db.flush()?;
+        }
+        let job = PurgeJob {
+            id,
+            selector,
+            journaled,
+        };
         self.active.rcu(|jobs| {
             let mut jobs = (**jobs).clone();
             jobs.push(job.clone());
             jobs
         });
         Ok(job)
+    }
+
+    /// Ends the purge `id`'s activity: hits it matched are served again.
+    fn deactivate(&self, id: u64) {
+        self.active.rcu(|jobs| {
+            jobs.iter()
+                .filter(|j| j.id != id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
     }
 
     /// Has the maintenance thread try `job`, which failed (`failures` times before), again:
@@ -1199,13 +1342,26 @@ impl Inner {
         let mut outcome = PurgeOutcome::default();
         let mut emptied = BTreeSet::new();
         for item in self.matching(selector) {
-            let (variant, _) = item?;
-            if let Some(gone) = self.remove_variant(&variant, None, &mut emptied)? {
+            let (variant, entry) = item?;
+            let gone = if job.journaled {
+                self.remove_variant(&variant, None, &mut emptied)?
+            } else {
+                // data_dir is full: the files go, their entries wait (see `begin`).
+                let _path = self.stripe(&variant);
+                self.unlink(&variant, &mut emptied)?;
+                Some(entry)
+            };
+            if let Some(gone) = gone {
                 outcome.entries += 1;
                 outcome.bytes += gone.bytes;
             }
         }
         self.remove_empty_folders(emptied);
+        if !job.journaled {
+            self.deactivate(job.id);
+            tracing::warn!(selector = ?selector, entries = outcome.entries, "cache purged with data_dir full: files removed, entries left");
+            return Ok(outcome);
+        }
         match selector {
             Selector::OtherVersions { mode, version } => {
                 self.meta.insert(version_key(mode), version.as_bytes())?;
@@ -1216,12 +1372,7 @@ impl Inner {
             _ => {}
         }
         self.meta.remove(purge::journal_key(job.id))?;
-        self.active.rcu(|jobs| {
-            jobs.iter()
-                .filter(|j| j.id != job.id)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
+        self.deactivate(job.id);
         tracing::info!(
             selector = ?selector, entries = outcome.entries, bytes = outcome.bytes,
             ms = started.elapsed().as_millis() as u64, "cache purged"

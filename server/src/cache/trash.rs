@@ -62,9 +62,8 @@ pub(super) struct TrashRun {
     pub scan_from: Option<Vec<u8>>,
     /// Whether its folders are in the cache's folder count (moved there in this process).
     pub in_folders: bool,
-    /// What it purged, while a rule keeps its entries dead (`None` for a folder whose journal
-    /// record is gone: its entries are).
-    pub selector: Option<Selector>,
+    /// What it purged: its rule keeps the entries it matched dead until they are removed.
+    pub selector: Selector,
 }
 
 /// Whether `selector` is purged by moving folders to the trash.
@@ -75,9 +74,45 @@ pub(super) fn by_trash(selector: &Selector) -> bool {
     )
 }
 
-/// The trash folders in `trash`: (seq, id, finished, path), oldest first. Anything else
-/// there is not ross's: left alone.
-pub(super) fn scan(trash: &Path) -> std::io::Result<Vec<(u64, u64, bool, PathBuf)>> {
+/// A trash folder's name: `{seq}.{id}.{what}`, what being `all`, `mode-{mode}` or
+/// `size-{w}x{h}`, so that the folder alone says which entries are dead (a purge made while
+/// `data_dir` was full has no journal record).
+fn folder_name(seq: u64, id: u64, selector: &Selector) -> String {
+    let what = match selector {
+        Selector::Mode(mode) => format!("mode-{mode}"),
+        Selector::Size { width, height } => format!("size-{width}x{height}"),
+        _ => "all".to_owned(),
+    };
+    format!("{seq}.{id}.{what}")
+}
+
+/// Reads [`folder_name`]'s output (without `.part`).
+fn parse_name(stem: &str) -> Option<(u64, u64, Selector)> {
+    let mut parts = stem.splitn(3, '.');
+    let (seq, id, what) = (parts.next()?, parts.next()?, parts.next()?);
+    let selector = if what == "all" {
+        Selector::All
+    } else if let Some(mode) = what.strip_prefix("mode-") {
+        plugin_api::is_mode_name(mode).then(|| Selector::Mode(mode.to_owned()))?
+    } else {
+        let size: ross_config::Size = what.strip_prefix("size-")?.parse().ok()?;
+        Selector::size(size)
+    };
+    Some((seq.parse().ok()?, id.parse().ok()?, selector))
+}
+
+/// A folder found in the trash.
+pub(super) struct Found {
+    pub seq: u64,
+    pub id: u64,
+    pub selector: Selector,
+    pub finished: bool,
+    pub folder: PathBuf,
+}
+
+/// The trash folders in `trash`, oldest first. Anything else there is not ross's: left
+/// alone.
+pub(super) fn scan(trash: &Path) -> std::io::Result<Vec<Found>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(trash)? {
         let entry = entry?;
@@ -86,14 +121,17 @@ pub(super) fn scan(trash: &Path) -> std::io::Result<Vec<(u64, u64, bool, PathBuf
             Some(stem) => (stem, false),
             None => (name.as_str(), true),
         };
-        let Some((seq, id)) = stem.split_once('.') else {
-            continue;
-        };
-        if let (Ok(seq), Ok(id)) = (seq.parse(), id.parse()) {
-            found.push((seq, id, finished, entry.path()));
+        if let Some((seq, id, selector)) = parse_name(stem) {
+            found.push(Found {
+                seq,
+                id,
+                selector,
+                finished,
+                folder: entry.path(),
+            });
         }
     }
-    found.sort();
+    found.sort_by_key(|f| (f.seq, f.id));
     Ok(found)
 }
 
@@ -184,8 +222,8 @@ impl Inner {
                     }
                 }
             }
-            let part = trash.join(format!("{seq}.{}.part", job.id));
-            let done = trash.join(format!("{seq}.{}", job.id));
+            let name = folder_name(seq, job.id, selector);
+            let (part, done) = (trash.join(format!("{name}.part")), trash.join(name));
             let moved = (|| {
                 std::fs::create_dir(&part).map_err(io_error(&part))?;
                 crash::point("purge.trash-made");
@@ -214,18 +252,13 @@ impl Inner {
                 left: Some(taken.disk),
                 scan_from: Some(Vec::new()),
                 in_folders: true,
-                selector: Some(selector.clone()),
+                selector: selector.clone(),
             });
             (taken, moved)
         };
         self.trash_signal.wake();
         outcome?;
-        self.active.rcu(|jobs| {
-            jobs.iter()
-                .filter(|j| j.id != job.id)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
+        self.deactivate(job.id);
         tracing::info!(
             selector = ?selector, entries = taken.entries, bytes = taken.bytes,
             ms = started.elapsed().as_millis() as u64, "cache purged (moved to the trash)"
@@ -246,10 +279,18 @@ impl Inner {
     /// Deletes from the oldest folder in the trash for up to [`SLICE`]; whether there is more.
     fn delete_next(&self) -> Result<bool, CacheError> {
         let Some(run) = lock(&self.trash).first().cloned() else {
+            self.hurry.store(false, Ordering::Relaxed);
             return Ok(false);
         };
         let until = Instant::now() + SLICE;
-        let mut pace = Pace::new(self.purge_deletes_per_second.load(Ordering::Relaxed));
+        // At full speed while the disk is short of room.
+        let mut pace = Pace::new(if self.hurry.load(Ordering::Relaxed) {
+            u64::MAX
+        } else {
+            self.purge_deletes_per_second.load(Ordering::Relaxed)
+        });
+        // With data_dir full, the files go (making room) and the index waits.
+        let indexable = self.db.room().is_ok();
         let mut left = match run.left {
             Some(left) => left,
             None => {
@@ -260,11 +301,12 @@ impl Inner {
         };
         self.update_run(&run.folder, |r| r.left = Some(left));
         // Its dead entries first, while the rule still tells them.
-        if let (Some(selector), Some(from)) = (&run.selector, &run.scan_from) {
+        let mut scan_from = run.scan_from.clone();
+        if let (Some(from), true) = (&run.scan_from, indexable) {
             let rule = DeadRule {
                 seq: run.seq,
                 id: run.id,
-                selector: selector.clone(),
+                selector: run.selector.clone(),
             };
             let mut removed = 0;
             let mut next = None;
@@ -292,6 +334,7 @@ impl Inner {
             if next.is_some() {
                 return Ok(true);
             }
+            scan_from = None;
         }
         let mut files = 0u64;
         let done = delete_under(&run.folder, until, &mut |meta| {
@@ -315,7 +358,11 @@ impl Inner {
         if !done.map_err(io_error(&run.folder))? {
             return Ok(true);
         }
-        if run.finished {
+        if scan_from.is_some() {
+            // Its entries wait for room in data_dir; looked at again in a while.
+            return Ok(false);
+        }
+        if run.finished && run.id != 0 {
             self.meta.remove(purge::journal_key(run.id))?;
         }
         crash::point("trash.journal-removed");

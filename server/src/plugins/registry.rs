@@ -660,8 +660,12 @@ fn private_copy(file: &Path, copies_dir: &Path) -> Result<PathBuf, PluginLoadErr
     let name = format!("{stem}.{}.{seq}.so", std::process::id());
     let tmp = copies_dir.join(format!(".{name}.tmp"));
     let dest = copies_dir.join(name);
-    std::fs::copy(file, &tmp).map_err(copy_err)?;
-    std::fs::rename(&tmp, &dest).map_err(copy_err)?;
+    let copied = std::fs::copy(file, &tmp).and_then(|_| std::fs::rename(&tmp, &dest));
+    if let Err(e) = copied {
+        // A full disk stops a copy half-way: the half goes, not to take the room for good.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(copy_err(e));
+    }
     Ok(dest)
 }
 

@@ -68,6 +68,10 @@ names! {
         "Variants evicted (least recently served first) to stay within cache.max_bytes";
     /// Counter: bytes of the variants evicted.
     CACHE_EVICTED_BYTES = "ross_cache_evicted_bytes", "Bytes of the variants evicted";
+    /// Counter: renders served uncached because the disk was full.
+    CACHE_NO_SPACE = "ross_cache_no_space",
+        "Renders served but not cached because cache.dir's or data_dir's disk was full (after \
+         evicting to make room)";
     /// Counter, label `kind` (`jpeg`, `profile`): originals decoded past a warning.
     DECODE_WARNINGS = "ross_decode_warnings",
         "Originals decoded past a warning: libjpeg's (damaged data it got past), or an ICC \

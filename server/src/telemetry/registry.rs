@@ -102,6 +102,8 @@ counters! {
     Evicted => evicted_entries: CACHE_EVICTED,
     /// Bytes of the variants evicted.
     EvictedBytes => evicted_bytes: CACHE_EVICTED_BYTES,
+    /// A render served uncached because the disk was full.
+    CacheNoSpace => cache_no_space: CACHE_NO_SPACE,
     /// A purge of a mode whose plugin changed version.
     ModePurge => mode_purges: MODE_PURGES,
     /// A refusal line not written, past the line rate.
