@@ -1,11 +1,19 @@
-//! A full disk, on small tmpfs mounts (as root; skipped, saying so, where mounting is not
-//! allowed): `cache.dir` running out of room evicts and retries, `cache.min_free_bytes` keeps
+//! A full disk, on small tmpfs mounts (the tests run as root, as the README's test command
+//! does; they fail where mounting is not allowed): `cache.dir` running out of room evicts and retries, `cache.min_free_bytes` keeps
 //! headroom, and a full `data_dir` refuses what needs it with 503 `storage-full` while purges
 //! still stop files being served and renders are still served.
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use crate::util::{TestServer, Tmpfs};
+
+/// A tmpfs of `bytes` at `path`, or a failure saying why there is none.
+fn tmpfs(path: &Path, bytes: u64) -> Tmpfs {
+    Tmpfs::mount(path, bytes)
+        .expect("cannot mount a tmpfs: run the tests as root (the README's test command does)")
+}
 
 /// Distinct sizes of one photo: each a render of 20 to 50 kB.
 fn sizes(n: u32) -> impl Iterator<Item = String> {
@@ -18,10 +26,7 @@ fn sizes(n: u32) -> impl Iterator<Item = String> {
 #[tokio::test]
 async fn a_full_cache_disk_evicts_and_retries_instead_of_failing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("cache"), 2 << 20) else {
-        println!("skipped: cannot mount a tmpfs here (not root)");
-        return;
-    };
+    let fs = tmpfs(&dir.path().join("cache"), 2 << 20);
     let server = TestServer::builder()
         .set("ROSS__CACHE__MAX_BYTES", &(100u64 << 20).to_string())
         .set("ROSS__CACHE__MIN_FREE_BYTES", "0")
@@ -54,10 +59,7 @@ async fn a_full_cache_disk_evicts_and_retries_instead_of_failing() {
 #[tokio::test]
 async fn min_free_bytes_keeps_headroom_on_the_cache_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("cache"), 4 << 20) else {
-        println!("skipped: cannot mount a tmpfs here (not root)");
-        return;
-    };
+    let fs = tmpfs(&dir.path().join("cache"), 4 << 20);
     let min_free = 2u64 << 20;
     let server = TestServer::builder()
         .set("ROSS__CACHE__MAX_BYTES", &(100u64 << 20).to_string())
@@ -88,10 +90,7 @@ async fn min_free_bytes_keeps_headroom_on_the_cache_disk() {
 async fn a_full_data_dir_refuses_writes_with_503_and_purges_still_work() {
     let dir = tempfile::tempdir().unwrap();
     // data_dir holds a private copy of each plugin too (about 35 MB in this build).
-    let Some(fs) = Tmpfs::mount(&dir.path().join("data"), 96 << 20) else {
-        println!("skipped: cannot mount a tmpfs here (not root)");
-        return;
-    };
+    let fs = tmpfs(&dir.path().join("data"), 96 << 20);
     let server = TestServer::builder()
         .set("ROSS__WHITELIST__ENABLED", "false")
         .start_at(dir.path())

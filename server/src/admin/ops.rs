@@ -110,7 +110,11 @@ pub async fn disallow_size(
             .cache
             .begin_purge(Selector::size(size))
             .map_err(|e| failed(&e))?;
-        st.whitelist.remove(size).map_err(|e| failed(&e))?;
+        if let Err(e) = st.whitelist.remove(size) {
+            // The size stays allowed: so do its renders.
+            st.cache.abandon_purge(job);
+            return Err(failed(&e));
+        }
         st.cache.finish_purge(job).map_err(|e| failed(&e))
     })
     .await?;

@@ -361,6 +361,11 @@ impl Index {
         Ok(EntryMeta::decode(&old))
     }
 
+    /// The entry under `key`, raw.
+    pub fn get_raw(&self, key: &[u8]) -> sled::Result<Option<sled::IVec>> {
+        self.tree.get(key)
+    }
+
     /// Removes the entry under `key` if it is still `raw` (a dead entry, which the totals
     /// leave out); whether it did.
     pub fn remove_dead(&self, key: &[u8], raw: &[u8]) -> sled::Result<bool> {

@@ -161,6 +161,10 @@ impl Inner {
             self.sweep(&entry.path(), &mut strays, &mut emptied, &mut folders)?;
         }
         // Measured while writers went on: near enough, and measured again at the next start.
+        // Folders already moved to the trash were not walked: not taken off again.
+        for run in lock(&self.trash).iter_mut() {
+            run.in_folders = false;
+        }
         self.folders.store(folders, Ordering::Relaxed);
         self.remove_empty_folders(emptied);
         Ok((dropped, strays))

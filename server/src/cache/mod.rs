@@ -245,6 +245,13 @@ impl Signal {
     }
 }
 
+/// The path lock of `variant`.
+fn stripe_of(variant: &VariantKey) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(variant);
+    hash as usize % STRIPES
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -324,6 +331,8 @@ struct Inner {
     purge_deletes_per_second: AtomicU64,
     /// Set when the disk is short of room: the trash is deleted at full speed.
     hurry: AtomicBool,
+    /// Holds the trash's deletion (tests that look at a trash left for the next start).
+    trash_paused: AtomicBool,
     /// `cache.min_free_bytes`.
     min_free_bytes: AtomicU64,
     /// "The disk is full", said once a minute.
@@ -335,6 +344,8 @@ struct Inner {
     /// holds it exclusively to note itself, so once it has, no render begun earlier that it
     /// matches is written.
     writes: RwLock<PurgeLog>,
+    /// The log's source epochs, read by requests without its lock.
+    epochs: Arc<RwLock<purge_log::Epochs>>,
     /// Purges journaled and not finished. Read on every hit, so lock-free.
     active: ArcSwap<Vec<PurgeJob>>,
     /// Purges for the maintenance thread, by journal id.
@@ -380,6 +391,18 @@ impl Cache {
         memory_bytes: u64,
         db: &Database,
         metrics: Arc<Metrics>,
+    ) -> Result<Cache, CacheError> {
+        Cache::open_held(dir, max_bytes, memory_bytes, db, metrics, false)
+    }
+
+    /// [`Cache::open`], with the trash's deletion held from the start if `trash_paused`.
+    fn open_held(
+        dir: &Path,
+        max_bytes: u64,
+        memory_bytes: u64,
+        db: &Database,
+        metrics: Arc<Metrics>,
+        trash_paused: bool,
     ) -> Result<Cache, CacheError> {
         let marker = claim_folder(dir)?;
         let tmp = dir.join(TMP_DIR);
@@ -440,6 +463,13 @@ impl Cache {
                 selector,
             });
         }
+        // Sequences rise across restarts (sled's id generator), and above every trash folder's
+        // (a data_dir restored from a backup could otherwise make new entries look dead).
+        let first_seq = db
+            .generate_id()?
+            .max(rules.iter().map(|r| r.seq + 1).max().unwrap_or(0));
+        let log = PurgeLog::new(purge_log::kept_for(Duration::ZERO), first_seq);
+        let epochs = log.epochs();
         let dead: index::DeadRules = Arc::new(ArcSwap::from_pointee(rules));
         let index = Index::open(db.tree(TreeName::CacheEntries)?, dead)?;
         // Until reconciliation measures them again: as last noted, or at least the root,
@@ -486,13 +516,12 @@ impl Cache {
             trash_signal: Arc::default(),
             purge_deletes_per_second: AtomicU64::new(2000),
             hurry: AtomicBool::new(false),
+            trash_paused: AtomicBool::new(trash_paused),
             min_free_bytes: AtomicU64::new(0),
             no_space_said: disk::OncePerMinute::default(),
             seq: AtomicU64::new(0),
-            writes: RwLock::new(PurgeLog::new(
-                purge_log::kept_for(Duration::ZERO),
-                db.generate_id()?,
-            )),
+            writes: RwLock::new(log),
+            epochs,
             active: ArcSwap::from_pointee(queued.iter().cloned().collect()),
             queued: Mutex::new(queued),
             retries: Mutex::new(Vec::new()),
@@ -555,8 +584,8 @@ impl Cache {
     /// the key, a prefix of it, everything: [`Selector::touches_original`]) moves it, so
     /// purges of other keys, modes or sizes leave the originals being reused be.
     pub fn source_epoch(&self, key: &str) -> u64 {
-        let log = self.inner.writes.read().unwrap_or_else(|e| e.into_inner());
-        log.source_epoch(key)
+        let epochs = self.inner.epochs.read().unwrap_or_else(|e| e.into_inner());
+        epochs.source_epoch(key)
     }
 
     /// The cached file for `variant`, unless there is none or a running purge may remove it
@@ -677,6 +706,17 @@ impl Cache {
         self.inner
             .run(&job)
             .inspect_err(|e| self.inner.retry_later(job, 0, e))
+    }
+
+    /// Gives up a purge begun with [`Cache::begin_purge`] whose change could not be made (its
+    /// journal record goes; hits it matched are served again).
+    pub fn abandon_purge(&self, job: PurgeJob) {
+        if job.journaled {
+            if let Err(e) = self.inner.meta.remove(purge::journal_key(job.id)) {
+                tracing::warn!(error = %e, "cannot remove an abandoned purge's journal record");
+            }
+        }
+        self.inner.deactivate(job.id);
     }
 
     /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads
@@ -933,7 +973,10 @@ impl Inner {
     fn remember(&self, variant: &VariantKey, path: &Path, read: &ReadFile) {
         use std::os::unix::fs::MetadataExt;
         let Some(hot) = &self.hot else { return };
-        let _path = self.stripe(variant);
+        // Not worth a wait: a purge moving folders holds every path lock for a moment.
+        let Some(_path) = self.try_stripe(variant) else {
+            return;
+        };
         let indexed = self.index.get(variant).is_ok_and(|e| e.is_some());
         let same_file = std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == read.inode);
         if indexed && same_file {
@@ -949,9 +992,16 @@ impl Inner {
     }
 
     fn stripe(&self, variant: &VariantKey) -> MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(variant);
-        lock(&self.stripes[hash as usize % STRIPES])
+        lock(&self.stripes[stripe_of(variant)])
+    }
+
+    /// [`Inner::stripe`], unless another holds it now.
+    fn try_stripe(&self, variant: &VariantKey) -> Option<MutexGuard<'_, ()>> {
+        match self.stripes[stripe_of(variant)].try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Writes `bytes` to a new file in `.tmp/` and fsyncs it.
@@ -983,7 +1033,8 @@ impl Inner {
     /// The next purge sequence: from sled's id generator, so that sequences rise across
     /// restarts (entries record theirs), and above the last one given.
     fn next_seq(&self, log: &PurgeLog) -> Result<u64, CacheError> {
-        Ok(self.db.generate_id()?.max(log.seq + 1))
+        // sled writes its id counter now and then: with data_dir full, the next in memory.
+        Ok(self.db.generate_id().unwrap_or(0).max(log.seq + 1))
     }
 
     /// What counts against the bound: what the cache takes on disk and the room reserved
@@ -1165,7 +1216,18 @@ impl Inner {
             return Ok(());
         }
         self.flush_touches();
-        let excess = used().saturating_sub(target);
+        // Purged files not yet deleted count against the bound: they are deleted at full
+        // speed now, and only what they will not free is evicted (renders made since a purge
+        // of everything are not thrown out for the trash's sake).
+        let trash = self.trash_disk.load(Ordering::Relaxed);
+        if trash > 0 {
+            self.hurry.store(true, Ordering::Relaxed);
+            self.trash_signal.wake();
+        }
+        let excess = used().saturating_sub(target).saturating_sub(trash);
+        if excess == 0 {
+            return Ok(());
+        }
         // The oldest entries that free `excess`: a max-heap on last-served time keeps only
         // as many as needed, so memory follows what is evicted, not the index size.
         let mut oldest = std::collections::BinaryHeap::new();

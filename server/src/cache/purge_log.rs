@@ -16,6 +16,7 @@
 //! [`kept_for`]). A purge forgotten early, for the count, moves every key's epoch on instead.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::layout::VariantKey;
@@ -45,17 +46,65 @@ pub(super) struct PurgeLog {
     kept: Duration,
     /// Purges that bar earlier renders, oldest first: sequence, when, what.
     runs: VecDeque<(u64, Instant, Selector)>,
+    /// Tickets below this are too old to check: the purges after them are forgotten.
+    floor: u64,
+    /// What a key's source epoch is read from: behind a lock of its own, held for moments,
+    /// so that a request (on the async runtime) never waits for a purge holding the log.
+    epochs: Arc<RwLock<Epochs>>,
+}
+
+/// The purges that touched originals, for [`Epochs::source_epoch`].
+#[derive(Debug, Default)]
+pub(super) struct Epochs {
     /// The last purge of each key remembered (most purges are of one key: looked up, not
     /// scanned, for every miss).
     keys: HashMap<String, u64>,
-    /// How many purges remembered touch many keys' originals (prefix, all): only these are
-    /// scanned for a key's source epoch.
-    broad: usize,
-    /// Tickets below this are too old to check: the purges after them are forgotten.
-    floor: u64,
+    /// Purges remembered that touch many keys' originals (prefix, all), oldest first.
+    broad: VecDeque<(u64, Selector)>,
     /// The last purge forgotten early (for the count, not its age): every key's source epoch
     /// is at least this, so an original kept from before it is never used again.
     forced: u64,
+}
+
+impl Epochs {
+    /// The sequence number of the last purge that touched `key`'s original, or of the last
+    /// one forgotten early, whichever is later (0 for none).
+    pub(super) fn source_epoch(&self, key: &str) -> u64 {
+        let by_key = self.keys.get(key).copied().unwrap_or(0);
+        let broad = self
+            .broad
+            .iter()
+            .rev()
+            .take_while(|(seq, _)| *seq > by_key.max(self.forced))
+            .find(|(_, s)| s.touches_original(key))
+            .map_or(0, |(seq, _)| *seq);
+        by_key.max(broad).max(self.forced)
+    }
+
+    fn note(&mut self, seq: u64, selector: &Selector) {
+        match selector {
+            Selector::Key(key) => {
+                self.keys.insert(key.clone(), seq);
+            }
+            Selector::Prefix(_) | Selector::All => self.broad.push_back((seq, selector.clone())),
+            _ => {}
+        }
+    }
+
+    fn forget(&mut self, seq: u64, selector: &Selector, early: bool) {
+        if early {
+            self.forced = self.forced.max(seq);
+        }
+        match selector {
+            Selector::Key(key) if self.keys.get(key) == Some(&seq) => {
+                self.keys.remove(key);
+            }
+            Selector::Prefix(_) | Selector::All => {
+                self.broad.retain(|(s, _)| *s != seq);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl PurgeLog {
@@ -65,11 +114,18 @@ impl PurgeLog {
             seq,
             kept,
             runs: VecDeque::new(),
-            keys: HashMap::new(),
-            broad: 0,
             floor: 0,
-            forced: 0,
+            epochs: Arc::default(),
         }
+    }
+
+    /// The source epochs, to read without this log's lock.
+    pub(super) fn epochs(&self) -> Arc<RwLock<Epochs>> {
+        self.epochs.clone()
+    }
+
+    fn epochs_mut(&self) -> std::sync::RwLockWriteGuard<'_, Epochs> {
+        self.epochs.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remembers purges for `kept` from now on.
@@ -84,40 +140,21 @@ impl PurgeLog {
 
     fn push_at(&mut self, seq: u64, selector: Selector, now: Instant) -> u64 {
         debug_assert!(seq > self.seq, "sequences rise");
-        while let Some((seq, at, _)) = self.runs.front() {
+        while let Some((old_seq, at, _)) = self.runs.front() {
             let young = now.saturating_duration_since(*at) < self.kept;
             if young && self.runs.len() < PURGE_LOG_MAX {
                 break;
             }
-            let seq = *seq;
-            if young {
-                self.forced = self.forced.max(seq);
-            }
-            self.floor = self.floor.max(seq);
+            let old_seq = *old_seq;
+            self.floor = self.floor.max(old_seq);
             if let Some((_, _, old)) = self.runs.pop_front() {
-                self.forget(seq, &old);
+                self.epochs_mut().forget(old_seq, &old, young);
             }
         }
         self.seq = seq.max(self.seq + 1);
-        match &selector {
-            Selector::Key(key) => {
-                self.keys.insert(key.clone(), self.seq);
-            }
-            Selector::Prefix(_) | Selector::All => self.broad += 1,
-            _ => {}
-        }
+        self.epochs_mut().note(self.seq, &selector);
         self.runs.push_back((self.seq, now, selector));
         self.seq
-    }
-
-    fn forget(&mut self, seq: u64, selector: &Selector) {
-        match selector {
-            Selector::Key(key) if self.keys.get(key) == Some(&seq) => {
-                self.keys.remove(key);
-            }
-            Selector::Prefix(_) | Selector::All => self.broad -= 1,
-            _ => {}
-        }
     }
 
     /// Whether a purge after `ticket` may have removed `variant` (or is too old to tell).
@@ -132,23 +169,10 @@ impl PurgeLog {
                 .any(|(_, _, selector)| selector.may_match(variant))
     }
 
-    /// The sequence number of the last purge that touched `key`'s original, or of the last
-    /// one forgotten early, whichever is later (0 for none).
-    pub(super) fn source_epoch(&self, key: &str) -> u64 {
-        let by_key = self.keys.get(key).copied().unwrap_or(0);
-        let broad = if self.broad == 0 {
-            0
-        } else {
-            self.runs
-                .iter()
-                .rev()
-                .take_while(|(seq, _, _)| *seq > by_key.max(self.forced))
-                .find(|(_, _, s)| {
-                    matches!(s, Selector::Prefix(_) | Selector::All) && s.touches_original(key)
-                })
-                .map_or(0, |(seq, _, _)| *seq)
-        };
-        by_key.max(broad).max(self.forced)
+    /// See [`Epochs::source_epoch`].
+    #[cfg(test)]
+    fn source_epoch(&self, key: &str) -> u64 {
+        self.epochs.read().unwrap().source_epoch(key)
     }
 }
 
@@ -182,7 +206,7 @@ mod tests {
             log.push(log.seq + 1, Selector::Key(format!("k{i}")));
         }
         assert_eq!(log.runs.len(), PURGE_LOG_MAX);
-        assert_eq!(log.keys.len(), PURGE_LOG_MAX);
+        assert_eq!(log.epochs.read().unwrap().keys.len(), PURGE_LOG_MAX);
         assert!(
             log.bars(ticket, &v),
             "its purges are forgotten: too old to tell"
@@ -211,7 +235,9 @@ mod tests {
         assert_eq!(log.source_epoch("other.jpg"), 0);
         log.push_at(log.seq + 1, Selector::Mode("crop".into()), start + kept);
         assert_eq!(log.runs.len(), 1);
-        assert_eq!((log.broad, log.keys.len()), (0, 0));
+        let epochs = log.epochs.read().unwrap();
+        assert_eq!((epochs.broad.len(), epochs.keys.len()), (0, 0));
+        drop(epochs);
         assert_eq!(log.source_epoch("a.jpg"), 0);
         assert_eq!(log.source_epoch("shop/x.jpg"), 0);
         assert!(

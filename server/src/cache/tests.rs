@@ -27,8 +27,13 @@ impl Fixture {
     }
 
     fn open(&self, max_bytes: u64) -> Cache {
+        self.open_held(max_bytes, false)
+    }
+
+    /// Opens with the trash's deletion held, if `held`, from the start.
+    fn open_held(&self, max_bytes: u64, held: bool) -> Cache {
         let db = Database::open_again(&self.dir.path().join("data")).unwrap();
-        Cache::open(&self.cache_dir(), max_bytes, 1 << 20, &db, metrics()).unwrap()
+        Cache::open_held(&self.cache_dir(), max_bytes, 1 << 20, &db, metrics(), held).unwrap()
     }
 }
 
@@ -708,25 +713,38 @@ fn purges_by_mode_and_by_size_move_only_their_folders() {
 fn a_trash_left_by_the_last_run_stays_dead_and_is_deleted() {
     let f = Fixture::new();
     {
-        let cache = f.open(1 << 30);
+        let cache = f.open_held(1 << 30, true);
         settled(&cache);
-        cache.set_purge_deletes_per_second(1);
         for i in 0..20 {
             put(&cache, &format!("/{}/10/crop/a.jpg", 10 + i), 100);
         }
         cache.purge(Selector::Mode("crop".into())).unwrap();
         put(&cache, "/10/10/resize/a.jpg", 100);
+        assert_eq!(
+            cache.inner.index.iter().count(),
+            21,
+            "the trash was deleted already"
+        );
+        cache.flush().unwrap();
     }
-    let cache = f.open(1 << 30);
+    let cache = f.open_held(1 << 30, true);
+    assert_eq!(cache.inner.index.iter().count(), 21);
     assert_eq!(cache.stats().entries, 1, "the purged entries came back");
     assert!(cache.get_blocking(&variant("/11/10/crop/a.jpg")).is_none());
     assert!(cache
         .get_blocking(&variant("/10/10/resize/a.jpg"))
         .is_some());
-    cache.set_purge_deletes_per_second(1_000_000);
+    // A render made now is live, though its mode's folder is in the trash.
+    assert!(matches!(
+        put(&cache, "/11/10/crop/a.jpg", 100),
+        PutOutcome::Stored(_)
+    ));
+    assert!(cache.get_blocking(&variant("/11/10/crop/a.jpg")).is_some());
+    cache.inner.trash_paused.store(false, Ordering::SeqCst);
     cache.inner.trash_signal.wake();
     trash_emptied(&cache);
     settled(&cache);
-    assert_eq!(cache.inner.index.iter().count(), 1);
-    assert_eq!(files_under(&f.cache_dir()).len(), 1);
+    assert_eq!(cache.inner.index.iter().count(), 2);
+    assert_eq!(files_under(&f.cache_dir()).len(), 2);
+    assert_eq!(cache.stats().entries, 2);
 }

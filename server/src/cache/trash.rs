@@ -20,6 +20,7 @@
 //! new sequence, a new folder), and a `.part` folder is deleted like any other. A folder whose
 //! journal record is gone has no entries left: its files are deleted.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -232,6 +233,13 @@ impl Inner {
                     crash::point("purge.renamed-one");
                 }
                 std::fs::rename(&part, &done).map_err(io_error(&part))?;
+                // The renames reach the disk before the answer (for a power cut: the folder's
+                // name is the purge's record when data_dir was full).
+                for dir in [&trash, &self.dir] {
+                    File::open(dir)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_error(dir))?;
+                }
                 crash::point("purge.renamed-all");
                 Ok::<_, CacheError>(())
             })();
@@ -250,7 +258,8 @@ impl Inner {
                 folder: if finished { done } else { part },
                 finished,
                 left: Some(taken.disk),
-                scan_from: Some(Vec::new()),
+                // Nothing matched was indexed: nothing to look for.
+                scan_from: (taken.entries > 0).then(Vec::new),
                 in_folders: true,
                 selector: selector.clone(),
             });
@@ -278,6 +287,9 @@ impl Inner {
 
     /// Deletes from the oldest folder in the trash for up to [`SLICE`]; whether there is more.
     fn delete_next(&self) -> Result<bool, CacheError> {
+        if self.trash_paused.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let Some(run) = lock(&self.trash).first().cloned() else {
             self.hurry.store(false, Ordering::Relaxed);
             return Ok(false);
@@ -308,7 +320,7 @@ impl Inner {
                 id: run.id,
                 selector: run.selector.clone(),
             };
-            let mut removed = 0;
+            let (mut removed, mut examined) = (0u64, 0u64);
             let mut next = None;
             for item in self.index.iter_raw_from(from) {
                 let (key, raw) = item?;
@@ -316,17 +328,25 @@ impl Inner {
                     next = Some(key.to_vec());
                     break;
                 }
-                let entry = VariantKey::from_index_key(&key).zip(EntryMeta::decode(&raw));
-                if entry.is_some_and(|(v, m)| rule.kills(&v, &m))
-                    && self.index.remove_dead(&key, &raw)?
-                {
-                    removed += 1;
-                    if removed % INDEX_BATCH == 0 {
-                        crash::point("trash.index-some");
-                        if !pace.step(INDEX_BATCH / 10, &self.trash_signal) {
-                            next = Some(key.to_vec());
-                            break;
+                examined += 1;
+                if examined % INDEX_BATCH == 0 && !pace.step(INDEX_BATCH / 10, &self.trash_signal) {
+                    next = Some(key.to_vec());
+                    break;
+                }
+                let mut raw = Some(raw);
+                while let Some(current) = raw.take() {
+                    let entry = VariantKey::from_index_key(&key).zip(EntryMeta::decode(&current));
+                    if !entry.is_some_and(|(v, m)| rule.kills(&v, &m)) {
+                        break; // live: written since, or another purge's
+                    }
+                    if self.index.remove_dead(&key, &current)? {
+                        removed += 1;
+                        if removed == INDEX_BATCH {
+                            crash::point("trash.index-some");
                         }
+                    } else {
+                        // Changed meanwhile (a hit's time noted): looked at again.
+                        raw = self.index.get_raw(&key)?;
                     }
                 }
             }
@@ -362,7 +382,8 @@ impl Inner {
             // Its entries wait for room in data_dir; looked at again in a while.
             return Ok(false);
         }
-        if run.finished && run.id != 0 {
+        if run.finished {
+            self.db.room()?; // else tried again in a minute
             self.meta.remove(purge::journal_key(run.id))?;
         }
         crash::point("trash.journal-removed");
