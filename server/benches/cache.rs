@@ -43,7 +43,11 @@ const ROUNDS: usize = 3;
 
 /// The path of the `i`th entry: 50 widths by 20 heights, two modes, 1,000 variants a key.
 fn variant_path(i: u32) -> String {
-    let mode = if i.is_multiple_of(2) { "crop" } else { "resize" };
+    let mode = if i.is_multiple_of(2) {
+        "crop"
+    } else {
+        "resize"
+    };
     format!(
         "/{}/{}/{mode}/bench/k{}.jpg",
         100 + i % 50,
@@ -325,9 +329,11 @@ fn purges_under_load(build: &Path, work: &Path) {
                     let mut served = 0u32;
                     let mut n = c;
                     while started.elapsed() < RUN {
-                        // Four sizes of a photo in turn, as a page asks for them.
-                        let photo = &names[(n / 4) as usize % names.len()];
-                        let side = 200 + (n % 4) * 60 + n / 400;
+                        // The clients on the same photo at once, each at its own size (a
+                        // page's sizes), every request a variant not asked for before.
+                        let count = names.len() as u32;
+                        let photo = &names[((n / 4) % count) as usize];
+                        let side = 100 + n % 4 + 4 * (n / (4 * count));
                         let path = format!("/{side}/{side}/crop/{photo}");
                         let (status, _) = get(port, &path).unwrap();
                         assert_eq!(status, 200, "{path}");
@@ -425,7 +431,11 @@ fn fill(build: &Path, cache_dir: &Path, data_dir: &Path, entries: u32) {
             std::thread::spawn(move || {
                 let body = vec![7u8; VARIANT_BYTES];
                 for i in (t..entries).step_by(4) {
-                    let version = if i.is_multiple_of(2) { &version } else { &resize };
+                    let version = if i.is_multiple_of(2) {
+                        &version
+                    } else {
+                        &resize
+                    };
                     put_variant(&cache, &variant_path(i), version, &body);
                 }
             })
@@ -460,14 +470,22 @@ fn start_binary(
         .spawn()
         .unwrap();
     let until = |path: &str, want: &str| loop {
-        if let Ok((status, head)) = get(port, path) {
-            if status == 200 && head.contains(want) {
+        let answer = get(port, path).map(|(status, text)| {
+            let head = text
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            (status, head)
+        });
+        if let Ok((status, head)) = &answer {
+            if *status == 200 && head.contains(&want.to_ascii_lowercase()) {
                 return started.elapsed();
             }
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "ross did not answer {path}"
+            "ross did not answer {path} with {want}: {answer:?}"
         );
         std::thread::sleep(Duration::from_millis(2));
     };
