@@ -327,6 +327,8 @@ struct Inner {
     trash: Mutex<Vec<TrashRun>>,
     /// Wakes that thread.
     trash_signal: Arc<Signal>,
+    /// Held by whoever deletes trash files (that thread, or a small purge before answering).
+    deleting: Mutex<()>,
     /// `cache.purge_deletes_per_second`.
     purge_deletes_per_second: AtomicU64,
     /// Set when the disk is short of room: the trash is deleted at full speed.
@@ -514,6 +516,7 @@ impl Cache {
             trash_disk: AtomicU64::new(0),
             trash: Mutex::new(runs),
             trash_signal: Arc::default(),
+            deleting: Mutex::new(()),
             purge_deletes_per_second: AtomicU64::new(2000),
             hurry: AtomicBool::new(false),
             trash_paused: AtomicBool::new(trash_paused),

@@ -40,6 +40,12 @@ pub const TRASH_DIR: &str = ".trash";
 /// about a tenth of deleting a file).
 const INDEX_BATCH: u64 = 1000;
 
+/// Purges that match at most this many entries have their files deleted before the answer.
+const INLINE_FILES: u64 = 256;
+
+/// The most time that may take.
+const INLINE_TIME: Duration = Duration::from_millis(100);
+
 /// The most time the deleting thread works before it lets go of the cache (which ends it once
 /// the cache is dropped) and looks again.
 const SLICE: Duration = Duration::from_millis(500);
@@ -208,7 +214,7 @@ impl Inner {
         let started = Instant::now();
         let selector = &job.selector;
         let trash = self.trash_dir();
-        let (taken, outcome) = {
+        let (taken, outcome, folder) = {
             let mut log = self.writes.write().unwrap_or_else(|e| e.into_inner());
             let _paths: Vec<_> = self.stripes.iter().map(lock).collect();
             let seq = self.next_seq(&log)?;
@@ -252,10 +258,11 @@ impl Inner {
             });
             self.trash_disk.fetch_add(taken.disk, Ordering::Relaxed);
             let finished = moved.is_ok();
+            let folder = if finished { done } else { part };
             lock(&self.trash).push(TrashRun {
                 seq,
                 id: job.id,
-                folder: if finished { done } else { part },
+                folder: folder.clone(),
                 finished,
                 left: Some(taken.disk),
                 // Nothing matched was indexed: nothing to look for.
@@ -263,10 +270,21 @@ impl Inner {
                 in_folders: true,
                 selector: selector.clone(),
             });
-            (taken, moved)
+            (taken, moved, folder)
         };
-        self.trash_signal.wake();
         outcome?;
+        // A small purge leaves nothing behind: its files go before the answer (a few ms),
+        // unless the trash thread is busy (then it does it). Its entries are the thread's.
+        if taken.entries <= INLINE_FILES {
+            if let Ok(_one) = self.deleting.try_lock() {
+                let mut pace = Pace::new(u64::MAX);
+                let until = Instant::now() + INLINE_TIME;
+                if let Err(e) = self.delete_files(&folder, until, &mut pace) {
+                    tracing::warn!(error = %e, "cannot delete a small purge's files at once");
+                }
+            }
+        }
+        self.trash_signal.wake();
         self.deactivate(job.id);
         tracing::info!(
             selector = ?selector, entries = taken.entries, bytes = taken.bytes,
@@ -285,11 +303,51 @@ impl Inner {
         }
     }
 
+    /// Deletes the files and folders under the trash folder `folder` (not the folder itself)
+    /// until `until`, at `pace`, counting what goes; whether all went. One deleter at a time
+    /// (the caller holds `deleting`).
+    fn delete_files(
+        &self,
+        folder: &Path,
+        until: Instant,
+        pace: &mut Pace,
+    ) -> Result<bool, CacheError> {
+        let Some(run) = lock(&self.trash)
+            .iter()
+            .find(|r| r.folder == folder)
+            .cloned()
+        else {
+            return Ok(true);
+        };
+        let mut left = run.left.unwrap_or(0);
+        let mut files = 0u64;
+        let done = delete_under(folder, until, &mut |meta| {
+            let held = disk::disk_use(meta);
+            if meta.is_dir() {
+                if run.in_folders {
+                    disk::sub_saturating(&self.folders, held);
+                }
+            } else {
+                let take = held.min(left);
+                left -= take;
+                disk::sub_saturating(&self.trash_disk, take);
+                files += 1;
+                if files == 1 {
+                    crash::point("trash.deleting");
+                }
+            }
+            pace.step(1, &self.trash_signal)
+        });
+        self.update_run(folder, |r| r.left = Some(left));
+        done.map_err(io_error(folder))
+    }
+
     /// Deletes from the oldest folder in the trash for up to [`SLICE`]; whether there is more.
     fn delete_next(&self) -> Result<bool, CacheError> {
         if self.trash_paused.load(Ordering::Relaxed) {
             return Ok(false);
         }
+        let _one = lock(&self.deleting);
         let Some(run) = lock(&self.trash).first().cloned() else {
             self.hurry.store(false, Ordering::Relaxed);
             return Ok(false);
@@ -303,7 +361,7 @@ impl Inner {
         });
         // With data_dir full, the files go (making room) and the index waits.
         let indexable = self.db.room().is_ok();
-        let mut left = match run.left {
+        let left = match run.left {
             Some(left) => left,
             None => {
                 let measured = disk::tree_use(&run.folder);
@@ -356,28 +414,14 @@ impl Inner {
             }
             scan_from = None;
         }
-        let mut files = 0u64;
-        let done = delete_under(&run.folder, until, &mut |meta| {
-            let held = disk::disk_use(meta);
-            if meta.is_dir() {
-                if run.in_folders {
-                    disk::sub_saturating(&self.folders, held);
-                }
-            } else {
-                let take = held.min(left);
-                left -= take;
-                disk::sub_saturating(&self.trash_disk, take);
-                files += 1;
-                if files == 1 {
-                    crash::point("trash.deleting");
-                }
-            }
-            pace.step(1, &self.trash_signal)
-        });
-        self.update_run(&run.folder, |r| r.left = Some(left));
-        if !done.map_err(io_error(&run.folder))? {
+        if !self.delete_files(&run.folder, until, &mut pace)? {
             return Ok(true);
         }
+        let left = lock(&self.trash)
+            .iter()
+            .find(|r| r.folder == run.folder)
+            .and_then(|r| r.left)
+            .unwrap_or(0);
         if scan_from.is_some() {
             // Its entries wait for room in data_dir; looked at again in a while.
             return Ok(false);
