@@ -63,6 +63,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Where 5xx responses and plugin failures are reported, if anywhere.
     pub sentry: Option<SentrySettings>,
+    /// The state shared with the other nodes of a cluster, if this node is in one.
+    pub cluster: Option<ClusterSettings>,
     /// Where each key that was given came from (the file or a variable); a key not here
     /// has its built-in default.
     pub origins: BTreeMap<String, Origin>,
@@ -267,14 +269,56 @@ impl FromStr for Size {
     }
 }
 
-/// The size whitelist as configured. It seeds the live whitelist.
+/// The size whitelist as configured: it seeds the live whitelist, or (with
+/// [`WhitelistSource::Config`]) is the whitelist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WhitelistSettings {
     /// When false any size within the limits is rendered (internal development use).
     pub enabled: bool,
     /// Sizes that may be rendered when enabled.
     pub sizes: Vec<Size>,
+    /// Which is the truth: the admin page (and API) or these settings.
+    pub source: WhitelistSource,
 }
+
+/// Where the whitelist is kept (`whitelist.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhitelistSource {
+    /// Edited from the admin page and API while serving; the settings seed a new `data_dir`.
+    Admin,
+    /// The settings file is the truth: applied at every start, read-only on the admin page.
+    Config,
+}
+
+impl WhitelistSource {
+    /// As written in `whitelist.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhitelistSource::Admin => "admin",
+            WhitelistSource::Config => "config",
+        }
+    }
+}
+
+/// The state nodes share through an S3 bucket (`[cluster]`): whitelist changes, purges and
+/// every node's heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// The bucket and folder the state lives under (`prefix` is never empty and ends in `/`),
+    /// and how to reach it: `source.*`'s connection settings unless `cluster.*` names others.
+    pub store: S3Settings,
+    /// How often each node looks for changes made on the others.
+    pub poll_interval: Duration,
+    /// How often each node says it is alive (and how it is doing).
+    pub heartbeat_interval: Duration,
+    /// The address other nodes and operators reach this node's admin pages and `/metrics` at.
+    pub advertise: String,
+    /// This node's name on the Cluster page.
+    pub node_name: String,
+}
+
+/// Default `cluster.prefix`.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "ross-cluster";
 
 /// Bounds that keep one request, or many, from taking the machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -537,6 +581,7 @@ impl Settings {
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
             ("whitelist.enabled", self.whitelist.enabled.to_string()),
             ("whitelist.sizes", format!("[{}]", sizes.join(", "))),
+            ("whitelist.source", q(&self.whitelist.source.as_str())),
             ("limits.max_width", l.max_width.to_string()),
             ("limits.max_height", l.max_height.to_string()),
             ("limits.max_output_pixels", l.max_output_pixels.to_string()),
@@ -630,7 +675,46 @@ impl Settings {
                 },
             ),
         ]);
-        lines.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        let mut lines: Vec<(String, String)> =
+            lines.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        lines.extend(self.effective_cluster());
+        lines
+    }
+
+    fn effective_cluster(&self) -> Vec<(String, String)> {
+        let q = |s: &str| format!("{s:?}");
+        let Some(c) = &self.cluster else {
+            return vec![("cluster.enabled".into(), "false".into())];
+        };
+        let s3 = &c.store;
+        [
+            ("cluster.enabled", "true".to_owned()),
+            ("cluster.bucket", q(&s3.bucket)),
+            ("cluster.prefix", q(s3.prefix.trim_end_matches('/'))),
+            ("cluster.region", q(s3.region.as_deref().unwrap_or(""))),
+            (
+                "cluster.endpoint",
+                q(&s3
+                    .endpoint
+                    .as_deref()
+                    .map(redact_userinfo)
+                    .unwrap_or_default()),
+            ),
+            ("cluster.force_path_style", s3.force_path_style.to_string()),
+            (
+                "cluster.poll_interval_ms",
+                c.poll_interval.as_millis().to_string(),
+            ),
+            (
+                "cluster.heartbeat_interval_ms",
+                c.heartbeat_interval.as_millis().to_string(),
+            ),
+            ("cluster.advertise", q(&c.advertise)),
+            ("cluster.node_name", q(&c.node_name)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 }
 
@@ -731,6 +815,17 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     );
 
     let enabled = r.bool("whitelist.enabled", true);
+    let whitelist_source = match r.string("whitelist.source", "admin").as_str() {
+        "admin" => WhitelistSource::Admin,
+        "config" => WhitelistSource::Config,
+        other => {
+            r.invalid(
+                "whitelist.source",
+                format!("expected \"admin\" or \"config\", got {other:?}"),
+            );
+            WhitelistSource::Admin
+        }
+    };
     let mut sizes = Vec::new();
     for text in r.list("whitelist.sizes", &DEFAULT_WHITELIST) {
         match text.parse::<Size>() {
@@ -821,7 +916,9 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             );
         }
     }
+    let cluster = read_cluster(r, &source, listen);
     Settings {
+        cluster,
         sentry: sentry_dsn.map(|dsn| SentrySettings {
             dsn,
             environment: sentry_environment,
@@ -841,7 +938,11 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         cache,
         data_dir,
         plugins,
-        whitelist: WhitelistSettings { enabled, sizes },
+        whitelist: WhitelistSettings {
+            enabled,
+            sizes,
+            source: whitelist_source,
+        },
         limits,
         output: read_output(r),
         serve_originals: r.bool("serve_originals", true),
@@ -1017,6 +1118,102 @@ fn resolved(path: &Path) -> PathBuf {
             _ => return clean,
         }
     }
+}
+
+/// `cluster.*`. Read (and type-checked) whether or not the cluster is on; only checked for
+/// completeness when it is. The connection settings default to `source.*`'s when the source
+/// is S3.
+fn read_cluster(
+    r: &mut Reader<'_>,
+    source: &SourceSettings,
+    listen: SocketAddr,
+) -> Option<ClusterSettings> {
+    let enabled = r.bool("cluster.enabled", false);
+    let from_source = match source {
+        SourceSettings::S3(s3) => Some(s3),
+        SourceSettings::Local { .. } => None,
+    };
+    let bucket = r
+        .optional_string("cluster.bucket")
+        .filter(|b| !b.is_empty())
+        .or_else(|| from_source.map(|s| s.bucket.clone()));
+    let prefix = r.string("cluster.prefix", DEFAULT_CLUSTER_PREFIX);
+    let region = r
+        .optional_string("cluster.region")
+        .filter(|s| !s.is_empty())
+        .or_else(|| from_source.and_then(|s| s.region.clone()));
+    let endpoint = r
+        .optional_string("cluster.endpoint")
+        .filter(|s| !s.is_empty())
+        .or_else(|| from_source.and_then(|s| s.endpoint.clone()));
+    let path_style_default = from_source.is_some_and(|s| s.force_path_style);
+    let force_path_style = r.bool("cluster.force_path_style", path_style_default);
+    let poll = r.int("cluster.poll_interval_ms", 2_000u64, 100..=60_000);
+    let heartbeat = r.int("cluster.heartbeat_interval_ms", 5_000u64, 500..=300_000);
+    let advertise = r.string("cluster.advertise", &listen.to_string());
+    let node_name = r
+        .optional_string("cluster.node_name")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| host_name().unwrap_or_else(|| advertise.clone()));
+    if !enabled {
+        return None;
+    }
+    let bucket = match bucket {
+        Some(b) if !b.contains('/') => b,
+        Some(b) => {
+            r.invalid("cluster.bucket", format!("{b:?} is not a bucket name"));
+            b
+        }
+        None => {
+            r.invalid(
+                "cluster.bucket",
+                "is required when cluster.enabled = true and source.kind is not \"s3\"".into(),
+            );
+            String::new()
+        }
+    };
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        r.invalid(
+            "cluster.prefix",
+            "must name a folder: the cluster's state never shares the bucket's root with \
+             originals"
+                .into(),
+        );
+    }
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            r.invalid(
+                "cluster.endpoint",
+                format!("expected a URL like https://s3.example.com, got {e:?}"),
+            );
+        }
+    }
+    let (timeout, retries) =
+        from_source.map_or((Duration::from_secs(5), 2), |s| (s.timeout, s.retries));
+    Some(ClusterSettings {
+        store: S3Settings {
+            bucket,
+            region,
+            endpoint,
+            force_path_style,
+            prefix: format!("{prefix}/"),
+            timeout,
+            retries,
+        },
+        poll_interval: Duration::from_millis(poll),
+        heartbeat_interval: Duration::from_millis(heartbeat),
+        advertise,
+        node_name,
+    })
+}
+
+/// The machine's host name, if it has one.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// `source.*`. The keys of both kinds are read and type-checked, so one file can hold both and

@@ -107,6 +107,7 @@ pub async fn run(
         send_timeout: server.send_timeout,
     };
     let gauges = tokio::spawn(publish_gauges(state.clone()));
+    crate::cluster::Cluster::spawn(&state);
     let hits = routes::fast::MemoryHits::new(state.clone());
     let fast =
         move |method: &poem::http::Method,

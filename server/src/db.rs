@@ -171,6 +171,9 @@ pub enum TreeName {
     Whitelist,
     /// Schema version, purge journal, the plugin version behind each mode's renders.
     Meta,
+    /// The cluster's state as this node knows it: changes not yet sent, the last writer of
+    /// each whitelist item, the changes applied.
+    Cluster,
 }
 
 impl TreeName {
@@ -179,6 +182,7 @@ impl TreeName {
             TreeName::CacheEntries => "cache-entries",
             TreeName::Whitelist => "whitelist",
             TreeName::Meta => "meta",
+            TreeName::Cluster => "cluster",
         }
     }
 }

@@ -76,6 +76,10 @@ error_codes! {
     /// A method the path does not take.
     MethodNotAllowed = METHOD_NOT_ALLOWED, "method-not-allowed", None,
         "This path does not take that method; see the Allow header.";
+    /// A whitelist edit while the settings file holds the whitelist.
+    WhitelistFromConfig = CONFLICT, "whitelist-from-config", None,
+        "The whitelist is kept in the settings file (whitelist.source = \"config\"): edit the \
+         file and restart ross.";
     /// The request (head or admin body) did not arrive in time.
     RequestTimeout = REQUEST_TIMEOUT, "request-timeout", None,
         "The request did not arrive in time.";

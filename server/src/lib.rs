@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admin_token;
 pub mod app;
 pub mod cache;
+pub mod cluster;
 pub mod crash;
 pub mod db;
 pub mod error;

@@ -7,6 +7,7 @@ use ross_config::{Settings, SourceSettings};
 use crate::admin::session::Sessions;
 use crate::admin_token::{AdminToken, TokenError};
 use crate::cache::{Cache, CacheError};
+use crate::cluster::{Cluster, S3Store, Store};
 use crate::db::{Database, DbError};
 use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
@@ -115,6 +116,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Originals being sent (`limits.max_original_streams` permits).
     pub original_streams: Arc<tokio::sync::Semaphore>,
+    /// The cluster this node shares whitelist changes and purges with, if any.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
@@ -129,7 +132,11 @@ impl AppState {
             }
             SourceSettings::S3(s3) => Arc::new(S3Source::connect(s3, None).await),
         };
-        tokio::task::spawn_blocking(move || AppState::with_source(settings, source))
+        let store: Option<Arc<dyn Store>> = match &settings.cluster {
+            Some(cluster) => Some(Arc::new(S3Store::connect(&cluster.store, None).await)),
+            None => None,
+        };
+        tokio::task::spawn_blocking(move || AppState::with_parts(settings, source, store))
             .await
             .expect("start-up does not panic")
     }
@@ -139,6 +146,16 @@ impl AppState {
     pub fn with_source(
         settings: Settings,
         source: Arc<dyn Source>,
+    ) -> Result<Arc<AppState>, StartupError> {
+        AppState::with_parts(settings, source, None)
+    }
+
+    /// Like [`AppState::with_source`], with the cluster's store given too (`None`: no
+    /// cluster, whatever the settings say). Blocking.
+    pub fn with_parts(
+        settings: Settings,
+        source: Arc<dyn Source>,
+        store: Option<Arc<dyn Store>>,
     ) -> Result<Arc<AppState>, StartupError> {
         tracing::info!(source = %source.describe(), "serving originals");
         // The database first: its lock keeps a second process off everything in data_dir.
@@ -155,6 +172,16 @@ impl AppState {
         cache.set_purge_deletes_per_second(settings.cache.purge_deletes_per_second);
         cache.set_min_free_bytes(settings.cache.min_free_bytes);
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
+        let cluster = match (&settings.cluster, store) {
+            (Some(shared), Some(store)) => Some(Cluster::open(
+                shared,
+                store,
+                &db,
+                whitelist.clone(),
+                cache.clone(),
+            )?),
+            _ => None,
+        };
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let spawner = Spawner::new().map_err(StartupError::Workers)?;
         let worker_settings = worker_settings(&settings);
@@ -222,6 +249,7 @@ impl AppState {
             original_streams: Arc::new(tokio::sync::Semaphore::new(
                 settings.limits.max_original_streams,
             )),
+            cluster,
             settings,
         }))
     }

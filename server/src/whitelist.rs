@@ -1,8 +1,10 @@
 //! Which sizes may be rendered: the live whitelist, kept in sled and edited while serving.
 //!
-//! The whitelist tree is seeded from `whitelist.enabled` and `whitelist.sizes` the first time
-//! a `data_dir` is used; after that it is the record, and a different list in the settings is
-//! reported at start-up and otherwise ignored (edit it from the admin API instead). Requests
+//! With `whitelist.source = "admin"` (the default) the whitelist tree is seeded from
+//! `whitelist.enabled` and `whitelist.sizes` the first time a `data_dir` is used; after that
+//! it is the record, and a different list in the settings is reported at start-up and
+//! otherwise ignored (edit it from the admin API instead). With `"config"` the settings are the
+//! truth: written over the tree at every start, and edits are refused. Requests
 //! read it through an `ArcSwap`, with no lock; edits are serialised, flushed to disk, and then
 //! swapped in, so an edit the API confirmed survives a crash. Every method but
 //! [`Whitelist::allows`] and [`Whitelist::snapshot`] blocks: call them off the runtime.
@@ -11,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use ross_config::{Size, WhitelistSettings};
+use ross_config::{Size, WhitelistSettings, WhitelistSource};
 
 use crate::db::{Database, DbError, TreeName};
 
@@ -51,6 +53,7 @@ pub struct Whitelist {
     db: Database,
     live: ArcSwap<Allowed>,
     edits: Mutex<()>,
+    source: WhitelistSource,
 }
 
 impl Whitelist {
@@ -65,15 +68,22 @@ impl Whitelist {
             enabled: settings.enabled,
             sizes: settings.sizes.iter().copied().collect(),
         };
-        if !tree.contains_key(SEEDED_KEY).map_err(err)? {
-            let mut batch = sled::Batch::default();
-            batch.insert(ENABLED_KEY, &[u8::from(configured.enabled)]);
-            for size in &configured.sizes {
-                batch.insert(size_key(*size), &[]);
+        let from_file = settings.source == WhitelistSource::Config;
+        if from_file || !tree.contains_key(SEEDED_KEY).map_err(err)? {
+            let stored = read(&tree).map_err(err)?;
+            if stored != configured {
+                let mut batch = sled::Batch::default();
+                for size in stored.sizes.difference(&configured.sizes) {
+                    batch.remove(size_key(*size));
+                }
+                batch.insert(ENABLED_KEY, &[u8::from(configured.enabled)]);
+                for size in &configured.sizes {
+                    batch.insert(size_key(*size), &[]);
+                }
+                batch.insert(SEEDED_KEY, &[]);
+                tree.apply_batch(batch).map_err(err)?;
+                db.flush().map_err(err)?;
             }
-            batch.insert(SEEDED_KEY, &[]);
-            tree.apply_batch(batch).map_err(err)?;
-            db.flush().map_err(err)?;
         }
         let stored = read(&tree).map_err(err)?;
         if stored != configured {
@@ -89,7 +99,14 @@ impl Whitelist {
             db: db.clone(),
             live: ArcSwap::from_pointee(stored),
             edits: Mutex::new(()),
+            source: settings.source,
         })
+    }
+
+    /// Where the whitelist is kept: with [`WhitelistSource::Config`] the settings file is the
+    /// truth, and the admin page and API (and other nodes) cannot change it.
+    pub fn source(&self) -> WhitelistSource {
+        self.source
     }
 
     /// Whether `size` may be rendered now. Lock-free.
@@ -105,12 +122,34 @@ impl Whitelist {
 
     /// Allows `size`. Returns whether it was new.
     pub fn add(&self, size: Size) -> sled::Result<bool> {
-        self.edit(|tree| Ok(tree.insert(size_key(size), &[])?.is_none()))
+        Ok(self.add_all(&[size])? == 1)
     }
 
     /// Stops allowing `size`. Returns whether it was there.
     pub fn remove(&self, size: Size) -> sled::Result<bool> {
-        self.edit(|tree| Ok(tree.remove(size_key(size))?.is_some()))
+        Ok(self.remove_all(&[size])? == 1)
+    }
+
+    /// Allows every size in `sizes`, in one durable edit. Returns how many were new.
+    pub fn add_all(&self, sizes: &[Size]) -> sled::Result<usize> {
+        self.edit(|tree| {
+            let mut new = 0;
+            for size in sizes {
+                new += usize::from(tree.insert(size_key(*size), &[])?.is_none());
+            }
+            Ok(new)
+        })
+    }
+
+    /// Stops allowing every size in `sizes`, in one durable edit. Returns how many were there.
+    pub fn remove_all(&self, sizes: &[Size]) -> sled::Result<usize> {
+        self.edit(|tree| {
+            let mut gone = 0;
+            for size in sizes {
+                gone += usize::from(tree.remove(size_key(*size))?.is_some());
+            }
+            Ok(gone)
+        })
     }
 
     /// Switches the whitelist on or off.
@@ -160,6 +199,7 @@ mod tests {
         WhitelistSettings {
             enabled,
             sizes: sizes.iter().map(|s| s.parse().unwrap()).collect(),
+            source: WhitelistSource::Admin,
         }
     }
 
@@ -186,6 +226,25 @@ mod tests {
         assert_eq!(now.sizes.iter().copied().collect::<Vec<_>>(), vec![s300]);
         w.set_enabled(false).unwrap();
         assert!(w.allows(s72));
+    }
+
+    #[test]
+    fn from_config_the_file_is_applied_at_every_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let s72: Size = "72x72".parse().unwrap();
+        let s300: Size = "300x300".parse().unwrap();
+        let s10: Size = "10x10".parse().unwrap();
+        {
+            let db = Database::open_again(dir.path()).unwrap();
+            let w = Whitelist::open(&db, &settings(true, &["72x72", "300x300"])).unwrap();
+            w.add(s10).unwrap();
+        }
+        let db = Database::open_again(dir.path()).unwrap();
+        let mut file = settings(true, &["72x72"]);
+        file.source = WhitelistSource::Config;
+        let w = Whitelist::open(&db, &file).unwrap();
+        assert_eq!(w.source(), WhitelistSource::Config);
+        assert!(w.allows(s72) && !w.allows(s300) && !w.allows(s10));
     }
 
     #[test]

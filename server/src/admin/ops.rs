@@ -4,13 +4,15 @@
 
 use std::sync::Arc;
 
-use ross_config::Size;
+use ross_config::{Size, WhitelistSource};
 
-use crate::cache::{PurgeOutcome, Selector};
+use crate::cache::{Cache, PurgeOutcome, Selector};
+use crate::cluster::{Change, Purge};
 use crate::db::FullDisk;
 use crate::error::{AppError, ErrorCode};
 use crate::request::SourceKey;
 use crate::state::AppState;
+use crate::whitelist::Whitelist;
 
 /// A 400 for bad admin input.
 pub fn bad_request(message: impl Into<String>) -> AppError {
@@ -65,61 +67,148 @@ pub fn parse_size(state: &AppState, text: &str) -> Result<Size, AppError> {
     Ok(size)
 }
 
+/// A 409 while the settings file holds the whitelist.
+fn editable(state: &AppState) -> Result<(), AppError> {
+    if state.whitelist.source() == WhitelistSource::Config {
+        return Err(AppError::of(ErrorCode::WhitelistFromConfig));
+    }
+    Ok(())
+}
+
+/// Does `apply` here and, in a cluster, keeps `change` for every other node (kept first, so a
+/// stop between the two still sends it, and applies it again here at the next start).
+/// Blocking.
+fn shared<T>(
+    state: &AppState,
+    change: Change,
+    apply: impl FnOnce() -> Result<T, AppError>,
+) -> Result<T, AppError> {
+    match &state.cluster {
+        Some(cluster) => cluster.change(&change, apply),
+        None => apply(),
+    }
+}
+
 /// Turns the whitelist on or off.
 pub async fn set_whitelist_enabled(state: &Arc<AppState>, enabled: bool) -> Result<(), AppError> {
+    editable(state)?;
     let st = state.clone();
     blocking(move || {
-        st.whitelist
-            .set_enabled(enabled)
-            .map_err(|e| write_failed("cannot switch the whitelist", e))
+        shared(&st, Change::Whitelist(enabled), || {
+            st.whitelist
+                .set_enabled(enabled)
+                .map_err(|e| write_failed("cannot switch the whitelist", e))
+        })
     })
     .await?;
     tracing::info!(enabled, "whitelist switched");
     Ok(())
 }
 
+/// Parses every size of `texts`: all of them, or a 400 naming the first bad one.
+fn parse_sizes(state: &AppState, texts: &[&str]) -> Result<Vec<Size>, AppError> {
+    if texts.is_empty() {
+        return Err(bad_request("Give at least one size."));
+    }
+    let mut sizes: Vec<Size> = texts
+        .iter()
+        .map(|t| parse_size(state, t))
+        .collect::<Result<_, _>>()?;
+    sizes.sort_unstable();
+    sizes.dedup();
+    Ok(sizes)
+}
+
 /// Allows the size `text`; whether it was new.
 pub async fn allow_size(state: &Arc<AppState>, text: &str) -> Result<(Size, bool), AppError> {
-    let size = parse_size(state, text)?;
+    let (sizes, added) = allow_sizes(state, &[text]).await?;
+    Ok((sizes[0], added == 1))
+}
+
+/// Allows every size of `texts` (`WxH`), in one change; how many were new.
+pub async fn allow_sizes(
+    state: &Arc<AppState>,
+    texts: &[&str],
+) -> Result<(Vec<Size>, usize), AppError> {
+    editable(state)?;
+    let sizes = parse_sizes(state, texts)?;
     let st = state.clone();
+    let asked = sizes.clone();
     let added = blocking(move || {
-        st.whitelist
-            .add(size)
-            .map_err(|e| write_failed("cannot add to the whitelist", e))
+        shared(&st, Change::Allow(asked.clone()), || {
+            st.whitelist
+                .add_all(&asked)
+                .map_err(|e| write_failed("cannot add to the whitelist", e))
+        })
     })
     .await?;
-    if added {
-        tracing::info!(size = %size, "size allowed");
+    if added > 0 {
+        tracing::info!(sizes = %list(&sizes), added, "sizes allowed");
     }
-    Ok((size, added))
+    Ok((sizes, added))
 }
 
 /// Stops allowing the size `text` and purges its renders (nginx would otherwise go on
-/// serving them). The purge is journaled before the size goes, so a crash in between still
-/// finishes it at the next start.
+/// serving them).
 pub async fn disallow_size(
     state: &Arc<AppState>,
     text: &str,
 ) -> Result<(Size, PurgeOutcome), AppError> {
-    let size = parse_size(state, text)?;
+    let (sizes, purged) = disallow_sizes(state, &[text]).await?;
+    Ok((sizes[0], purged))
+}
+
+/// Stops allowing every size of `texts`, in one change, and purges their renders.
+pub async fn disallow_sizes(
+    state: &Arc<AppState>,
+    texts: &[&str],
+) -> Result<(Vec<Size>, PurgeOutcome), AppError> {
+    editable(state)?;
+    let sizes = parse_sizes(state, texts)?;
     let st = state.clone();
+    let asked = sizes.clone();
     let purged = blocking(move || {
-        let failed =
-            |e: &dyn FullDisk| write_failed(&format!("cannot remove {size} from the whitelist"), e);
-        let job = st
-            .cache
-            .begin_purge(Selector::size(size))
-            .map_err(|e| failed(&e))?;
-        if let Err(e) = st.whitelist.remove(size) {
-            // The size stays allowed: so do its renders.
-            st.cache.abandon_purge(job);
-            return Err(failed(&e));
-        }
-        st.cache.finish_purge(job).map_err(|e| failed(&e))
+        shared(&st, Change::Disallow(asked.clone()), || {
+            remove_sizes(&st.whitelist, &st.cache, &asked)
+        })
     })
     .await?;
-    tracing::info!(size = %size, entries = purged.entries, "size no longer allowed");
-    Ok((size, purged))
+    tracing::info!(sizes = %list(&sizes), entries = purged.entries, "sizes no longer allowed");
+    Ok((sizes, purged))
+}
+
+/// Stops allowing `sizes` and purges their renders. Each purge is journaled before its size
+/// goes, so a crash in between still finishes it at the next start. Blocking.
+pub fn remove_sizes(
+    whitelist: &Whitelist,
+    cache: &Cache,
+    sizes: &[Size],
+) -> Result<PurgeOutcome, AppError> {
+    let mut total = PurgeOutcome::default();
+    for &size in sizes {
+        let failed =
+            |e: &dyn FullDisk| write_failed(&format!("cannot remove {size} from the whitelist"), e);
+        let job = cache
+            .begin_purge(Selector::size(size))
+            .map_err(|e| failed(&e))?;
+        if let Err(e) = whitelist.remove(size) {
+            // The size stays allowed: so do its renders.
+            cache.abandon_purge(job);
+            return Err(failed(&e));
+        }
+        let purged = cache.finish_purge(job).map_err(|e| failed(&e))?;
+        total.entries += purged.entries;
+        total.bytes += purged.bytes;
+    }
+    Ok(total)
+}
+
+fn list(sizes: &[Size]) -> String {
+    sizes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What a purge removes, as asked for.
@@ -170,13 +259,19 @@ pub async fn count(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
     .await
 }
 
-/// Purges what `selector` names.
+/// Purges what `selector` names, here and (in a cluster) on every node.
 pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOutcome, AppError> {
     let st = state.clone();
     blocking(move || {
-        st.cache
-            .purge(selector)
-            .map_err(|e| write_failed("purge failed", e))
+        let here = || {
+            st.cache
+                .purge(selector.clone())
+                .map_err(|e| write_failed("purge failed", e))
+        };
+        match Purge::of(&selector) {
+            Some(purge) => shared(&st, Change::Purge(purge), here),
+            None => here(),
+        }
     })
     .await
 }

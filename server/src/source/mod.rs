@@ -4,7 +4,7 @@
 //! send it unchanged, a buffer at a time).
 
 mod local;
-mod s3;
+pub(crate) mod s3;
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};

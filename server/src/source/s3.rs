@@ -53,40 +53,8 @@ impl S3Source {
     /// the chain: environment, shared profile, web identity, container or instance role.
     /// Nothing is sent to S3 here: a bucket that does not answer shows in `/ready`.
     pub async fn connect(settings: &S3Settings, credentials: Option<Credentials>) -> S3Source {
-        // One HTTP/TLS stack for the SDK and the credential providers: hyper 1 + rustls (ring).
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let shared = loader.load().await;
-        let region = shared
-            .region()
-            .cloned()
-            .unwrap_or_else(|| Region::from_static(FALLBACK_REGION));
-        let retry = RetryConfig::standard()
-            .with_max_attempts(settings.retries + 1)
-            .with_initial_backoff(INITIAL_BACKOFF)
-            .with_max_backoff(MAX_BACKOFF);
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(settings.timeout)
-            .operation_timeout(settings.timeout)
-            .build();
-        let mut config = aws_sdk_s3::config::Builder::from(&shared)
-            .region(region)
-            .force_path_style(settings.force_path_style)
-            .retry_config(retry)
-            .timeout_config(timeouts);
-        if let Some(endpoint) = &settings.endpoint {
-            config = config.endpoint_url(endpoint);
-        }
         S3Source {
-            client: Client::from_conf(config.build()),
+            client: client(settings, credentials, None).await,
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
             timeout: settings.timeout,
@@ -180,6 +148,52 @@ impl S3Source {
             modified,
         })
     }
+}
+
+/// An S3 client for `settings` (bucket and prefix aside): the SDK over one HTTP/TLS stack,
+/// the retries and timeouts of `settings`. `credentials` replaces the AWS chain;
+/// `interceptor` sees every exchange (the cluster reads the store's clock from it).
+pub async fn client(
+    settings: &S3Settings,
+    credentials: Option<Credentials>,
+    interceptor: Option<aws_sdk_s3::config::SharedInterceptor>,
+) -> Client {
+    // One HTTP/TLS stack for the SDK and the credential providers: hyper 1 + rustls (ring).
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    let shared = loader.load().await;
+    let region = shared
+        .region()
+        .cloned()
+        .unwrap_or_else(|| Region::from_static(FALLBACK_REGION));
+    let retry = RetryConfig::standard()
+        .with_max_attempts(settings.retries + 1)
+        .with_initial_backoff(INITIAL_BACKOFF)
+        .with_max_backoff(MAX_BACKOFF);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(settings.timeout)
+        .operation_timeout(settings.timeout)
+        .build();
+    let mut config = aws_sdk_s3::config::Builder::from(&shared)
+        .region(region)
+        .force_path_style(settings.force_path_style)
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(endpoint) = &settings.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    if let Some(interceptor) = interceptor {
+        config = config.interceptor(interceptor);
+    }
+    Client::from_conf(config.build())
 }
 
 /// A `GetObject` answered and checked, its body still to read.

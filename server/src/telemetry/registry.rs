@@ -412,6 +412,11 @@ impl Metrics {
             .collect()
     }
 
+    /// The latencies of the requests of the last minute.
+    pub fn recent_requests(&self) -> Buckets {
+        self.requests.over(RATE_WINDOWS)
+    }
+
     /// Requests a second over the last minute (over the uptime, when shorter).
     pub fn requests_per_second(&self) -> f64 {
         let requests = self.requests.over(RATE_WINDOWS).total();
