@@ -255,6 +255,13 @@ pub struct Whitelist {
     pub enabled: bool,
     /// `WxH`, ascending.
     pub sizes: Vec<String>,
+    /// Where the whitelist is kept: `admin` (edited here) or `config` (the settings file; edits
+    /// are refused with 409).
+    #[serde(default)]
+    pub source: String,
+    /// Whether edits reach every node of the cluster.
+    #[serde(default)]
+    pub shared: bool,
     /// What removing a size purged (only in the answer to `DELETE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged: Option<Purged>,
@@ -267,6 +274,84 @@ pub struct Purged {
     pub entries: u64,
     /// Bytes freed.
     pub bytes: u64,
+}
+
+/// `GET /admin/api/cluster`: this node's standing in the cluster, and every node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Whether this node is in a cluster (`cluster.enabled`); the rest is empty when not.
+    pub enabled: bool,
+    /// This node's id.
+    pub node: String,
+    /// Where the shared state lives, `s3://bucket/prefix/`.
+    pub store: String,
+    /// Whether this node has sent every change made on it and read the store lately.
+    pub in_sync: bool,
+    /// Changes made on this node that wait to be sent.
+    pub pending: u64,
+    /// Seconds since the store last answered a whole round, if it ever did.
+    pub last_ok_seconds_ago: Option<f64>,
+    /// Why the last round failed, if it did.
+    pub last_error: Option<String>,
+    /// The stamp of the newest change applied here.
+    pub applied: Option<String>,
+    /// Changes sent since start.
+    pub sent: u64,
+    /// Changes from other nodes applied since start.
+    pub received: u64,
+    /// Every node that wrote a heartbeat in the last day, by name.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// A node, from its last heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Its id.
+    pub id: String,
+    /// Its name (`cluster.node_name`).
+    pub name: String,
+    /// Where its admin pages and `/metrics` are reached (`cluster.advertise`).
+    pub address: String,
+    /// The ross version it runs.
+    pub version: String,
+    /// Whether its heartbeat is recent (3 intervals).
+    pub up: bool,
+    /// Whether it is the node answering.
+    pub this: bool,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_seconds_ago: f64,
+    /// Seconds it has been running, as of that heartbeat.
+    pub uptime_seconds: u64,
+    /// Its modes and their versions.
+    pub modes: BTreeMap<String, String>,
+    /// The stamp of the newest change it applied.
+    pub applied: Option<String>,
+    /// Changes made on it that wait to be sent.
+    pub pending: u64,
+    /// Whether it is in sync, by its own account.
+    pub in_sync: bool,
+    /// Requests since start.
+    pub requests: u64,
+    /// Requests a second over the last minute.
+    pub requests_per_second: f64,
+    /// Cache hits since start (nginx's included when it reports them).
+    pub hits: u64,
+    /// Misses since start.
+    pub misses: u64,
+    /// Hits over hits and misses.
+    pub hit_ratio: Option<f64>,
+    /// Renders since start.
+    pub renders: u64,
+    /// 99th percentile of request latency over the last minute, ms.
+    pub p99_ms: Option<f64>,
+    /// Resident memory, bytes.
+    pub memory_bytes: u64,
+    /// Bytes cached on disk.
+    pub cache_bytes: u64,
+    /// Entries cached on disk.
+    pub cache_entries: u64,
+    /// What differs from the rest of the cluster: mode versions, changes not applied.
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

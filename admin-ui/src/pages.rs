@@ -3,6 +3,7 @@
 
 use askama::Template;
 
+use crate::views::{ClusterText, ClusterView, NodeText};
 use crate::views::{CacheText, ModeText, RefusedText, StageText, StatsText, WorkersText};
 use crate::views::{PluginsView, SettingsView, StatsView, WhitelistView};
 
@@ -17,17 +18,20 @@ pub enum Section {
     Cache,
     /// Modes and plugin files.
     Plugins,
+    /// Every node of the cluster.
+    Cluster,
     /// The effective settings.
     Settings,
 }
 
 impl Section {
     /// Every section, in order.
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
         Section::Dashboard,
         Section::Whitelist,
         Section::Cache,
         Section::Plugins,
+        Section::Cluster,
         Section::Settings,
     ];
 
@@ -38,6 +42,7 @@ impl Section {
             Section::Whitelist => "Whitelist",
             Section::Cache => "Cache",
             Section::Plugins => "Plugins",
+            Section::Cluster => "Cluster",
             Section::Settings => "Settings",
         }
     }
@@ -49,6 +54,7 @@ impl Section {
             Section::Whitelist => "/admin/whitelist",
             Section::Cache => "/admin/cache",
             Section::Plugins => "/admin/plugins",
+            Section::Cluster => "/admin/cluster",
             Section::Settings => "/admin/settings",
         }
     }
@@ -212,6 +218,16 @@ pub struct PluginsPage {
     pub chrome: Chrome,
     /// Modes and refusals.
     pub plugins: PluginsView,
+}
+
+/// `GET /admin/cluster`.
+#[derive(Debug, Template)]
+#[template(path = "cluster.html")]
+pub struct ClusterPage {
+    /// The frame.
+    pub chrome: Chrome,
+    /// This node's standing and every node.
+    pub cluster: ClusterView,
 }
 
 /// `GET /admin/settings`.

@@ -6,7 +6,7 @@
 use crate::format;
 
 pub use admin_api::{
-    Cache as CacheView, Mode as ModeView, PluginCounters, Plugins as PluginsView,
+    Cache as CacheView, Cluster as ClusterView, ClusterNode as NodeView, Mode as ModeView, PluginCounters, Plugins as PluginsView,
     Quarantine as QuarantineView, RecentError as ErrorView, Refused as RefusedView,
     Stage as StageView, Stats as StatsView, TimelinePoint, Workers as WorkersView,
 };
@@ -20,6 +20,10 @@ fn ms_or_dash(value: Option<f64>) -> String {
 pub struct WhitelistView {
     /// When false, every size within the limits is served.
     pub enabled: bool,
+    /// Kept in the settings file (`whitelist.source = "config"`): shown, not edited.
+    pub read_only: bool,
+    /// Edits reach every node of the cluster.
+    pub shared: bool,
     /// The sizes allowed, each with a URL that shows it.
     pub sizes: Vec<SizeView>,
 }
@@ -235,5 +239,71 @@ pub trait RefusedText {
 impl RefusedText for RefusedView {
     fn file_name(&self) -> &str {
         file_name(&self.file)
+    }
+}
+
+/// How a node's figures read on the Cluster page.
+pub trait NodeText {
+    /// Requests a second, one decimal.
+    fn rate_text(&self) -> String;
+    /// The hit ratio as a percentage, or a dash.
+    fn hit_text(&self) -> String;
+    /// The p99 latency, or a dash.
+    fn p99_text(&self) -> String;
+    /// Resident memory, readable.
+    fn memory_text(&self) -> String;
+    /// The disk cache, readable.
+    fn cache_text(&self) -> String;
+    /// How long ago its heartbeat was written.
+    fn heartbeat_text(&self) -> String;
+    /// Its modes, `name version` each.
+    fn modes_text(&self) -> String;
+}
+
+impl NodeText for NodeView {
+    fn rate_text(&self) -> String {
+        format!("{:.1}", self.requests_per_second)
+    }
+
+    fn hit_text(&self) -> String {
+        self.hit_ratio
+            .map_or_else(|| "–".into(), |r| format!("{:.1}%", r * 100.0))
+    }
+
+    fn p99_text(&self) -> String {
+        ms_or_dash(self.p99_ms)
+    }
+
+    fn memory_text(&self) -> String {
+        format::bytes(self.memory_bytes)
+    }
+
+    fn cache_text(&self) -> String {
+        format!("{} in {} entries", format::bytes(self.cache_bytes), self.cache_entries)
+    }
+
+    fn heartbeat_text(&self) -> String {
+        format!("{} ago", format::duration(self.heartbeat_seconds_ago as u64))
+    }
+
+    fn modes_text(&self) -> String {
+        self.modes
+            .iter()
+            .map(|(m, v)| format!("{m} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// How the node answering stands, on the Cluster page.
+pub trait ClusterText {
+    /// "2 s ago", or "never".
+    fn last_ok_text(&self) -> String;
+}
+
+impl ClusterText for ClusterView {
+    fn last_ok_text(&self) -> String {
+        self.last_ok_seconds_ago
+            .map_or_else(|| "never".into(), |s| format!("{} ago", format::duration(s as u64)))
     }
 }

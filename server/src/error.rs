@@ -378,6 +378,10 @@ impl From<SourceError> for AppError {
                 ErrorCode::SourceNotFound,
                 format!("No source image has the key {key:?}."),
             ),
+            SourceError::KeyTooLong { limit, .. } => AppError::new(
+                ErrorCode::InvalidKey,
+                format!("The image key is longer than the {limit} bytes the image store allows."),
+            ),
             SourceError::TooLarge { key, limit, .. } => AppError::new(
                 ErrorCode::SourceTooLarge,
                 format!("The source {key:?} is larger than the {limit} bytes allowed."),

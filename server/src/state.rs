@@ -130,7 +130,16 @@ impl AppState {
             SourceSettings::Local { root, timeout } => {
                 Arc::new(LocalSource::new(root, *timeout).map_err(StartupError::Source)?)
             }
-            SourceSettings::S3(s3) => Arc::new(S3Source::connect(s3, None).await),
+            SourceSettings::S3(s3) => {
+                let source = S3Source::connect(s3, None).await;
+                match &settings.cluster {
+                    // The cluster's state shares the originals' bucket: never served.
+                    Some(c) if c.store.bucket == s3.bucket => {
+                        Arc::new(source.hiding(&c.store.prefix))
+                    }
+                    _ => Arc::new(source),
+                }
+            }
         };
         let store: Option<Arc<dyn Store>> = match &settings.cluster {
             Some(cluster) => Some(Arc::new(S3Store::connect(&cluster.store, None).await)),

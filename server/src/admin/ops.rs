@@ -203,12 +203,21 @@ pub fn remove_sizes(
     Ok(total)
 }
 
-fn list(sizes: &[Size]) -> String {
+/// `sizes` as people read them: `72x72, 300x300`.
+pub fn list(sizes: &[Size]) -> String {
     sizes
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(",")
+        .join(", ")
+}
+
+/// The sizes typed into a form, separated by commas or spaces.
+pub fn size_list(text: &str) -> Vec<&str> {
+    text.split([',', ' ', '\n', '\t', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// What a purge removes, as asked for.

@@ -127,6 +127,8 @@ pub fn whitelist(state: &AppState) -> WhitelistView {
         .or_else(|| serves_samples(state).then(|| SAMPLE_KEY.to_owned()));
     WhitelistView {
         enabled: allowed.enabled,
+        read_only: state.whitelist.source() == ross_config::WhitelistSource::Config,
+        shared: state.cluster.is_some(),
         sizes: allowed
             .sizes
             .iter()
@@ -266,4 +268,56 @@ pub fn url_path(key: &str) -> String {
         .map(|segment| percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// This node's standing in the cluster and every node, for the API and the Cluster page.
+pub fn cluster(state: &AppState) -> admin_api::Cluster {
+    let Some(cluster) = &state.cluster else {
+        return admin_api::Cluster::default();
+    };
+    let sync = cluster.sync();
+    admin_api::Cluster {
+        enabled: true,
+        node: sync.node,
+        store: sync.store,
+        in_sync: sync.in_sync,
+        pending: sync.pending as u64,
+        last_ok_seconds_ago: sync.last_ok.map(|d| d.as_secs_f64()),
+        last_error: sync.last_error,
+        applied: sync.applied,
+        sent: sync.sent,
+        received: sync.received,
+        nodes: cluster
+            .nodes()
+            .iter()
+            .map(|n| {
+                let b = &n.beat;
+                admin_api::ClusterNode {
+                    id: b.id.clone(),
+                    name: b.name.clone(),
+                    address: b.address.clone(),
+                    version: b.version.clone(),
+                    up: n.up,
+                    this: n.this,
+                    heartbeat_seconds_ago: n.age_ms as f64 / 1000.0,
+                    uptime_seconds: b.at_ms.saturating_sub(b.started_ms) / 1000,
+                    modes: b.modes.clone(),
+                    applied: b.applied.clone(),
+                    pending: b.pending as u64,
+                    in_sync: b.in_sync,
+                    requests: b.stats.requests,
+                    requests_per_second: b.stats.requests_per_second,
+                    hits: b.stats.hits,
+                    misses: b.stats.misses,
+                    hit_ratio: b.stats.hit_ratio(),
+                    renders: b.stats.renders,
+                    p99_ms: b.stats.p99_ms,
+                    memory_bytes: b.stats.memory_bytes,
+                    cache_bytes: b.stats.cache_bytes,
+                    cache_entries: b.stats.cache_entries,
+                    warnings: n.warnings.clone(),
+                }
+            })
+            .collect(),
+    }
 }

@@ -18,7 +18,7 @@ pub fn allowed_methods(path: &str) -> &'static str {
         return methods;
     }
     match path.strip_prefix("/admin/api/") {
-        Some("whitelist") => "GET, PUT",
+        Some("whitelist") => "GET, PUT, PATCH",
         Some(p) if p.starts_with("whitelist/") => "PUT, DELETE",
         Some("purge") => "POST",
         Some(_) => "GET",

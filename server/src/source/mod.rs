@@ -54,6 +54,15 @@ pub enum SourceError {
         /// The key asked for.
         key: String,
     },
+    /// The key cannot name an object in the store (longer than S3 allows, with the prefix):
+    /// refused before any request is sent.
+    #[error("the key {key:?} is longer than the {limit} bytes the store allows")]
+    KeyTooLong {
+        /// The key asked for.
+        key: String,
+        /// The longest key that fits, in bytes.
+        limit: usize,
+    },
     /// The object is bigger than the configured limit.
     #[error("source object {key:?} is {size} bytes, over the limit of {limit}")]
     TooLarge {

@@ -46,7 +46,12 @@ pub struct S3Source {
     /// Empty, or a folder ending in `/`.
     prefix: String,
     timeout: Duration,
+    /// A folder of the bucket that is not originals (the cluster's state), never served.
+    hidden: Option<String>,
 }
+
+/// The longest object key S3 takes, in bytes of UTF-8.
+pub const MAX_OBJECT_KEY: usize = 1024;
 
 impl S3Source {
     /// Builds the client. `credentials` replaces the AWS chain (tests, embedding); `None` uses
@@ -58,17 +63,43 @@ impl S3Source {
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
             timeout: settings.timeout,
+            hidden: None,
         }
     }
 
+    /// Never serves what lies under `folder` of the bucket (which ends in `/`): the cluster
+    /// keeps its state there when it shares the originals' bucket.
+    pub fn hiding(mut self, folder: &str) -> S3Source {
+        self.hidden = Some(folder.to_owned());
+        self
+    }
+
     /// The object key in the bucket for a request key: the prefix, then the key as decoded.
-    fn object_key(&self, key: &SourceKey) -> String {
-        format!("{}{}", self.prefix, key.as_str())
+    /// A key S3 could not take is refused here, before any request: the store's own refusal
+    /// would be a 502, which a client could cause at will.
+    fn object_key(&self, key: &SourceKey) -> Result<String, SourceError> {
+        let object_key = format!("{}{}", self.prefix, key.as_str());
+        if object_key.len() > MAX_OBJECT_KEY {
+            return Err(SourceError::KeyTooLong {
+                key: key.to_string(),
+                limit: MAX_OBJECT_KEY - self.prefix.len(),
+            });
+        }
+        if self
+            .hidden
+            .as_deref()
+            .is_some_and(|h| object_key.starts_with(h))
+        {
+            return Err(SourceError::NotFound {
+                key: key.to_string(),
+            });
+        }
+        Ok(object_key)
     }
 
     /// Sends the `GetObject` and checks the answer's size: the body is not read yet.
     async fn start(&self, key: &SourceKey, max_bytes: u64) -> Result<Started, SourceError> {
-        let object_key = self.object_key(key);
+        let object_key = self.object_key(key)?;
         // Ask for one byte more than the limit: an object over it then costs at most that much
         // transfer, and the total in `Content-Range` tells its real size.
         let sent = self
@@ -128,9 +159,8 @@ impl S3Source {
             let chunk = chunk.map_err(|e| SourceError::Unavailable {
                 key: key.to_string(),
                 detail: format!(
-                    "reading the body of s3://{}/{}: {e}",
-                    self.bucket,
-                    self.object_key(key)
+                    "reading the body of s3://{}/{}{key}: {e}",
+                    self.bucket, self.prefix,
                 ),
             })?;
             bytes.extend_from_slice(&chunk);
@@ -241,7 +271,7 @@ impl Source for S3Source {
                 .client
                 .head_object()
                 .bucket(&self.bucket)
-                .key(self.object_key(key))
+                .key(self.object_key(key)?)
                 .send()
                 .await;
             match sent {

@@ -1,4 +1,4 @@
-//! `GET /admin/api/stats` and `GET /admin/api/plugins`: the API's own response types
+//! `GET /admin/api/stats`, `GET /admin/api/plugins` and `GET /admin/api/cluster`: the API's own response types
 //! (`ross-admin-api`), which the admin pages show too.
 
 use std::sync::Arc;
@@ -22,4 +22,10 @@ pub(super) fn stats(Data(state): Data<&Arc<AppState>>) -> Response {
 #[handler]
 pub(super) fn plugins(Data(state): Data<&Arc<AppState>>) -> Response {
     json(&views::plugins(state))
+}
+
+/// This node's standing in the cluster, and every node's last heartbeat.
+#[handler]
+pub(super) fn cluster(Data(state): Data<&Arc<AppState>>) -> Response {
+    json(&views::cluster(state))
 }

@@ -20,7 +20,12 @@ use crate::state::AppState;
 /// The API's routes, behind the token check.
 pub fn routes() -> impl Endpoint<Output = Response> {
     Route::new()
-        .at("/whitelist", get(whitelist::show).put(whitelist::switch))
+        .at(
+            "/whitelist",
+            get(whitelist::show)
+                .put(whitelist::switch)
+                .patch(whitelist::edit),
+        )
         .at(
             "/whitelist/:size",
             put(whitelist::add).delete(whitelist::remove),
@@ -28,6 +33,7 @@ pub fn routes() -> impl Endpoint<Output = Response> {
         .at("/purge", post(purge::purge))
         .at("/stats", get(info::stats))
         .at("/plugins", get(info::plugins))
+        .at("/cluster", get(info::cluster))
         .around(|endpoint, req| async move {
             match authorise(&req) {
                 Access::Granted => Ok(endpoint.call(req).await?.into_response()),
@@ -145,12 +151,15 @@ fn json(value: &impl serde::Serialize) -> Response {
 
 /// The whitelist `allowed` as the API answers it, with what a change of it purged.
 fn whitelist(
+    state: &AppState,
     allowed: &crate::whitelist::Allowed,
     purged: Option<admin_api::Purged>,
 ) -> admin_api::Whitelist {
     admin_api::Whitelist {
         enabled: allowed.enabled,
         sizes: allowed.sizes.iter().map(ToString::to_string).collect(),
+        source: state.whitelist.source().as_str().to_owned(),
+        shared: state.cluster.is_some(),
         purged,
     }
 }

@@ -92,16 +92,16 @@ pub(super) async fn add_size(
         Err(answer) => return *answer,
     };
     let typed = fields.size.trim();
-    match ops::allow_size(state, typed).await {
-        Ok((size, true)) => with_notice(
+    match ops::allow_sizes(state, &ops::size_list(typed)).await {
+        Ok((sizes, 0)) => with_notice(
             &session,
             "/admin/whitelist",
-            format!("Added {size}: it is rendered from now on."),
+            format!("{} already allowed.", ops::list(&sizes)),
         ),
-        Ok((size, false)) => with_notice(
+        Ok((sizes, _)) => with_notice(
             &session,
             "/admin/whitelist",
-            format!("{size} was already allowed."),
+            format!("Added {}: rendered from now on.", ops::list(&sizes)),
         ),
         Err(e) if e.status() == StatusCode::BAD_REQUEST => noting(
             render(
@@ -131,33 +131,45 @@ pub(super) async fn remove_size(
         Ok(pair) => pair,
         Err(answer) => return *answer,
     };
+    let typed = ops::size_list(fields.size.trim());
     if !fields.confirmed() {
-        // Nothing changes yet: the page says what removing the size does, and asks.
-        let size = match ops::parse_size(state, fields.size.trim()) {
-            Ok(size) => size,
-            Err(e) => return failed(&e),
-        };
-        return match ops::count(state, Selector::size(size)).await {
-            Ok(count) => confirm_whitelist(
-                state,
-                &session,
-                WhitelistConfirm::Remove {
-                    size: size.to_string(),
-                    cached: PurgeCount {
-                        entries: count.entries,
-                        bytes: count.bytes,
-                    },
-                },
-            ),
-            Err(e) => failed(&e),
-        };
+        // Nothing changes yet: the page says what removing the sizes does, and asks.
+        let mut sizes = Vec::new();
+        for text in &typed {
+            match ops::parse_size(state, text) {
+                Ok(size) => sizes.push(size),
+                Err(e) => return failed(&e),
+            }
+        }
+        let mut cached = PurgeCount::default();
+        for size in &sizes {
+            match ops::count(state, Selector::size(*size)).await {
+                Ok(count) => {
+                    cached.entries += count.entries;
+                    cached.bytes += count.bytes;
+                }
+                Err(e) => return failed(&e),
+            }
+        }
+        if sizes.is_empty() {
+            return failed(&ops::bad_request("Give at least one size."));
+        }
+        return confirm_whitelist(
+            state,
+            &session,
+            WhitelistConfirm::Remove {
+                size: ops::list(&sizes),
+                cached,
+            },
+        );
     }
-    match ops::disallow_size(state, fields.size.trim()).await {
-        Ok((size, purged)) => with_notice(
+    match ops::disallow_sizes(state, &typed).await {
+        Ok((sizes, purged)) => with_notice(
             &session,
             "/admin/whitelist",
             format!(
-                "Removed {size}; {} cached {} of it purged ({}).",
+                "Removed {}; {} cached {} purged ({}).",
+                ops::list(&sizes),
                 purged.entries,
                 if purged.entries == 1 {
                     "render"

@@ -13,7 +13,7 @@ mod login;
 use std::sync::Arc;
 
 use admin_ui::pages::{
-    CachePage, Chrome, DashboardPage, PluginsPage, PurgeForm, RefusedPage, Section, SettingsPage,
+    CachePage, Chrome, ClusterPage, DashboardPage, PluginsPage, PurgeForm, RefusedPage, Section, SettingsPage,
     WhitelistPage,
 };
 use admin_ui::Template;
@@ -48,6 +48,7 @@ pub fn mount(route: Route) -> Route {
         .at("/admin/cache/purge", post(actions::purge))
         .at("/admin/plugins", get(plugins))
         .at("/admin/plugins/rescan", post(actions::rescan))
+        .at("/admin/cluster", get(cluster))
         .at("/admin/settings", get(settings))
 }
 
@@ -64,7 +65,9 @@ pub fn mount_static(route: Route) -> Route {
 /// that are not admin pages.
 pub fn allowed_methods(path: &str) -> Option<&'static str> {
     Some(match path {
-        "/admin" | "/admin/cache" | "/admin/plugins" | "/admin/settings" => "GET",
+        "/admin" | "/admin/cache" | "/admin/plugins" | "/admin/cluster" | "/admin/settings" => {
+            "GET"
+        }
         "/admin/static/admin.css" | "/admin/static/admin.js" | "/admin/static/favicon.svg" => "GET",
         "/admin/login" | "/admin/whitelist" => "GET, POST",
         "/admin/logout"
@@ -279,6 +282,14 @@ fn plugins(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
     page(req, state, Section::Plugins, |chrome| PluginsPage {
         chrome,
         plugins: views::plugins(state),
+    })
+}
+
+#[handler]
+fn cluster(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
+    page(req, state, Section::Cluster, |chrome| ClusterPage {
+        chrome,
+        cluster: views::cluster(state),
     })
 }
 
