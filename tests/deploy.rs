@@ -11,7 +11,7 @@ use crate::process::{admin, http_exchange, Ross};
 use crate::util::free_port;
 
 /// The repository's `deploy/` folder.
-fn deploy(file: &str) -> String {
+pub(crate) fn deploy(file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
         .join(file);
@@ -19,14 +19,14 @@ fn deploy(file: &str) -> String {
 }
 
 /// nginx serving `site` (a `server` block with its upstream) on `port`, from `dir`.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
 }
 
 impl Nginx {
-    fn start(dir: &Path, site: &str, port: u16) -> Nginx {
+    pub(crate) fn start(dir: &Path, site: &str, port: u16) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -73,12 +73,12 @@ impl Nginx {
         nginx
     }
 
-    fn errors(&self) -> String {
+    pub(crate) fn errors(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 
     /// GET through nginx: status, head (lower-cased) and body.
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    pub(crate) fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
         http_exchange(
             self.port,
             "GET",

@@ -177,6 +177,8 @@ struct ProxyState {
     delay_ms: AtomicU64,
     bytes_down: AtomicU64,
     fail_next: AtomicU64,
+    /// Request lines containing this are refused with S3's `403 AccessDenied`.
+    deny: Mutex<Option<String>>,
     requests: Mutex<Vec<String>>,
 }
 
@@ -190,6 +192,7 @@ impl Proxy {
             delay_ms: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
+            deny: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
@@ -219,6 +222,12 @@ impl Proxy {
     /// Answers the next `n` requests itself with S3's `503 SlowDown`, as a throttling S3 does.
     pub fn fail_next(&self, n: u64) {
         self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Refuses every request whose request line contains `needle` with `403 AccessDenied`,
+    /// as S3 answers a missing key to a reader without `s3:ListBucket`.
+    pub fn deny_containing(&self, needle: &str) {
+        *self.state.deny.lock().unwrap() = Some(needle.to_owned());
     }
 
     /// Request lines seen so far, such as `GET /shop-images/a.jpg?x-id=GetObject HTTP/1.1`.
@@ -256,6 +265,16 @@ fn slow_down() -> String {
     )
 }
 
+/// S3's answer to a request the credentials may not make.
+fn access_denied() -> String {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>\
+                <Message>Access Denied</Message></Error>";
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 async fn relay(client: TcpStream, state: Arc<ProxyState>) {
     let Ok(upstream) = TcpStream::connect(state.upstream).await else {
         return; // the client sees its connection closed, as with a server that died
@@ -281,14 +300,21 @@ async fn relay(client: TcpStream, state: Arc<ProxyState>) {
                     .next()
                     .unwrap_or_default()
                     .to_owned();
-                up_state.requests.lock().unwrap().push(line);
+                up_state.requests.lock().unwrap().push(line.clone());
                 let shed = up_state
                     .fail_next
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
-                let sent = if shed {
+                let denied = up_state
+                    .deny
+                    .lock()
+                    .unwrap()
+                    .as_deref()
+                    .is_some_and(|needle| line.contains(needle));
+                let sent = if shed || denied {
+                    let answer = if denied { access_denied() } else { slow_down() };
                     let mut tx = up_client_tx.lock().await;
-                    tx.write_all(slow_down().as_bytes()).await
+                    tx.write_all(answer.as_bytes()).await
                 } else {
                     upstream_tx.write_all(&request).await
                 };

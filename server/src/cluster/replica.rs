@@ -375,6 +375,12 @@ impl Replica {
         for stamp in &folded {
             self.local.applied(stamp).map_err(db)?;
         }
+        // What the node now holds counts as applied: the snapshot's changes, and those read.
+        let holds = folded
+            .last()
+            .cloned()
+            .or_else(|| Stamp::try_from(state.covers.clone()).ok());
+        self.set_status(|s| s.applied = s.applied.clone().max(holds));
         let covers = newest.map(|s| s.covers).unwrap_or_default();
         if seen.as_deref().is_none_or(|s| s < covers.as_str()) {
             self.local.set_seen_through(&covers).map_err(db)?;

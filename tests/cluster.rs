@@ -1,0 +1,406 @@
+//! A cluster on loopback: ross nodes (the binary) sharing their state through the
+//! S3-compatible test server, behind `deploy/nginx-cluster.conf` with Debian's nginx.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::deploy::{deploy, Nginx};
+use crate::process::{admin, cache_files, http_get, Ross};
+use crate::s3_support::{Moto, Proxy, BUCKET};
+use crate::util::{corpus, free_port};
+
+/// The bucket of the cluster's state.
+const STATE_BUCKET: &str = "cluster-state";
+
+/// A TCP relay to one upstream that can be cut: while cut, it has closed every connection it
+/// relayed and closes new ones at once, as a store out of reach does.
+struct Cuttable {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Cuttable {
+    fn start(upstream: u16) -> Cuttable {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, s, o) = (cut.clone(), stop.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut kept = o.lock().unwrap();
+                kept.push(client.try_clone().unwrap());
+                kept.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Cuttable {
+            port,
+            cut,
+            open,
+            stop,
+        }
+    }
+
+    /// Cuts the store off (`true`) or brings it back.
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for stream in self.open.lock().unwrap().drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.set_cut(true);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Waits for `holds` (checked every 100 ms), failing with `what` after `limit`; returns how
+/// long it took.
+fn wait_for(what: &str, limit: Duration, mut holds: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !holds() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+/// The sizes `port`'s node allows.
+fn sizes(port: u16) -> Vec<String> {
+    let (status, body) = admin(port, "GET", "/whitelist", "");
+    assert_eq!(status, 200, "{body}");
+    body["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cluster(port: u16) -> serde_json::Value {
+    let (status, body) = admin(port, "GET", "/cluster", "");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Whether the node `name` is shown up (`Some(true)`), down, or not at all on `port`'s
+/// Cluster page.
+fn shown_up(port: u16, name: &str) -> Option<bool> {
+    cluster(port)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .map(|n| n["up"].as_bool().unwrap())
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    store: Cuttable,
+    _moto: Moto,
+}
+
+impl Cluster {
+    /// moto with the state's bucket, behind a relay that can be cut.
+    fn new() -> Cluster {
+        let moto = Moto::start(false);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            moto.client()
+                .create_bucket()
+                .bucket(STATE_BUCKET)
+                .send()
+                .await
+                .unwrap();
+        });
+        Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            store: Cuttable::start(moto.port),
+            _moto: moto,
+        }
+    }
+
+    fn node_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A node named `name`, its whitelist seeded with `sizes`, polling every second.
+    fn node(&self, name: &str, sizes: &str, extra: &[(&str, &str)]) -> Ross {
+        let endpoint = format!("http://127.0.0.1:{}", self.store.port);
+        let mut env = vec![
+            ("ROSS__CLUSTER__ENABLED", "true"),
+            ("ROSS__CLUSTER__BUCKET", STATE_BUCKET),
+            ("ROSS__CLUSTER__ENDPOINT", endpoint.as_str()),
+            ("ROSS__CLUSTER__REGION", "us-east-1"),
+            ("ROSS__CLUSTER__FORCE_PATH_STYLE", "true"),
+            ("ROSS__CLUSTER__POLL_INTERVAL_MS", "1000"),
+            ("ROSS__CLUSTER__HEARTBEAT_INTERVAL_MS", "1000"),
+            ("ROSS__CLUSTER__NODE_NAME", name),
+            ("ROSS__WHITELIST__ENABLED", "true"),
+            ("ROSS__WHITELIST__SIZES", sizes),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        env.extend_from_slice(extra);
+        Ross::start(&self.node_dir(name), &env)
+    }
+
+    fn cache_of(&self, name: &str) -> Vec<PathBuf> {
+        cache_files(&self.dir.path().join(name).join("cache"))
+    }
+}
+
+/// nginx with `deploy/nginx-cluster.conf`, its three nodes replaced by `ports`.
+fn balancer(dir: &Path, ports: &[u16]) -> Nginx {
+    let dir = dir.join("nginx");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let port = free_port();
+    let mut site =
+        deploy("nginx-cluster.conf").replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    for (i, node) in ports.iter().enumerate() {
+        site = site.replace(
+            &format!("10.0.0.1{}:8080", i + 1),
+            &format!("127.0.0.1:{node}"),
+        );
+    }
+    Nginx::start(&dir, &site, port)
+}
+
+/// Three nodes: a size added on one is allowed on all within 5 s, a purge on one removes the
+/// variant from every node's disk, changes made while the store is cut off for 30 s reach
+/// every node once it is back, a fourth node started later has every change, and a node
+/// killed shows as down on the others' Cluster page.
+#[test]
+fn three_nodes_share_whitelist_changes_purges_and_heartbeats_through_s3() {
+    let c = Cluster::new();
+    let mut nodes: Vec<Ross> = ["a", "b", "c"]
+        .iter()
+        .map(|n| c.node(n, "72x72", &[]))
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    wait_for("every node shown up", Duration::from_secs(15), || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| shown_up(ports[0], n) == Some(true))
+    });
+    let nginx = balancer(c.dir.path(), &ports);
+    let url = "/300/300/crop/photos/Dune.jpg";
+    assert_eq!(nginx.get(url, &[]).0, 403);
+
+    // A size added on one node.
+    let (status, body) = admin(ports[0], "PUT", "/whitelist/300x300", "");
+    assert_eq!(status, 200, "{body}");
+    let took = wait_for("300x300 allowed on every node", Duration::from_secs(5), || {
+        ports.iter().all(|&p| sizes(p).contains(&"300x300".to_owned()))
+    });
+    println!("a whitelist change reached every node in {took:?}");
+    assert_eq!(nginx.get(url, &[]).0, 200, "{}", nginx.errors());
+
+    // Rendered on every node, purged on one.
+    for &port in &ports {
+        assert_eq!(http_get(port, url, Duration::from_secs(30)).unwrap().0, 200);
+    }
+    let rendered = |name: &str| {
+        c.cache_of(name)
+            .iter()
+            .any(|p| p.ends_with("300/300/crop/photos/Dune.jpg"))
+    };
+    assert!(["a", "b", "c"].iter().all(|n| rendered(n)));
+    let (status, body) = admin(ports[2], "POST", "/purge", r#"{"key": "photos/Dune.jpg"}"#);
+    assert_eq!(status, 200, "{body}");
+    let took = wait_for("the purge on every node's disk", Duration::from_secs(5), || {
+        !["a", "b", "c"].iter().any(|n| rendered(n))
+    });
+    println!("a purge reached every node in {took:?}");
+    let applied = cluster(ports[0])["applied"].clone();
+    assert!(applied.is_string(), "{applied}");
+
+    // The store cut off for 30 s: changes made meanwhile are kept, and sent when it is back.
+    c.store.set_cut(true);
+    let (status, _) = admin(ports[1], "PUT", "/whitelist/400x400", "");
+    assert_eq!(status, 200, "a change is made while the store is out of reach");
+    assert!(sizes(ports[1]).contains(&"400x400".to_owned()));
+    assert_eq!(http_get(ports[0], url, Duration::from_secs(30)).unwrap().0, 200);
+    let (status, _) = admin(ports[0], "POST", "/purge", r#"{"size": "300x300"}"#);
+    assert_eq!(status, 200);
+    wait_for("node b says it is out of sync", Duration::from_secs(10), || {
+        let b = cluster(ports[1]);
+        b["in_sync"] == false && b["pending"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        nginx.get("/72/72/crop/photos/Dune.jpg", &[]).0,
+        200,
+        "serving goes on without the store"
+    );
+    std::thread::sleep(Duration::from_secs(30));
+    c.store.set_cut(false);
+    let took = wait_for("the changes made while cut off", Duration::from_secs(10), || {
+        ports.iter().all(|&p| sizes(p).contains(&"400x400".to_owned()))
+            && !rendered("a")
+            && cluster(ports[1])["in_sync"] == true
+    });
+    println!("changes waiting 30 s reached every node {took:?} after the store was back");
+
+    // A node started later, with other sizes in its settings, has every change.
+    let d = c.node("d", "10x10", &[]);
+    wait_for("the fourth node has the cluster's whitelist", Duration::from_secs(5), || {
+        sizes(d.port) == ["72x72", "300x300", "400x400"]
+    });
+    wait_for("the fourth node shown up", Duration::from_secs(5), || {
+        shown_up(ports[0], "d") == Some(true)
+    });
+
+    // A node killed shows as down.
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    let took = wait_for("b shown down", Duration::from_secs(10), || {
+        shown_up(ports[0], "b") == Some(false)
+    });
+    println!("a node killed was shown down after {took:?}");
+    // Every node but b agrees on the newest change.
+    let applied: Vec<serde_json::Value> = [ports[0], ports[2], d.port]
+        .iter()
+        .map(|&p| cluster(p)["applied"].clone())
+        .collect();
+    assert!(applied.windows(2).all(|w| w[0] == w[1]), "{applied:?}");
+    nodes.remove(1);
+}
+
+/// An attacker sends requests that make a node answer 502 (an S3 key longer than S3 allows,
+/// a key the store refuses to read) through the balancer, twice a second: ordinary requests
+/// are all answered, by the node their URL hashes to (each rendered once).
+#[test]
+fn no_client_can_take_a_node_out_of_the_balancer() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let moto = Moto::start(false);
+    let dune = std::fs::read(corpus().join("photos/Dune.jpg")).unwrap();
+    runtime.block_on(moto.seed(&[("shop/photos/Dune.jpg", dune)]));
+    let proxy = runtime.block_on(Proxy::start(moto.addr()));
+    proxy.deny_containing("secret-");
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = proxy.endpoint();
+    let nodes: Vec<Ross> = (0..3)
+        .map(|i| {
+            let node = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node).unwrap();
+            Ross::start(
+                &node,
+                &[
+                    ("ROSS__SOURCE__KIND", "s3"),
+                    ("ROSS__SOURCE__BUCKET", BUCKET),
+                    ("ROSS__SOURCE__PREFIX", "shop"),
+                    ("ROSS__SOURCE__ENDPOINT", endpoint.as_str()),
+                    ("ROSS__SOURCE__REGION", "us-east-1"),
+                    ("ROSS__SOURCE__FORCE_PATH_STYLE", "true"),
+                    ("ROSS__SOURCE__RETRIES", "0"),
+                    ("AWS_ACCESS_KEY_ID", "testing"),
+                    ("AWS_SECRET_ACCESS_KEY", "testing"),
+                    ("AWS_EC2_METADATA_DISABLED", "true"),
+                ],
+            )
+        })
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let nginx = Arc::new(balancer(dir.path(), &ports));
+
+    // The two answers the attacker can provoke, as ross gives them.
+    let long = format!("/100/100/crop/{}.jpg", "k".repeat(1020));
+    let (status, _, body) = nginx.get(&long, &[]);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        !proxy.requests().iter().any(|r| r.contains("kkkk")),
+        "a key S3 cannot take was sent to it"
+    );
+    let (status, _, body) = nginx.get("/100/100/crop/secret-0.jpg", &[]);
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+
+    let attacking = Arc::new(AtomicBool::new(true));
+    let attacker = {
+        let (nginx, attacking, long) = (nginx.clone(), attacking.clone(), long.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while attacking.load(Ordering::SeqCst) {
+                i += 1;
+                let path = if i % 2 == 0 {
+                    long.clone()
+                } else {
+                    format!("/100/100/crop/secret-{i}.jpg")
+                };
+                nginx.get(&path, &[]);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let urls: Vec<String> = (0..30)
+        .map(|i| format!("/{}/{}/crop/photos/Dune.jpg", 100 + i, 90 + i))
+        .collect();
+    let started = Instant::now();
+    let mut answered = 0;
+    let mut failed = Vec::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        for url in &urls {
+            let (status, head, _) = nginx.get(url, &[]);
+            answered += 1;
+            if status != 200 {
+                failed.push(format!("{url}: {}", head.lines().next().unwrap_or_default()));
+            }
+        }
+    }
+    attacking.store(false, Ordering::SeqCst);
+    attacker.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {answered} ordinary requests failed under attack: {:?}\n{}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        nginx.errors()
+    );
+    let renders: u64 = ports
+        .iter()
+        .map(|&p| admin(p, "GET", "/stats", "").1["renders"].as_u64().unwrap())
+        .sum();
+    assert_eq!(renders, 30, "a URL moved to another node and was rendered again");
+    assert!(
+        !nginx.errors().contains("no live upstreams"),
+        "{}",
+        nginx.errors()
+    );
+    let _ = std::io::stdout().flush();
+    drop(nodes);
+}
