@@ -125,7 +125,86 @@ async fn whitelist_edits_apply_at_once_and_removing_a_size_purges_it() {
     let r = server.admin("GET", "/whitelist", "").await;
     assert_eq!(
         r.json(),
-        serde_json::json!({"enabled": false, "sizes": ["72x72"]})
+        serde_json::json!({"enabled": false, "sizes": ["72x72"], "source": "admin", "shared": false})
+    );
+}
+
+/// Sizes added and removed in bulk (`PATCH /whitelist`): all checked before any changes, the
+/// removed ones purged.
+#[tokio::test]
+async fn sizes_are_added_and_removed_in_bulk() {
+    let server = TestServer::builder().whitelist("72x72").start().await;
+    let url = "/72/72/crop/photos/Dune.jpg";
+    assert_eq!(server.get(url).await.status, 200);
+    let r = server
+        .admin(
+            "PATCH",
+            "/whitelist",
+            r#"{"add": ["300x300", "10x10", "300x300"]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["sizes"],
+        serde_json::json!(["10x10", "72x72", "300x300"])
+    );
+    let r = server
+        .admin(
+            "PATCH",
+            "/whitelist",
+            r#"{"add": ["20x20"], "remove": ["72x72", "0x1"]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "one bad size refuses the whole edit");
+    assert!(r.text().contains("0x1"), "{}", r.text());
+    let r = server
+        .admin(
+            "PATCH",
+            "/whitelist",
+            r#"{"add": ["20x20"], "remove": ["72x72", "10x10"]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["sizes"], serde_json::json!(["20x20", "300x300"]));
+    assert_eq!(r.json()["purged"]["entries"], 1);
+    assert_eq!(server.get(url).await.status, 403);
+    let r = server.admin("PATCH", "/whitelist", r#"{}"#).await;
+    assert_eq!(r.status, 400);
+}
+
+/// With `whitelist.source = "config"` the settings are the whitelist: every edit is a 409,
+/// and a restart applies the file over what the data folder held.
+#[tokio::test]
+async fn a_whitelist_from_the_settings_file_cannot_be_edited_and_is_applied_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let server = TestServer::builder()
+            .whitelist("72x72")
+            .start_at(dir.path())
+            .await;
+        server.admin("PUT", "/whitelist/300x300", "").await;
+    }
+    let server = TestServer::builder()
+        .whitelist("72x72,200x250")
+        .set("ROSS__WHITELIST__SOURCE", "config")
+        .start_at(dir.path())
+        .await;
+    let r = server.admin("GET", "/whitelist", "").await;
+    assert_eq!(r.json()["sizes"], serde_json::json!(["72x72", "200x250"]));
+    assert_eq!(r.json()["source"], "config");
+    for (method, path, body) in [
+        ("PUT", "/whitelist/400x400", ""),
+        ("DELETE", "/whitelist/72x72", ""),
+        ("PUT", "/whitelist", r#"{"enabled": false}"#),
+        ("PATCH", "/whitelist", r#"{"add": ["1x1"]}"#),
+    ] {
+        let r = server.admin(method, path, body).await;
+        assert_eq!(r.status, 409, "{method} {path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "whitelist-from-config");
+    }
+    assert_eq!(
+        server.get("/300/300/crop/photos/Dune.jpg").await.status,
+        403
     );
 }
 
@@ -268,7 +347,12 @@ async fn whitelist_and_cache_survive_a_restart() {
     let wl = again.admin("GET", "/whitelist", "").await.json();
     assert_eq!(
         wl,
-        serde_json::json!({"enabled": false, "sizes": ["72x72", "300x300"]})
+        serde_json::json!({
+            "enabled": false,
+            "sizes": ["72x72", "300x300"],
+            "source": "admin",
+            "shared": false
+        })
     );
     let hit = again.get("/120/90/crop/photos/Wood.jpg").await;
     assert_eq!(hit.header("x-cache"), "HIT");
@@ -364,6 +448,7 @@ async fn the_api_responses_keep_their_keys() {
     let whitelist = tree(server.admin("GET", "/whitelist", "").await);
     let removed = tree(server.admin("DELETE", "/whitelist/72x72", "").await);
     let purge = tree(server.admin("POST", "/purge", "{\"all\": true}").await);
+    let cluster = tree(server.admin("GET", "/cluster", "").await);
     let stats_keys = "\
 cache
 cache.bytes
@@ -451,13 +536,29 @@ workers.started
 workers.timeouts";
     let whitelist_keys = "\
 enabled
-sizes";
+shared
+sizes
+source";
     let removed_keys = "\
 enabled
 purged
 purged.bytes
 purged.entries
-sizes";
+shared
+sizes
+source";
+    let cluster_keys = "\
+applied
+enabled
+in_sync
+last_error
+last_ok_seconds_ago
+node
+nodes
+pending
+received
+sent
+store";
     let purge_keys = "\
 bytes
 entries";
@@ -466,6 +567,7 @@ entries";
     assert_eq!(whitelist, whitelist_keys, "GET /whitelist");
     assert_eq!(removed, removed_keys, "DELETE /whitelist/72x72");
     assert_eq!(purge, purge_keys, "POST /purge");
+    assert_eq!(cluster, cluster_keys, "GET /cluster");
 }
 
 /// `/metrics` is a public interface too: every family's name and kind is pinned here (a

@@ -94,6 +94,7 @@ async fn pages_need_a_session_and_carry_the_security_headers() {
         "/admin/whitelist",
         "/admin/cache",
         "/admin/plugins",
+        "/admin/cluster",
         "/admin/settings",
     ];
     for page in pages {
@@ -383,4 +384,66 @@ async fn settings_show_units_and_where_each_value_came_from() {
         "{cache}"
     );
     assert!(row("server.header_timeout_ms").contains("10 s"));
+}
+
+/// Several sizes at once in the page's forms, the removal confirmed first; a whitelist kept
+/// in the settings file is shown without forms; a node alone says so on the Cluster page.
+#[tokio::test]
+async fn sizes_in_bulk_a_read_only_whitelist_and_the_cluster_page() {
+    let server = TestServer::builder().whitelist("72x72").start().await;
+    let (cookie, csrf) = log_in(&server).await;
+    let added = post(
+        &server,
+        "/admin/whitelist",
+        &cookie,
+        &format!("csrf={csrf}&size=10x10%2C+20x20"),
+    )
+    .await;
+    assert_eq!(added.status, 303);
+    let allowed = |s: &str| server.state.whitelist.allows(s.parse().unwrap());
+    assert!(allowed("10x10") && allowed("20x20"));
+    let asked = post(
+        &server,
+        "/admin/whitelist/remove",
+        &cookie,
+        &format!("csrf={csrf}&size=10x10+20x20"),
+    )
+    .await;
+    assert_eq!(asked.status, 200);
+    assert!(
+        asked.text().contains("Remove 10x10, 20x20?"),
+        "{}",
+        asked.text()
+    );
+    assert!(allowed("10x10"), "asking removed a size");
+    let size = hidden(&asked.text(), "size");
+    let done = post(
+        &server,
+        "/admin/whitelist/remove",
+        &cookie,
+        &format!(
+            "csrf={csrf}&size={}&confirm=yes",
+            size.replace(", ", "%2C+")
+        ),
+    )
+    .await;
+    assert_eq!(done.status, 303);
+    assert!(!allowed("10x10") && !allowed("20x20") && allowed("72x72"));
+    let alone = get(&server, "/admin/cluster", &cookie).await.text();
+    assert!(alone.contains("Not in a cluster"), "{alone}");
+
+    let fixed = TestServer::builder()
+        .whitelist("72x72")
+        .set("ROSS__WHITELIST__SOURCE", "config")
+        .start()
+        .await;
+    let (cookie, _) = log_in(&fixed).await;
+    let page = get(&fixed, "/admin/whitelist", &cookie).await.text();
+    assert!(page.contains("Kept in the settings file"), "{page}");
+    assert!(page.contains("72x72"), "{page}");
+    assert!(
+        !page.contains("action=\"/admin/whitelist/remove\""),
+        "{page}"
+    );
+    assert!(!page.contains("action=\"/admin/whitelist\""), "{page}");
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::deploy::{deploy, Nginx};
-use crate::process::{admin, cache_files, http_get, Ross};
+use crate::process::{admin, cache_files, http_exchange, http_get, Ross, ADMIN_TOKEN};
 use crate::s3_support::{Moto, Proxy, BUCKET};
 use crate::util::{corpus, free_port};
 
@@ -127,6 +127,45 @@ fn shown_up(port: u16, name: &str) -> Option<bool> {
         .map(|n| n["up"].as_bool().unwrap())
 }
 
+/// The Cluster admin page of `port`'s node, logged in with the test token.
+fn cluster_page(port: u16) -> String {
+    let exchange = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        http_exchange(port, method, path, headers, body, Duration::from_secs(10)).unwrap()
+    };
+    let cookie = |head: &str, name: &str| -> String {
+        head.lines()
+            .filter_map(|l| l.strip_prefix("set-cookie:"))
+            .find_map(|v| {
+                v.trim()
+                    .split(';')
+                    .next()?
+                    .strip_prefix(&format!("{name}="))
+            })
+            .map(|v| format!("{name}={v}"))
+            .unwrap_or_else(|| panic!("no {name} cookie: {head}"))
+    };
+    let (_, head, body) = exchange("GET", "/admin/login", &[], b"");
+    let html = String::from_utf8_lossy(&body);
+    let marker = "name=\"csrf\" value=\"";
+    let at = html.find(marker).unwrap() + marker.len();
+    let csrf = html[at..].split('"').next().unwrap().to_owned();
+    let form = format!("csrf={csrf}&token={ADMIN_TOKEN}");
+    let (status, head, _) = exchange(
+        "POST",
+        "/admin/login",
+        &[
+            ("Cookie", &cookie(&head, "ross_login")),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        form.as_bytes(),
+    );
+    assert_eq!(status, 303, "{head}");
+    let session = cookie(&head, "ross_session");
+    let (status, _, body) = exchange("GET", "/admin/cluster", &[("Cookie", &session)], b"");
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 struct Cluster {
     dir: tempfile::TempDir,
     store: Cuttable,
@@ -226,9 +265,15 @@ fn three_nodes_share_whitelist_changes_purges_and_heartbeats_through_s3() {
     // A size added on one node.
     let (status, body) = admin(ports[0], "PUT", "/whitelist/300x300", "");
     assert_eq!(status, 200, "{body}");
-    let took = wait_for("300x300 allowed on every node", Duration::from_secs(5), || {
-        ports.iter().all(|&p| sizes(p).contains(&"300x300".to_owned()))
-    });
+    let took = wait_for(
+        "300x300 allowed on every node",
+        Duration::from_secs(5),
+        || {
+            ports
+                .iter()
+                .all(|&p| sizes(p).contains(&"300x300".to_owned()))
+        },
+    );
     println!("a whitelist change reached every node in {took:?}");
     assert_eq!(nginx.get(url, &[]).0, 200, "{}", nginx.errors());
 
@@ -244,9 +289,11 @@ fn three_nodes_share_whitelist_changes_purges_and_heartbeats_through_s3() {
     assert!(["a", "b", "c"].iter().all(|n| rendered(n)));
     let (status, body) = admin(ports[2], "POST", "/purge", r#"{"key": "photos/Dune.jpg"}"#);
     assert_eq!(status, 200, "{body}");
-    let took = wait_for("the purge on every node's disk", Duration::from_secs(5), || {
-        !["a", "b", "c"].iter().any(|n| rendered(n))
-    });
+    let took = wait_for(
+        "the purge on every node's disk",
+        Duration::from_secs(5),
+        || !["a", "b", "c"].iter().any(|n| rendered(n)),
+    );
     println!("a purge reached every node in {took:?}");
     let applied = cluster(ports[0])["applied"].clone();
     assert!(applied.is_string(), "{applied}");
@@ -254,15 +301,25 @@ fn three_nodes_share_whitelist_changes_purges_and_heartbeats_through_s3() {
     // The store cut off for 30 s: changes made meanwhile are kept, and sent when it is back.
     c.store.set_cut(true);
     let (status, _) = admin(ports[1], "PUT", "/whitelist/400x400", "");
-    assert_eq!(status, 200, "a change is made while the store is out of reach");
+    assert_eq!(
+        status, 200,
+        "a change is made while the store is out of reach"
+    );
     assert!(sizes(ports[1]).contains(&"400x400".to_owned()));
-    assert_eq!(http_get(ports[0], url, Duration::from_secs(30)).unwrap().0, 200);
+    assert_eq!(
+        http_get(ports[0], url, Duration::from_secs(30)).unwrap().0,
+        200
+    );
     let (status, _) = admin(ports[0], "POST", "/purge", r#"{"size": "300x300"}"#);
     assert_eq!(status, 200);
-    wait_for("node b says it is out of sync", Duration::from_secs(10), || {
-        let b = cluster(ports[1]);
-        b["in_sync"] == false && b["pending"].as_u64() >= Some(1)
-    });
+    wait_for(
+        "node b says it is out of sync",
+        Duration::from_secs(10),
+        || {
+            let b = cluster(ports[1]);
+            b["in_sync"] == false && b["pending"].as_u64() >= Some(1)
+        },
+    );
     assert_eq!(
         nginx.get("/72/72/crop/photos/Dune.jpg", &[]).0,
         200,
@@ -270,18 +327,26 @@ fn three_nodes_share_whitelist_changes_purges_and_heartbeats_through_s3() {
     );
     std::thread::sleep(Duration::from_secs(30));
     c.store.set_cut(false);
-    let took = wait_for("the changes made while cut off", Duration::from_secs(10), || {
-        ports.iter().all(|&p| sizes(p).contains(&"400x400".to_owned()))
-            && !rendered("a")
-            && cluster(ports[1])["in_sync"] == true
-    });
+    let took = wait_for(
+        "the changes made while cut off",
+        Duration::from_secs(10),
+        || {
+            ports
+                .iter()
+                .all(|&p| sizes(p).contains(&"400x400".to_owned()))
+                && !rendered("a")
+                && cluster(ports[1])["in_sync"] == true
+        },
+    );
     println!("changes waiting 30 s reached every node {took:?} after the store was back");
 
     // A node started later, with other sizes in its settings, has every change.
     let d = c.node("d", "10x10", &[]);
-    wait_for("the fourth node has the cluster's whitelist", Duration::from_secs(5), || {
-        sizes(d.port) == ["72x72", "300x300", "400x400"]
-    });
+    wait_for(
+        "the fourth node has the cluster's whitelist",
+        Duration::from_secs(5),
+        || sizes(d.port) == ["72x72", "300x300", "400x400"],
+    );
     wait_for("the fourth node shown up", Duration::from_secs(5), || {
         shown_up(ports[0], "d") == Some(true)
     });
@@ -293,6 +358,44 @@ fn three_nodes_share_whitelist_changes_purges_and_heartbeats_through_s3() {
         shown_up(ports[0], "b") == Some(false)
     });
     println!("a node killed was shown down after {took:?}");
+    let page = cluster_page(ports[0]);
+    let row = page
+        .split("<tr")
+        .find(|row| row.contains("<strong>b</strong>"))
+        .unwrap_or_else(|| panic!("no row for b: {page}"));
+    assert!(row.contains(">down<"), "{row}");
+    // What the API says of a node, pinned as the other answers are (tests/admin_api.rs).
+    let node = &cluster(ports[0])["nodes"][0];
+    let mut keys: Vec<&String> = node.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "address",
+            "applied",
+            "cache_bytes",
+            "cache_entries",
+            "heartbeat_seconds_ago",
+            "hit_ratio",
+            "hits",
+            "id",
+            "in_sync",
+            "memory_bytes",
+            "misses",
+            "modes",
+            "name",
+            "p99_ms",
+            "pending",
+            "renders",
+            "requests",
+            "requests_per_second",
+            "this",
+            "up",
+            "uptime_seconds",
+            "version",
+            "warnings"
+        ]
+    );
     // Every node but b agrees on the newest change.
     let applied: Vec<serde_json::Value> = [ports[0], ports[2], d.port]
         .iter()
@@ -378,7 +481,10 @@ fn no_client_can_take_a_node_out_of_the_balancer() {
             let (status, head, _) = nginx.get(url, &[]);
             answered += 1;
             if status != 200 {
-                failed.push(format!("{url}: {}", head.lines().next().unwrap_or_default()));
+                failed.push(format!(
+                    "{url}: {}",
+                    head.lines().next().unwrap_or_default()
+                ));
             }
         }
     }
@@ -395,7 +501,10 @@ fn no_client_can_take_a_node_out_of_the_balancer() {
         .iter()
         .map(|&p| admin(p, "GET", "/stats", "").1["renders"].as_u64().unwrap())
         .sum();
-    assert_eq!(renders, 30, "a URL moved to another node and was rendered again");
+    assert_eq!(
+        renders, 30,
+        "a URL moved to another node and was rendered again"
+    );
     assert!(
         !nginx.errors().contains("no live upstreams"),
         "{}",

@@ -17,12 +17,12 @@ mod bad_inputs;
 mod binary;
 /// The disk cache: hits without the source, headers, conditional requests, crash safety.
 mod cache;
-/// Several nodes behind `deploy/nginx-cluster.conf` sharing whitelist changes, purges and
-/// heartbeats through the S3-compatible test server; a balancer no client can empty.
-mod cluster;
 /// The cache index: eviction within the bound, purges, kills mid-render and mid-purge, the
 /// data_dir lock and refused cache folders.
 mod cache_index;
+/// Several nodes behind `deploy/nginx-cluster.conf` sharing whitelist changes, purges and
+/// heartbeats through the S3-compatible test server; a balancer no client can empty.
+mod cluster;
 /// Every corpus image in every mode and several sizes, including enlargement and extremes.
 mod corpus_matrix;
 mod deploy;

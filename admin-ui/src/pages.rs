@@ -3,8 +3,8 @@
 
 use askama::Template;
 
-use crate::views::{ClusterText, ClusterView, NodeText};
 use crate::views::{CacheText, ModeText, RefusedText, StageText, StatsText, WorkersText};
+use crate::views::{ClusterText, ClusterView, NodeText};
 use crate::views::{PluginsView, SettingsView, StatsView, WhitelistView};
 
 /// The sections of the admin pages, in the navigation's order.

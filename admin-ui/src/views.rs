@@ -6,9 +6,10 @@
 use crate::format;
 
 pub use admin_api::{
-    Cache as CacheView, Cluster as ClusterView, ClusterNode as NodeView, Mode as ModeView, PluginCounters, Plugins as PluginsView,
-    Quarantine as QuarantineView, RecentError as ErrorView, Refused as RefusedView,
-    Stage as StageView, Stats as StatsView, TimelinePoint, Workers as WorkersView,
+    Cache as CacheView, Cluster as ClusterView, ClusterNode as NodeView, Mode as ModeView,
+    PluginCounters, Plugins as PluginsView, Quarantine as QuarantineView, RecentError as ErrorView,
+    Refused as RefusedView, Stage as StageView, Stats as StatsView, TimelinePoint,
+    Workers as WorkersView,
 };
 
 fn ms_or_dash(value: Option<f64>) -> String {
@@ -279,11 +280,18 @@ impl NodeText for NodeView {
     }
 
     fn cache_text(&self) -> String {
-        format!("{} in {} entries", format::bytes(self.cache_bytes), self.cache_entries)
+        format!(
+            "{} in {} entries",
+            format::bytes(self.cache_bytes),
+            self.cache_entries
+        )
     }
 
     fn heartbeat_text(&self) -> String {
-        format!("{} ago", format::duration(self.heartbeat_seconds_ago as u64))
+        format!(
+            "{} ago",
+            format::duration(self.heartbeat_seconds_ago as u64)
+        )
     }
 
     fn modes_text(&self) -> String {
@@ -303,7 +311,9 @@ pub trait ClusterText {
 
 impl ClusterText for ClusterView {
     fn last_ok_text(&self) -> String {
-        self.last_ok_seconds_ago
-            .map_or_else(|| "never".into(), |s| format!("{} ago", format::duration(s as u64)))
+        self.last_ok_seconds_ago.map_or_else(
+            || "never".into(),
+            |s| format!("{} ago", format::duration(s as u64)),
+        )
     }
 }

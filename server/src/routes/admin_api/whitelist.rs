@@ -32,7 +32,11 @@ pub(super) async fn switch(Data(state): Data<&Arc<AppState>>, body: Body) -> Res
         async {
             let Switch { enabled } = json_body(state, body).await?;
             ops::set_whitelist_enabled(state, enabled).await?;
-            Ok(json(&super::whitelist(state, &state.whitelist.snapshot(), None)))
+            Ok(json(&super::whitelist(
+                state,
+                &state.whitelist.snapshot(),
+                None,
+            )))
         }
         .await,
     )
@@ -88,7 +92,11 @@ pub(super) async fn add(Data(state): Data<&Arc<AppState>>, Path(text): Path<Stri
     answer(
         async {
             ops::allow_size(state, &text).await?;
-            Ok(json(&super::whitelist(state, &state.whitelist.snapshot(), None)))
+            Ok(json(&super::whitelist(
+                state,
+                &state.whitelist.snapshot(),
+                None,
+            )))
         }
         .await,
     )

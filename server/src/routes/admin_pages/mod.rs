@@ -13,8 +13,8 @@ mod login;
 use std::sync::Arc;
 
 use admin_ui::pages::{
-    CachePage, Chrome, ClusterPage, DashboardPage, PluginsPage, PurgeForm, RefusedPage, Section, SettingsPage,
-    WhitelistPage,
+    CachePage, Chrome, ClusterPage, DashboardPage, PluginsPage, PurgeForm, RefusedPage, Section,
+    SettingsPage, WhitelistPage,
 };
 use admin_ui::Template;
 use poem::http::{header, HeaderValue, StatusCode};
