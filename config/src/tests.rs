@@ -201,10 +201,20 @@ fn example_file_documents_every_key_with_its_default() {
         env(&[("ROSS__SOURCE__KIND", "s3"), ("ROSS__SOURCE__BUCKET", "b")]),
     )
     .unwrap();
+    let cluster = Settings::from_parts(
+        None,
+        None,
+        env(&[
+            ("ROSS__CLUSTER__ENABLED", "true"),
+            ("ROSS__CLUSTER__BUCKET", "b"),
+        ]),
+    )
+    .unwrap();
     for (key, _) in Settings::default()
         .effective()
         .into_iter()
         .chain(s3.effective())
+        .chain(cluster.effective())
     {
         let name = key.rsplit('.').next().unwrap();
         assert!(
@@ -217,6 +227,54 @@ fn example_file_documents_every_key_with_its_default() {
             env_name(&key)
         );
     }
+}
+
+#[test]
+fn a_cluster_takes_the_s3_source_s_connection_unless_told_otherwise() {
+    let s3 = [
+        ("ROSS__SOURCE__KIND", "s3"),
+        ("ROSS__SOURCE__BUCKET", "photos"),
+        ("ROSS__SOURCE__ENDPOINT", "http://127.0.0.1:9000"),
+        ("ROSS__SOURCE__FORCE_PATH_STYLE", "true"),
+        ("ROSS__SOURCE__PREFIX", "originals"),
+        ("ROSS__CLUSTER__ENABLED", "true"),
+    ];
+    let s = load(None, &s3).unwrap();
+    let c = s.cluster.unwrap();
+    assert_eq!(c.store.bucket, "photos");
+    assert_eq!(c.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(c.store.force_path_style);
+    assert_eq!(c.store.prefix, "ross-cluster/", "the cluster's own folder, not the source's");
+    assert_eq!(c.poll_interval, Duration::from_secs(2));
+    assert_eq!(c.advertise, "127.0.0.1:8080");
+    let mut own = s3.to_vec();
+    own.extend([
+        ("ROSS__CLUSTER__BUCKET", "state"),
+        ("ROSS__CLUSTER__PREFIX", "/shop/cluster/"),
+        ("ROSS__CLUSTER__ENDPOINT", "https://s3.example.com"),
+    ]);
+    let c = load(None, &own).unwrap().cluster.unwrap();
+    assert_eq!(
+        (c.store.bucket.as_str(), c.store.prefix.as_str()),
+        ("state", "shop/cluster/")
+    );
+    assert_eq!(c.store.endpoint.as_deref(), Some("https://s3.example.com"));
+    // Off by default; a local source needs a bucket named; the prefix cannot be the root.
+    assert!(load(None, &[]).unwrap().cluster.is_none());
+    let err = load(None, &[("ROSS__CLUSTER__ENABLED", "true")]).unwrap_err();
+    assert!(err.to_string().contains("cluster.bucket"), "{err}");
+    let err = load(
+        None,
+        &[
+            ("ROSS__CLUSTER__ENABLED", "true"),
+            ("ROSS__CLUSTER__BUCKET", "b"),
+            ("ROSS__CLUSTER__PREFIX", "/"),
+        ],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cluster.prefix"), "{err}");
+    let err = load(None, &[("ROSS__WHITELIST__SOURCE", "file")]).unwrap_err();
+    assert!(err.to_string().contains("whitelist.source"), "{err}");
 }
 
 #[test]
