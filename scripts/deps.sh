@@ -61,7 +61,8 @@ browser_deps() {
 
 # Debian's nginx, for the deploy tests (started by the tests themselves with a temporary
 # prefix; the package's own service is not needed), systemd-analyze (package systemd) to
-# verify the unit, and wrk for the load benchmark.
+# verify the unit, wrk for the load benchmark, and Prometheus (its server and promtool) to
+# check deploy/prometheus.yml and its recording rules against a running cluster.
 deploy_deps() {
-  apt_install nginx systemd wrk
+  apt_install nginx systemd wrk prometheus
 }

@@ -513,3 +513,163 @@ fn no_client_can_take_a_node_out_of_the_balancer() {
     let _ = std::io::stdout().flush();
     drop(nodes);
 }
+
+/// Debian's prometheus, killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Prometheus {
+    /// Starts it with `deploy/prometheus.yml` and `deploy/ross-rules.yml`, scraping `targets`
+    /// every second.
+    fn start(dir: &Path, targets: &[u16]) -> Prometheus {
+        let deploy_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        for file in ["prometheus.yml", "ross-rules.yml"] {
+            let checked = std::process::Command::new("promtool")
+                .args([
+                    "check",
+                    if file == "prometheus.yml" {
+                        "config"
+                    } else {
+                        "rules"
+                    },
+                ])
+                .arg(deploy_dir.join(file))
+                .output()
+                .expect("promtool is not installed: scripts/test installs Debian's prometheus");
+            assert!(
+                checked.status.success(),
+                "promtool refuses deploy/{file}: {}",
+                String::from_utf8_lossy(&checked.stdout)
+            );
+        }
+        std::fs::copy(
+            deploy_dir.join("ross-rules.yml"),
+            dir.join("ross-rules.yml"),
+        )
+        .unwrap();
+        let mut config = deploy("prometheus.yml")
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
+        for (i, port) in targets.iter().enumerate() {
+            config = config.replace(
+                &format!("10.0.0.1{}:8080", i + 1),
+                &format!("127.0.0.1:{port}"),
+            );
+        }
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus is not installed: scripts/test installs Debian's prometheus");
+        let prometheus = Prometheus { child, port };
+        wait_for("prometheus answers", Duration::from_secs(30), || {
+            http_get(port, "/-/ready", Duration::from_secs(1)).is_ok_and(|r| r.0 == 200)
+        });
+        prometheus
+    }
+
+    /// The answer to an instant query: `status` and `data.result`.
+    fn query(&self, promql: &str) -> serde_json::Value {
+        let q = percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC);
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={q}"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "{promql}: {json}");
+        json
+    }
+
+    /// The single value `promql` gives, once it gives one.
+    fn value(&self, promql: &str) -> f64 {
+        let mut value = f64::NAN;
+        wait_for(
+            &format!("a value for {promql}"),
+            Duration::from_secs(30),
+            || {
+                let result = &self.query(promql)["data"]["result"];
+                value = result[0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                value.is_finite()
+            },
+        );
+        value
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `deploy/prometheus.yml` and its recording rules with Debian's prometheus against three
+/// nodes: the cluster's hit ratio is the ratio of the summed counters (not the mean of the
+/// nodes'), the p99 comes from the summed histograms, and every panel of the Grafana dashboard
+/// is a query Prometheus takes.
+#[test]
+fn prometheus_adds_the_nodes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Ross> = (0..3)
+        .map(|i| {
+            let node = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node).unwrap();
+            Ross::start(&node, &[])
+        })
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let prometheus = Prometheus::start(dir.path(), &ports);
+    wait_for("every node scraped", Duration::from_secs(30), || {
+        prometheus.value("count(up{job=\"ross\"} == 1)") == 3.0
+    });
+    // Node 0: one miss, nine hits. Node 1: four misses. Node 2: nothing. The nodes' ratios
+    // with traffic average 0.45; the cluster's is 9/14.
+    let get = |port: u16, url: &str| {
+        assert_eq!(http_get(port, url, Duration::from_secs(30)).unwrap().0, 200);
+    };
+    for _ in 0..10 {
+        get(ports[0], "/100/100/crop/photos/Dune.jpg");
+    }
+    for i in 0..4 {
+        get(ports[1], &format!("/{}/100/crop/photos/Dune.jpg", 101 + i));
+    }
+    let expected = 9.0 / 14.0;
+    let mut ratio = 0.0;
+    wait_for("the cluster's hit ratio", Duration::from_secs(30), || {
+        ratio = prometheus.value("ross:hit_ratio:rate5m");
+        (ratio - expected).abs() < 0.05
+    });
+    println!("cluster hit ratio {ratio:.3} (expected {expected:.3})");
+    let p99 = prometheus.value("ross:request_ms:p99_5m");
+    assert!(p99 > 0.0, "{p99}");
+    let per_node = prometheus.query("instance:ross_requests:rate1m");
+    assert_eq!(per_node["data"]["result"].as_array().unwrap().len(), 3);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy("grafana-dashboard.json")).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let answer = prometheus.query(expr);
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        }
+    }
+    drop(nodes);
+}

@@ -244,7 +244,10 @@ fn a_cluster_takes_the_s3_source_s_connection_unless_told_otherwise() {
     assert_eq!(c.store.bucket, "photos");
     assert_eq!(c.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
     assert!(c.store.force_path_style);
-    assert_eq!(c.store.prefix, "ross-cluster/", "the cluster's own folder, not the source's");
+    assert_eq!(
+        c.store.prefix, "ross-cluster/",
+        "the cluster's own folder, not the source's"
+    );
     assert_eq!(c.poll_interval, Duration::from_secs(2));
     assert_eq!(c.advertise, "127.0.0.1:8080");
     let mut own = s3.to_vec();
