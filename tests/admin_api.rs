@@ -608,6 +608,9 @@ ross_cache_evicted_bytes_total counter
 ross_cache_no_space_total counter
 ross_cache_mode_purges_total counter
 ross_log_refusals_dropped_total counter
+ross_nginx_hits_total counter
+ross_hit_log_dropped_total counter
+ross_hit_log_unreadable_total counter
 ross_decode_warnings_total counter
 ross_renders_in_flight gauge
 ross_renders_waiting gauge

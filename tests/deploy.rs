@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{admin, http_exchange, Ross};
+use crate::process::{admin, http_exchange, http_get, Ross};
 use crate::util::free_port;
 
 /// The repository's `deploy/` folder.
@@ -105,6 +105,27 @@ impl Drop for Nginx {
     }
 }
 
+/// A free UDP port on loopback (for ross's hit log).
+pub(crate) fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `site` (deploy/nginx.conf) for a test: the cache folder, ross's address, the access log
+/// under `dir`, and the hit log sent to `hit_log`.
+pub(crate) fn site_for(site: &str, dir: &Path, cache: &Path, ross: u16, hit_log: &str) -> String {
+    site.replace("/var/cache/ross", cache.to_str().unwrap())
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{ross}"))
+        .replace(
+            "/var/log/nginx/access.log",
+            dir.join("nginx/access.log").to_str().unwrap(),
+        )
+        .replace("127.0.0.1:8079", hit_log)
+}
+
 /// A header's value in a lower-cased head.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
@@ -125,19 +146,25 @@ fn error_code(body: &[u8]) -> String {
 fn nginx_serves_hits_from_the_cache_and_passes_the_rest_to_ross() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("nginx/tmp")).unwrap();
+    let hit_log = format!("127.0.0.1:{}", free_udp_port());
     let mut ross = Ross::start(
         dir.path(),
         &[
             ("ROSS__WHITELIST__ENABLED", "true"),
             ("ROSS__WHITELIST__SIZES", "300x200,100x100"),
+            ("ROSS__HIT_LOG__LISTEN", &hit_log),
         ],
     );
     let port = free_port();
     let cache = dir.path().join("cache");
-    let site = deploy("nginx.conf")
-        .replace("/var/cache/ross", cache.to_str().unwrap())
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ross.port))
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let site = site_for(
+        &deploy("nginx.conf"),
+        dir.path(),
+        &cache,
+        ross.port,
+        &hit_log,
+    )
+    .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
     let nginx = Nginx::start(&dir.path().join("nginx"), &site, port);
 
     // A miss: rendered by ross (its request id on the answer).
@@ -184,6 +211,26 @@ fn nginx_serves_hits_from_the_cache_and_passes_the_rest_to_ross() {
     let etag = header(&hit, "etag").unwrap().to_owned();
     let (status, _, _) = nginx.get("/300/200/crop/photos/Dune.jpg", &[("If-None-Match", &etag)]);
     assert_eq!(status, 304);
+    // nginx's two hits (the 304 is one) reach ross over the hit log, with ross's own.
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = http_get(ross.port, "/metrics", Duration::from_secs(5)).unwrap();
+        let metrics = String::from_utf8(metrics).unwrap();
+        if metrics.contains("ross_nginx_hits_total 2\n") {
+            assert!(metrics.contains("ross_hits_total 3\n"), "{metrics}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "nginx's hits not counted by ross: {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("hit"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A .png key's render is a JPEG, from ross and then from nginx.
     assert_eq!(nginx.get("/100/100/resize/png/ccwn2c08.png", &[]).0, 200);
     // Errors pass through with their JSON bodies.
@@ -250,9 +297,9 @@ fn nginx_serves_the_hit_of_the_format_ross_would_choose() {
         .replace(
             "map \"\" $ross_vary {\n    default \"\";",
             "map \"\" $ross_vary {\n    default \"Accept\";",
-        )
-        .replace("/var/cache/ross", cache.to_str().unwrap())
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ross.port))
+        );
+    let hit_log = format!("127.0.0.1:{}", free_udp_port());
+    let site = site_for(&site, dir.path(), &cache, ross.port, &hit_log)
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
     assert!(site.contains("default \"Accept\";") && !site.contains("# \"~*image/"));
     let nginx = Nginx::start(&dir.path().join("nginx"), &site, port);

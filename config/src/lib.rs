@@ -65,6 +65,8 @@ pub struct Settings {
     pub sentry: Option<SentrySettings>,
     /// The state shared with the other nodes of a cluster, if this node is in one.
     pub cluster: Option<ClusterSettings>,
+    /// Where nginx in front reports the hits it serves itself (`hit_log.listen`), if anywhere.
+    pub hit_log: Option<HitLogListen>,
     /// Where each key that was given came from (the file or a variable); a key not here
     /// has its built-in default.
     pub origins: BTreeMap<String, Origin>,
@@ -315,6 +317,24 @@ pub struct ClusterSettings {
     pub advertise: String,
     /// This node's name on the Cluster page.
     pub node_name: String,
+}
+
+/// Where ross takes nginx's hit log: syslog datagrams, one hit each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HitLogListen {
+    /// A UDP address (loopback, normally).
+    Udp(SocketAddr),
+    /// A Unix datagram socket ross creates at this path (`unix:/path`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for HitLogListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HitLogListen::Udp(addr) => write!(f, "{addr}"),
+            HitLogListen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// Default `cluster.prefix`.
@@ -678,6 +698,16 @@ impl Settings {
         let mut lines: Vec<(String, String)> =
             lines.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         lines.extend(self.effective_cluster());
+        lines.push((
+            "hit_log.listen".to_owned(),
+            format!(
+                "{:?}",
+                self.hit_log
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        ));
         lines
     }
 
@@ -917,8 +947,32 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         }
     }
     let cluster = read_cluster(r, &source, listen);
+    let hit_log = match r.string("hit_log.listen", "").as_str() {
+        "" => None,
+        text => match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Some(HitLogListen::Unix(PathBuf::from(path))),
+            Some(_) => {
+                r.invalid(
+                    "hit_log.listen",
+                    format!("expected unix:/absolute/path, got {text:?}"),
+                );
+                None
+            }
+            None => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(HitLogListen::Udp(addr)),
+                Err(_) => {
+                    r.invalid(
+                        "hit_log.listen",
+                        format!("expected ip:port (UDP) or unix:/path, got {text:?}"),
+                    );
+                    None
+                }
+            },
+        },
+    };
     Settings {
         cluster,
+        hit_log,
         sentry: sentry_dsn.map(|dsn| SentrySettings {
             dsn,
             environment: sentry_environment,

@@ -106,6 +106,7 @@ pub async fn run(
         max_header_bytes: server.max_header_bytes,
         send_timeout: server.send_timeout,
     };
+    crate::hitlog::start(&state)?;
     let gauges = tokio::spawn(publish_gauges(state.clone()));
     crate::cluster::Cluster::spawn(&state);
     let hits = routes::fast::MemoryHits::new(state.clone());

@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod file_headers;
 pub mod gate;
+pub mod hitlog;
 pub mod http;
 pub mod imaging;
 pub mod negotiate;

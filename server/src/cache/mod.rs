@@ -617,6 +617,12 @@ impl Cache {
         Some(file)
     }
 
+    /// Notes a hit served by someone else (nginx, from the cache folder): its time counts for
+    /// eviction as a hit ross served would. Nothing happens for a variant not indexed.
+    pub fn note_hit(&self, variant: &VariantKey) {
+        self.inner.touch(variant);
+    }
+
     /// [`Cache::get`] for a caller already on the blocking pool (a render about to start,
     /// checking that a render just finished did not cache the variant). Blocking.
     pub fn get_blocking(&self, variant: &VariantKey) -> Option<CachedFile> {

@@ -246,6 +246,30 @@ async fn the_least_recently_served_go_first_and_the_bound_holds() {
     );
 }
 
+/// Hits nginx served, noted from its hit log, keep a variant from eviction as ross's own do.
+#[test]
+fn hits_served_elsewhere_count_for_eviction() {
+    let f = Fixture::new();
+    let max = 200_000;
+    let cache = f.open(max);
+    settled(&cache);
+    for i in 1..=9 {
+        put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    for i in 10..=30 {
+        // The first one is popular, but only nginx serves it.
+        cache.note_hit(&variant("/1/1/crop/a.jpg"));
+        std::thread::sleep(Duration::from_millis(2));
+        put(&cache, &format!("/{i}/1/crop/a.jpg"), 1000);
+    }
+    assert!(
+        cache.get_blocking(&variant("/1/1/crop/a.jpg")).is_some(),
+        "the entry nginx served last was evicted"
+    );
+    assert!(cache.get_blocking(&variant("/2/1/crop/a.jpg")).is_none());
+}
+
 /// `cache.max_bytes` holds as `du` counts: the files' blocks and the folders of many
 /// distinct sizes (each a folder or three of its own), and the cache's own count follows it.
 #[test]

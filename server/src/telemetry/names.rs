@@ -34,7 +34,8 @@ names! {
     ERRORS = "ross_errors", "Responses with a 4xx or 5xx status, by status";
     /// Counter: requests answered from the cache by ross.
     HITS = "ross_hits",
-        "Requests answered from the cache by ross (nginx's own hits never reach it)";
+        "Requests answered from the cache: by ross, and by nginx in front when it reports its \
+         hits (hit_log.listen)";
     /// Counter: requests answered by a render.
     MISSES = "ross_misses", "Requests answered by a render";
     /// Counter: renders run.
@@ -85,6 +86,17 @@ names! {
     REFUSAL_LINES_DROPPED = "ross_log_refusals_dropped",
         "Refusal (4xx) log lines not written, past 100 a second (the responses are still \
          counted in ross_errors)";
+    /// Counter: hits nginx served and reported over the hit log.
+    NGINX_HITS = "ross_nginx_hits",
+        "Hits nginx served from the cache folder and reported over the hit log (counted in \
+         ross_hits too)";
+    /// Counter: hit log lines dropped.
+    HIT_LOG_DROPPED = "ross_hit_log_dropped",
+        "Hit log lines dropped because more arrived than ross could take (their hits are \
+         not counted)";
+    /// Counter: hit log lines that were not a hit.
+    HIT_LOG_UNREADABLE = "ross_hit_log_unreadable",
+        "Hit log lines that did not name a variant (another log sent to the hit log's port?)";
     /// Counter: purges of a mode whose plugin changed version.
     MODE_PURGES = "ross_cache_mode_purges",
         "Cache purges of a mode whose plugin changed version";

@@ -108,6 +108,12 @@ counters! {
     ModePurge => mode_purges: MODE_PURGES,
     /// A refusal line not written, past the line rate.
     RefusalLineDropped => refusal_lines_dropped: REFUSAL_LINES_DROPPED,
+    /// A hit nginx served and reported.
+    NginxHit => nginx_hits: NGINX_HITS,
+    /// A hit log line dropped.
+    HitLogDropped => hit_log_dropped: HIT_LOG_DROPPED,
+    /// A hit log line that named no variant.
+    HitLogUnreadable => hit_log_unreadable: HIT_LOG_UNREADABLE,
 }
 
 macro_rules! gauges {
