@@ -609,6 +609,7 @@ ross_cache_no_space_total counter
 ross_cache_mode_purges_total counter
 ross_log_refusals_dropped_total counter
 ross_nginx_hits_total counter
+ross_shared_hits_total counter
 ross_hit_log_dropped_total counter
 ross_hit_log_unreadable_total counter
 ross_decode_warnings_total counter

@@ -673,3 +673,91 @@ fn prometheus_adds_the_nodes_up() {
     }
     drop(nodes);
 }
+
+/// Renders run by the node on `port`, and misses it answered with another node's render.
+fn renders_and_shared(port: u16) -> (u64, u64) {
+    let metrics = http_get(port, "/metrics", Duration::from_secs(5))
+        .unwrap()
+        .1;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    (value("ross_renders_total"), value("ross_shared_hits_total"))
+}
+
+/// Three nodes with `cache.shared` behind the cluster balancer: once one is stopped, the
+/// others serve its URLs from the shared renders without rendering them; a purge applies to
+/// the shared renders too. (Without the shared tier, `tests/deploy.rs` shows the others
+/// render every one of them again.)
+#[test]
+fn with_shared_renders_a_node_that_takes_over_urls_renders_none() {
+    let c = Cluster::new();
+    let shared = [("ROSS__CACHE__SHARED", "true")];
+    let mut nodes: Vec<Ross> = ["a", "b", "c"]
+        .iter()
+        .map(|n| c.node(n, "72x72", &shared))
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    admin(ports[0], "PUT", "/whitelist", r#"{"enabled": false}"#);
+    wait_for(
+        "the whitelist off everywhere",
+        Duration::from_secs(10),
+        || {
+            ports
+                .iter()
+                .all(|&p| admin(p, "GET", "/whitelist", "").1["enabled"] == false)
+        },
+    );
+    let nginx = balancer(c.dir.path(), &ports);
+    let urls: Vec<String> = (0..30)
+        .map(|i| format!("/{}/{}/crop/photos/Dune.jpg", 100 + i, 90 + i))
+        .collect();
+    for url in &urls {
+        assert_eq!(nginx.get(url, &[]).0, 200, "{url}");
+    }
+    let before: Vec<(u64, u64)> = ports.iter().map(|&p| renders_and_shared(p)).collect();
+    let share_b = before[1].0;
+    assert_eq!(before.iter().map(|r| r.0).sum::<u64>(), 30);
+    assert!(share_b > 0, "{before:?}");
+    // The renders reach the store in the background.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    for url in &urls {
+        assert_eq!(nginx.get(url, &[]).0, 200, "{url} with b stopped");
+    }
+    let after: Vec<(u64, u64)> = [ports[0], ports[2]]
+        .iter()
+        .map(|&p| renders_and_shared(p))
+        .collect();
+    let rendered_again = after[0].0 + after[1].0 - before[0].0 - before[2].0;
+    let from_store = after[0].1 + after[1].1 - before[0].1 - before[2].1;
+    println!(
+        "b had {share_b} of 30 URLs; with it stopped, the others rendered {rendered_again} of \
+         them again and took {from_store} from the shared renders"
+    );
+    assert_eq!((rendered_again, from_store), (0, share_b));
+
+    // A purge reaches the shared renders: a URL purged is rendered anew, not taken from them.
+    let url = &urls[0];
+    let (status, _) = admin(ports[0], "POST", "/purge", r#"{"key": "photos/Dune.jpg"}"#);
+    assert_eq!(status, 200);
+    wait_for("the purge on c", Duration::from_secs(5), || {
+        !c.cache_of("c")
+            .iter()
+            .any(|p| p.ends_with("photos/Dune.jpg"))
+    });
+    let renders = |p| renders_and_shared(p).0;
+    let (a0, c0) = (renders(ports[0]), renders(ports[2]));
+    assert_eq!(nginx.get(url, &[]).0, 200);
+    assert_eq!(
+        renders(ports[0]) + renders(ports[2]),
+        a0 + c0 + 1,
+        "a purged render was taken from the shared renders"
+    );
+}

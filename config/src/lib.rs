@@ -226,6 +226,9 @@ pub struct CacheSettings {
     /// entries are evicted, whatever `max_bytes` allows (the disk is shared, and a full disk
     /// fails more than the cache).
     pub min_free_bytes: u64,
+    /// Share renders between the nodes of a cluster through its S3 folder: a node that misses
+    /// on disk asks the folder before rendering, and every render is written there too.
+    pub shared: bool,
 }
 
 /// Mode plugins.
@@ -596,6 +599,7 @@ impl Settings {
                 "cache.min_free_bytes",
                 self.cache.min_free_bytes.to_string(),
             ),
+            ("cache.shared", self.cache.shared.to_string()),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -788,6 +792,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         decoded_bytes: r.int("cache.decoded_bytes", 256u64 << 20, 0..=1 << 40),
         purge_deletes_per_second: r.int("cache.purge_deletes_per_second", 2000u64, 1..=1_000_000),
         min_free_bytes: r.int("cache.min_free_bytes", 256u64 << 20, 0..=i64::MAX),
+        shared: r.bool("cache.shared", false),
     };
     let plugins = PluginSettings {
         dir: r
@@ -947,6 +952,12 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         }
     }
     let cluster = read_cluster(r, &source, listen);
+    if cache.shared && cluster.is_none() {
+        r.invalid(
+            "cache.shared",
+            "needs cluster.enabled = true: renders are shared through the cluster's bucket".into(),
+        );
+    }
     let hit_log = match r.string("hit_log.listen", "").as_str() {
         "" => None,
         text => match text.strip_prefix("unix:") {

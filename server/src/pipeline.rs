@@ -69,6 +69,8 @@ struct Shared {
     recent: Recent,
     /// The render workers.
     workers: Arc<WorkerPool>,
+    /// The renders shared between the nodes of a cluster, if they are.
+    renders: Option<Arc<crate::cluster::SharedRenders>>,
     /// Sources that failed to decode, by key, with the version (modification time) that
     /// failed: a costly failure is paid once, not on every request for it, and a request
     /// for it costs a look at the source's version, not a fetch.
@@ -105,6 +107,7 @@ impl Pipeline {
                 whitelist,
                 recent: Recent::new(settings.cache.decoded_bytes / ORIGINALS_SHARE),
                 workers,
+                renders: None,
                 failures: moka::sync::Cache::builder()
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
@@ -112,6 +115,14 @@ impl Pipeline {
             }),
             flights: SingleFlight::default(),
         }
+    }
+
+    /// The same pipeline, asking `renders` (shared between the nodes of a cluster) before
+    /// rendering, and sharing its renders there.
+    pub fn sharing(mut self, renders: Option<Arc<crate::cluster::SharedRenders>>) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("not yet shared");
+        shared.renders = renders;
+        self
     }
 
     /// The source of originals.
@@ -234,6 +245,15 @@ impl Shared {
         // Admitted before anything is fetched: a refused request costs no source read.
         let _admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
         let key = variant.key.as_str().to_owned();
+        // Another node may have rendered it: taken from the cluster's shared renders.
+        let began = self.renders.as_ref().map(|r| r.now_ms());
+        if let Some(renders) = &self.renders {
+            if let Some(body) = renders.fetch(&variant, &mode.version).await {
+                self.metrics.count(Count::SharedHit);
+                let (rendered, _) = self.store(variant, ticket, &mode, body).await?;
+                return Ok(rendered);
+            }
+        }
         let (original, turn) = self.find_original(&variant, epoch, deadline).await?;
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
@@ -258,7 +278,16 @@ impl Shared {
         if let Some(object) = original {
             self.recent.keep_object(&key, epoch, object);
         }
-        self.store(variant, ticket, &mode, encoded).await
+        let sharing = self
+            .renders
+            .clone()
+            .zip(began)
+            .map(|(r, b)| (r, b, variant.clone()));
+        let (rendered, stored) = self.store(variant, ticket, &mode, encoded).await?;
+        if let (Some((renders, began, variant)), true) = (sharing, stored) {
+            renders.offer(variant, mode.version.clone(), rendered.body.clone(), began);
+        }
+        Ok(rendered)
     }
 
     /// The original a miss renders from: `None` when a worker holds its pixels from moments
@@ -392,7 +421,7 @@ impl Shared {
         ticket: WriteTicket,
         mode: &ModeRef,
         encoded: Vec<u8>,
-    ) -> Result<Rendered, AppError> {
+    ) -> Result<(Rendered, bool), AppError> {
         let store = StoreJob {
             variant,
             ticket,
@@ -467,7 +496,8 @@ struct StoreJob {
 }
 
 impl StoreJob {
-    fn store(self, encoded: Vec<u8>) -> Rendered {
+    /// The render, and whether it was cached.
+    fn store(self, encoded: Vec<u8>) -> (Rendered, bool) {
         // A render by a version that was replaced meanwhile, or begun before a purge, is
         // served but not cached.
         let current = || {
@@ -484,6 +514,7 @@ impl StoreJob {
             current,
         );
         self.metrics.stage(stage::CACHE_WRITE, started);
+        let cached = matches!(stored, Ok(PutOutcome::Stored(_)));
         let modified = match stored {
             Ok(PutOutcome::Stored(modified)) => modified,
             Ok(PutOutcome::Stale | PutOutcome::NoRoom | PutOutcome::NoSpace) => SystemTime::now(),
@@ -496,10 +527,11 @@ impl StoreJob {
                 SystemTime::now()
             }
         };
-        Rendered {
+        let rendered = Rendered {
             body: encoded.into(),
             modified,
             cache: CacheStatus::Miss,
-        }
+        };
+        (rendered, cached)
     }
 }

@@ -188,6 +188,7 @@ impl AppState {
                 &db,
                 whitelist.clone(),
                 cache.clone(),
+                settings.cache.shared,
             )?),
             _ => None,
         };
@@ -243,7 +244,8 @@ impl AppState {
             whitelist.clone(),
             &settings,
             metrics.clone(),
-        );
+        )
+        .sharing(cluster.as_ref().and_then(|c| c.renders().cloned()));
         Ok(Arc::new(AppState {
             whitelist,
             modes,

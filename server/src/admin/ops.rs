@@ -169,7 +169,11 @@ pub async fn disallow_sizes(
     let asked = sizes.clone();
     let purged = blocking(move || {
         shared(&st, Change::Disallow(asked.clone()), || {
-            remove_sizes(&st.whitelist, &st.cache, &asked)
+            let purged = remove_sizes(&st.whitelist, &st.cache, &asked)?;
+            for size in &asked {
+                note_purge(&st, &Selector::size(*size));
+            }
+            Ok(purged)
         })
     })
     .await?;
@@ -273,9 +277,12 @@ pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
     let st = state.clone();
     blocking(move || {
         let here = || {
-            st.cache
+            let purged = st
+                .cache
                 .purge(selector.clone())
-                .map_err(|e| write_failed("purge failed", e))
+                .map_err(|e| write_failed("purge failed", e))?;
+            note_purge(&st, &selector);
+            Ok(purged)
         };
         match Purge::of(&selector) {
             Some(purge) => shared(&st, Change::Purge(purge), here),
@@ -283,6 +290,13 @@ pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
         }
     })
     .await
+}
+
+/// Tells the renders shared between nodes, if they are, of a purge made here.
+fn note_purge(state: &AppState, selector: &Selector) {
+    if let Some(renders) = state.cluster.as_ref().and_then(|c| c.renders()) {
+        renders.note_purge(selector);
+    }
 }
 
 /// Scans the plugin folder now, as the watcher would on a change.

@@ -11,6 +11,8 @@ const OUTBOX: &[u8] = b"outbox/";
 const SET: &[u8] = b"set/";
 const APPLIED: &[u8] = b"applied/";
 const SEEN_THROUGH: &[u8] = b"seen-through";
+const HORIZON: &[u8] = b"horizon/";
+const DELETE: &[u8] = b"delete/";
 
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     [prefix, rest].concat()
@@ -184,5 +186,50 @@ impl Local {
     pub fn set_seen_through(&self, name: &str) -> sled::Result<()> {
         self.tree.insert(SEEN_THROUGH, name.as_bytes())?;
         self.db.flush()
+    }
+
+    /// The purges of shared renders kept: `all`, `mode/{m}` or `size/{WxH}`, and when.
+    pub fn horizons(&self) -> sled::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(HORIZON) {
+            let (k, v) = entry?;
+            let what = String::from_utf8_lossy(&k[HORIZON.len()..]).into_owned();
+            let ms = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            out.push((what, ms));
+        }
+        Ok(out)
+    }
+
+    /// Keeps when `what` was last purged.
+    pub fn set_horizon(&self, what: &str, ms: u64) -> sled::Result<()> {
+        self.tree
+            .insert(key(HORIZON, what.as_bytes()), &ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Keeps a folder of shared renders to delete, until [`Local::deleted`].
+    pub fn queue_delete(&self, folder: &str) -> sled::Result<()> {
+        let seq = self.db.generate_id()?;
+        self.tree
+            .insert(key(DELETE, &seq.to_be_bytes()), folder.as_bytes())?;
+        Ok(())
+    }
+
+    /// The folders waiting to be deleted, oldest first.
+    pub fn deletions(&self) -> sled::Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(DELETE) {
+            let (k, v) = entry?;
+            if let Ok(seq) = k[DELETE.len()..].try_into().map(u64::from_be_bytes) {
+                out.push((seq, String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The deletion `seq` is done.
+    pub fn deleted(&self, seq: u64) -> sled::Result<()> {
+        self.tree.remove(key(DELETE, &seq.to_be_bytes()))?;
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod local;
 pub mod nodes;
 pub mod record;
 pub mod replica;
+pub mod shared;
 pub mod store;
 
 use std::sync::{Arc, Weak};
@@ -29,6 +30,7 @@ use crate::whitelist::Whitelist;
 pub use nodes::{Heartbeat, NodeView, Summary};
 pub use record::{Change, Purge};
 pub use replica::{Replica, Status, Target};
+pub use shared::SharedRenders;
 pub use store::{S3Store, Store, StoreError};
 
 /// How often the node that compacts the log does so.
@@ -37,6 +39,7 @@ const COMPACT_EVERY: Duration = Duration::from_secs(60);
 /// This node's membership of the cluster.
 pub struct Cluster {
     replica: Replica,
+    renders: Option<Arc<SharedRenders>>,
     settings: ClusterSettings,
     nodes: ArcSwap<Vec<NodeView>>,
     started_ms: u64,
@@ -70,6 +73,7 @@ pub struct SyncView {
 struct NodeTarget {
     whitelist: Arc<Whitelist>,
     cache: Cache,
+    renders: Option<Arc<SharedRenders>>,
 }
 
 impl Target for NodeTarget {
@@ -81,6 +85,11 @@ impl Target for NodeTarget {
     fn disallow(&self, sizes: &[Size]) -> anyhow::Result<()> {
         crate::admin::ops::remove_sizes(&self.whitelist, &self.cache, sizes)
             .map_err(|e| anyhow::anyhow!("{}: {}", e.message, e.detail.unwrap_or_default()))?;
+        if let Some(renders) = &self.renders {
+            for size in sizes {
+                renders.note_purge(&crate::cache::Selector::size(*size));
+            }
+        }
         Ok(())
     }
 
@@ -90,7 +99,11 @@ impl Target for NodeTarget {
     }
 
     fn purge(&self, purge: &Purge) -> anyhow::Result<()> {
-        self.cache.purge(purge.selector())?;
+        let selector = purge.selector();
+        self.cache.purge(selector.clone())?;
+        if let Some(renders) = &self.renders {
+            renders.note_purge(&selector);
+        }
         Ok(())
     }
 
@@ -113,9 +126,16 @@ impl Cluster {
         db: &Database,
         whitelist: Arc<Whitelist>,
         cache: Cache,
+        share_renders: bool,
     ) -> Result<Cluster, DbError> {
         let local = local::Local::open(db)?;
-        let target = Arc::new(NodeTarget { whitelist, cache });
+        let renders =
+            share_renders.then(|| Arc::new(SharedRenders::new(store.clone(), local.clone())));
+        let target = Arc::new(NodeTarget {
+            whitelist,
+            cache,
+            renders: renders.clone(),
+        });
         let replica = Replica::new(store, local, target, settings.node_name.clone());
         match replica.reapply_outbox() {
             Ok(0) => {}
@@ -130,6 +150,7 @@ impl Cluster {
         );
         Ok(Cluster {
             replica,
+            renders,
             settings: settings.clone(),
             nodes: ArcSwap::from_pointee(Vec::new()),
             started_ms: store::local_ms(),
@@ -146,6 +167,11 @@ impl Cluster {
         self.replica.change(change, apply).map_err(|e| {
             crate::admin::ops::write_failed("cannot keep the change for the cluster", e)
         })?
+    }
+
+    /// The renders shared between nodes (`cache.shared`), if they are.
+    pub fn renders(&self) -> Option<&Arc<SharedRenders>> {
+        self.renders.as_ref()
     }
 
     /// This node's id in the cluster.
@@ -227,6 +253,11 @@ async fn run(state: Weak<AppState>) {
             _ => {}
         }
         failing = round.is_err();
+        if let Some(renders) = &cluster.renders {
+            if let Err(e) = renders.run_deletions().await {
+                tracing::debug!(error = %e, "shared renders of a purge not deleted yet");
+            }
+        }
         if Instant::now() >= next_beat {
             next_beat = Instant::now() + cluster.settings.heartbeat_interval;
             let beat = nodes::heartbeat(&state, cluster);

@@ -20,6 +20,9 @@ use ross_config::S3Settings;
 #[error("{0}")]
 pub struct StoreError(pub String);
 
+/// An object's own key-value pairs (S3's user metadata).
+pub type Meta = std::collections::BTreeMap<String, String>;
+
 /// Most names one listing returns (the rest comes with the next).
 pub const LIST_MAX: usize = 10_000;
 
@@ -30,11 +33,15 @@ pub trait Store: Send + Sync {
     async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError>;
     /// What is at `name`, or `None` when nothing is.
     async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// The names under `folder` (which ends in `/`) that sort after `folder` + `after`, in
-    /// order, without the folder, at most [`LIST_MAX`].
+    /// The names that start with `folder` (a folder ending in `/`, or any prefix) and sort
+    /// after `folder` + `after`, in order, without the folder, at most [`LIST_MAX`].
     async fn list(&self, folder: &str, after: &str) -> Result<Vec<String>, StoreError>;
     /// Removes `names` (missing ones are not an error).
     async fn delete(&self, names: &[String]) -> Result<(), StoreError>;
+    /// Writes `body` at `name` with `meta` (`x-amz-meta-*` on S3).
+    async fn put_with(&self, name: &str, body: Vec<u8>, meta: Meta) -> Result<(), StoreError>;
+    /// What is at `name` with its `meta`, or `None` when nothing is.
+    async fn get_with(&self, name: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError>;
     /// The store's time now, in ms since 1970, as well as it is known.
     fn now_ms(&self) -> u64;
     /// Where it is, for people.
@@ -229,6 +236,47 @@ impl Store for S3Store {
         Ok(())
     }
 
+    async fn put_with(&self, name: &str, body: Vec<u8>, meta: Meta) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{name}", self.prefix))
+            .content_type("application/octet-stream")
+            .set_metadata(Some(meta.into_iter().collect()))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.failed("writing", name, e))?;
+        Ok(())
+    }
+
+    async fn get_with(&self, name: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError> {
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{name}", self.prefix))
+            .send()
+            .await;
+        let output = match sent {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("NoSuchKey") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.failed("reading", name, e)),
+        };
+        let meta: Meta = output
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.failed("reading", name, e))?;
+        Ok(Some((body.to_vec(), meta)))
+    }
+
     fn now_ms(&self) -> u64 {
         let offset = self.clock.offset_ms.load(Ordering::Relaxed);
         local_ms().saturating_add_signed(offset)
@@ -244,6 +292,7 @@ impl Store for S3Store {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    metas: std::sync::Mutex<std::collections::BTreeMap<String, Meta>>,
     now: std::sync::atomic::AtomicU64,
     down: std::sync::atomic::AtomicBool,
 }
@@ -314,6 +363,23 @@ impl Store for MemoryStore {
             objects.remove(name);
         }
         Ok(())
+    }
+
+    async fn put_with(&self, name: &str, body: Vec<u8>, meta: Meta) -> Result<(), StoreError> {
+        self.put(name, body).await?;
+        self.metas.lock().unwrap().insert(name.to_owned(), meta);
+        Ok(())
+    }
+
+    async fn get_with(&self, name: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError> {
+        let meta = self
+            .metas
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        Ok(self.get(name).await?.map(|body| (body, meta)))
     }
 
     fn now_ms(&self) -> u64 {

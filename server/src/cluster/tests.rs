@@ -350,3 +350,88 @@ async fn with_the_whitelist_in_the_settings_only_purges_apply() {
     assert_eq!(fake.sizes(), set(&["10x10"]));
     assert_eq!(fake.purges(), vec![Purge::All]);
 }
+
+#[tokio::test]
+async fn shared_renders_are_taken_only_by_their_version_and_after_the_purges_that_match() {
+    use super::shared::SharedRenders;
+    use crate::cache::{Selector, VariantKey};
+    let store = store();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_again(dir.path()).unwrap();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let renders = Arc::new(SharedRenders::new(dyn_store, Local::open(&db).unwrap()));
+    let variant = |path: &str| {
+        let crate::request::Target::Render(r) = crate::request::parse(path, 2000, 2000).unwrap()
+        else {
+            panic!("{path}")
+        };
+        VariantKey::new(&r, ross_config::OutputFormat::Jpeg)
+    };
+    let settle = || async {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let a = variant("/10/10/crop/shoes/a.jpg");
+    let b = variant("/10/10/crop/shoes/b.jpg");
+    let began = store.now_ms();
+    store.advance(Duration::from_secs(5));
+    renders.offer(
+        a.clone(),
+        "1".into(),
+        bytes::Bytes::from_static(b"A"),
+        began,
+    );
+    renders.offer(
+        b.clone(),
+        "1".into(),
+        bytes::Bytes::from_static(b"B"),
+        began,
+    );
+    settle().await;
+    assert_eq!(renders.fetch(&a, "1").await.as_deref(), Some(&b"A"[..]));
+    assert_eq!(
+        renders.fetch(&a, "2").await,
+        None,
+        "another version's render"
+    );
+    // A key purge deletes its renders (once the cluster thread runs the deletion).
+    renders.note_purge(&Selector::Key("shoes/a.jpg".into()));
+    assert_eq!(renders.fetch(&a, "1").await, None);
+    renders.run_deletions().await.unwrap();
+    assert!(!store.names().iter().any(|n| n.contains("shoes/a.jpg")));
+    assert!(store.names().iter().any(|n| n.contains("shoes/b.jpg")));
+    // A render begun before the purge and offered after is not shared.
+    renders.offer(
+        a.clone(),
+        "1".into(),
+        bytes::Bytes::from_static(b"old"),
+        began,
+    );
+    settle().await;
+    assert!(!store.names().iter().any(|n| n.contains("shoes/a.jpg")));
+    // A purge of everything: older renders are no longer taken, newer ones are.
+    assert!(renders.fetch(&b, "1").await.is_some());
+    renders.note_purge(&Selector::All);
+    assert_eq!(renders.fetch(&b, "1").await, None);
+    store.advance(Duration::from_secs(5));
+    renders.offer(
+        b.clone(),
+        "1".into(),
+        bytes::Bytes::from_static(b"B2"),
+        store.now_ms(),
+    );
+    settle().await;
+    assert_eq!(renders.fetch(&b, "1").await.as_deref(), Some(&b"B2"[..]));
+    // What was purged is remembered across a restart.
+    drop(renders);
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let again = SharedRenders::new(dyn_store, Local::open(&db).unwrap());
+    assert_eq!(again.fetch(&b, "1").await.as_deref(), Some(&b"B2"[..]));
+    again.note_purge(&Selector::Mode("crop".into()));
+    drop(again);
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let again = SharedRenders::new(dyn_store, Local::open(&db).unwrap());
+    assert_eq!(again.fetch(&b, "1").await, None);
+}

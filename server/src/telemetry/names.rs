@@ -90,6 +90,10 @@ names! {
     NGINX_HITS = "ross_nginx_hits",
         "Hits nginx served from the cache folder and reported over the hit log (counted in \
          ross_hits too)";
+    /// Counter: misses answered with another node's render.
+    SHARED_HITS = "ross_shared_hits",
+        "Misses on disk answered with a render another node shared (cache.shared), without \
+         rendering";
     /// Counter: hit log lines dropped.
     HIT_LOG_DROPPED = "ross_hit_log_dropped",
         "Hit log lines dropped because more arrived than ross could take (their hits are \

@@ -110,6 +110,8 @@ counters! {
     RefusalLineDropped => refusal_lines_dropped: REFUSAL_LINES_DROPPED,
     /// A hit nginx served and reported.
     NginxHit => nginx_hits: NGINX_HITS,
+    /// A miss answered with a render another node shared.
+    SharedHit => shared_hits: SHARED_HITS,
     /// A hit log line dropped.
     HitLogDropped => hit_log_dropped: HIT_LOG_DROPPED,
     /// A hit log line that named no variant.
