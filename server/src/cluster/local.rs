@@ -8,6 +8,8 @@ use super::record::{is_node_id, Change, Stamp, NODE_ID_LEN};
 
 const NODE_ID: &[u8] = b"node-id";
 const OUTBOX: &[u8] = b"outbox/";
+/// An outbox entry applied here (it is applied again at start-up until then).
+const DONE: &[u8] = b"outbox-done/";
 const SET: &[u8] = b"set/";
 const APPLIED: &[u8] = b"applied/";
 const SEEN_THROUGH: &[u8] = b"seen-through";
@@ -17,6 +19,9 @@ const DELETE: &[u8] = b"delete/";
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     [prefix, rest].concat()
 }
+
+/// What the items of a change held before it: put back if it is withdrawn.
+pub type Before = Vec<(String, Option<Stamp>)>;
 
 /// This node's part of the cluster's state.
 #[derive(Clone)]
@@ -64,25 +69,49 @@ impl Local {
 
     /// Keeps `change`, made here, until it is sent: durably, with every item it sets marked
     /// as set by a pending change (which no change from elsewhere overrides). Refused while
-    /// `data_dir` is full.
-    pub fn enqueue(&self, change: &Change) -> sled::Result<u64> {
+    /// `data_dir` is full. Returns its number and what its items held before, for
+    /// [`Local::withdraw`].
+    pub fn enqueue(&self, change: &Change) -> sled::Result<(u64, Before)> {
         self.db.room()?;
         let seq = self.db.generate_id()?;
+        let mut before = Vec::new();
         let mut batch = sled::Batch::default();
         let json = serde_json::to_vec(change).expect("a change serialises");
         batch.insert(key(OUTBOX, &seq.to_be_bytes()), json);
         let pending = Stamp::pending(seq);
         for item in change.items() {
+            before.push((item.clone(), self.item(&item)?));
             batch.insert(key(SET, item.as_bytes()), pending.as_str().as_bytes());
         }
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
-        Ok(seq)
+        Ok((seq, before))
     }
 
-    /// The changes not yet sent, oldest first. One that cannot be read (written by a newer
-    /// ross) is skipped.
-    pub fn outbox(&self) -> sled::Result<Vec<(u64, Change)>> {
+    /// The change `seq` was applied here: not applied again at the next start.
+    pub fn done(&self, seq: u64) -> sled::Result<()> {
+        self.tree.insert(key(DONE, &seq.to_be_bytes()), &[])?;
+        Ok(())
+    }
+
+    /// The change `seq` could not be applied here: it is not sent, and its items hold what
+    /// they held before.
+    pub fn withdraw(&self, seq: u64, before: &Before) -> sled::Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.remove(key(OUTBOX, &seq.to_be_bytes()));
+        for (item, old) in before {
+            match old {
+                Some(stamp) => batch.insert(key(SET, item.as_bytes()), stamp.as_str().as_bytes()),
+                None => batch.remove(key(SET, item.as_bytes())),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()
+    }
+
+    /// The changes not yet sent, oldest first, and whether each was applied here. One that
+    /// cannot be read (written by a newer ross) is skipped.
+    pub fn outbox(&self) -> sled::Result<Vec<(u64, Change, bool)>> {
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix(OUTBOX) {
             let (k, v) = entry?;
@@ -91,7 +120,10 @@ impl Local {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes);
             match (seq, serde_json::from_slice(&v)) {
-                (Some(seq), Ok(change)) => out.push((seq, change)),
+                (Some(seq), Ok(change)) => {
+                    let done = self.tree.contains_key(key(DONE, &seq.to_be_bytes()))?;
+                    out.push((seq, change, done));
+                }
                 _ => tracing::warn!("an unreadable change in the cluster outbox is skipped"),
             }
         }
@@ -118,9 +150,10 @@ impl Local {
         }
         let mut batch = sled::Batch::default();
         batch.remove(key(OUTBOX, &seq.to_be_bytes()));
+        batch.remove(key(DONE, &seq.to_be_bytes()));
         batch.insert(
             key(APPLIED, stamp.id().as_bytes()),
-            &stamp.ms().to_be_bytes(),
+            stamp.as_str().as_bytes(),
         );
         self.tree.apply_batch(batch)?;
         self.db.flush()
@@ -147,11 +180,21 @@ impl Local {
         self.tree.contains_key(key(APPLIED, id.as_bytes()))
     }
 
+    /// The stamp the change `id` was applied here under, if it was (a change written twice,
+    /// after a slow write, has two).
+    pub fn applied_stamp(&self, id: &str) -> sled::Result<Option<Stamp>> {
+        Ok(self
+            .tree
+            .get(key(APPLIED, id.as_bytes()))?
+            .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            .and_then(|s| Stamp::try_from(s).ok()))
+    }
+
     /// Records that the change `stamp` was applied here.
     pub fn applied(&self, stamp: &Stamp) -> sled::Result<()> {
         self.tree.insert(
             key(APPLIED, stamp.id().as_bytes()),
-            &stamp.ms().to_be_bytes(),
+            stamp.as_str().as_bytes(),
         )?;
         Ok(())
     }
@@ -163,7 +206,9 @@ impl Local {
         let mut n = 0;
         for entry in self.tree.scan_prefix(APPLIED) {
             let (k, v) = entry?;
-            let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let at = Stamp::try_from(String::from_utf8_lossy(&v).into_owned())
+                .map(|s| s.ms())
+                .unwrap_or(0);
             if at < ms {
                 batch.remove(k);
                 n += 1;

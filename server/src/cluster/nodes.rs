@@ -235,13 +235,14 @@ pub fn view(beats: Vec<Heartbeat>, this: &str, now_ms: u64) -> Vec<NodeView> {
 
 /// Whether this node compacts the log: the one with the lowest id among those up.
 pub fn compacts(cluster: &Cluster) -> bool {
+    // Before its first heartbeat a node knows no other: it waits rather than compact too.
     let nodes = cluster.nodes();
     nodes
         .iter()
         .filter(|n| n.up)
         .map(|n| n.beat.id.as_str())
         .min()
-        .is_none_or(|lowest| lowest >= cluster.node())
+        .is_some_and(|lowest| lowest >= cluster.node())
 }
 
 /// Deletes the heartbeats of nodes down for a day.

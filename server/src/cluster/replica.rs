@@ -93,8 +93,11 @@ pub struct Replica {
     /// Held while a whitelist item is decided: a local change and a change from the log
     /// never interleave.
     deciding: Mutex<()>,
-    /// The latest store time seen in a stamp: this node's stamps are never earlier.
+    /// The latest store time seen in a stamp: this node's stamps are later.
     latest_ms: AtomicU64,
+    /// A record listed and then gone (compacted meanwhile): the next round reads the
+    /// snapshot.
+    missing: Mutex<Option<String>>,
     status: Mutex<Status>,
 }
 
@@ -113,6 +116,7 @@ impl Replica {
             name,
             deciding: Mutex::new(()),
             latest_ms: AtomicU64::new(0),
+            missing: Mutex::new(None),
             status: Mutex::new(Status::default()),
         }
     }
@@ -141,25 +145,36 @@ impl Replica {
     }
 
     /// Makes `change` here: kept to be sent, then applied by `apply`. Blocking. If the process
-    /// stops between the two, the change is applied again at the next start. The outer error
-    /// is keeping it (nothing was applied).
-    pub fn change<T>(&self, change: &Change, apply: impl FnOnce() -> T) -> sled::Result<T> {
+    /// stops between the two, the change is applied again at the next start; if `apply`
+    /// fails, the change is withdrawn (not sent). The outer error is keeping it (nothing was
+    /// applied).
+    pub fn change<T, E>(
+        &self,
+        change: &Change,
+        apply: impl FnOnce() -> Result<T, E>,
+    ) -> sled::Result<Result<T, E>> {
         let _one = self.deciding.lock().unwrap_or_else(|e| e.into_inner());
-        self.local.enqueue(change)?;
-        Ok(apply())
+        let (seq, before) = self.local.enqueue(change)?;
+        let applied = apply();
+        match &applied {
+            Ok(_) => self.local.done(seq)?,
+            Err(_) => self.local.withdraw(seq, &before)?,
+        }
+        Ok(applied)
     }
 
-    /// Applies again what waits in the outbox (the process may have stopped between keeping a
-    /// change and applying it). Blocking; at start-up.
+    /// Applies again the changes in the outbox the process stopped before applying (between
+    /// keeping a change and applying it). Blocking; at start-up.
     pub fn reapply_outbox(&self) -> anyhow::Result<usize> {
-        let waiting = self.local.outbox()?;
-        for (_, change) in &waiting {
-            self.act(
-                change,
-                &change.items().iter().map(|_| true).collect::<Vec<_>>(),
-            )?;
+        let mut n = 0;
+        for (seq, change, done) in self.local.outbox()? {
+            if !done {
+                self.act(&change, &vec![true; change.items().len()])?;
+                self.local.done(seq)?;
+                n += 1;
+            }
         }
-        Ok(waiting.len())
+        Ok(n)
     }
 
     fn set_status(&self, edit: impl FnOnce(&mut Status)) {
@@ -182,23 +197,34 @@ impl Replica {
     }
 
     async fn round(&self) -> Result<(), StoreError> {
-        self.send().await?;
+        // Times come from the store's clock: read it before anything is stamped or listed.
+        if !self.store.clock_known() {
+            self.store.list(SNAPSHOTS, "").await?;
+        }
         let seen = self.local.seen_through().map_err(db)?;
+        let missing = self
+            .missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let stale = seen
             .as_deref()
             .is_none_or(|s| ms_of(s) + STALE_MS < self.store.now_ms());
-        if stale {
-            self.catch_up(seen).await?;
-            // A new cluster's first node has its whitelist to send.
-            self.send().await?;
+        if stale || missing.is_some() {
+            self.catch_up(seen, missing).await?;
         }
-        self.poll().await
+        // Read before sending: a change sent is stamped after every record read.
+        self.poll().await?;
+        self.send().await
     }
 
-    /// The store time for a new stamp: never before one seen.
+    /// The store time for a new stamp: later than every stamp seen.
     fn stamp_ms(&self) -> u64 {
         let now = self.store.now_ms();
-        self.latest_ms.fetch_max(now, Ordering::Relaxed).max(now)
+        let after = self.latest_ms.load(Ordering::Relaxed) + 1;
+        let ms = now.max(after);
+        self.latest_ms.fetch_max(ms, Ordering::Relaxed);
+        ms
     }
 
     fn saw(&self, stamp: &Stamp) {
@@ -207,7 +233,11 @@ impl Replica {
 
     /// Writes the outbox to the log, oldest first; stops at the first failure.
     async fn send(&self) -> Result<(), StoreError> {
-        for (seq, change) in self.local.outbox().map_err(db)? {
+        for (seq, change, done) in self.local.outbox().map_err(db)? {
+            // One being applied now may yet be withdrawn: sent once applied.
+            if !done {
+                break;
+            }
             let body = serde_json::to_vec(&Record {
                 format: FORMAT,
                 node: self.name.clone(),
@@ -248,35 +278,31 @@ impl Replica {
                 continue;
             };
             self.saw(&stamp);
-            if self.local.is_applied(stamp.id()).map_err(db)? {
+            // Applied already, under this stamp or (written twice) another.
+            let earlier = self.local.applied_stamp(stamp.id()).map_err(db)?;
+            if earlier.as_ref().is_some_and(|e| *e >= stamp) {
                 continue;
             }
             let Some(body) = self.store.get(&format!("{LOG}{name}")).await? else {
-                // Compacted away meanwhile: the next round starts from the snapshot.
-                continue;
+                // Compacted away while this node read: it starts again from the snapshot.
+                *self.missing.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+                return Err(StoreError(format!(
+                    "{LOG}{name} was listed and then gone: reading the snapshot"
+                )));
             };
-            match serde_json::from_slice::<Record>(&body) {
-                Ok(record) if record.format > FORMAT => {
-                    return Err(StoreError(format!(
-                        "{LOG}{name} was written by a newer ross (format {}): upgrade this node",
-                        record.format
-                    )))
+            let record = read_record(name, &body)?;
+            match (&record, &earlier) {
+                // The same change again, later: only its whitelist items may now win.
+                (Some(record), Some(_)) if !matches!(record.change, Change::Purge(_)) => {
+                    self.applying(&stamp, record)
                 }
-                Ok(record) => {
-                    self.apply(&stamp, &record.change).map_err(|e| {
-                        StoreError(format!(
-                            "applying {} failed: {e:#}",
-                            record.change.describe()
-                        ))
-                    })?;
-                    tracing::info!(
-                        change = %record.change.describe(), from = %record.node, stamp = %stamp,
-                        "change from the cluster applied"
-                    );
+                (Some(_), Some(_)) => {}
+                (Some(record), None) => {
+                    self.applying(&stamp, record);
                     self.set_status(|s| s.received += 1);
                 }
-                Err(e) => {
-                    tracing::warn!(record = %name, error = %e, "unreadable change record skipped")
+                (None, _) => {
+                    tracing::warn!(record = %name, "unreadable change record skipped")
                 }
             }
             self.local.applied(&stamp).map_err(db)?;
@@ -292,6 +318,22 @@ impl Replica {
             self.local.forget_applied_before(ms_of(&seen)).map_err(db)?;
         }
         Ok(())
+    }
+
+    /// Applies `record`, named `stamp`; a failure is logged, and the change counted as
+    /// applied (the cache retries a purge that failed; a whitelist edit that cannot be written
+    /// fails on the next one too).
+    fn applying(&self, stamp: &Stamp, record: &Record) {
+        match self.apply(stamp, &record.change) {
+            Ok(()) => tracing::info!(
+                change = %record.change.describe(), from = %record.node, stamp = %stamp,
+                "change from the cluster applied"
+            ),
+            Err(e) => tracing::error!(
+                change = %record.change.describe(), from = %record.node, stamp = %stamp,
+                error = %format!("{e:#}"), "a change from the cluster failed here"
+            ),
+        }
     }
 
     /// Applies a change from the log: whitelist items only where it is the last writer.
@@ -336,10 +378,29 @@ impl Replica {
 
     /// Starts again from the newest snapshot: a node joining the cluster, or one away longer
     /// than the log is kept.
-    async fn catch_up(&self, seen: Option<String>) -> Result<(), StoreError> {
+    async fn catch_up(
+        &self,
+        seen: Option<String>,
+        missing: Option<String>,
+    ) -> Result<(), StoreError> {
         let snapshots = self.store.list(SNAPSHOTS, "").await?;
+        if let Some(gone) = &missing {
+            // A record listed and then gone was compacted: a snapshot now covers it. If none
+            // does, it is lost (deleted by hand?), and skipped rather than waited for.
+            if snapshots.last().is_none_or(|newest| newest < gone) {
+                tracing::warn!(record = %gone, "a change record vanished from the log: skipped");
+                if let Ok(stamp) = Stamp::try_from(gone.clone()) {
+                    self.local.applied(&stamp).map_err(db)?;
+                }
+                return Ok(());
+            }
+        }
         let newest = match snapshots.last() {
-            Some(name) if seen.as_deref().is_some_and(|s| s >= name.as_str()) => return Ok(()),
+            Some(name)
+                if missing.is_none() && seen.as_deref().is_some_and(|s| s >= name.as_str()) =>
+            {
+                return Ok(())
+            }
             Some(name) => self.read_snapshot(name).await?,
             None => None,
         };
@@ -354,10 +415,10 @@ impl Replica {
                     continue;
                 };
                 if let Some(body) = self.store.get(&format!("{LOG}{name}")).await? {
-                    if let Ok(record) = serde_json::from_slice::<Record>(&body) {
+                    if let Some(record) = read_record(&name, &body)? {
                         state.fold(&stamp, &record.change);
-                        folded.push(stamp);
                     }
+                    folded.push(stamp);
                 }
             }
         }
@@ -412,10 +473,14 @@ impl Replica {
             return Ok(());
         }
         let now = self.target.whitelist();
-        self.local.enqueue(&Change::Whitelist(now.enabled))?;
+        let mut changes = vec![Change::Whitelist(now.enabled)];
         if !now.sizes.is_empty() {
-            self.local
-                .enqueue(&Change::Allow(now.sizes.iter().copied().collect()))?;
+            changes.push(Change::Allow(now.sizes.iter().copied().collect()));
+        }
+        for change in changes {
+            // Applied already: it is this node's whitelist.
+            let (seq, _) = self.local.enqueue(&change)?;
+            self.local.done(seq)?;
         }
         Ok(())
     }
@@ -463,6 +528,10 @@ impl Replica {
     /// Runs again the purges of `snapshot` this node may have missed since `seen`; everything
     /// if the snapshot no longer lists purges that old.
     fn rerun_purges(&self, seen: &str, snapshot: &Snapshot) -> anyhow::Result<()> {
+        if seen.is_empty() {
+            // Joined before any snapshot: every record since was read.
+            return Ok(());
+        }
         if ms_of(seen) < snapshot.purges_from {
             tracing::warn!(
                 "this node was away longer than the cluster remembers purges: purging everything"
@@ -502,13 +571,16 @@ impl Replica {
                 continue;
             };
             let Some(body) = self.store.get(&format!("{LOG}{name}")).await? else {
-                continue;
+                // Another node compacted meanwhile: its snapshot is the one to build on.
+                return Err(StoreError(format!(
+                    "{LOG}{name} was listed and then gone: another node compacts"
+                )));
             };
-            match serde_json::from_slice::<Record>(&body) {
-                Ok(record) if record.format <= FORMAT => snapshot.fold(&stamp, &record.change),
+            match read_record(name, &body) {
+                Ok(Some(record)) => snapshot.fold(&stamp, &record.change),
+                Ok(None) => snapshot.covers = name.clone(),
                 // A newer ross's record: left for a newer ross to fold.
-                Ok(_) => break,
-                Err(_) => snapshot.covers = name.clone(),
+                Err(_) => break,
             }
             folded += 1;
         }
@@ -548,6 +620,23 @@ impl Replica {
         });
         Ok(written)
     }
+}
+
+/// The record `name` holds: `None` if unreadable, an error if a newer ross wrote it (its
+/// format is read first, so a change this ross does not know is not mistaken for garbage).
+fn read_record(name: &str, body: &[u8]) -> Result<Option<Record>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    if let Ok(Format { format }) = serde_json::from_slice::<Format>(body) {
+        if format > FORMAT {
+            return Err(StoreError(format!(
+                "{LOG}{name} was written by a newer ross (format {format}): upgrade this node"
+            )));
+        }
+    }
+    Ok(serde_json::from_slice::<Record>(body).ok())
 }
 
 /// The store time at the front of a log name (0 for none).

@@ -44,6 +44,11 @@ pub trait Store: Send + Sync {
     async fn get_with(&self, name: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError>;
     /// The store's time now, in ms since 1970, as well as it is known.
     fn now_ms(&self) -> u64;
+    /// Whether the store's clock was read (from an answer) yet; until then
+    /// [`Store::now_ms`] is the local clock.
+    fn clock_known(&self) -> bool {
+        true
+    }
     /// Where it is, for people.
     fn describe(&self) -> String;
 }
@@ -61,6 +66,8 @@ pub fn local_ms() -> u64 {
 struct Clock {
     /// Store time minus local time, in ms.
     offset_ms: AtomicI64,
+    /// Whether an answer gave it.
+    known: std::sync::atomic::AtomicBool,
 }
 
 impl Intercept for ClockReader {
@@ -87,6 +94,7 @@ impl Intercept for ClockReader {
             // `Date` is whole seconds: the middle of its second is the best guess.
             let offset = store + 500 - local_ms() as i64;
             self.0.offset_ms.store(offset, Ordering::Relaxed);
+            self.0.known.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -147,26 +155,7 @@ impl Store for S3Store {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let sent = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(format!("{}{name}", self.prefix))
-            .send()
-            .await;
-        let output = match sent {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("NoSuchKey") => {
-                return Ok(None)
-            }
-            Err(e) => return Err(self.failed("reading", name, e)),
-        };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.failed("reading", name, e))?;
-        Ok(Some(body.to_vec()))
+        Ok(self.get_with(name).await?.map(|(body, _)| body))
     }
 
     async fn list(&self, folder: &str, after: &str) -> Result<Vec<String>, StoreError> {
@@ -280,6 +269,10 @@ impl Store for S3Store {
     fn now_ms(&self) -> u64 {
         let offset = self.clock.offset_ms.load(Ordering::Relaxed);
         local_ms().saturating_add_signed(offset)
+    }
+
+    fn clock_known(&self) -> bool {
+        self.clock.known.load(Ordering::Relaxed)
     }
 
     fn describe(&self) -> String {

@@ -167,8 +167,9 @@ async fn a_change_on_one_node_reaches_the_others_once() {
     assert_eq!(b.fake.sizes(), set(&["72x72", "200x250", "400x400"]));
     assert_eq!(b.fake.purges(), vec![Purge::Key("shoes/red.jpg".into())]);
     // A applied its own change once, when made.
+    assert_eq!(a.fake.purges().len(), 1, "{:?}", store.names());
     a.tick().await;
-    assert_eq!(a.fake.purges().len(), 1);
+    assert_eq!(a.fake.purges().len(), 1, "{:?}", store.names());
     assert_eq!(
         a.replica.status().sent,
         4,
@@ -434,4 +435,81 @@ async fn shared_renders_are_taken_only_by_their_version_and_after_the_purges_tha
     let dyn_store: Arc<dyn Store> = store.clone();
     let again = SharedRenders::new(dyn_store, Local::open(&db).unwrap());
     assert_eq!(again.fetch(&b, "1").await, None);
+}
+
+#[tokio::test]
+async fn a_change_made_at_the_same_store_time_as_one_it_overrode_still_wins_everywhere() {
+    let store = store();
+    let a = Node::new(&store, &["72x72"]);
+    let b = Node::new(&store, &[]);
+    a.tick().await;
+    b.tick().await;
+    // The store's clock stands still: every stamp has the same time.
+    a.make(Change::Allow(sizes(&["5x5"])));
+    b.make(Change::Disallow(sizes(&["5x5"])));
+    a.tick().await;
+    b.tick().await;
+    a.tick().await;
+    assert_eq!(a.fake.sizes(), set(&["72x72"]));
+    assert_eq!(b.fake.sizes(), set(&["72x72"]));
+}
+
+#[tokio::test]
+async fn a_change_kept_but_not_applied_before_a_stop_is_applied_at_the_next_start() {
+    let store = store();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open_again(dir.path()).unwrap();
+        let local = Local::open(&db).unwrap();
+        // The process stops right after keeping the change.
+        local
+            .enqueue(&Change::Purge(Purge::Key("k.jpg".into())))
+            .unwrap();
+    }
+    let db = Database::open_again(dir.path()).unwrap();
+    let fake = Arc::new(Fake::default());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let replica = Replica::new(
+        dyn_store,
+        Local::open(&db).unwrap(),
+        fake.clone(),
+        "n".into(),
+    );
+    assert_eq!(replica.reapply_outbox().unwrap(), 1);
+    assert_eq!(fake.purges(), vec![Purge::Key("k.jpg".into())]);
+    // Applied once: not again at the start after.
+    assert_eq!(replica.reapply_outbox().unwrap(), 0);
+    replica.tick().await.unwrap();
+    assert_eq!(replica.pending(), 0, "sent");
+}
+
+#[tokio::test]
+async fn a_change_that_fails_here_is_not_sent() {
+    let store = store();
+    let a = Node::new(&store, &["72x72"]);
+    a.tick().await;
+    a.make(Change::Allow(sizes(&["9x9"])));
+    let failed = a
+        .replica
+        .change(&Change::Disallow(sizes(&["9x9"])), || {
+            Err::<(), _>("the disk failed")
+        })
+        .unwrap();
+    assert!(failed.is_err());
+    assert_eq!(a.replica.pending(), 1, "only the change that worked waits");
+    let b = Node::new(&store, &[]);
+    a.tick().await;
+    b.tick().await;
+    assert!(b.fake.sizes().contains(&"9x9".parse().unwrap()));
+    // The item still holds the addition: a removal from elsewhere made before it loses.
+    let late = super::record::Stamp::new(store.now_ms() - 1000, "00000000000f", 1);
+    let body = serde_json::to_vec(&super::record::Record {
+        format: 1,
+        node: "late".into(),
+        change: Change::Disallow(sizes(&["9x9"])),
+    })
+    .unwrap();
+    store.put(&format!("log/{late}"), body).await.unwrap();
+    a.tick().await;
+    assert!(a.fake.sizes().contains(&"9x9".parse().unwrap()));
 }
