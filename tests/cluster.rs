@@ -660,8 +660,14 @@ fn prometheus_adds_the_nodes_up() {
     println!("cluster hit ratio {ratio:.3} (expected {expected:.3})");
     let p99 = prometheus.value("ross:request_ms:p99_5m");
     assert!(p99 > 0.0, "{p99}");
-    let per_node = prometheus.query("instance:ross_requests:rate1m");
-    assert_eq!(per_node["data"]["result"].as_array().unwrap().len(), 3);
+    wait_for(
+        "the per-node rate of every node",
+        Duration::from_secs(30),
+        || {
+            let per_node = prometheus.query("instance:ross_requests:rate1m");
+            per_node["data"]["result"].as_array().unwrap().len() == 3
+        },
+    );
     let dashboard: serde_json::Value =
         serde_json::from_str(&deploy("grafana-dashboard.json")).unwrap();
     for panel in dashboard["panels"].as_array().unwrap() {
