@@ -2,10 +2,8 @@
 //! it, its modes and their versions, the last change it applied and a summary of its stats,
 //! written every `cluster.heartbeat_interval_ms`. Reading them all gives the Cluster page.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::record::FORMAT;
 use super::store::{Store, StoreError};
@@ -258,6 +256,3 @@ pub async fn forget_departed(cluster: &Cluster) -> Result<(), StoreError> {
     }
     Ok(())
 }
-
-/// Keeps `Arc` in use for the view's callers.
-pub type Nodes = Arc<Vec<NodeView>>;

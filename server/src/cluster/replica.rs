@@ -79,8 +79,6 @@ pub struct Status {
     pub sent: u64,
     /// Changes from other nodes applied.
     pub received: u64,
-    /// The snapshot last written here (compaction), if any.
-    pub compacted: Option<String>,
 }
 
 /// The engine: one per node, driven by the cluster thread ([`Replica::tick`],
@@ -613,11 +611,6 @@ impl Replica {
         if !gone.is_empty() {
             self.store.delete(&gone).await?;
         }
-        self.set_status(|s| {
-            if written.is_some() {
-                s.compacted = written.clone();
-            }
-        });
         Ok(written)
     }
 }
