@@ -66,3 +66,8 @@ browser_deps() {
 deploy_deps() {
   apt_install nginx systemd wrk prometheus
 }
+
+# cargo-deb, for the Debian package's test (tests/package.rs); without liblzma.
+package_deps() {
+  command -v cargo-deb >/dev/null 2>&1 || cargo install --locked --no-default-features cargo-deb
+}
