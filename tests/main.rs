@@ -37,8 +37,6 @@ mod hardening;
 /// Renders in sandboxed workers: hangs, crashes, memory, escapes, kills, reload generations,
 /// plugin folders without modes.
 mod isolation;
-/// The Debian package, built and installed.
-mod package;
 /// Originals served unchanged.
 mod originals;
 /// Plugin loading failures and plugin panics.

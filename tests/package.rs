@@ -1,7 +1,14 @@
 //! The Debian package: built with `cargo deb` from the release build, installed with `dpkg`,
 //! and run as its service would be. Needs root (it installs a package and adds a user) and
-//! `cargo-deb` (`scripts/deps.sh` installs it); skipped, saying so, without either.
+//! `cargo-deb` (`scripts/deps.sh` installs it); skipped, saying so, without either. A test
+//! binary of its own, as `plugin_kit`: packing the package takes the CPU for a minute.
 
+#[allow(dead_code)]
+mod process;
+#[allow(dead_code)]
+mod util;
+
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -18,6 +25,48 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The unit without its opening comment (which says where each one is installed).
+fn unit_body(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .skip_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_packaged_unit_is_the_documented_one_with_the_packages_paths() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let by_hand = unit_body(&deploy.join("ross.service")).replace("/usr/local/", "/usr/");
+    let packaged = unit_body(&deploy.join("debian/ross.service"));
+    assert!(!packaged.contains("/usr/local"), "{packaged}");
+    assert_eq!(
+        packaged, by_hand,
+        "deploy/debian/ross.service must be deploy/ross.service with /usr/local/ made /usr/"
+    );
+}
+
+/// A server stopped (SIGTERM, then SIGKILL after 10 s) when dropped, even if the test failed.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)] // kill has no preconditions
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Removes the package when dropped, even if the test failed.
@@ -45,7 +94,8 @@ fn the_debian_package_installs_and_serves() {
     let out = tempfile::tempdir().unwrap();
     run(Command::new("cargo")
         .current_dir(&repo)
-        .args(["deb", "-p", "ross", "--no-build", "--output"])
+        // --fast: lighter compression (a larger file, the same contents), a minute sooner.
+        .args(["deb", "-p", "ross", "--no-build", "--fast", "--output"])
         .arg(out.path()));
     let deb = std::fs::read_dir(out.path())
         .unwrap()
@@ -62,7 +112,10 @@ fn the_debian_package_installs_and_serves() {
         "./usr/share/ross/nginx/ross.conf",
         "./usr/share/ross/samples/flower.jpg",
     ] {
-        assert!(contents.contains(path), "{path} not in the package:\n{contents}");
+        assert!(
+            contents.contains(path),
+            "{path} not in the package:\n{contents}"
+        );
     }
     let _installed = Installed;
     run(Command::new("dpkg").arg("-i").arg(&deb));
@@ -70,20 +123,36 @@ fn the_debian_package_installs_and_serves() {
     let stat = run(Command::new("stat").args(["-c", "%U:%G %a", "/etc/ross/ross.toml"]));
     assert_eq!(stat.trim(), "root:ross 640");
     run(Command::new("runuser").args([
-        "-u", "ross", "--", "/usr/bin/ross", "check-config", "--config", "/etc/ross/ross.toml",
+        "-u",
+        "ross",
+        "--",
+        "/usr/bin/ross",
+        "check-config",
+        "--config",
+        "/etc/ross/ross.toml",
     ]));
-    // Served as the unit serves it (as ross, from the packaged settings), on a port of its own.
+    // Served as the unit serves it: as ross, from the packaged settings and the folders the
+    // package made, on a port of its own.
     let port = free_port();
-    let data = tempfile::tempdir().unwrap();
-    run(Command::new("chown").arg("ross:ross").arg(data.path()));
-    let mut child = Command::new("runuser")
-        .args(["-u", "ross", "--", "/usr/bin/ross", "serve", "--config", "/etc/ross/ross.toml"])
-        .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("ROSS__DATA_DIR", data.path().join("data"))
-        .env("ROSS__CACHE__DIR", data.path().join("cache"))
-        .env("ROSS__HIT_LOG__LISTEN", "")
-        .spawn()
-        .unwrap();
+    let id = |flag: &str| -> u32 {
+        run(Command::new("id").args([flag, "ross"]))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let log = out.path().join("ross.log");
+    let serving = Serving(
+        Command::new("/usr/bin/ross")
+            .args(["serve", "--config", "/etc/ross/ross.toml"])
+            .uid(id("-u"))
+            .gid(id("-g"))
+            .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("ROSS__HIT_LOG__LISTEN", "")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let started = std::time::Instant::now();
     let answer = loop {
         match http_get(port, "/200/250/crop/flower.jpg", Duration::from_secs(10)) {
@@ -91,14 +160,36 @@ fn the_debian_package_installs_and_serves() {
             Err(_) if started.elapsed() < Duration::from_secs(30) => {
                 std::thread::sleep(Duration::from_millis(100))
             }
-            Err(e) => panic!("the packaged ross does not answer: {e}"),
+            Err(e) => panic!(
+                "the packaged ross does not answer: {e}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serving);
     assert_eq!(answer.0, 200);
+    // The render is in the packaged cache folder, readable by nginx; the state is ross's.
+    let render = run(Command::new("stat").args([
+        "-c",
+        "%U %a",
+        "/var/cache/ross/jpeg/200/250/crop/flower.jpg",
+    ]));
+    assert_eq!(render.trim(), "ross 644");
+    let state = run(Command::new("stat").args(["-c", "%U %a", "/var/lib/ross"]));
+    assert_eq!(state.trim(), "ross 700");
     // The unit systemd would run.
     if Path::new("/usr/bin/systemd-analyze").exists() {
-        run(Command::new("systemd-analyze").args(["verify", "/usr/lib/systemd/system/ross.service"]));
+        run(Command::new("systemd-analyze")
+            .args(["verify", "/usr/lib/systemd/system/ross.service"]));
+    }
+    // A purge takes the settings, the state and the cache with it.
+    run(Command::new("dpkg").args(["--purge", "ross"]));
+    for gone in [
+        "/etc/ross/ross.toml",
+        "/var/lib/ross",
+        "/var/cache/ross",
+        "/usr/bin/ross",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} left after dpkg --purge");
     }
 }
