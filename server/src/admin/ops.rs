@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ross_config::{Size, WhitelistSource};
 
-use crate::cache::{Cache, PurgeOutcome, Selector};
+use crate::cache::{Cache, PurgeJob, PurgeOutcome, Selector};
 use crate::cluster::{Change, Purge};
 use crate::db::FullDisk;
 use crate::error::{AppError, ErrorCode};
@@ -168,41 +168,74 @@ pub async fn disallow_sizes(
     let st = state.clone();
     let asked = sizes.clone();
     let purged = blocking(move || {
-        shared(&st, Change::Disallow(asked.clone()), || {
-            let purged = remove_sizes(&st.whitelist, &st.cache, &asked)?;
-            for size in &asked {
-                note_purge(&st, &Selector::size(*size));
-            }
-            Ok(purged)
-        })
+        // The purges run after the change is made (and sent): a long one holds up neither
+        // the cluster nor other whitelist edits.
+        let jobs = shared(&st, Change::Disallow(asked.clone()), || {
+            remove_sizes(&st.whitelist, &st.cache, &asked)
+        })?;
+        let purged = finish_removal(&st.cache, jobs);
+        for size in &asked {
+            note_purge(&st, &Selector::size(*size));
+        }
+        purged
     })
     .await?;
     tracing::info!(sizes = %list(&sizes), entries = purged.entries, "sizes no longer allowed");
     Ok((sizes, purged))
 }
 
-/// Stops allowing `sizes` and purges their renders. Each purge is journaled before its size
-/// goes, so a crash in between still finishes it at the next start. Blocking.
+/// Stops allowing `sizes` and returns their purges, each journaled before its size goes (a
+/// crash in between still finishes it at the next start), for `finish_removal` or the
+/// cache's own thread to run: the whitelist change is quick, the purges may be long. If a
+/// size cannot be removed, the purges of those removed before it run in the background.
+/// Blocking.
 pub fn remove_sizes(
     whitelist: &Whitelist,
     cache: &Cache,
     sizes: &[Size],
-) -> Result<PurgeOutcome, AppError> {
-    let mut total = PurgeOutcome::default();
+) -> Result<Vec<PurgeJob>, AppError> {
+    let mut jobs = Vec::with_capacity(sizes.len());
     for &size in sizes {
         let failed =
             |e: &dyn FullDisk| write_failed(&format!("cannot remove {size} from the whitelist"), e);
-        let job = cache
-            .begin_purge(Selector::size(size))
-            .map_err(|e| failed(&e))?;
-        if let Err(e) = whitelist.remove(size) {
-            // The size stays allowed: so do its renders.
-            cache.abandon_purge(job);
-            return Err(failed(&e));
+        let removed = cache.begin_purge(Selector::size(size)).and_then(|job| {
+            match whitelist.remove(size) {
+                Ok(_) => Ok(job),
+                Err(e) => {
+                    // The size stays allowed: so do its renders.
+                    cache.abandon_purge(job);
+                    Err(e.into())
+                }
+            }
+        });
+        match removed {
+            Ok(job) => jobs.push(job),
+            Err(e) => {
+                jobs.into_iter()
+                    .for_each(|j| cache.finish_purge_in_background(j));
+                return Err(failed(&e));
+            }
         }
-        let purged = cache.finish_purge(job).map_err(|e| failed(&e))?;
-        total.entries += purged.entries;
-        total.bytes += purged.bytes;
+    }
+    Ok(jobs)
+}
+
+/// Runs the purges [`remove_sizes`] began. One that fails is tried again in the background,
+/// as are those after it. Blocking.
+fn finish_removal(cache: &Cache, jobs: Vec<PurgeJob>) -> Result<PurgeOutcome, AppError> {
+    let mut total = PurgeOutcome::default();
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        match cache.finish_purge(job) {
+            Ok(purged) => {
+                total.entries += purged.entries;
+                total.bytes += purged.bytes;
+            }
+            Err(e) => {
+                jobs.for_each(|j| cache.finish_purge_in_background(j));
+                return Err(write_failed("the purge of a removed size failed", &e));
+            }
+        }
     }
     Ok(total)
 }

@@ -83,8 +83,12 @@ impl Target for NodeTarget {
     }
 
     fn disallow(&self, sizes: &[Size]) -> anyhow::Result<()> {
-        crate::admin::ops::remove_sizes(&self.whitelist, &self.cache, sizes)
+        // As a removal on the admin page, but the renders go on the cache's own thread.
+        let jobs = crate::admin::ops::remove_sizes(&self.whitelist, &self.cache, sizes)
             .map_err(|e| anyhow::anyhow!("{}: {}", e.message, e.detail.unwrap_or_default()))?;
+        for job in jobs {
+            self.cache.finish_purge_in_background(job);
+        }
         if let Some(renders) = &self.renders {
             for size in sizes {
                 renders.note_purge(&crate::cache::Selector::size(*size));
@@ -100,7 +104,9 @@ impl Target for NodeTarget {
 
     fn purge(&self, purge: &Purge) -> anyhow::Result<()> {
         let selector = purge.selector();
-        self.cache.purge(selector.clone())?;
+        // Journaled before the record counts as applied, run on the cache's own thread: a
+        // long purge holds up neither this node's heartbeats nor the next records.
+        self.cache.purge_in_background(selector.clone())?;
         if let Some(renders) = &self.renders {
             renders.note_purge(&selector);
         }

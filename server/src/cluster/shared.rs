@@ -215,8 +215,16 @@ impl SharedRenders {
                     (RENDERED.to_owned(), began_ms.to_string()),
                 ]
                 .into();
-                if let Err(e) = this.store.put_with(&name, body.to_vec(), meta).await {
-                    tracing::debug!(error = %e, "render not shared");
+                match this.store.put_with(&name, body.to_vec(), meta).await {
+                    // A purge noted while it was written may have listed the folder before
+                    // it landed: it goes (a purge noted after this is deleted by the purge).
+                    Ok(()) if began_ms <= this.horizon(&variant) => {
+                        if let Err(e) = this.store.delete(std::slice::from_ref(&name)).await {
+                            tracing::warn!(error = %e, "a render purged while shared stays");
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::debug!(error = %e, "render not shared"),
                 }
             }
             this.waiting.fetch_sub(size, Ordering::SeqCst);

@@ -288,6 +288,8 @@ pub struct MemoryStore {
     metas: std::sync::Mutex<std::collections::BTreeMap<String, Meta>>,
     now: std::sync::atomic::AtomicU64,
     down: std::sync::atomic::AtomicBool,
+    /// Writes with metadata wait while a test holds it.
+    gate: tokio::sync::RwLock<()>,
 }
 
 #[cfg(test)]
@@ -305,6 +307,11 @@ impl MemoryStore {
     /// Makes every call fail (or work again).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Holds every write with metadata (as a slow store would) until the guard is dropped.
+    pub async fn hold_writes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().await
     }
 
     /// Every name held.
@@ -359,6 +366,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_with(&self, name: &str, body: Vec<u8>, meta: Meta) -> Result<(), StoreError> {
+        let _open = self.gate.read().await;
         self.put(name, body).await?;
         self.metas.lock().unwrap().insert(name.to_owned(), meta);
         Ok(())

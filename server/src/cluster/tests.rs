@@ -412,6 +412,28 @@ async fn shared_renders_are_taken_only_by_their_version_and_after_the_purges_tha
     );
     settle().await;
     assert!(!store.names().iter().any(|n| n.contains("shoes/a.jpg")));
+    // A render offered before a purge and written while it deleted (after its listing) goes
+    // too: written, then found purged and deleted.
+    let c = variant("/10/10/crop/shoes/c.jpg");
+    let slow = store.hold_writes().await;
+    store.advance(Duration::from_secs(1));
+    renders.offer(
+        c.clone(),
+        "1".into(),
+        bytes::Bytes::from_static(b"C"),
+        store.now_ms(),
+    );
+    settle().await;
+    store.advance(Duration::from_secs(1));
+    renders.note_purge(&Selector::Key("shoes/c.jpg".into()));
+    renders.run_deletions().await.unwrap();
+    drop(slow);
+    settle().await;
+    assert!(
+        !store.names().iter().any(|n| n.contains("shoes/c.jpg")),
+        "a purged render stays shared: {:?}",
+        store.names()
+    );
     // A purge of everything: older renders are no longer taken, newer ones are.
     assert!(renders.fetch(&b, "1").await.is_some());
     renders.note_purge(&Selector::All);
