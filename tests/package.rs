@@ -16,6 +16,11 @@ use std::time::Duration;
 use crate::process::http_get;
 use crate::util::free_port;
 
+/// Whether `cmd` runs and succeeds.
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -46,6 +51,23 @@ fn the_packaged_unit_is_the_documented_one_with_the_packages_paths() {
         packaged, by_hand,
         "deploy/debian/ross.service must be deploy/ross.service with /usr/local/ made /usr/"
     );
+}
+
+/// The unit's `UMask=0022`, whatever the test runner's.
+trait Umask {
+    fn umask_022(&mut self) -> &mut Self;
+}
+
+impl Umask for Command {
+    fn umask_022(&mut self) -> &mut Self {
+        #[allow(unsafe_code)] // umask is async-signal-safe, as pre_exec asks
+        unsafe {
+            self.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            })
+        }
+    }
 }
 
 /// A server stopped (SIGTERM, then SIGKILL after 10 s) when dropped, even if the test failed.
@@ -82,14 +104,18 @@ impl Drop for Installed {
 fn the_debian_package_installs_and_serves() {
     #[allow(unsafe_code)] // geteuid has no preconditions
     let root = unsafe { libc::geteuid() } == 0;
-    let has_deb = Command::new("cargo")
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_deb = succeeds(Command::new("cargo").args(["deb", "--version"]));
     if !root || !has_deb {
+        // scripts/test says so where it shows (a passing test's output is not).
         eprintln!("skipped: needs root and cargo-deb (scripts/deps.sh installs it)");
         return;
     }
+    // Never on a machine where ross is installed: the test installs and purges its own.
+    let installed = succeeds(Command::new("dpkg").args(["-s", "ross"]));
+    assert!(
+        !installed,
+        "the ross package is installed here: this test would purge it (settings, state and cache)"
+    );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = tempfile::tempdir().unwrap();
     run(Command::new("cargo")
@@ -119,6 +145,11 @@ fn the_debian_package_installs_and_serves() {
     }
     let _installed = Installed;
     run(Command::new("dpkg").arg("-i").arg(&deb));
+    // Under systemd the package started its service, which holds the state and cache folders:
+    // stopped, so that the server below can take them (and so that the unit ran).
+    if Path::new("/run/systemd/system").exists() {
+        run(Command::new("systemctl").args(["stop", "ross"]));
+    }
     // The settings: readable by root and the ross user only.
     let stat = run(Command::new("stat").args(["-c", "%U:%G %a", "/etc/ross/ross.toml"]));
     assert_eq!(stat.trim(), "root:ross 640");
@@ -146,6 +177,7 @@ fn the_debian_package_installs_and_serves() {
             .args(["serve", "--config", "/etc/ross/ross.toml"])
             .uid(id("-u"))
             .gid(id("-g"))
+            .umask_022()
             .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("ROSS__HIT_LOG__LISTEN", "")
             .stdout(std::process::Stdio::null())
@@ -184,6 +216,12 @@ fn the_debian_package_installs_and_serves() {
     }
     // A purge takes the settings, the state and the cache with it.
     run(Command::new("dpkg").args(["--purge", "ross"]));
+    let override_kept =
+        succeeds(Command::new("dpkg-statoverride").args(["--list", "/etc/ross/ross.toml"]));
+    assert!(
+        !override_kept,
+        "dpkg --purge left the settings' stat override"
+    );
     for gone in [
         "/etc/ross/ross.toml",
         "/var/lib/ross",

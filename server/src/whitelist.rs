@@ -144,10 +144,14 @@ impl Whitelist {
     /// Stops allowing every size in `sizes`, in one durable edit. Returns how many were there.
     pub fn remove_all(&self, sizes: &[Size]) -> sled::Result<usize> {
         self.edit(|tree| {
+            // One batch: a crash leaves all of them allowed or none.
             let mut gone = 0;
+            let mut batch = sled::Batch::default();
             for size in sizes {
-                gone += usize::from(tree.remove(size_key(*size))?.is_some());
+                gone += usize::from(tree.contains_key(size_key(*size))?);
+                batch.remove(&size_key(*size)[..]);
             }
+            tree.apply_batch(batch)?;
             Ok(gone)
         })
     }

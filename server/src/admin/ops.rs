@@ -168,76 +168,71 @@ pub async fn disallow_sizes(
     let st = state.clone();
     let asked = sizes.clone();
     let purged = blocking(move || {
-        // The purges run after the change is made (and sent): a long one holds up neither
-        // the cluster nor other whitelist edits.
-        let jobs = shared(&st, Change::Disallow(asked.clone()), || {
-            remove_sizes(&st.whitelist, &st.cache, &asked)
-        })?;
-        let purged = finish_removal(&st.cache, jobs);
+        // The purges run after the change is made (and kept to be sent), out of it: a long
+        // one holds up neither the cluster nor other whitelist edits. They run even if
+        // keeping the change failed after the edit was made.
+        let mut begun = Vec::new();
+        let made = shared(&st, Change::Disallow(asked.clone()), || {
+            begun = remove_sizes(&st.whitelist, &st.cache, &asked)?;
+            Ok(())
+        });
+        let purged = finish_removal(&st.cache, begun);
+        made?;
         for size in &asked {
             note_purge(&st, &Selector::size(*size));
         }
-        purged
+        Ok(purged)
     })
     .await?;
     tracing::info!(sizes = %list(&sizes), entries = purged.entries, "sizes no longer allowed");
     Ok((sizes, purged))
 }
 
-/// Stops allowing `sizes` and returns their purges, each journaled before its size goes (a
-/// crash in between still finishes it at the next start), for `finish_removal` or the
-/// cache's own thread to run: the whitelist change is quick, the purges may be long. If a
-/// size cannot be removed, the purges of those removed before it run in the background.
-/// Blocking.
+/// Stops allowing `sizes`, in one edit, and returns their purges, each journaled before the
+/// edit (a crash after it still finishes them at the next start), for [`finish_removal`] or
+/// another thread to run: the whitelist edit is quick, the purges may be long. On a failure
+/// nothing changed. Blocking.
 pub fn remove_sizes(
     whitelist: &Whitelist,
     cache: &Cache,
     sizes: &[Size],
 ) -> Result<Vec<PurgeJob>, AppError> {
+    let failed = |e: &dyn FullDisk| {
+        write_failed(
+            &format!("cannot remove {} from the whitelist", list(sizes)),
+            e,
+        )
+    };
     let mut jobs = Vec::with_capacity(sizes.len());
+    let abandon = |jobs: Vec<PurgeJob>| jobs.into_iter().for_each(|j| cache.abandon_purge(j));
     for &size in sizes {
-        let failed =
-            |e: &dyn FullDisk| write_failed(&format!("cannot remove {size} from the whitelist"), e);
-        let removed = cache.begin_purge(Selector::size(size)).and_then(|job| {
-            match whitelist.remove(size) {
-                Ok(_) => Ok(job),
-                Err(e) => {
-                    // The size stays allowed: so do its renders.
-                    cache.abandon_purge(job);
-                    Err(e.into())
-                }
-            }
-        });
-        match removed {
+        match cache.begin_purge(Selector::size(size)) {
             Ok(job) => jobs.push(job),
             Err(e) => {
-                jobs.into_iter()
-                    .for_each(|j| cache.finish_purge_in_background(j));
+                abandon(jobs);
                 return Err(failed(&e));
             }
         }
     }
+    if let Err(e) = whitelist.remove_all(sizes) {
+        // The sizes stay allowed: so do their renders.
+        abandon(jobs);
+        return Err(failed(&e));
+    }
     Ok(jobs)
 }
 
-/// Runs the purges [`remove_sizes`] began. One that fails is tried again in the background,
-/// as are those after it. Blocking.
-fn finish_removal(cache: &Cache, jobs: Vec<PurgeJob>) -> Result<PurgeOutcome, AppError> {
+/// Runs the purges [`remove_sizes`] began. One that fails stays in force and is tried again
+/// in the background (the cache logs it); what the others removed is counted. Blocking.
+pub fn finish_removal(cache: &Cache, jobs: Vec<PurgeJob>) -> PurgeOutcome {
     let mut total = PurgeOutcome::default();
-    let mut jobs = jobs.into_iter();
-    while let Some(job) = jobs.next() {
-        match cache.finish_purge(job) {
-            Ok(purged) => {
-                total.entries += purged.entries;
-                total.bytes += purged.bytes;
-            }
-            Err(e) => {
-                jobs.for_each(|j| cache.finish_purge_in_background(j));
-                return Err(write_failed("the purge of a removed size failed", &e));
-            }
+    for job in jobs {
+        if let Ok(purged) = cache.finish_purge(job) {
+            total.entries += purged.entries;
+            total.bytes += purged.bytes;
         }
     }
-    Ok(total)
+    total
 }
 
 /// `sizes` as people read them: `72x72, 300x300`.

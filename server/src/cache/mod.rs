@@ -211,6 +211,13 @@ pub struct PurgeJob {
     journaled: bool,
 }
 
+impl PurgeJob {
+    /// Whether it is journaled: a crash before it finishes resumes it at the next start.
+    pub fn journaled(&self) -> bool {
+        self.journaled
+    }
+}
+
 /// Wakes the maintenance thread, and tells it to stop.
 #[derive(Default)]
 struct Signal {
@@ -726,18 +733,6 @@ impl Cache {
             }
         }
         self.inner.deactivate(job.id);
-    }
-
-    /// Journals a purge of `selector` (it survives a crash) and runs it on the maintenance
-    /// thread; hits it matches are not served from now on. Blocking (one flushed write).
-    pub fn purge_in_background(&self, selector: Selector) -> Result<(), CacheError> {
-        self.inner.schedule(selector)
-    }
-
-    /// Runs a purge begun with [`Cache::begin_purge`] on the maintenance thread.
-    pub fn finish_purge_in_background(&self, job: PurgeJob) {
-        lock(&self.inner.queued).push_back(job);
-        self.inner.signal.wake();
     }
 
     /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads

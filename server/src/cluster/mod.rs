@@ -74,6 +74,44 @@ struct NodeTarget {
     whitelist: Arc<Whitelist>,
     cache: Cache,
     renders: Option<Arc<SharedRenders>>,
+    /// Purges from other nodes, to the thread that runs them (see [`NodeTarget::run`]).
+    purges: std::sync::mpsc::Sender<crate::cache::PurgeJob>,
+}
+
+impl NodeTarget {
+    /// Runs `job`, begun for a change from the log, on the cluster's purge thread, one at a
+    /// time: a long purge holds up neither the heartbeats nor the next records, nor the
+    /// cache's own eviction. It is journaled before its record counts as applied, so a crash
+    /// resumes it at the next start; one that is not (`data_dir` full) runs here and now.
+    fn run(&self, job: crate::cache::PurgeJob) {
+        let job = if job.journaled() {
+            match self.purges.send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(job)) => job,
+            }
+        } else {
+            job
+        };
+        // A failure stays in force and is tried again by the cache (which logs it).
+        let _ = self.cache.finish_purge(job);
+    }
+
+    /// The thread that runs purges from other nodes for `cache`, until the target goes. If
+    /// it cannot be started, they run where they are received.
+    fn purge_thread(cache: Cache) -> std::sync::mpsc::Sender<crate::cache::PurgeJob> {
+        let (send, receive) = std::sync::mpsc::channel::<crate::cache::PurgeJob>();
+        let started = std::thread::Builder::new()
+            .name("ross-cluster-purge".into())
+            .spawn(move || {
+                for job in receive {
+                    let _ = cache.finish_purge(job);
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the cluster's purge thread: purges from other nodes run as they come");
+        }
+        send
+    }
 }
 
 impl Target for NodeTarget {
@@ -83,11 +121,11 @@ impl Target for NodeTarget {
     }
 
     fn disallow(&self, sizes: &[Size]) -> anyhow::Result<()> {
-        // As a removal on the admin page, but the renders go on the cache's own thread.
+        // As a removal on the admin page, but the renders go on the purge thread.
         let jobs = crate::admin::ops::remove_sizes(&self.whitelist, &self.cache, sizes)
             .map_err(|e| anyhow::anyhow!("{}: {}", e.message, e.detail.unwrap_or_default()))?;
         for job in jobs {
-            self.cache.finish_purge_in_background(job);
+            self.run(job);
         }
         if let Some(renders) = &self.renders {
             for size in sizes {
@@ -104,9 +142,8 @@ impl Target for NodeTarget {
 
     fn purge(&self, purge: &Purge) -> anyhow::Result<()> {
         let selector = purge.selector();
-        // Journaled before the record counts as applied, run on the cache's own thread: a
-        // long purge holds up neither this node's heartbeats nor the next records.
-        self.cache.purge_in_background(selector.clone())?;
+        let job = self.cache.begin_purge(selector.clone())?;
+        self.run(job);
         if let Some(renders) = &self.renders {
             renders.note_purge(&selector);
         }
@@ -139,6 +176,7 @@ impl Cluster {
             share_renders.then(|| Arc::new(SharedRenders::new(store.clone(), local.clone())));
         let target = Arc::new(NodeTarget {
             whitelist,
+            purges: NodeTarget::purge_thread(cache.clone()),
             cache,
             renders: renders.clone(),
         });

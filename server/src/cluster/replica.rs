@@ -183,8 +183,8 @@ impl Replica {
     }
 
     /// One round: sends what waits, catches up from a snapshot if this node is new or was
-    /// away, and applies the log's new records. Blocking work (purges) runs inline: call it
-    /// from the cluster's own thread.
+    /// away, and applies the log's new records. Blocking (database writes; the target may
+    /// block too): call it from the cluster's own thread.
     pub async fn tick(&self) -> Result<(), StoreError> {
         let result = self.round().await;
         self.set_status(|s| match &result {
