@@ -523,6 +523,7 @@ modes[].quarantine
 modes[].renders
 modes[].status
 modes[].version
+pending
 refused
 workers
 workers.crashes

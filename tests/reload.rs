@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::process::{cache_files, http_get, Ross};
+use crate::process::{admin, cache_files, http_get, Ross};
 use crate::util::{built, fixture_plugin, plugin_folder, TestServer};
 
 /// Publishes `from` as `dir/name` the recommended way: copy to a hidden name, then rename.
@@ -140,8 +140,8 @@ async fn a_new_version_purges_the_cache_and_the_same_version_keeps_it() {
 
 /// The `swap` mode's plugin replaced 20 times, alternating two builds and two ways of
 /// publishing, while two clients keep requesting new renders: no request fails, every answer
-/// is one of the two builds' output, and after the last swap new renders come from the last
-/// build within 2 s.
+/// is one of the two builds' output, and after the last swap, once the admin API says no file
+/// is pending, new renders come from the last build (and keep coming from it).
 #[test]
 fn replacing_a_plugin_under_load_fails_no_request() {
     let plugins = plugin_folder(&[built("crop")]);
@@ -191,17 +191,21 @@ fn replacing_a_plugin_under_load_fails_no_request() {
             std::fs::rename(&staged, plugins.path().join("libswap.so")).unwrap();
         }
     }
-    // The last swap (19) published red.
+    // The last swap (19) published red. Under load the reloader can lag a swap or more
+    // behind (each file settles 200 ms, then a worker checks it), so red served is not yet
+    // the last red: the folder is in service once nothing in it is pending.
     let last = Instant::now();
     let mut probe = 0;
     let switched = loop {
         probe += 1;
+        let (_, plugins) = admin(port, "GET", "/plugins", "");
+        let settled = plugins["pending"].as_array().is_some_and(Vec::is_empty);
         let path = format!("/777/{}/swap/photos/Dune.jpg", 100 + probe);
         let (status, body) = http_get(port, &path, Duration::from_secs(10)).unwrap();
-        if status == 200 && colour_of(&body) == "red" {
+        if settled && status == 200 && colour_of(&body) == "red" {
             break Some(last.elapsed());
         }
-        if last.elapsed() > Duration::from_secs(2) {
+        if last.elapsed() > Duration::from_secs(10) {
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -222,7 +226,7 @@ fn replacing_a_plugin_under_load_fails_no_request() {
         served > 40,
         "only {served} requests were made during the swaps"
     );
-    let switched = switched.expect("the last build did not serve within 2 s of its swap");
+    let switched = switched.expect("the last build was not in service within 10 s of its swap");
     let (_, metrics) = http_get(port, "/metrics", Duration::from_secs(5)).unwrap();
     let metrics = String::from_utf8_lossy(&metrics).into_owned();
     println!(

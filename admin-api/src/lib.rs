@@ -173,6 +173,10 @@ pub struct Plugins {
     pub modes: Vec<Mode>,
     /// Files refused, newest first.
     pub refused: Vec<Refused>,
+    /// Files of the folder, new or changed since they were loaded and not refused, not yet in
+    /// service: settling (unchanged for 200 ms first) or being checked. Empty once the
+    /// folder is what is served.
+    pub pending: Vec<String>,
     /// The render workers the modes run in.
     pub workers: Workers,
 }

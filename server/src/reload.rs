@@ -119,12 +119,7 @@ impl Reloader {
             }
         };
         let mut state = self.lock_state();
-        let loaded: HashMap<PathBuf, Fingerprint> = self
-            .registry
-            .files()
-            .into_iter()
-            .map(|f| (f.file, f.fingerprint))
-            .collect();
+        let loaded = self.loaded();
         for file in loaded.keys().filter(|f| !present.contains_key(*f)) {
             let changes = self.registry.remove_file(file);
             self.apply(&changes);
@@ -151,6 +146,31 @@ impl Reloader {
             }
         }
         !state.settling.is_empty()
+    }
+
+    /// The files of the folder not yet in service: new or changed since they were loaded, and
+    /// not refused as they are. Reads the folder; does not wait for a load in progress (a file
+    /// being loaded is pending until it is in service).
+    pub fn pending(&self) -> Vec<PathBuf> {
+        let Ok(files) = plugin_files(&self.dir) else {
+            return Vec::new();
+        };
+        let loaded = self.loaded();
+        // A scan holds the state while it loads: then nothing counts as refused (the file
+        // being loaded is pending, as it is).
+        let refused = match self.state.try_lock() {
+            Ok(state) => state.refused.clone(),
+            Err(_) => HashMap::new(),
+        };
+        files
+            .into_iter()
+            .filter(|file| {
+                let Ok(fp) = Fingerprint::of(file) else {
+                    return false;
+                };
+                loaded.get(file) != Some(&fp) && refused.get(file) != Some(&fp)
+            })
+            .collect()
     }
 
     /// Watches the folder on a thread of its own, which ends once the reloader is dropped.
@@ -227,6 +247,15 @@ impl Reloader {
                 ),
             }
         }
+    }
+
+    /// The files in service, as they were when loaded.
+    fn loaded(&self) -> HashMap<PathBuf, Fingerprint> {
+        self.registry
+            .files()
+            .into_iter()
+            .map(|f| (f.file, f.fingerprint))
+            .collect()
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ScanState> {

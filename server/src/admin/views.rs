@@ -192,6 +192,12 @@ pub fn plugins(state: &AppState) -> PluginsView {
         hot_reload: state.settings.plugins.hot_reload,
         modes,
         refused: failures.iter().rev().map(refused).collect(),
+        pending: state
+            .reloader
+            .pending()
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
         workers: workers(state),
     }
 }
