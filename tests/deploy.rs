@@ -105,6 +105,82 @@ impl Drop for Nginx {
     }
 }
 
+/// `nginx -t` of `site` in `dir`: `Err` with nginx's complaint.
+fn nginx_t(dir: &Path, site: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let d = dir.display();
+    let main = format!(
+        "pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 16; }}\n\
+         http {{ include /etc/nginx/mime.types; access_log {d}/access.log;\n\
+         client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+         uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         include {d}/site.conf; }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).unwrap();
+    let out = Command::new("/usr/sbin/nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `ross nginx-config` passes `nginx -t` with every surrogate-key header, one format and
+/// three, a hit log over UDP and a Unix socket and none, CORS, other admin networks, and a
+/// cache folder with a space; and refuses what nginx could not take.
+#[test]
+fn generated_sites_pass_nginx_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("the cache");
+    let cache = cache.to_str().unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let media = media.to_str().unwrap();
+    let base = [("ROSS__CACHE__DIR", cache), ("ROSS__SOURCE__ROOT", media)];
+    for (i, extra) in [
+        vec![],
+        vec![("ROSS__OUTPUT__SURROGATE_KEYS", "")],
+        vec![
+            ("ROSS__OUTPUT__FORMATS", "webp,jpeg"),
+            ("ROSS__OUTPUT__SURROGATE_KEYS", "Cache-Tag"),
+            ("ROSS__HIT_LOG__LISTEN", "127.0.0.1:8079"),
+        ],
+        vec![
+            ("ROSS__OUTPUT__FORMATS", "avif,webp,jpeg"),
+            ("ROSS__OUTPUT__SURROGATE_KEYS", "Surrogate-Key,Cache-Tag,xkey"),
+            ("ROSS__OUTPUT__CORS_ORIGIN", "https://shop.example"),
+            ("ROSS__HIT_LOG__LISTEN", "unix:/run/ross/hits.sock"),
+            ("ROSS__ADMIN__NETWORKS", "10.0.0.0/8,fd00::/8,192.168.1.7"),
+            ("ROSS__SERVER__LISTEN", "0.0.0.0:9000"),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let nginx_dir = dir.path().join(format!("nginx{i}"));
+        let site = crate::process::nginx_config(base.into_iter().chain(extra.clone()), 8080, &nginx_dir)
+            .unwrap();
+        if let Err(e) = nginx_t(&nginx_dir, &site) {
+            panic!("{extra:?}: nginx -t: {e}\n{site}");
+        }
+    }
+    let dollar = crate::process::nginx_config(
+        [("ROSS__CACHE__DIR", "/tmp/a$b"), ("ROSS__SOURCE__ROOT", media)],
+        8080,
+        dir.path(),
+    );
+    assert!(dollar.unwrap_err().contains("cache.dir"));
+}
+
 /// A free UDP port on loopback (for ross's hit log).
 pub(crate) fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -112,18 +188,6 @@ pub(crate) fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// `site` (deploy/nginx.conf) for a test: the cache folder, ross's address, the access log
-/// under `dir`, and the hit log sent to `hit_log`.
-pub(crate) fn site_for(site: &str, dir: &Path, cache: &Path, ross: u16, hit_log: &str) -> String {
-    site.replace("/var/cache/ross", cache.to_str().unwrap())
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{ross}"))
-        .replace(
-            "/var/log/nginx/access.log",
-            dir.join("nginx/access.log").to_str().unwrap(),
-        )
-        .replace("127.0.0.1:8079", hit_log)
 }
 
 /// A header's value in a lower-cased head.
@@ -156,15 +220,7 @@ fn nginx_serves_hits_from_the_cache_and_passes_the_rest_to_ross() {
         ],
     );
     let port = free_port();
-    let cache = dir.path().join("cache");
-    let site = site_for(
-        &deploy("nginx.conf"),
-        dir.path(),
-        &cache,
-        ross.port,
-        &hit_log,
-    )
-    .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let site = ross.nginx_site(port, &dir.path().join("nginx"), &[]);
     let nginx = Nginx::start(&dir.path().join("nginx"), &site, port);
 
     // A miss: rendered by ross (its request id on the answer).
@@ -205,9 +261,14 @@ fn nginx_serves_hits_from_the_cache_and_passes_the_rest_to_ross() {
         "etag",
         "last-modified",
         "x-cache",
+        "surrogate-key",
     ] {
         assert_eq!(header(&hit, name), header(&from_ross, name), "{name}");
     }
+    assert_eq!(
+        header(&hit, "surrogate-key"),
+        Some("ross k-photos/Dune.jpg m-crop s-300x200")
+    );
     let etag = header(&hit, "etag").unwrap().to_owned();
     let (status, _, _) = nginx.get("/300/200/crop/photos/Dune.jpg", &[("If-None-Match", &etag)]);
     assert_eq!(status, 304);
@@ -275,12 +336,34 @@ fn nginx_serves_hits_from_the_cache_and_passes_the_rest_to_ross() {
     );
 }
 
-/// `deploy/nginx.conf` with its format lines enabled, in front of a ross serving AVIF, WebP and
-/// JPEG: each browser-like `Accept` gets the format ross gives it, a miss from ross and then a
-/// hit from nginx's own files with the same headers (`Vary: Accept` included), and refusals
-/// by `q=0` are honoured by both.
+/// `Accept` headers beyond [`ross::nginx_config::KNOWN_ACCEPT`]: odd, refusing, weighing.
+const ODD_ACCEPT: &[&str] = &[
+    "image/webp,*/*;q=0.8",
+    "image/avif;q=0,image/webp,*/*;q=0.8",
+    "image/avif; q=0.0, image/webp;q=0",
+    "image/jpeg,image/avif;q=0.5",
+    "image/avif;q=0.5,image/webp;q=0.9",
+    "image/avifx,image/webpx",
+    "x-image/avif,x-image/webp",
+    "image/avif-sequence",
+    "IMAGE/AVIF",
+    "image / webp",
+    "image/webp , image/avif",
+    "image/*;q=0.9,image/avif;q=0.1",
+    "*/avif",
+    "image/avif;level=1",
+    "",
+    "text/html",
+    "image/avif,image/webp;q=1.5",
+    "image/avif;q=abc,image/webp",
+];
+
+/// The generated site in front of a ross serving AVIF, WebP and JPEG: for every header of the
+/// browsers' table and of odd ones, the format nginx serves is the one ross chooses (nginx
+/// serving the hit itself for every browser's header and every header without parameters,
+/// else leaving the choice to ross), with the same headers (`Vary: Accept` included).
 #[test]
-fn nginx_serves_the_hit_of_the_format_ross_would_choose() {
+fn nginx_serves_the_format_ross_would_choose_for_every_accept_header() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("nginx/tmp")).unwrap();
     let ross = Ross::start(
@@ -288,79 +371,56 @@ fn nginx_serves_the_hit_of_the_format_ross_would_choose() {
         &[
             ("ROSS__WHITELIST__ENABLED", "false"),
             ("ROSS__OUTPUT__FORMATS", "avif,webp,jpeg"),
+            ("ROSS__OUTPUT__CORS_ORIGIN", "*"),
         ],
     );
     let port = free_port();
-    let cache = dir.path().join("cache");
-    let site = deploy("nginx.conf")
-        .replace("    # \"~*image/", "    \"~*image/")
-        .replace(
-            "map \"\" $ross_vary {\n    default \"\";",
-            "map \"\" $ross_vary {\n    default \"Accept\";",
-        );
-    let hit_log = format!("127.0.0.1:{}", free_udp_port());
-    let site = site_for(&site, dir.path(), &cache, ross.port, &hit_log)
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
-    assert!(site.contains("default \"Accept\";") && !site.contains("# \"~*image/"));
+    let site = ross.nginx_site(port, &dir.path().join("nginx"), &[]);
     let nginx = Nginx::start(&dir.path().join("nginx"), &site, port);
-    let chromium = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
-    for (i, (accept, want)) in [
-        (chromium, "image/avif"),
-        ("image/webp,*/*;q=0.8", "image/webp"),
-        ("image/avif;q=0,image/webp,*/*;q=0.8", "image/webp"),
-        ("image/avif; q=0.0, image/webp;q=0", "image/jpeg"),
-        ("*/*", "image/jpeg"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        // A size of its own per case, so that each begins with a miss.
-        let path = format!("/{}/200/crop/photos/Dune.jpg", 300 + i);
-        let headers = [("Accept", accept)];
-        let (status, miss, _) = nginx.get(&path, &headers);
-        assert_eq!(status, 200, "{accept}: {miss}");
-        assert!(
-            header(&miss, "x-request-id").is_some(),
-            "{accept}: not a miss"
-        );
-        assert_eq!(header(&miss, "content-type"), Some(want), "{accept}");
-        let (_, from_ross, _) = http_exchange(
-            ross.port,
-            "GET",
-            &path,
-            &headers,
-            b"",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        let (status, hit, body) = nginx.get(&path, &headers);
+    let path = "/300/200/crop/photos/Dune.jpg";
+    // Every format rendered first, so that nginx has each hit.
+    for accept in ["image/avif", "image/webp", "image/jpeg"] {
+        let (status, _, _) = nginx.get(path, &[("Accept", accept)]);
         assert_eq!(status, 200);
-        assert!(
-            header(&hit, "x-request-id").is_none(),
-            "{accept}: the hit reached ross"
-        );
+    }
+    let mut by_nginx = 0;
+    let table: Vec<&str> = ross::nginx_config::KNOWN_ACCEPT
+        .iter()
+        .chain(ODD_ACCEPT)
+        .copied()
+        .collect();
+    for accept in &table {
+        let headers = [("Accept", *accept)];
+        let (_, from_ross, _) =
+            http_exchange(ross.port, "GET", path, &headers, b"", Duration::from_secs(10))
+                .unwrap();
+        let (status, answer, _) = nginx.get(path, &headers);
+        assert_eq!(status, 200, "{accept:?}: {answer}");
         for name in [
             "content-type",
             "cache-control",
             "etag",
-            "last-modified",
-            "x-cache",
             "vary",
+            "surrogate-key",
+            "access-control-allow-origin",
         ] {
             assert_eq!(
-                header(&hit, name),
+                header(&answer, name),
                 header(&from_ross, name),
-                "{accept}: {name}"
+                "{accept:?}: {name}"
             );
         }
-        assert_eq!(header(&hit, "vary"), Some("accept")); // heads are lower-cased here
-        if want == "image/avif" {
-            assert_eq!(&body[4..12], b"ftypavif"); // the image crate here reads no AVIF
-        } else {
-            let decoded = image::load_from_memory(&body).unwrap().into_rgb8();
-            assert_eq!(decoded.dimensions(), (300 + i as u32, 200), "{accept}");
+        let nginx_chose = header(&answer, "x-request-id").is_none();
+        by_nginx += usize::from(nginx_chose);
+        if ross::nginx_config::KNOWN_ACCEPT.contains(accept) || !accept.contains(';') {
+            assert!(nginx_chose, "{accept:?}: left to ross");
         }
     }
+    assert_eq!(header(&nginx.get(path, &[]).1, "vary"), Some("accept"));
+    eprintln!(
+        "{by_nginx} of {} Accept headers served by nginx, the rest chosen by ross",
+        table.len()
+    );
 }
 
 /// Renders run by the node on `port`.
@@ -491,4 +551,34 @@ fn the_systemd_unit_verifies() {
         .filter(|l| l.contains("ross.service"))
         .collect();
     assert!(problems.is_empty(), "systemd-analyze verify: {text}");
+}
+
+/// The generated site lets only `admin.networks` reach the admin pages and API, `/metrics` and
+/// `/ready`: loopback by default; a 403 from anywhere else. `/health` and images stay open.
+#[test]
+fn the_admin_metrics_and_readiness_are_for_the_admin_networks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("open/tmp")).unwrap();
+    std::fs::create_dir_all(dir.path().join("closed/tmp")).unwrap();
+    let ross = Ross::start(dir.path(), &[]);
+    let port = free_port();
+    let site = ross.nginx_site(port, &dir.path().join("open"), &[]);
+    let open = Nginx::start(&dir.path().join("open"), &site, port);
+    let other = free_port();
+    let site = ross.nginx_site(
+        other,
+        &dir.path().join("closed"),
+        &[("ROSS__ADMIN__NETWORKS", "10.0.0.0/8")],
+    );
+    let closed = Nginx::start(&dir.path().join("closed"), &site, other);
+    for path in ["/metrics", "/ready", "/admin", "/admin/api/stats"] {
+        let (status, head, _) = open.get(path, &[]);
+        assert_ne!(status, 403, "{path} from loopback, allowed by default: {head}");
+        let (status, _, _) = closed.get(path, &[]);
+        assert_eq!(status, 403, "{path} from outside admin.networks");
+    }
+    for nginx in [&open, &closed] {
+        assert_eq!(nginx.get("/health", &[]).0, 200);
+        assert_eq!(nginx.get("/100/100/crop/photos/Dune.jpg", &[]).0, 200);
+    }
 }

@@ -98,6 +98,8 @@ pub fn http_exchange(
 pub struct Ross {
     pub child: Child,
     pub port: u16,
+    /// The settings it was started with, as `ROSS__*` variables.
+    env: Vec<(String, String)>,
 }
 
 /// Every file under `dir`, leaving out the folders whose name starts with a dot at its top
@@ -174,19 +176,24 @@ impl Ross {
                 sh
             }
         };
+        let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+        let mut env: Vec<(String, String)> = [
+            ("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+            ("ROSS__SOURCE__ROOT", path(corpus())),
+            ("ROSS__CACHE__DIR", path(dir.join("cache"))),
+            ("ROSS__DATA_DIR", path(dir.join("data"))),
+            ("ROSS__WHITELIST__ENABLED", "false".to_owned()),
+            ("ROSS__PLUGINS__DIR", path(build_dir())),
+            ("ROSS__ADMIN__TOKEN", ADMIN_TOKEN.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         cmd.arg("serve")
-            .env("ROSS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("ROSS__SOURCE__ROOT", corpus())
-            .env("ROSS__CACHE__DIR", dir.join("cache"))
-            .env("ROSS__DATA_DIR", dir.join("data"))
-            .env("ROSS__WHITELIST__ENABLED", "false")
-            .env("ROSS__PLUGINS__DIR", build_dir())
-            .env("ROSS__ADMIN__TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("log")).unwrap());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().unwrap();
         let started = Instant::now();
         while http_get(port, "/health", Duration::from_secs(1))
@@ -204,11 +211,46 @@ impl Ross {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ross { child, port }
+        Ross { child, port, env }
+    }
+}
+
+/// `ross nginx-config` for the settings `env` (`ROSS__*` variables), as nginx listening on
+/// 127.0.0.1:`port` with its access log in `nginx_dir`; the error is what it printed.
+pub fn nginx_config<'a>(
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    port: u16,
+    nginx_dir: &Path,
+) -> Result<String, String> {
+    let out = Command::new(build_dir().join("ross"))
+        .arg("nginx-config")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--access-log")
+        .arg(nginx_dir.join("access.log"))
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
 impl Ross {
+    /// `ross nginx-config` for this server's settings (and `more`), as nginx listening on
+    /// 127.0.0.1:`port` with its access log in `nginx_dir`.
+    pub fn nginx_site(&self, port: u16, nginx_dir: &Path, more: &[(&str, &str)]) -> String {
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(more.iter().copied());
+        nginx_config(env, port, nginx_dir).unwrap_or_else(|e| panic!("ross nginx-config: {e}"))
+    }
+
     /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();

@@ -122,12 +122,16 @@ pub struct AdminSettings {
     /// Mark the session cookie `Secure` (sent over HTTPS only) even when the request does not
     /// say it came over TLS (`X-Forwarded-Proto: https`).
     pub secure_cookies: bool,
+    /// The networks nginx (`ross nginx-config`) lets reach `/admin`, `/metrics` and `/ready`:
+    /// addresses or CIDR blocks, as nginx's `allow` takes them.
+    pub networks: Vec<String>,
 }
 
 impl fmt::Debug for AdminSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminSettings")
             .field("enabled", &self.enabled)
+            .field("networks", &self.networks)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("session", &self.session)
             .field("secure_cookies", &self.secure_cookies)
@@ -388,6 +392,70 @@ pub struct OutputSettings {
     pub avif_quality: u8,
     /// AVIF encoder speed, 0 (slowest, smallest) ..= 10 (fastest).
     pub avif_speed: u8,
+    /// The headers that carry an image's surrogate keys (tags a CDN purges by), each once;
+    /// empty: none.
+    pub surrogate_keys: Vec<SurrogateHeader>,
+    /// `Access-Control-Allow-Origin` on every image: `*` or one origin; `None`: not sent.
+    pub cors_origin: Option<String>,
+}
+
+/// A header that carries surrogate keys, as a CDN or cache reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SurrogateHeader {
+    /// `Surrogate-Key`, space-separated: Fastly; Varnish with the VCL in `deploy/`.
+    SurrogateKey,
+    /// `Cache-Tag`, comma-separated: Cloudflare; CloudFront's tag invalidation.
+    CacheTag,
+    /// `xkey`, space-separated: Varnish's xkey module as it comes.
+    Xkey,
+}
+
+impl SurrogateHeader {
+    /// Every header, in the order the settings name them.
+    pub const ALL: [SurrogateHeader; 3] = [
+        SurrogateHeader::SurrogateKey,
+        SurrogateHeader::CacheTag,
+        SurrogateHeader::Xkey,
+    ];
+
+    /// The header's name, as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SurrogateHeader::SurrogateKey => "Surrogate-Key",
+            SurrogateHeader::CacheTag => "Cache-Tag",
+            SurrogateHeader::Xkey => "xkey",
+        }
+    }
+
+    /// What separates keys in it.
+    pub fn separator(self) -> &'static str {
+        match self {
+            SurrogateHeader::CacheTag => ",",
+            SurrogateHeader::SurrogateKey | SurrogateHeader::Xkey => " ",
+        }
+    }
+}
+
+impl fmt::Display for SurrogateHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SurrogateHeader {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SurrogateHeader::ALL
+            .into_iter()
+            .find(|h| h.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a surrogate-key header: one of Surrogate-Key (Fastly, \
+                     Varnish), Cache-Tag (Cloudflare, CloudFront), xkey (Varnish)"
+                )
+            })
+    }
 }
 
 /// An encoding ross can serve.
@@ -644,6 +712,22 @@ impl Settings {
             ("output.webp_quality", self.output.webp_quality.to_string()),
             ("output.avif_quality", self.output.avif_quality.to_string()),
             ("output.avif_speed", self.output.avif_speed.to_string()),
+            (
+                "output.cors_origin",
+                q(&self.output.cors_origin.as_deref().unwrap_or_default()),
+            ),
+            (
+                "output.surrogate_keys",
+                format!(
+                    "[{}]",
+                    self.output
+                        .surrogate_keys
+                        .iter()
+                        .map(|h| q(h))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
             ("serve_originals", self.serve_originals.to_string()),
             ("admin.enabled", self.admin.enabled.to_string()),
             (
@@ -653,6 +737,18 @@ impl Settings {
             (
                 "admin.secure_cookies",
                 self.admin.secure_cookies.to_string(),
+            ),
+            (
+                "admin.networks",
+                format!(
+                    "[{}]",
+                    self.admin
+                        .networks
+                        .iter()
+                        .map(|n| q(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
             (
                 "statsd.host",
@@ -890,7 +986,13 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         token: r.optional_string("admin.token").filter(|t| !t.is_empty()),
         session: Duration::from_secs(60 * r.int("admin.session_minutes", 720u64, 5..=43_200)),
         secure_cookies: r.bool("admin.secure_cookies", false),
+        networks: r.list("admin.networks", &["127.0.0.1", "::1"]),
     };
+    for network in &admin.networks {
+        if let Err(e) = check_network(network) {
+            r.invalid("admin.networks", e);
+        }
+    }
     if let Some(token) = &admin.token {
         if token.chars().count() < MIN_ADMIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
             r.invalid(
@@ -1015,6 +1117,49 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
     }
 }
 
+/// An address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`), as nginx's `allow` takes it.
+fn check_network(text: &str) -> Result<(), String> {
+    let (address, bits) = text.split_once('/').unwrap_or((text, ""));
+    let max = match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => {
+            return Err(format!(
+                "{text:?} is not an address or a CIDR block (10.0.0.0/8, ::1)"
+            ))
+        }
+    };
+    if !bits.is_empty() && bits.parse::<u8>().map_or(true, |b| b > max) {
+        return Err(format!("{text:?}: the prefix length must be 0 to {max}"));
+    }
+    Ok(())
+}
+
+/// `*`, or one origin as browsers send it: `https://shop.example` (a scheme, a host, perhaps a
+/// port; no path).
+fn check_origin(text: &str) -> Result<(), String> {
+    if text == "*" {
+        return Ok(());
+    }
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"));
+    match host {
+        Some(host)
+            if !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{text:?} is not \"*\" or an origin such as \"https://shop.example\" (a scheme and \
+             a host, no path)"
+        )),
+    }
+}
+
 fn read_output(r: &mut Reader<'_>) -> OutputSettings {
     let mut formats = Vec::new();
     let mut after_jpeg = false;
@@ -1041,7 +1186,27 @@ fn read_output(r: &mut Reader<'_>) -> OutputSettings {
     if !formats.contains(&OutputFormat::Jpeg) {
         formats.push(OutputFormat::Jpeg);
     }
+    let mut surrogate_keys = Vec::new();
+    for text in r.list("output.surrogate_keys", &["Surrogate-Key"]) {
+        match text.parse::<SurrogateHeader>() {
+            Ok(h) if surrogate_keys.contains(&h) => {
+                r.invalid("output.surrogate_keys", format!("{h} is listed twice"));
+            }
+            Ok(h) => surrogate_keys.push(h),
+            Err(e) => r.invalid("output.surrogate_keys", e),
+        }
+    }
+    let cors_origin = r
+        .optional_string("output.cors_origin")
+        .filter(|o| !o.is_empty());
+    if let Some(origin) = &cors_origin {
+        if let Err(e) = check_origin(origin) {
+            r.invalid("output.cors_origin", e);
+        }
+    }
     OutputSettings {
+        surrogate_keys,
+        cors_origin,
         jpeg_quality: r.int("output.jpeg_quality", 90u8, 1..=100),
         formats,
         webp_quality: r.int("output.webp_quality", DEFAULT_WEBP_QUALITY, 1..=100),

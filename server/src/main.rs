@@ -24,6 +24,19 @@ enum Command {
     Serve,
     /// Print the effective settings, or every configuration error, and exit.
     CheckConfig,
+    /// Print the nginx site for the effective settings: hits served by nginx with ross's
+    /// headers, the rest passed to ross (deploy/README.md).
+    NginxConfig {
+        /// nginx's `listen`: a port, or an address and port.
+        #[arg(long, default_value = "80")]
+        listen: String,
+        /// nginx's `server_name`.
+        #[arg(long, default_value = "_")]
+        server_name: String,
+        /// The access log nginx writes (hit locations name it again).
+        #[arg(long, default_value = "/var/log/nginx/access.log", value_name = "PATH")]
+        access_log: String,
+    },
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -104,6 +117,34 @@ fn main() -> ExitCode {
                 }
             }
             check_plugins(&settings)
+        }
+        Command::NginxConfig {
+            listen,
+            server_name,
+            access_log,
+        } => {
+            let site = ross::nginx_config::Site {
+                listen,
+                server_name,
+                access_log,
+            };
+            let cache_dir = match std::path::absolute(&settings.cache.dir) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("cache.dir {}: {e}", settings.cache.dir.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match ross::nginx_config::site(&settings, &site, &cache_dir) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Plugin(_) | Command::Worker { .. } => {
             unreachable!("handled before settings are read")

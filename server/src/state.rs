@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ross_config::{Settings, SourceSettings};
 
+use crate::surrogate::ImageHeaders;
 use crate::admin::session::Sessions;
 use crate::admin_token::{AdminToken, TokenError};
 use crate::cache::{Cache, CacheError};
@@ -118,6 +119,8 @@ pub struct AppState {
     pub original_streams: Arc<tokio::sync::Semaphore>,
     /// The cluster this node shares whitelist changes and purges with, if any.
     pub cluster: Option<Cluster>,
+    /// The surrogate keys and CORS header images carry.
+    pub image_headers: ImageHeaders,
 }
 
 impl AppState {
@@ -261,6 +264,7 @@ impl AppState {
                 settings.limits.max_original_streams,
             )),
             cluster,
+            image_headers: ImageHeaders::new(&settings.output),
             settings,
         }))
     }

@@ -53,11 +53,11 @@ impl MemoryHits {
                 state
                     .cache
                     .get_in_memory(&variant)
-                    .map(|file| (file, admitted.format, admitted.vary))
+                    .map(|file| (file, variant, admitted.vary))
             }
             _ => None,
         };
-        let Some((file, format, vary)) = hit else {
+        let Some((file, variant, vary)) = hit else {
             let mut learned = Extensions::new();
             learned.insert(admission);
             return Fast::Pass(learned);
@@ -66,7 +66,7 @@ impl MemoryHits {
         state.metrics.count(Count::Hit);
         let mut response = unconditional_image_response(
             file.bytes,
-            format.media_type(),
+            variant.format.media_type(),
             &file.headers,
             CacheStatus::Hit,
             self.cache_control.clone(),
@@ -89,6 +89,12 @@ impl MemoryHits {
             let vary = HeaderValue::from_static("Accept");
             response.headers_mut().insert(header::VARY, vary);
         }
+        state.image_headers.add_render(
+            response.headers_mut(),
+            variant.key.as_str(),
+            &variant.mode,
+            variant.size,
+        );
         Fast::Answered(response)
     }
 }

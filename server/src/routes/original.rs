@@ -65,7 +65,7 @@ pub(super) async fn original(
         buf: Vec::new(),
         _permit: permit,
     };
-    Ok(streamed_image_response(
+    let mut response = streamed_image_response(
         http,
         poem::Body::from(body.boxed()),
         opened.len,
@@ -73,7 +73,11 @@ pub(super) async fn original(
         opened.modified.unwrap_or_else(SystemTime::now),
         CacheStatus::Miss,
         state.settings.cache.max_age,
-    ))
+    );
+    state
+        .image_headers
+        .add_original(response.headers_mut(), key.as_str());
+    Ok(response)
 }
 
 /// An original's bytes, read from the source as the client takes them. It holds its stream's

@@ -22,7 +22,7 @@ pub(super) async fn render(
         vary,
     } = admitted;
     let rendered = state.pipeline.variant(&req, format, mode, ticket).await?;
-    Ok(image_response(
+    let mut response = image_response(
         http,
         rendered.body,
         format,
@@ -30,5 +30,12 @@ pub(super) async fn render(
         rendered.cache,
         state.settings.cache.max_age,
         vary,
-    ))
+    );
+    state.image_headers.add_render(
+        response.headers_mut(),
+        req.key.as_str(),
+        &req.mode,
+        req.size,
+    );
+    Ok(response)
 }
