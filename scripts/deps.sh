@@ -65,6 +65,24 @@ browser_deps() {
 # check deploy/prometheus.yml and its recording rules against a running cluster.
 deploy_deps() {
   apt_install nginx systemd wrk prometheus
+  cdn_deps
+}
+
+# Varnish with varnish-modules (xkey), the cache the CDN purge tests put in front of nginx.
+# The tests start their own varnishd on free ports; the package's service is kept from
+# starting while it installs (a policy-rc.d that refuses).
+cdn_deps() {
+  if ! dpkg -s varnish varnish-modules >/dev/null 2>&1; then
+    local policy=/usr/sbin/policy-rc.d made=
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+      as_root chmod 755 "$policy"
+      made=1
+    fi
+    apt_install varnish varnish-modules
+    [ -n "$made" ] && as_root rm -f "$policy"
+  fi
+  return 0
 }
 
 # cargo-deb, for the Debian package's test (tests/package.rs); without liblzma.

@@ -20,6 +20,8 @@ mod cache;
 /// The cache index: eviction within the bound, purges, kills mid-render and mid-purge, the
 /// data_dir lock and refused cache folders.
 mod cache_index;
+/// Purges sent to the CDN in front: Varnish with xkey, and an endpoint that was down.
+mod cdn;
 /// Several nodes behind `deploy/nginx-cluster.conf` sharing whitelist changes, purges and
 /// heartbeats through the S3-compatible test server; a balancer no client can empty.
 mod cluster;

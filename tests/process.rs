@@ -189,7 +189,11 @@ impl Ross {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         cmd.arg("serve")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

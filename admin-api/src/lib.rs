@@ -358,6 +358,45 @@ pub struct ClusterNode {
     pub warnings: Vec<String>,
 }
 
+/// `GET /admin/api/cdn`: the CDNs in front (`[cdn.NAME]`) and the purges waiting for them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cdns {
+    /// Each CDN, in the settings' order.
+    pub cdns: Vec<Cdn>,
+}
+
+/// One CDN.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cdn {
+    /// Its name in the settings.
+    pub name: String,
+    /// `varnish`, `fastly`, `cloudflare` or `cloudfront`.
+    pub kind: String,
+    /// Purges it accepted since start.
+    pub sent: u64,
+    /// Tries that failed since start.
+    pub failures: u64,
+    /// Why the last try failed, when it did.
+    pub failing: Option<String>,
+    /// Purges waiting for it, oldest first.
+    pub pending: Vec<CdnPurge>,
+}
+
+/// A purge waiting for a CDN.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CdnPurge {
+    /// What it purges: `key shoes/red.jpg`, `mode crop`...
+    pub what: String,
+    /// When it was made (HTTP date).
+    pub made_at: String,
+    /// Tries that failed.
+    pub failures: u32,
+    /// Not tried again before this (HTTP date).
+    pub next_try_at: String,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,8 @@ pub struct CachePage {
     pub error: Option<String>,
     /// The confirmation step: what the purge would remove.
     pub preview: Option<PurgeCount>,
+    /// The CDNs in front and what waits for them (none configured: empty).
+    pub cdn: admin_api::Cdns,
 }
 
 /// `GET /admin/plugins`.

@@ -67,6 +67,8 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Where nginx in front reports the hits it serves itself (`hit_log.listen`), if anywhere.
     pub hit_log: Option<HitLogListen>,
+    /// The CDNs and caches in front that purges are sent to (`[cdn.NAME]`), by name.
+    pub cdns: Vec<CdnSettings>,
     /// Where each key that was given came from (the file or a variable); a key not here
     /// has its built-in default.
     pub origins: BTreeMap<String, Origin>,
@@ -326,6 +328,81 @@ pub struct ClusterSettings {
     pub node_name: String,
 }
 
+/// A CDN or cache in front of ross that every purge is also sent to (`[cdn.NAME]`).
+#[derive(Clone, PartialEq)]
+pub struct CdnSettings {
+    /// The table's name, for logs, metrics and the admin pages.
+    pub name: String,
+    /// What it is and how it is reached.
+    pub target: CdnTarget,
+}
+
+impl fmt::Debug for CdnSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CdnSettings")
+            .field("name", &self.name)
+            .field("kind", &self.target.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How purges reach one CDN.
+#[derive(Clone, PartialEq)]
+pub enum CdnTarget {
+    /// Varnish with the xkey module (`deploy/varnish.vcl`): `PURGE` to `url` with the tags,
+    /// space-separated, in the header `header`.
+    Varnish {
+        /// Where Varnish takes purges: `http://host:port/`.
+        url: String,
+        /// The request header that lists the tags (the VCL's: `xkey-purge`).
+        header: String,
+    },
+    /// Fastly: purge by surrogate key through its API (at most 256 keys a request).
+    Fastly {
+        /// The service.
+        service_id: String,
+        /// An API token with purge rights.
+        token: String,
+        /// Mark stale rather than remove (`Fastly-Soft-Purge: 1`).
+        soft: bool,
+        /// The API's address (`https://api.fastly.com`; another for tests).
+        api: String,
+    },
+    /// Cloudflare: purge by `Cache-Tag` through its API.
+    Cloudflare {
+        /// The zone.
+        zone_id: String,
+        /// An API token with the Cache Purge permission.
+        token: String,
+        /// Tags sent in one request (Cloudflare takes 100 at most; 30 on older plans).
+        tags_per_request: u32,
+        /// The API's address (`https://api.cloudflare.com/client/v4`; another for tests).
+        api: String,
+    },
+    /// CloudFront: `CreateInvalidation` of the paths a purge names, with the AWS credentials
+    /// of the environment.
+    CloudFront {
+        /// The distribution.
+        distribution_id: String,
+        /// The API's region (`us-east-1`).
+        region: String,
+        /// Another endpoint (an S3-compatible test server's CloudFront API).
+        endpoint: Option<String>,
+    },
+}
+
+impl CdnTarget {
+    /// Its `kind` as the settings write it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CdnTarget::Varnish { .. } => "varnish",
+            CdnTarget::Fastly { .. } => "fastly",
+            CdnTarget::Cloudflare { .. } => "cloudflare",
+            CdnTarget::CloudFront { .. } => "cloudfront",
+        }
+    }
+}
+
 /// Where ross takes nginx's hit log: syslog datagrams, one hit each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HitLogListen {
@@ -400,7 +477,9 @@ pub struct OutputSettings {
 }
 
 /// A header that carries surrogate keys, as a CDN or cache reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum SurrogateHeader {
     /// `Surrogate-Key`, space-separated: Fastly; Varnish with the VCL in `deploy/`.
     SurrogateKey,
@@ -798,6 +877,7 @@ impl Settings {
         let mut lines: Vec<(String, String)> =
             lines.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         lines.extend(self.effective_cluster());
+        lines.extend(self.effective_cdns());
         lines.push((
             "hit_log.listen".to_owned(),
             format!(
@@ -808,6 +888,54 @@ impl Settings {
                     .unwrap_or_default()
             ),
         ));
+        lines
+    }
+
+    fn effective_cdns(&self) -> Vec<(String, String)> {
+        let q = |s: &str| format!("{s:?}");
+        let secret = || "\"<set>\"".to_owned();
+        let mut lines = Vec::new();
+        for cdn in &self.cdns {
+            let mut line = |k: &str, v: String| lines.push((format!("cdn.{}.{k}", cdn.name), v));
+            line("kind", q(cdn.target.kind()));
+            match &cdn.target {
+                CdnTarget::Varnish { url, header } => {
+                    line("url", q(url));
+                    line("header", q(header));
+                }
+                CdnTarget::Fastly {
+                    service_id,
+                    soft,
+                    api,
+                    ..
+                } => {
+                    line("service_id", q(service_id));
+                    line("token", secret());
+                    line("soft", soft.to_string());
+                    line("api", q(api));
+                }
+                CdnTarget::Cloudflare {
+                    zone_id,
+                    tags_per_request,
+                    api,
+                    ..
+                } => {
+                    line("zone_id", q(zone_id));
+                    line("token", secret());
+                    line("tags_per_request", tags_per_request.to_string());
+                    line("api", q(api));
+                }
+                CdnTarget::CloudFront {
+                    distribution_id,
+                    region,
+                    endpoint,
+                } => {
+                    line("distribution_id", q(distribution_id));
+                    line("region", q(region));
+                    line("endpoint", q(endpoint.as_deref().unwrap_or_default()));
+                }
+            }
+        }
         lines
     }
 
@@ -1083,9 +1211,11 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
             },
         },
     };
+    let cdns = read_cdns(r);
     Settings {
         cluster,
         hit_log,
+        cdns,
         sentry: sentry_dsn.map(|dsn| SentrySettings {
             dsn,
             environment: sentry_environment,
@@ -1147,9 +1277,9 @@ fn check_origin(text: &str) -> Result<(), String> {
     match host {
         Some(host)
             if !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) =>
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                }) =>
         {
             Ok(())
         }
@@ -1353,6 +1483,78 @@ fn resolved(path: &Path) -> PathBuf {
 /// `cluster.*`. Read (and type-checked) whether or not the cluster is on; only checked for
 /// completeness when it is. The connection settings default to `source.*`'s when the source
 /// is S3.
+/// The `[cdn.NAME]` tables.
+fn read_cdns(r: &mut Reader<'_>) -> Vec<CdnSettings> {
+    let mut cdns = Vec::new();
+    for name in r.table_names("cdn") {
+        let key = |k: &str| format!("cdn.{name}.{k}");
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            r.invalid(
+                &key("kind"),
+                format!("{name:?}: a CDN's name is lower-case letters, digits, '_' and '-'"),
+            );
+            continue;
+        }
+        let required = |r: &mut Reader<'_>, k: &str| -> String {
+            let value = r.optional_string(&key(k)).unwrap_or_default();
+            if value.is_empty() {
+                r.invalid(&key(k), "is required for this kind of CDN".into());
+            }
+            value
+        };
+        let url = |r: &mut Reader<'_>, k: &str, default: &str| -> String {
+            let value = r.string(&key(k), default);
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                r.invalid(
+                    &key(k),
+                    format!("expected a URL like http://host:port/, got {value:?}"),
+                );
+            }
+            value
+        };
+        let target = match r.string(&key("kind"), "").as_str() {
+            "varnish" => CdnTarget::Varnish {
+                url: url(r, "url", ""),
+                header: r.string(&key("header"), "xkey-purge"),
+            },
+            "fastly" => CdnTarget::Fastly {
+                service_id: required(r, "service_id"),
+                token: required(r, "token"),
+                soft: r.bool(&key("soft"), false),
+                api: url(r, "api", "https://api.fastly.com"),
+            },
+            "cloudflare" => CdnTarget::Cloudflare {
+                zone_id: required(r, "zone_id"),
+                token: required(r, "token"),
+                tags_per_request: r.int(&key("tags_per_request"), 30u32, 1..=100),
+                api: url(r, "api", "https://api.cloudflare.com/client/v4"),
+            },
+            "cloudfront" => CdnTarget::CloudFront {
+                distribution_id: required(r, "distribution_id"),
+                region: r.string(&key("region"), "us-east-1"),
+                endpoint: r
+                    .optional_string(&key("endpoint"))
+                    .filter(|e| !e.is_empty()),
+            },
+            other => {
+                r.invalid(
+                    &key("kind"),
+                    format!(
+                        "{other:?}: expected \"varnish\", \"fastly\", \"cloudflare\" or \
+                         \"cloudfront\""
+                    ),
+                );
+                continue;
+            }
+        };
+        cdns.push(CdnSettings { name, target });
+    }
+    cdns
+}
+
 fn read_cluster(
     r: &mut Reader<'_>,
     source: &SourceSettings,

@@ -213,6 +213,26 @@ impl<'a> Reader<'a> {
             .unwrap_or_else(|()| default.iter().map(|s| (*s).to_owned()).collect())
     }
 
+    /// The names of the tables under `section` (`[cdn.edge]`, `ROSS__CDN__EDGE__KIND`: `edge`),
+    /// from the file and the environment, sorted. Names from the environment are lower-cased.
+    pub(crate) fn table_names(&self, section: &str) -> Vec<String> {
+        let mut names = BTreeSet::new();
+        if let Some(Value::Table(tables)) = self.file.and_then(|(_, t)| t.get(section)) {
+            for (name, value) in tables {
+                if value.is_table() {
+                    names.insert(name.clone());
+                }
+            }
+        }
+        let prefix = format!("{ENV_PREFIX}{}__", section.to_ascii_uppercase());
+        for var in self.env.keys() {
+            if let Some((name, _)) = var.strip_prefix(&prefix).and_then(|r| r.split_once("__")) {
+                names.insert(name.to_ascii_lowercase());
+            }
+        }
+        names.into_iter().collect()
+    }
+
     /// Records a validation error for a key already read (cross-field checks).
     pub(crate) fn invalid(&mut self, key: &str, message: String) {
         let origin = self.origin_of(key);

@@ -109,6 +109,9 @@ pub async fn run(
     crate::hitlog::start(&state)?;
     let gauges = tokio::spawn(publish_gauges(state.clone()));
     crate::cluster::Cluster::spawn(&state);
+    if let Some(cdns) = state.purges.cdns() {
+        cdns.spawn();
+    }
     let hits = routes::fast::MemoryHits::new(state.clone());
     let fast =
         move |method: &poem::http::Method,

@@ -174,6 +174,8 @@ pub enum TreeName {
     /// The cluster's state as this node knows it: changes not yet sent, the last writer of
     /// each whitelist item, the changes applied.
     Cluster,
+    /// Purges waiting to be sent to the CDNs in front.
+    Cdn,
 }
 
 impl TreeName {
@@ -183,6 +185,7 @@ impl TreeName {
             TreeName::Whitelist => "whitelist",
             TreeName::Meta => "meta",
             TreeName::Cluster => "cluster",
+            TreeName::Cdn => "cdn",
         }
     }
 }

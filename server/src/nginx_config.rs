@@ -83,18 +83,22 @@ fn upstream(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-/// `text` as an nginx string: quoted, with `"` and `\` escaped. nginx has no escape for `$`
-/// (a variable): text with one is refused by [`site`] before it gets here.
+/// `text` as an nginx string: quoted, with `"` escaped. nginx keeps any other backslash as
+/// it is (a regular expression's escapes pass through); it has no escape for `$` (a
+/// variable). [`site`] refuses values with a `$` or a backslash of their own.
 fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
+    format!("\"{}\"", text.replace('"', "\\\""))
+}
+
+/// `text` as a regular expression that matches it literally.
+fn regex_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
     for c in text.chars() {
-        if matches!(c, '"' | '\\') {
+        if "\\^$.|?*+()[]{}".contains(c) {
             out.push('\\');
         }
         out.push(c);
     }
-    out.push('"');
     out
 }
 
@@ -123,11 +127,13 @@ fn accept_map(formats: &[OutputFormat], out: &mut String) {
     }
     out.push_str("    default ask;\n");
     let _ = writeln!(out, "    \"\" {};", choice("", formats).as_str());
+    // Whole headers as regular expressions (nginx's hash of exact strings would need a
+    // larger map_hash_bucket_size for headers this long), compared without case as ross does.
     for accept in KNOWN_ACCEPT {
         let _ = writeln!(
             out,
             "    {} {};",
-            quoted(accept),
+            quoted(&format!("~*^{}$", regex_literal(accept))),
             choice(accept, formats).as_str()
         );
     }
@@ -159,9 +165,7 @@ fn target_map(tagging: bool, out: &mut String) {
         out,
         "map $uri $ross_tags {{\n    \"~^/(?<w>[0-9]+)/(?<h>[0-9]+)/(?<m>[a-z0-9_-]+)/(?<k>[A-Za-z0-9._/-]{{1,{PLAIN_KEY_MAX}}})$\" \"ross k-$k m-$m s-${{w}}x$h\";\n    default \"\";\n}}\n"
     );
-    out.push_str(
-        "map $ross_tags $ross_target {\n    \"\" ask;\n    default $ross_accept;\n}\n\n",
-    );
+    out.push_str("map $ross_tags $ross_target {\n    \"\" ask;\n    default $ross_accept;\n}\n\n");
 }
 
 /// The headers nginx adds to a hit: those ross sends with the same file.
@@ -182,7 +186,12 @@ fn hit_headers(settings: &Settings, varies: bool, out: &mut String) {
         } else {
             "$ross_tags_commas".to_owned()
         };
-        let _ = writeln!(out, "        add_header {} {} always;", header.as_str(), tags);
+        let _ = writeln!(
+            out,
+            "        add_header {} {} always;",
+            header.as_str(),
+            tags
+        );
     }
     if let Some(origin) = &settings.output.cors_origin {
         let _ = writeln!(
@@ -198,9 +207,10 @@ fn hit_headers(settings: &Settings, varies: bool, out: &mut String) {
 /// break, a `;` or `{` outside quotes).
 pub fn site(settings: &Settings, site: &Site, cache_dir: &Path) -> Result<String, String> {
     let cache_text = cache_dir.display().to_string();
-    if cache_text.contains(['$', '\n', '\r']) {
+    if cache_text.contains(['$', '\\', '"', '\n', '\r']) {
         return Err(format!(
-            "cache.dir {cache_text:?}: nginx cannot name a folder with a $ or a line break"
+            "cache.dir {cache_text:?}: nginx cannot name a folder with a $, a backslash, a \
+             quote or a line break"
         ));
     }
     for (what, value) in [
@@ -209,7 +219,9 @@ pub fn site(settings: &Settings, site: &Site, cache_dir: &Path) -> Result<String
         ("--access-log", &site.access_log),
     ] {
         if value.is_empty() || value.contains(['$', ';', '{', '}', '"', '\'', '\n', '#']) {
-            return Err(format!("{what} {value:?} is not a value nginx takes as it is"));
+            return Err(format!(
+                "{what} {value:?} is not a value nginx takes as it is"
+            ));
         }
     }
     let formats = &settings.output.formats;
@@ -237,7 +249,7 @@ pub fn site(settings: &Settings, site: &Site, cache_dir: &Path) -> Result<String
             .collect::<Vec<_>>()
             .join(", "),
     );
-    if let Some(hit_log) = &settings.hit_log {
+    if settings.hit_log.is_some() {
         let _ = writeln!(
             out,
             "# Each hit is told to ross (hit_log.listen) in one short line, \"{{format}} {{uri}}\",\n\
@@ -306,8 +318,10 @@ pub fn site(settings: &Settings, site: &Site, cache_dir: &Path) -> Result<String
         "\n    # A request nginx leaves to ross: a header it cannot decide, a key it cannot tag.\n\
          \x20   location @ross_ask {\n        proxy_pass http://ross;\n    }\n\n",
     );
-    out.push_str("    # The admin pages and API, the metrics and readiness: admin.networks only.\n");
-    out.push_str("    location ~ ^/(admin|metrics|ready)(/|$) {\n");
+    out.push_str(
+        "    # The admin pages and API, the metrics and readiness: admin.networks only.\n",
+    );
+    out.push_str("    location ~ \"^/(admin|metrics|ready)(/|$)\" {\n");
     for network in &settings.admin.networks {
         let _ = writeln!(out, "        allow {network};");
     }
@@ -394,7 +408,10 @@ mod tests {
         ]);
         let text = site(&three, &Site::default(), Path::new("/c")).unwrap();
         for format in ["jpeg", "webp", "avif"] {
-            assert!(text.contains(&format!("location @ross_{format} {{")), "{text}");
+            assert!(
+                text.contains(&format!("location @ross_{format} {{")),
+                "{text}"
+            );
         }
         assert!(text.contains("add_header Vary Accept always;"));
         assert!(text.contains("add_header Surrogate-Key $ross_tags always;"));
@@ -403,10 +420,15 @@ mod tests {
         assert!(text.contains("syslog:server=unix:/run/ross/hits.sock,"));
         assert!(text.contains("allow 10.0.0.0/8;\n        deny all;"));
         // ross's own answers for the browsers' headers.
-        assert!(text.contains(&format!("{} avif;", quoted(KNOWN_ACCEPT[0]))));
+        assert!(text.contains(
+            "\"~*^image/avif,image/webp,image/apng,image/svg\\+xml,image/\\*,\\*/\\*;q=0\\.8$\" avif;"
+        ), "{text}");
         assert!(text.contains(&format!(
             "{} jpeg;",
-            quoted("image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5")
+            quoted(&format!(
+                "~*^{}$",
+                regex_literal("image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5")
+            ))
         )));
     }
 

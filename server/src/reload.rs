@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Selector};
+use crate::cdn::Notifier;
 use crate::plugins::{plugin_files, Fingerprint, ModeChange, ModeRegistry, PluginLoadError};
 use crate::telemetry::{Count, Metrics};
 
@@ -42,6 +43,8 @@ pub struct Reloader {
     dir: PathBuf,
     registry: Arc<ModeRegistry>,
     cache: Cache,
+    /// The CDNs, told of each mode's purge.
+    purges: Notifier,
     state: Mutex<ScanState>,
     /// Where purges of a changed mode are counted.
     metrics: Arc<Metrics>,
@@ -61,12 +64,14 @@ impl Reloader {
         dir: &Path,
         registry: Arc<ModeRegistry>,
         cache: Cache,
+        purges: Notifier,
         metrics: Arc<Metrics>,
     ) -> Reloader {
         Reloader {
             dir: dir.to_owned(),
             registry,
             cache,
+            purges,
             state: Mutex::default(),
             metrics,
         }
@@ -231,6 +236,18 @@ impl Reloader {
                 Some(version) => self.cache.adopt_mode_version(&change.mode, version),
                 None => self.cache.retire_mode(&change.mode).map(|()| None),
             };
+            // A purge was scheduled (it runs in the background): the CDNs hear of it too.
+            let purging = match (&change.after, &result) {
+                (Some(version), Ok(Some(Some(_)))) => Some(Selector::OtherVersions {
+                    mode: change.mode.clone(),
+                    version: version.clone(),
+                }),
+                (None, Ok(_)) => Some(Selector::Retired(change.mode.clone())),
+                _ => None,
+            };
+            if let Some(selector) = purging {
+                self.purges.purging(&selector);
+            }
             match result {
                 Ok(Some(Some(before))) => {
                     self.metrics.count(Count::ModePurge);

@@ -4,16 +4,17 @@ use std::sync::Arc;
 
 use ross_config::{Settings, SourceSettings};
 
-use crate::surrogate::ImageHeaders;
 use crate::admin::session::Sessions;
 use crate::admin_token::{AdminToken, TokenError};
 use crate::cache::{Cache, CacheError};
+use crate::cdn::{Cdns, Notifier};
 use crate::cluster::{Cluster, S3Store, Store};
 use crate::db::{Database, DbError};
 use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
 use crate::reload::Reloader;
 use crate::source::{LocalSource, S3Source, Source};
+use crate::surrogate::ImageHeaders;
 use crate::telemetry::{Metrics, RecentErrors};
 use crate::whitelist::Whitelist;
 use crate::worker::protocol::WorkerSettings;
@@ -121,6 +122,8 @@ pub struct AppState {
     pub cluster: Option<Cluster>,
     /// The surrogate keys and CORS header images carry.
     pub image_headers: ImageHeaders,
+    /// Where purges made here are sent besides the disk: the CDNs in front.
+    pub purges: Notifier,
 }
 
 impl AppState {
@@ -184,6 +187,8 @@ impl AppState {
         cache.set_purge_deletes_per_second(settings.cache.purge_deletes_per_second);
         cache.set_min_free_bytes(settings.cache.min_free_bytes);
         let whitelist = Arc::new(Whitelist::open(&db, &settings.whitelist)?);
+        let cdns = Cdns::open(&settings.cdns, &db, metrics.clone())?;
+        let purges = Notifier::new(cdns, cache.clone(), whitelist.clone());
         let cluster = match (&settings.cluster, store) {
             (Some(shared), Some(store)) => Some(Cluster::open(
                 shared,
@@ -219,6 +224,7 @@ impl AppState {
             &settings.plugins.dir,
             modes.clone(),
             cache.clone(),
+            purges.clone(),
             metrics.clone(),
         ));
         if let Err(e) = check_plugins_dir(&settings.plugins.dir) {
@@ -265,6 +271,7 @@ impl AppState {
             )),
             cluster,
             image_headers: ImageHeaders::new(&settings.output),
+            purges,
             settings,
         }))
     }

@@ -20,7 +20,7 @@
 
 use poem::http::header::ACCESS_CONTROL_ALLOW_ORIGIN;
 use poem::http::{HeaderMap, HeaderName, HeaderValue};
-use ross_config::{Size, SurrogateHeader};
+use ross_config::Size;
 use sha2::{Digest, Sha256};
 
 use crate::cache::Selector;
@@ -148,6 +148,8 @@ impl ImageHeaders {
 
 #[cfg(test)]
 mod tests {
+    use ross_config::SurrogateHeader;
+
     use super::*;
 
     #[test]
@@ -165,7 +167,10 @@ mod tests {
             assert!(tag[3..].bytes().all(|b| b.is_ascii_hexdigit()));
         }
         // Stable: the same key, the same tag, on every node and release.
-        assert_eq!(key_tag("red shoes.jpg"), "kh-8471bcefa4da8bd017eb82767bbb820a");
+        assert_eq!(
+            key_tag("red shoes.jpg"),
+            "kh-8471bcefa4da8bd017eb82767bbb820a"
+        );
         assert_ne!(key_tag("a b"), key_tag("a  b"));
         assert_eq!(key_tag(&"a".repeat(PLAIN_KEY_MAX)).len(), PLAIN_KEY_MAX + 2);
     }
@@ -193,7 +198,10 @@ mod tests {
             headers["surrogate-key"],
             "ross k-shoes/red.jpg m-crop s-200x250"
         );
-        assert_eq!(headers["cache-tag"], "ross,k-shoes/red.jpg,m-crop,s-200x250");
+        assert_eq!(
+            headers["cache-tag"],
+            "ross,k-shoes/red.jpg,m-crop,s-200x250"
+        );
         assert!(!headers.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
         let mut original = HeaderMap::new();
         let xkey = ImageHeaders::new(&output(&[SurrogateHeader::Xkey], Some("*")));
@@ -212,7 +220,10 @@ mod tests {
             purge_tags(&Selector::Key("a/b.jpg".into())).unwrap(),
             ["k-a/b.jpg"]
         );
-        assert_eq!(purge_tags(&Selector::Mode("crop".into())).unwrap(), ["m-crop"]);
+        assert_eq!(
+            purge_tags(&Selector::Mode("crop".into())).unwrap(),
+            ["m-crop"]
+        );
         assert_eq!(
             purge_tags(&Selector::OtherVersions {
                 mode: "crop".into(),

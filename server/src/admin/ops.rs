@@ -171,6 +171,9 @@ pub async fn disallow_sizes(
         // The purges run after the change is made (and kept to be sent), out of it: a long
         // one holds up neither the cluster nor other whitelist edits. They run even if
         // keeping the change failed after the edit was made.
+        for size in &asked {
+            st.purges.purging(&Selector::size(*size));
+        }
         let mut begun = Vec::new();
         let made = shared(&st, Change::Disallow(asked.clone()), || {
             begun = remove_sizes(&st.whitelist, &st.cache, &asked)?;
@@ -305,6 +308,7 @@ pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
     let st = state.clone();
     blocking(move || {
         let here = || {
+            st.purges.purging(&selector);
             let purged = st
                 .cache
                 .purge(selector.clone())

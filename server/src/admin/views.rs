@@ -327,3 +327,40 @@ pub fn cluster(state: &AppState) -> admin_api::Cluster {
             .collect(),
     }
 }
+
+/// The CDNs in front and the purges waiting for them.
+pub fn cdn(state: &AppState) -> admin_api::Cdns {
+    let Some(cdns) = state.purges.cdns() else {
+        return admin_api::Cdns::default();
+    };
+    let date = |ms: u64| {
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    };
+    let mut pending: std::collections::HashMap<String, Vec<crate::cdn::Entry>> =
+        cdns.pending().into_iter().collect();
+    admin_api::Cdns {
+        cdns: cdns
+            .health()
+            .into_iter()
+            .map(|(name, kind, health)| admin_api::Cdn {
+                pending: pending
+                    .remove(&name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| admin_api::CdnPurge {
+                        what: e.pending.request.what,
+                        made_at: date(e.pending.made_ms),
+                        failures: e.pending.failures,
+                        next_try_at: date(e.pending.next_ms),
+                        last_error: e.pending.last_error,
+                    })
+                    .collect(),
+                name,
+                kind: kind.to_owned(),
+                sent: health.sent,
+                failures: health.failures,
+                failing: health.failing,
+            })
+            .collect(),
+    }
+}

@@ -735,6 +735,19 @@ impl Cache {
         self.inner.deactivate(job.id);
     }
 
+    /// The cached variants `selector` names, `limit` at most. Blocking (reads the index).
+    pub fn variants(
+        &self,
+        selector: &Selector,
+        limit: usize,
+    ) -> Result<Vec<VariantKey>, CacheError> {
+        self.inner
+            .matching(selector)
+            .take(limit)
+            .map(|item| item.map(|(variant, _)| variant))
+            .collect()
+    }
+
     /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads
     /// the index).
     pub fn count(&self, selector: &Selector) -> Result<PurgeOutcome, CacheError> {

@@ -42,6 +42,21 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// What it purges, for people: `key shoes/red.jpg`, `mode crop`, `everything`...
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::Key(key) => format!("key {key}"),
+            Selector::Prefix(prefix) => format!("prefix {prefix}"),
+            Selector::Mode(mode) => format!("mode {mode}"),
+            Selector::Size { width, height } => format!("size {width}x{height}"),
+            Selector::All => "everything".into(),
+            Selector::OtherVersions { mode, version } => {
+                format!("mode {mode} but version {version}")
+            }
+            Selector::Retired(mode) => format!("retired mode {mode}"),
+        }
+    }
+
     /// A size purge.
     pub fn size(size: Size) -> Selector {
         Selector::Size {

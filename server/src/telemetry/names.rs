@@ -101,6 +101,14 @@ names! {
     /// Counter: hit log lines that were not a hit.
     HIT_LOG_UNREADABLE = "ross_hit_log_unreadable",
         "Hit log lines that did not name a variant (another log sent to the hit log's port?)";
+    /// Counter, labels `cdn` and `outcome` (`sent`, or `failed`: a try that failed):
+    /// purges sent to the CDNs in front.
+    CDN_PURGES = "ross_cdn_purges",
+        "Purges sent to each CDN in front (outcome sent), and tries that failed (outcome \
+         failed: the purges are tried again)";
+    /// Gauge, label `cdn`: purges waiting for a CDN.
+    CDN_PENDING = "ross_cdn_purges_pending",
+        "Purges waiting to be sent to each CDN in front (made, not yet accepted)";
     /// Counter: purges of a mode whose plugin changed version.
     MODE_PURGES = "ross_cache_mode_purges",
         "Cache purges of a mode whose plugin changed version";

@@ -202,6 +202,8 @@ pub struct Metrics {
     gauges: Gauges,
     modes: Arc<arc_swap::ArcSwap<Vec<(String, String)>>>,
     mode_renders: Family<[(&'static str, String); 2], Counter>,
+    cdn_purges: Family<[(&'static str, String); 2], Counter>,
+    cdn_pending: Family<[(&'static str, String); 1], Gauge>,
 }
 
 impl Default for Metrics {
@@ -240,6 +242,8 @@ impl Metrics {
             gauges: Gauges::default(),
             modes: Default::default(),
             mode_renders: Family::default(),
+            cdn_purges: Family::default(),
+            cdn_pending: Family::default(),
         };
         let registry = &mut metrics.registry;
         register(
@@ -268,7 +272,27 @@ impl Metrics {
             ModesLoaded(metrics.modes.clone()),
         );
         register(registry, names::MODE_RENDERS, metrics.mode_renders.clone());
+        register(registry, names::CDN_PURGES, metrics.cdn_purges.clone());
+        register(registry, names::CDN_PENDING, metrics.cdn_pending.clone());
         metrics
+    }
+
+    /// `n` purges sent to `cdn` (`sent`), or a try of them that failed.
+    pub fn cdn_purges(&self, cdn: &str, sent: bool, n: u64) {
+        let outcome = if sent { "sent" } else { "failed" };
+        self.cdn_purges
+            .get_or_create(&[("cdn", cdn.to_owned()), ("outcome", outcome.to_owned())])
+            .inc_by(n);
+        metrics::counter!(names::CDN_PURGES.name, "cdn" => cdn.to_owned(), "outcome" => outcome)
+            .increment(n);
+    }
+
+    /// `n` purges wait for `cdn`.
+    pub fn cdn_pending(&self, cdn: &str, n: u64) {
+        self.cdn_pending
+            .get_or_create(&[("cdn", cdn.to_owned())])
+            .set(n as i64);
+        metrics::gauge!(names::CDN_PENDING.name, "cdn" => cdn.to_owned()).set(n as f64);
     }
 
     /// A render of `mode`: whether it produced an image, or failed in the mode's own code.
@@ -614,6 +638,8 @@ mod tests {
         m.stage_took(stage::FETCH, Duration::from_millis(30));
         // A family with labels of its own shows once it has a series.
         m.mode_render("crop", false);
+        m.cdn_purges("edge", true, 3);
+        m.cdn_pending("edge", 2);
         let text = m.encode();
         for line in [
             "ross_hits_total 1",
@@ -628,6 +654,8 @@ mod tests {
             "ross_stage_ms_count{stage=\"decode\"} 0",
             "ross_request_ms_count 1",
             "ross_mode_renders_total{mode=\"crop\",outcome=\"failed\"} 1",
+            "ross_cdn_purges_total{cdn=\"edge\",outcome=\"sent\"} 3",
+            "ross_cdn_purges_pending{cdn=\"edge\"} 2",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }

@@ -29,3 +29,9 @@ pub(super) fn plugins(Data(state): Data<&Arc<AppState>>) -> Response {
 pub(super) fn cluster(Data(state): Data<&Arc<AppState>>) -> Response {
     json(&views::cluster(state))
 }
+
+/// The CDNs in front, what they took and the purges waiting for them.
+#[handler]
+pub(super) fn cdn(Data(state): Data<&Arc<AppState>>) -> Response {
+    json(&views::cdn(state))
+}

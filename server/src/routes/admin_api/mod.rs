@@ -34,6 +34,7 @@ pub fn routes() -> impl Endpoint<Output = Response> {
         .at("/stats", get(info::stats))
         .at("/plugins", get(info::plugins))
         .at("/cluster", get(info::cluster))
+        .at("/cdn", get(info::cdn))
         .around(|endpoint, req| async move {
             match authorise(&req) {
                 Access::Granted => Ok(endpoint.call(req).await?.into_response()),

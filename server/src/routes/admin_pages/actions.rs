@@ -272,6 +272,7 @@ fn cache_page(
             form,
             error,
             preview,
+            cdn: views::cdn(state),
         },
     )
 }

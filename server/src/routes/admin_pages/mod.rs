@@ -274,6 +274,7 @@ fn cache(req: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
         },
         error: None,
         preview: None,
+        cdn: views::cdn(state),
     })
 }
 
