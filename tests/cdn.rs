@@ -186,13 +186,15 @@ fn purges_reach_varnish_and_only_what_they_name_is_fetched_again() {
     ));
     assert!(varnish.get(dune).0, "a crop was purged with resize");
 
-    // A new version of a mode.
+    // A new version of a mode: fetched anew, and from the new version (the CDN is told
+    // once the old version's files are gone, or nginx would hand them to it again).
     cache_all();
+    let (_, red) = varnish.get(swapped);
     let started = Instant::now();
     publish(&fixture_plugin("swap_blue"), plugins.path(), "libswap.so");
     took.push((
         "new version",
-        fresh_within(&varnish, ross.port, swapped, started),
+        new_body_within(&varnish, ross.port, swapped, &red, started),
     ));
     assert!(varnish.get(elephants).0, "another mode's render was purged");
 
@@ -312,4 +314,228 @@ fn a_cdn_that_is_down_gets_the_purge_once_it_is_back() {
         assert!(started.elapsed() < Duration::from_secs(5), "{cdn}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// ross, nginx with its generated site, and Varnish in front, on free ports, the CDN `edge`
+/// being that Varnish.
+fn front(dir: &Path, extra: &[(&str, &str)]) -> (Ross, Nginx, Varnish) {
+    let varnish_port = free_port();
+    let url = format!("http://127.0.0.1:{varnish_port}/");
+    let mut env = vec![
+        ("ROSS__CDN__EDGE__KIND", "varnish"),
+        ("ROSS__CDN__EDGE__URL", url.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let ross = Ross::start(dir, &env);
+    let nginx_dir = dir.join("nginx");
+    std::fs::create_dir_all(nginx_dir.join("tmp")).unwrap();
+    let nginx_port = free_port();
+    let site = ross.nginx_site(nginx_port, &nginx_dir, &[]);
+    let nginx = Nginx::start(&nginx_dir, &site, nginx_port);
+    let varnish = Varnish::start(&dir.join("varnish"), nginx_port, varnish_port);
+    (ross, nginx, varnish)
+}
+
+/// Waits until `path` through Varnish is a miss with another body than `old`, within 10 s;
+/// how long it took.
+fn new_body_within(
+    varnish: &Varnish,
+    ross: u16,
+    path: &str,
+    old: &[u8],
+    started: Instant,
+) -> Duration {
+    loop {
+        let (hit, body) = varnish.get(path);
+        if !hit && body != old {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} not fresh through Varnish 10 s after its original changed; ross's CDN \
+             queue: {}",
+            admin(ross, "GET", "/cdn", "").1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A local original replaced under the media root is noticed by ross's watcher: its renders
+/// are fresh through nginx and Varnish within 2 s, other keys stay cached, and one removed
+/// is gone from nginx too. Changes made while ross was stopped are found at the next start.
+#[test]
+fn a_replaced_local_original_is_fresh_through_nginx_and_varnish() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(media.join("photos")).unwrap();
+    let corpus = crate::util::corpus().join("photos");
+    for name in ["Dune.jpg", "Elephants.jpg", "Storm.jpg"] {
+        std::fs::copy(corpus.join(name), media.join("photos").join(name)).unwrap();
+    }
+    let root = media.to_str().unwrap().to_owned();
+    let (ross, nginx, varnish) = front(dir.path(), &[("ROSS__SOURCE__ROOT", &root)]);
+    let dune = "/200/250/crop/photos/Dune.jpg";
+    let elephants = "/200/250/crop/photos/Elephants.jpg";
+    for path in [dune, elephants] {
+        varnish.get(path);
+        assert!(varnish.get(path).0, "{path} not cached by Varnish");
+    }
+    let (_, old) = varnish.get(dune);
+
+    // Replaced as deploys do, by a rename into place.
+    let started = Instant::now();
+    publish(&corpus.join("Storm.jpg"), &media.join("photos"), "Dune.jpg");
+    let took = new_body_within(&varnish, ross.port, dune, &old, started);
+    eprintln!(
+        "replaced original: fresh through Varnish after {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (status, through_nginx) =
+        crate::process::http_get(nginx.port, dune, Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200);
+    assert_ne!(through_nginx, old, "nginx still serves the old render");
+    assert!(varnish.get(elephants).0, "another key's render was purged");
+
+    // Removed: nginx no longer has it to serve.
+    std::fs::remove_file(media.join("photos/Elephants.jpg")).unwrap();
+    let started = Instant::now();
+    loop {
+        let (status, _) =
+            crate::process::http_get(nginx.port, elephants, Duration::from_secs(10)).unwrap();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a removed original's render is still served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, metrics) =
+        crate::process::http_get(ross.port, "/metrics", Duration::from_secs(10)).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(
+        metrics.contains("ross_source_changes_total{noticed=\"watch\",outcome=\"purged\"} 2"),
+        "{metrics}"
+    );
+
+    // Changed while ross is stopped: found by the check at start-up.
+    let port = ross.port.to_string();
+    let listen = format!("127.0.0.1:{port}");
+    varnish.get(dune);
+    let (_, before) = varnish.get(dune);
+    drop(ross);
+    publish(
+        &corpus.join("Elephants.jpg"),
+        &media.join("photos"),
+        "Dune.jpg",
+    );
+    let started = Instant::now();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SOURCE__ROOT", &root),
+            ("ROSS__SERVER__LISTEN", &listen),
+            ("ROSS__CDN__EDGE__KIND", "varnish"),
+            (
+                "ROSS__CDN__EDGE__URL",
+                &format!("http://127.0.0.1:{}/", varnish.port),
+            ),
+        ],
+    );
+    new_body_within(&varnish, ross.port, dune, &before, started);
+}
+
+/// An S3 event for a replaced object (posted as SNS would, with the events secret as a basic
+/// authentication password) makes its renders fresh through nginx and Varnish within 2 s; the
+/// same event again purges nothing (every render is of the version it names); a wrong secret
+/// is refused.
+#[test]
+fn an_s3_event_for_a_replaced_object_makes_it_fresh() {
+    use crate::s3_support::{Moto, BUCKET};
+    let moto = Moto::start(false);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let corpus = crate::util::corpus().join("photos");
+    let read = |name: &str| std::fs::read(corpus.join(name)).unwrap();
+    runtime.block_on(moto.seed(&[("img/Dune.jpg", read("Dune.jpg"))]));
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = moto.endpoint();
+    let secret = "events-secret-0123456789";
+    let (ross, nginx, varnish) = front(
+        dir.path(),
+        &[
+            ("ROSS__SOURCE__KIND", "s3"),
+            ("ROSS__SOURCE__BUCKET", BUCKET),
+            ("ROSS__SOURCE__PREFIX", "img"),
+            ("ROSS__SOURCE__ENDPOINT", &endpoint),
+            ("ROSS__SOURCE__FORCE_PATH_STYLE", "true"),
+            ("ROSS__SOURCE__EVENTS_SECRET", secret),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let dune = "/200/250/crop/Dune.jpg";
+    varnish.get(dune);
+    let (hit, old) = varnish.get(dune);
+    assert!(hit, "not cached by Varnish");
+
+    let s3 = moto.client();
+    let put = runtime.block_on(
+        s3.put_object()
+            .bucket(BUCKET)
+            .key("img/Dune.jpg")
+            .body(read("Storm.jpg").into())
+            .send(),
+    );
+    let etag = put.unwrap().e_tag().unwrap().to_owned();
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": BUCKET}, "object": {"key": "img/Dune.jpg", "eTag": etag.trim_matches('"')}}
+    }]});
+    let sns = serde_json::json!({"Type": "Notification", "Message": event.to_string()}).to_string();
+    let post = |password: &str| {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("sns:{password}"));
+        let (status, body) = crate::process::http_request(
+            ross.port,
+            "POST",
+            "/admin/api/source-events",
+            &[("Authorization", &format!("Basic {basic}"))],
+            sns.as_bytes(),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    assert_eq!(post("wrong-secret-0123456789").0, 401);
+    let started = Instant::now();
+    let (status, answer) = post(secret);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["purged"], 1, "{answer}");
+    let took = new_body_within(&varnish, ross.port, dune, &old, started);
+    eprintln!(
+        "S3 event: fresh through Varnish after {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (_, through_nginx) =
+        crate::process::http_get(nginx.port, dune, Duration::from_secs(10)).unwrap();
+    assert_ne!(through_nginx, old);
+    // Delivered again: its renders are all of that version now.
+    let (status, answer) = post(secret);
+    assert_eq!(
+        (status, &answer["purged"]),
+        (200, &serde_json::json!(0)),
+        "{answer}"
+    );
+    assert!(
+        varnish.get(dune).0,
+        "a repeated event purged current renders"
+    );
 }

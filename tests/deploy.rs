@@ -22,7 +22,7 @@ pub(crate) fn deploy(file: &str) -> String {
 pub(crate) struct Nginx {
     child: Child,
     dir: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Nginx {

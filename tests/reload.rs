@@ -138,6 +138,39 @@ async fn a_new_version_purges_the_cache_and_the_same_version_keeps_it() {
     );
 }
 
+/// With `cache.development`, the same build published again (same version) purges its
+/// mode's renders, other modes' stay, and images say `Cache-Control: no-store`.
+#[tokio::test]
+async fn in_development_every_reload_purges_its_mode() {
+    let dir = plugin_folder(&[built("crop")]);
+    publish(&fixture_plugin("swap_red"), dir.path(), "libswap.so");
+    let server = TestServer::builder()
+        .plugins(dir.path())
+        .set("ROSS__CACHE__DEVELOPMENT", "true")
+        .start()
+        .await;
+    let swapped = "/100/100/swap/photos/Dune.jpg";
+    let cropped = "/100/100/crop/photos/Dune.jpg";
+    for url in [swapped, cropped] {
+        let first = server.get(url).await;
+        assert_eq!(first.header("cache-control"), "no-store");
+        assert_eq!(server.get(url).await.header("x-cache"), "HIT");
+    }
+    let loads = server.state.metrics.counts().plugin_loads;
+    publish(&fixture_plugin("swap_red"), dir.path(), "libswap.so");
+    within(Duration::from_secs(2), async || {
+        server.state.metrics.counts().plugin_loads > loads
+    })
+    .await
+    .expect("the same build was not reloaded");
+    within(Duration::from_secs(2), async || {
+        server.get(swapped).await.header("x-cache") == "MISS"
+    })
+    .await
+    .expect("the reloaded mode's render was not purged");
+    assert_eq!(server.get(cropped).await.header("x-cache"), "HIT");
+}
+
 /// The `swap` mode's plugin replaced 20 times, alternating two builds and two ways of
 /// publishing, while two clients keep requesting new renders: no request fails, every answer
 /// is one of the two builds' output, and after the last swap, once the admin API says no file

@@ -426,3 +426,18 @@ mod tests {
         assert_eq!(keys(&json["refused"][0]), "at,error,file");
     }
 }
+
+/// `POST /admin/api/source-events`: what a body of S3 event notifications did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceEvents {
+    /// Keys the body named a change of (one per key: the latest record of each).
+    pub keys: u64,
+    /// Of them, keys whose renders were purged (the others' were all of the version named).
+    pub purged: u64,
+    /// Records not about the source (another bucket, outside `source.prefix`, another kind
+    /// of event, a key no request can name).
+    pub skipped: u64,
+    /// An SNS subscription to confirm: open this URL once (ross does not fetch it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+}

@@ -41,6 +41,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Where originals are read from.
     pub source: SourceSettings,
+    /// How ross hears of originals that change (`source.watch`, `source.events_secret`).
+    pub changes: ChangeSettings,
     /// Rendered variants on disk.
     pub cache: CacheSettings,
     /// Folder for the server's own state (loaded plugin copies, later the sled index).
@@ -209,6 +211,29 @@ impl SourceSettings {
     }
 }
 
+/// How ross hears of originals replaced or removed at the source, to purge their renders.
+#[derive(Clone, PartialEq)]
+pub struct ChangeSettings {
+    /// With a local source: watch the media root, and check the cached keys' originals at
+    /// start-up (`source.watch`).
+    pub watch: bool,
+    /// A secret S3 event notifications may be posted to `/admin/api/source-events` with,
+    /// besides the admin token (`source.events_secret`); `None`: the admin token only.
+    pub events_secret: Option<String>,
+}
+
+impl fmt::Debug for ChangeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeSettings")
+            .field("watch", &self.watch)
+            .field(
+                "events_secret",
+                &self.events_secret.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
 /// Disk cache of rendered variants.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSettings {
@@ -235,6 +260,10 @@ pub struct CacheSettings {
     /// Share renders between the nodes of a cluster through its S3 folder: a node that misses
     /// on disk asks the folder before rendering, and every render is written there too.
     pub shared: bool,
+    /// For developing modes: every plugin load purges its mode's renders whatever its
+    /// version, and images say `Cache-Control: no-store`, so browsers, nginx and CDNs keep
+    /// nothing (`cache.development`).
+    pub development: bool,
 }
 
 /// Mode plugins.
@@ -747,6 +776,16 @@ impl Settings {
                 self.cache.min_free_bytes.to_string(),
             ),
             ("cache.shared", self.cache.shared.to_string()),
+            ("cache.development", self.cache.development.to_string()),
+            ("source.watch", self.changes.watch.to_string()),
+            (
+                "source.events_secret",
+                if self.changes.events_secret.is_some() {
+                    "\"<set, not shown>\"".into()
+                } else {
+                    "\"\"".into()
+                },
+            ),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -1017,7 +1056,25 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         purge_deletes_per_second: r.int("cache.purge_deletes_per_second", 2000u64, 1..=1_000_000),
         min_free_bytes: r.int("cache.min_free_bytes", 256u64 << 20, 0..=i64::MAX),
         shared: r.bool("cache.shared", false),
+        development: r.bool("cache.development", false),
     };
+    let changes = ChangeSettings {
+        watch: r.bool("source.watch", true),
+        events_secret: r
+            .optional_string("source.events_secret")
+            .filter(|s| !s.is_empty()),
+    };
+    if let Some(secret) = &changes.events_secret {
+        if secret.chars().count() < MIN_ADMIN_TOKEN_LEN || secret.chars().any(char::is_whitespace) {
+            r.invalid(
+                "source.events_secret",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters without spaces \
+                     (anything shorter could be guessed)"
+                ),
+            );
+        }
+    }
     let plugins = PluginSettings {
         dir: r
             .optional_string("plugins.dir")
@@ -1232,6 +1289,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         admin,
         server,
         source,
+        changes,
         cache,
         data_dir,
         plugins,

@@ -12,6 +12,7 @@ pub mod admin_token;
 pub mod app;
 pub mod cache;
 pub mod cdn;
+pub mod changes;
 pub mod cluster;
 pub mod crash;
 pub mod db;

@@ -170,10 +170,11 @@ fn target_map(tagging: bool, out: &mut String) {
 
 /// The headers nginx adds to a hit: those ross sends with the same file.
 fn hit_headers(settings: &Settings, varies: bool, out: &mut String) {
+    let control = crate::routes::respond::cache_control(&settings.cache);
     let _ = writeln!(
         out,
-        "        add_header Cache-Control \"public, max-age={}\" always;",
-        settings.cache.max_age.as_secs()
+        "        add_header Cache-Control \"{}\" always;",
+        control.to_str().expect("ASCII")
     );
     out.push_str("        add_header X-Cache HIT always;\n");
     out.push_str("        add_header X-Content-Type-Options nosniff always;\n");

@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::cache::{
     Cache, CachedFile, OncePerMinute, OutputFormat, PutOutcome, VariantKey, WriteTicket,
 };
+use crate::changes::{Noticed, SourceChanges};
 use crate::error::{AppError, ErrorCode};
 use crate::gate::RenderGate;
 use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
@@ -20,7 +21,7 @@ use crate::recent::{Recent, ORIGINALS_SHARE};
 use crate::render::report_timings;
 use crate::request::RenderRequest;
 use crate::singleflight::{FlightPanicked, SingleFlight};
-use crate::source::{Source, SourceObject};
+use crate::source::{Source, SourceError, SourceObject};
 use crate::telemetry::{stage, Count, Metrics};
 use crate::whitelist::Whitelist;
 use crate::worker::pool::{Failure, JobOutcome};
@@ -71,10 +72,12 @@ struct Shared {
     workers: Arc<WorkerPool>,
     /// The renders shared between the nodes of a cluster, if they are.
     renders: Option<Arc<crate::cluster::SharedRenders>>,
-    /// Sources that failed to decode, by key, with the version (modification time) that
-    /// failed: a costly failure is paid once, not on every request for it, and a request
-    /// for it costs a look at the source's version, not a fetch.
-    failures: moka::sync::Cache<String, (Option<SystemTime>, AppError)>,
+    /// Where a replaced original found by a miss is purged, if anywhere.
+    changes: Option<Arc<SourceChanges>>,
+    /// Sources that failed to decode, by key, with the version that failed: a costly failure
+    /// is paid once, not on every request for it, and a request for it costs a look at the
+    /// source's version, not a fetch.
+    failures: moka::sync::Cache<String, (Option<String>, AppError)>,
 }
 
 /// How many failed sources are remembered, and for how long: long enough to absorb a burst
@@ -108,6 +111,7 @@ impl Pipeline {
                 recent: Recent::new(settings.cache.decoded_bytes / ORIGINALS_SHARE),
                 workers,
                 renders: None,
+                changes: None,
                 failures: moka::sync::Cache::builder()
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
@@ -122,6 +126,14 @@ impl Pipeline {
     pub fn sharing(mut self, renders: Option<Arc<crate::cluster::SharedRenders>>) -> Self {
         let shared = Arc::get_mut(&mut self.shared).expect("not yet shared");
         shared.renders = renders;
+        self
+    }
+
+    /// The same pipeline, purging through `changes` an original it finds replaced before
+    /// reusing its bytes or pixels from moments ago.
+    pub fn noticing(mut self, changes: Arc<SourceChanges>) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("not yet shared");
+        shared.changes = Some(changes);
         self
     }
 
@@ -190,7 +202,7 @@ impl Pipeline {
                 // replaced never waits for a render by the old version; and by the source
                 // epoch, so one that arrives after its original was purged never waits for a
                 // render of the one before.
-                let epoch = shared.cache.source_epoch(variant.key.as_str());
+                let epoch = shared.current_epoch(&variant).await;
                 let flight = format!("{variant}@{}#{epoch}", mode.id);
                 let miss = shared.clone();
                 let work = move || miss.miss(variant, mode, ticket, epoch, deadline);
@@ -228,6 +240,43 @@ impl Rendered {
 }
 
 impl Shared {
+    /// The source epoch a miss of `variant` renders in. When bytes or pixels of its original
+    /// from moments ago would be reused, the source is asked first whether it changed since
+    /// (a stat, a `HeadObject`): a replaced (or removed) original is purged as a changed one,
+    /// which moves the epoch on, so nothing read before is used. A source that does not
+    /// answer leaves them be (the fetch, if any, will tell).
+    async fn current_epoch(&self, variant: &VariantKey) -> u64 {
+        let key = variant.key.as_str();
+        let epoch = self.cache.source_epoch(key);
+        let Some(changes) = &self.changes else {
+            return epoch;
+        };
+        let Some(seen) = self.recent.version(key, epoch) else {
+            return epoch;
+        };
+        if !self.workers.holds(key, epoch) && self.recent.object(key, epoch).is_none() {
+            return epoch;
+        }
+        let now = match self.source.version(&variant.key).await {
+            Ok(Some(now)) if now == seen => return epoch,
+            Ok(now) => now,
+            Err(SourceError::NotFound { .. }) => None,
+            Err(_) => return epoch,
+        };
+        let changes = changes.clone();
+        let owned = key.to_owned();
+        let purged = tokio::task::spawn_blocking(move || {
+            changes.changed(&owned, now.as_deref(), Noticed::Render)
+        })
+        .await;
+        if !matches!(purged, Ok(Ok(true))) {
+            // Not purged (the index failed): this miss fetches anew all the same.
+            tracing::warn!(key, "a replaced original could not be purged");
+            self.recent.note_version(key, epoch, None);
+        }
+        self.cache.source_epoch(key)
+    }
+
     /// One miss, run once for every request waiting on it, in its steps: admitted, the
     /// original found (or a remembered failure), a render slot, the render on a worker, the
     /// cache write.
@@ -250,7 +299,8 @@ impl Shared {
         if let Some(renders) = &self.renders {
             if let Some(body) = renders.fetch(&variant, &mode.version).await {
                 self.metrics.count(Count::SharedHit);
-                let (rendered, _) = self.store(variant, ticket, &mode, body).await?;
+                // Which version of the original it was made from is not known here.
+                let (rendered, _) = self.store(variant, ticket, &mode, "", body).await?;
                 return Ok(rendered);
             }
         }
@@ -274,6 +324,13 @@ impl Shared {
                 return Err(e);
             }
         };
+        // The version of the original it was rendered from: the one sent, or the one whose
+        // pixels the worker held.
+        let source = original
+            .as_ref()
+            .and_then(|o| o.version.clone())
+            .or_else(|| self.recent.version(&key, epoch))
+            .unwrap_or_default();
         // Kept once it rendered: a bad file is fetched again (to see it fixed).
         if let Some(object) = original {
             self.recent.keep_object(&key, epoch, object);
@@ -283,7 +340,7 @@ impl Shared {
             .clone()
             .zip(began)
             .map(|(r, b)| (r, b, variant.clone()));
-        let (rendered, stored) = self.store(variant, ticket, &mode, encoded).await?;
+        let (rendered, stored) = self.store(variant, ticket, &mode, &source, encoded).await?;
         if let (Some((renders, began, variant)), true) = (sharing, stored) {
             renders.offer(variant, mode.version.clone(), rendered.body.clone(), began);
         }
@@ -313,11 +370,11 @@ impl Shared {
                 let turn = tokio::time::timeout_at(deadline, self.gate.fetch_turn())
                     .await
                     .map_err(|_| AppError::of(ErrorCode::RenderTimeout))?;
-                (self.fetch(variant).await?, Some(turn))
+                (self.fetch(variant, epoch).await?, Some(turn))
             }
         };
-        if let Some((modified, failed)) = self.failures.get(key) {
-            if modified == object.modified {
+        if let Some((version, failed)) = self.failures.get(key) {
+            if version.is_some() && version == object.version {
                 return Err(failed);
             }
         }
@@ -420,10 +477,12 @@ impl Shared {
         variant: VariantKey,
         ticket: WriteTicket,
         mode: &ModeRef,
+        source: &str,
         encoded: Vec<u8>,
     ) -> Result<(Rendered, bool), AppError> {
         let store = StoreJob {
             variant,
+            source: source.to_owned(),
             ticket,
             mode: mode.mode.clone(),
             modes: self.modes.clone(),
@@ -444,7 +503,7 @@ impl Shared {
     fn remember_failure(&self, key: &str, object: Option<&SourceObject>, error: &AppError) {
         if let Some(object) = object {
             self.failures
-                .insert(key.to_owned(), (object.modified, error.clone()));
+                .insert(key.to_owned(), (object.version.clone(), error.clone()));
         }
     }
 
@@ -452,9 +511,9 @@ impl Shared {
     /// since (asked of the source: a stat or a `HeadObject`, not a fetch).
     async fn remembered_failure(&self, variant: &VariantKey) -> Option<AppError> {
         let key = variant.key.as_str();
-        let (modified, error) = self.failures.get(key)?;
-        match self.source.modified(&variant.key).await {
-            Ok(now) if now == modified => Some(error),
+        let (version, error) = self.failures.get(key)?;
+        match self.source.version(&variant.key).await {
+            Ok(now) if now.is_some() && now == version => Some(error),
             // Changed, gone or not answering: forgotten, and the fetch tells.
             _ => {
                 self.failures.invalidate(key);
@@ -463,8 +522,8 @@ impl Shared {
         }
     }
 
-    /// Fetches the original of `variant`.
-    async fn fetch(&self, variant: &VariantKey) -> Result<SourceObject, AppError> {
+    /// Fetches the original of `variant` in `epoch`, noting its version.
+    async fn fetch(&self, variant: &VariantKey, epoch: u64) -> Result<SourceObject, AppError> {
         self.metrics.count(Count::Fetch);
         let started = Instant::now();
         let object = self
@@ -472,6 +531,8 @@ impl Shared {
             .fetch(&variant.key, self.limits.max_source_bytes)
             .await?;
         self.metrics.stage(stage::FETCH, started);
+        self.recent
+            .note_version(variant.key.as_str(), epoch, object.version.as_deref());
         Ok(object)
     }
 
@@ -480,7 +541,7 @@ impl Shared {
     async fn original(&self, variant: &VariantKey, epoch: u64) -> Result<SourceObject, AppError> {
         match self.recent.object(variant.key.as_str(), epoch) {
             Some(object) => Ok(object),
-            None => self.fetch(variant).await,
+            None => self.fetch(variant, epoch).await,
         }
     }
 }
@@ -488,6 +549,8 @@ impl Shared {
 /// A render's cache write, run on the blocking pool.
 struct StoreJob {
     variant: VariantKey,
+    /// The version of the original it was rendered from (empty: not known).
+    source: String,
     ticket: WriteTicket,
     mode: Arc<LoadedMode>,
     modes: Arc<ModeRegistry>,
@@ -509,6 +572,7 @@ impl StoreJob {
         let stored = self.cache.put(
             &self.variant,
             &self.mode.version,
+            &self.source,
             &encoded,
             self.ticket,
             current,

@@ -13,6 +13,11 @@
 //!   one. An operator who replaced an original and purged its key gets renders of the new one:
 //!   the purge moved the key's epoch on. A purge of another key, a mode or a size does not.
 //!   Workers key their pixels by epoch the same way.
+//! - **Changed originals**: the version of each original fetched ([`SourceObject::version`])
+//!   is noted with its epoch, for as long as its bytes or pixels may be used. Before a miss
+//!   reuses them, the pipeline asks the source for the version now (a stat, a `HeadObject`);
+//!   one that differs is a replaced original, purged as such (which moves the epoch on), and
+//!   the new one is fetched.
 
 use std::time::Duration;
 
@@ -32,9 +37,15 @@ struct Entry {
     object: SourceObject,
 }
 
+/// Versions of originals noted at most (older go first): far more than the originals whose
+/// bytes or pixels fit in memory at once.
+const VERSIONS_KEPT: u64 = 100_000;
+
 /// Recent originals. Cheap to share.
 pub struct Recent {
     entries: Option<moka::sync::Cache<String, Entry>>,
+    /// The version of each original fetched in the last [`KEPT_FOR`], with its epoch.
+    versions: moka::sync::Cache<String, (u64, String)>,
 }
 
 impl Recent {
@@ -50,7 +61,30 @@ impl Recent {
                     })
                     .build()
             }),
+            versions: moka::sync::Cache::builder()
+                .max_capacity(VERSIONS_KEPT)
+                // A little longer than the bytes and pixels it vouches for.
+                .time_to_live(KEPT_FOR + Duration::from_secs(5))
+                .build(),
         }
+    }
+
+    /// Notes that the original of `key` fetched in `epoch` is at `version`.
+    pub fn note_version(&self, key: &str, epoch: u64, version: Option<&str>) {
+        match version {
+            Some(version) => self
+                .versions
+                .insert(key.to_owned(), (epoch, version.to_owned())),
+            None => self.versions.invalidate(key),
+        }
+    }
+
+    /// The version of the original of `key` last fetched in `epoch`, if noted.
+    pub fn version(&self, key: &str, epoch: u64) -> Option<String> {
+        self.versions
+            .get(key)
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, v)| v)
     }
 
     /// The original, if fetched in `epoch` within [`KEPT_FOR`].
@@ -93,6 +127,7 @@ mod tests {
         SourceObject {
             bytes: Bytes::from_static(bytes),
             modified: None,
+            version: None,
         }
     }
 
@@ -108,6 +143,18 @@ mod tests {
         assert!(recent.object("a.jpg", 4).is_none());
         assert!(recent.object("a.jpg", 3).is_none());
         assert!(recent.object("b.jpg", 3).is_none());
+    }
+
+    #[test]
+    fn versions_are_noted_per_epoch() {
+        let recent = Recent::new(0);
+        recent.note_version("a.jpg", 3, Some("v1"));
+        assert_eq!(recent.version("a.jpg", 3).as_deref(), Some("v1"));
+        assert_eq!(recent.version("a.jpg", 4), None);
+        recent.note_version("a.jpg", 4, Some("v2"));
+        assert_eq!(recent.version("a.jpg", 3), None);
+        recent.note_version("a.jpg", 4, None);
+        assert_eq!(recent.version("a.jpg", 4), None);
     }
 
     #[test]

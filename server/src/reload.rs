@@ -26,6 +26,7 @@ use notify_debouncer_full::new_debouncer;
 
 use crate::cache::{Cache, Selector};
 use crate::cdn::Notifier;
+use crate::changes::Purger;
 use crate::plugins::{plugin_files, Fingerprint, ModeChange, ModeRegistry, PluginLoadError};
 use crate::telemetry::{Count, Metrics};
 
@@ -48,6 +49,8 @@ pub struct Reloader {
     state: Mutex<ScanState>,
     /// Where purges of a changed mode are counted.
     metrics: Arc<Metrics>,
+    /// With `cache.development`: where every load of a plugin purges its modes' renders.
+    development: Option<Arc<Purger>>,
 }
 
 #[derive(Default)]
@@ -74,7 +77,16 @@ impl Reloader {
             purges,
             state: Mutex::default(),
             metrics,
+            development: None,
         }
+    }
+
+    /// The same reloader for `cache.development`: every load of a plugin (at start-up too)
+    /// purges its modes' renders through `purger`, whatever their version, so a mode rebuilt
+    /// without a new version is never served from renders of the build before.
+    pub fn developing(mut self, purger: Arc<Purger>) -> Reloader {
+        self.development = Some(purger);
+        self
     }
 
     /// Loads every plugin in the folder now, without waiting for files to settle (start-up).
@@ -245,8 +257,23 @@ impl Reloader {
                 (None, Ok(_)) => Some(Selector::Retired(change.mode.clone())),
                 _ => None,
             };
+            // Sent to the CDNs once the purge, which runs in the background, is done: until
+            // then nginx may still serve the old version's files, and a CDN purged earlier
+            // would fetch them again.
             if let Some(selector) = purging {
-                self.purges.purging(&selector);
+                let held = self.purges.purging(&selector);
+                let cache = self.cache.clone();
+                let waiting = std::thread::Builder::new()
+                    .name("ross-cdn-hold".into())
+                    .spawn(move || {
+                        while cache.is_purging(&selector) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        drop(held);
+                    });
+                if let Err(e) = waiting {
+                    tracing::warn!(error = %e, "cannot wait for a purge: the CDNs are told now");
+                }
             }
             match result {
                 Ok(Some(Some(before))) => {
@@ -262,6 +289,18 @@ impl Reloader {
                     mode = %change.mode, error = %e,
                     "cannot purge the renders of a changed mode"
                 ),
+            }
+            if let (Some(purger), Some(_)) = (&self.development, &change.after) {
+                match purger.purge(Selector::Mode(change.mode.clone())) {
+                    Ok(purged) => tracing::info!(
+                        mode = %change.mode, purged = purged.entries,
+                        "mode loaded (cache.development): its renders purged"
+                    ),
+                    Err(e) => tracing::error!(
+                        mode = %change.mode, error = ?e.detail,
+                        "cannot purge the renders of a reloaded mode"
+                    ),
+                }
             }
         }
     }

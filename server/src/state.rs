@@ -8,11 +8,13 @@ use crate::admin::session::Sessions;
 use crate::admin_token::{AdminToken, TokenError};
 use crate::cache::{Cache, CacheError};
 use crate::cdn::{Cdns, Notifier};
+use crate::changes::{Purger, SourceChanges};
 use crate::cluster::{Cluster, S3Store, Store};
 use crate::db::{Database, DbError};
 use crate::pipeline::Pipeline;
 use crate::plugins::ModeRegistry;
 use crate::reload::Reloader;
+use crate::source::watch::{self, MediaWatch};
 use crate::source::{LocalSource, S3Source, Source};
 use crate::surrogate::ImageHeaders;
 use crate::telemetry::{Metrics, RecentErrors};
@@ -119,11 +121,17 @@ pub struct AppState {
     /// Originals being sent (`limits.max_original_streams` permits).
     pub original_streams: Arc<tokio::sync::Semaphore>,
     /// The cluster this node shares whitelist changes and purges with, if any.
-    pub cluster: Option<Cluster>,
+    pub cluster: Option<Arc<Cluster>>,
     /// The surrogate keys and CORS header images carry.
     pub image_headers: ImageHeaders,
     /// Where purges made here are sent besides the disk: the CDNs in front.
     pub purges: Notifier,
+    /// Purges made here, sent to the disk, the cluster and the CDNs.
+    pub purger: Arc<Purger>,
+    /// Changed originals, purged.
+    pub changes: Arc<SourceChanges>,
+    /// The media folder's watch, while it lasts.
+    _media_watch: Option<MediaWatch>,
 }
 
 impl AppState {
@@ -190,16 +198,22 @@ impl AppState {
         let cdns = Cdns::open(&settings.cdns, &db, metrics.clone())?;
         let purges = Notifier::new(cdns, cache.clone(), whitelist.clone());
         let cluster = match (&settings.cluster, store) {
-            (Some(shared), Some(store)) => Some(Cluster::open(
+            (Some(shared), Some(store)) => Some(Arc::new(Cluster::open(
                 shared,
                 store,
                 &db,
                 whitelist.clone(),
                 cache.clone(),
                 settings.cache.shared,
-            )?),
+            )?)),
             _ => None,
         };
+        let purger = Arc::new(Purger::new(cache.clone(), purges.clone(), cluster.clone()));
+        let changes = Arc::new(SourceChanges::new(
+            purger.clone(),
+            cache.clone(),
+            metrics.clone(),
+        ));
         let admin_token = AdminToken::resolve(&settings.admin, &settings.data_dir)?;
         let spawner = Spawner::new().map_err(StartupError::Workers)?;
         let worker_settings = worker_settings(&settings);
@@ -220,13 +234,21 @@ impl AppState {
         ));
         let pool = workers.clone();
         modes.on_generation(move |plan| pool.serve_generation(plan));
-        let reloader = Arc::new(Reloader::new(
+        let mut reloader = Reloader::new(
             &settings.plugins.dir,
             modes.clone(),
             cache.clone(),
             purges.clone(),
             metrics.clone(),
-        ));
+        );
+        if settings.cache.development {
+            tracing::warn!(
+                "cache.development = true: every plugin load purges its mode's renders, and \
+                 images say Cache-Control: no-store (not for production)"
+            );
+            reloader = reloader.developing(purger.clone());
+        }
+        let reloader = Arc::new(reloader);
         if let Err(e) = check_plugins_dir(&settings.plugins.dir) {
             return Err(StartupError::PluginsDir(e));
         }
@@ -254,7 +276,28 @@ impl AppState {
             &settings,
             metrics.clone(),
         )
-        .sharing(cluster.as_ref().and_then(|c| c.renders().cloned()));
+        .sharing(cluster.as_ref().and_then(|c| c.renders().cloned()))
+        .noticing(changes.clone());
+        let media_watch = match &settings.source {
+            SourceSettings::Local { root, timeout } if settings.changes.watch => {
+                match LocalSource::new(root, *timeout)
+                    .map_err(notify::Error::io)
+                    .and_then(|local| watch::watch(Arc::new(local), changes.clone()))
+                {
+                    Ok(watching) => Some(watching),
+                    Err(e) => {
+                        tracing::error!(
+                            root = %root.display(), error = %e,
+                            "cannot watch the media folder: a replaced original keeps its \
+                             renders until purged (if the error is about watches, raise \
+                             fs.inotify.max_user_watches)"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Arc::new(AppState {
             whitelist,
             modes,
@@ -272,6 +315,9 @@ impl AppState {
             cluster,
             image_headers: ImageHeaders::new(&settings.output),
             purges,
+            purger,
+            changes,
+            _media_watch: media_watch,
             settings,
         }))
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ross_config::{Size, WhitelistSource};
 
 use crate::cache::{Cache, PurgeJob, PurgeOutcome, Selector};
-use crate::cluster::{Change, Purge};
+use crate::cluster::Change;
 use crate::db::FullDisk;
 use crate::error::{AppError, ErrorCode};
 use crate::request::SourceKey;
@@ -171,18 +171,21 @@ pub async fn disallow_sizes(
         // The purges run after the change is made (and kept to be sent), out of it: a long
         // one holds up neither the cluster nor other whitelist edits. They run even if
         // keeping the change failed after the edit was made.
-        for size in &asked {
-            st.purges.purging(&Selector::size(*size));
-        }
+        // Sent to the CDNs once the sizes' files are gone here (when `held` is dropped).
+        let held: Vec<_> = asked
+            .iter()
+            .map(|size| st.purges.purging(&Selector::size(*size)))
+            .collect();
         let mut begun = Vec::new();
         let made = shared(&st, Change::Disallow(asked.clone()), || {
             begun = remove_sizes(&st.whitelist, &st.cache, &asked)?;
             Ok(())
         });
         let purged = finish_removal(&st.cache, begun);
+        drop(held);
         made?;
         for size in &asked {
-            note_purge(&st, &Selector::size(*size));
+            st.purger.note_shared(&Selector::size(*size));
         }
         Ok(purged)
     })
@@ -305,30 +308,8 @@ pub async fn count(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOut
 
 /// Purges what `selector` names, here and (in a cluster) on every node.
 pub async fn purge(state: &Arc<AppState>, selector: Selector) -> Result<PurgeOutcome, AppError> {
-    let st = state.clone();
-    blocking(move || {
-        let here = || {
-            st.purges.purging(&selector);
-            let purged = st
-                .cache
-                .purge(selector.clone())
-                .map_err(|e| write_failed("purge failed", e))?;
-            note_purge(&st, &selector);
-            Ok(purged)
-        };
-        match Purge::of(&selector) {
-            Some(purge) => shared(&st, Change::Purge(purge), here),
-            None => here(),
-        }
-    })
-    .await
-}
-
-/// Tells the renders shared between nodes, if they are, of a purge made here.
-fn note_purge(state: &AppState, selector: &Selector) {
-    if let Some(renders) = state.cluster.as_ref().and_then(|c| c.renders()) {
-        renders.note_purge(selector);
-    }
+    let purger = state.purger.clone();
+    blocking(move || purger.purge(selector)).await
 }
 
 /// Scans the plugin folder now, as the watcher would on a change.

@@ -39,11 +39,20 @@ pub struct EntryMeta {
     pub seq: u64,
     /// The version of the mode's plugin that rendered it.
     pub version: String,
+    /// The version of the original it was rendered from: its ETag in S3, its modification
+    /// time and length on local disk; empty when not known (a render taken from another
+    /// node, an entry from before versions were kept). A changed original's event purges its
+    /// key's renders unless every one was rendered from the version the event names.
+    pub source: String,
 }
 
 /// Leading byte of an encoded entry, so the encoding can change with the schema version.
-const ENCODING: u8 = 2;
-const HEADER: usize = 1 + 5 * 8;
+const ENCODING: u8 = 3;
+/// The fixed part: the leading byte, five integers and the version's length (two bytes).
+const HEADER: usize = 1 + 5 * 8 + 2;
+/// The second encoding, without the original's version (still read: it is unknown).
+const ENCODING_2: u8 = 2;
+const HEADER_2: usize = 1 + 5 * 8;
 /// The first encoding, without the disk use (still read: estimated from the size).
 const ENCODING_1: u8 = 1;
 const HEADER_1: usize = 1 + 3 * 8;
@@ -55,32 +64,55 @@ pub fn estimated_disk(bytes: u64) -> u64 {
 }
 
 impl EntryMeta {
-    /// `[2][bytes][disk][created][last served][seq][version...]`, integers big-endian.
+    /// `[3][bytes][disk][created][last served][seq][version length (2 bytes)][version]
+    /// [source...]`, integers big-endian. A plugin version longer than 65,535 bytes is cut
+    /// there (the registry refuses such versions long before).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.version.len());
+        let version = &self.version.as_bytes()[..self.version.len().min(u16::MAX as usize)];
+        let mut out = Vec::with_capacity(HEADER + version.len() + self.source.len());
         out.push(ENCODING);
         out.extend_from_slice(&self.bytes.to_be_bytes());
         out.extend_from_slice(&self.disk.to_be_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
         out.extend_from_slice(&self.last_served_ms.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(self.version.as_bytes());
+        out.extend_from_slice(&(version.len() as u16).to_be_bytes());
+        out.extend_from_slice(version);
+        out.extend_from_slice(self.source.as_bytes());
         out
     }
 
-    /// Reads [`EntryMeta::encode`]'s output, or the first encoding's
-    /// (`[1][bytes][created][last served][version...]`); `None` for anything else.
+    /// Reads [`EntryMeta::encode`]'s output, or an earlier encoding's (the second:
+    /// `[2][bytes][disk][created][last served][seq][version...]`; the first:
+    /// `[1][bytes][created][last served][version...]`); `None` for anything else.
     pub fn decode(raw: &[u8]) -> Option<EntryMeta> {
         let int = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-        let text = |at: usize| std::str::from_utf8(&raw[at..]).ok().map(str::to_owned);
+        let text = |from: usize, to: usize| {
+            std::str::from_utf8(raw.get(from..to)?)
+                .ok()
+                .map(str::to_owned)
+        };
         match raw.first() {
-            Some(&ENCODING) if raw.len() >= HEADER => Some(EntryMeta {
+            Some(&ENCODING) if raw.len() >= HEADER => {
+                let split = HEADER + usize::from(u16::from_be_bytes([raw[41], raw[42]]));
+                Some(EntryMeta {
+                    bytes: int(1),
+                    disk: int(9),
+                    created_ms: int(17),
+                    last_served_ms: int(25),
+                    seq: int(33),
+                    version: text(HEADER, split)?,
+                    source: text(split, raw.len())?,
+                })
+            }
+            Some(&ENCODING_2) if raw.len() >= HEADER_2 => Some(EntryMeta {
                 bytes: int(1),
                 disk: int(9),
                 created_ms: int(17),
                 last_served_ms: int(25),
                 seq: int(33),
-                version: text(HEADER)?,
+                version: text(HEADER_2, raw.len())?,
+                source: String::new(),
             }),
             Some(&ENCODING_1) if raw.len() >= HEADER_1 => Some(EntryMeta {
                 bytes: int(1),
@@ -88,7 +120,8 @@ impl EntryMeta {
                 created_ms: int(9),
                 last_served_ms: int(17),
                 seq: 0,
-                version: text(HEADER_1)?,
+                version: text(HEADER_1, raw.len())?,
+                source: String::new(),
             }),
             _ => None,
         }
@@ -398,6 +431,37 @@ impl Index {
             .map(|r| r.map(|(k, v)| (k, EntryMeta::decode(&v))))
     }
 
+    /// The source keys of entries whose keys start with `prefix`, each once, after `after`
+    /// (not included), `limit` at most, in order.
+    pub fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> sled::Result<Vec<String>> {
+        let start = match after {
+            // Every index key of `after` is `after\0...`: the next key's entries sort after
+            // `after\x01`.
+            Some(after) if after >= prefix => format!("{after}\x01").into_bytes(),
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut keys: Vec<String> = Vec::new();
+        let mut from = start;
+        while keys.len() < limit {
+            let Some((raw, _)) = self.tree.range(from.as_slice()..).next().transpose()? else {
+                break;
+            };
+            if !raw.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = raw.split(|&b| b == 0).next().unwrap_or_default();
+            let key = String::from_utf8_lossy(key).into_owned();
+            from = format!("{key}\x01").into_bytes();
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
     /// Entries whose index key starts with `prefix`.
     pub fn scan_prefix(
         &self,
@@ -422,14 +486,24 @@ mod tests {
             last_served_ms: 20,
             seq: 7,
             version: "1.2.3".into(),
+            source: "\"9b2cf535f27731c974343645a3985328\"".into(),
         };
         assert_eq!(EntryMeta::decode(&m.encode()), Some(m.clone()));
+        let unknown = EntryMeta {
+            source: String::new(),
+            ..m.clone()
+        };
+        assert_eq!(EntryMeta::decode(&unknown.encode()), Some(unknown));
         let later = EntryMeta::decode(&EntryMeta::served_at(&m.encode(), 30).unwrap()).unwrap();
         assert_eq!(later.last_served_ms, 30);
         let earlier = EntryMeta::decode(&EntryMeta::served_at(&m.encode(), 5).unwrap()).unwrap();
         assert_eq!(earlier.last_served_ms, 20);
-        assert_eq!(EntryMeta::decode(b"\x02junk"), None);
-        assert_eq!(EntryMeta::decode(b"\x03"), None);
+        assert_eq!(EntryMeta::decode(b"\x03junk"), None);
+        assert_eq!(EntryMeta::decode(b"\x04"), None);
+        // A version length past the end is not read as an entry.
+        let mut bad = m.encode();
+        bad[41] = 0xff;
+        assert_eq!(EntryMeta::decode(&bad), None);
     }
 
     /// Entries written before disk use was recorded still read, their disk use estimated.
@@ -446,6 +520,22 @@ mod tests {
             (5000, 8192, 10, 20)
         );
         assert_eq!(m.version, "0.1.0");
+        assert_eq!(EntryMeta::decode(&m.encode()), Some(m));
+    }
+
+    /// Entries written before the original's version was kept read with it unknown.
+    #[test]
+    fn second_encoding_entries_still_read() {
+        let mut raw = vec![2u8];
+        for n in [5000u64, 8192, 10, 20, 3] {
+            raw.extend_from_slice(&n.to_be_bytes());
+        }
+        raw.extend_from_slice(b"0.2.0");
+        let m = EntryMeta::decode(&raw).unwrap();
+        assert_eq!(
+            (m.seq, m.version.as_str(), m.source.as_str()),
+            (3, "0.2.0", "")
+        );
         assert_eq!(EntryMeta::decode(&m.encode()), Some(m));
     }
 }

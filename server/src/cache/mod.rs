@@ -653,8 +653,9 @@ impl Cache {
         inner.in_memory(variant)
     }
 
-    /// Stores `bytes`, rendered by `version` of the mode, as `variant`, unless a purge began
-    /// after `ticket` was taken or `current()` no longer holds once no purge can start.
+    /// Stores `bytes`, rendered by `version` of the mode from version `source` of the original
+    /// (empty: not known), as `variant`, unless a purge began after `ticket` was taken or
+    /// `current()` no longer holds once no purge can start.
     /// A full disk evicts the least recently served entries and tries once more, then gives
     /// up ([`PutOutcome::NoSpace`]: the render is served uncached). Blocking: call off the
     /// runtime.
@@ -662,6 +663,7 @@ impl Cache {
         &self,
         variant: &VariantKey,
         version: &str,
+        source: &str,
         bytes: &[u8],
         ticket: WriteTicket,
         current: impl Fn() -> bool,
@@ -676,7 +678,7 @@ impl Cache {
         }
         let attempt = || {
             inner.write_temporary(bytes).and_then(|tmp| {
-                let placed = inner.place(variant, version, &tmp, bytes, ticket, &current);
+                let placed = inner.place(variant, (version, source), &tmp, bytes, ticket, &current);
                 if !matches!(placed, Ok(PutOutcome::Stored(_))) {
                     let _ = std::fs::remove_file(&tmp);
                 }
@@ -748,6 +750,27 @@ impl Cache {
             .collect()
     }
 
+    /// The cached variants `selector` names with what the index knows of each, `limit` at
+    /// most. Blocking (reads the index).
+    pub fn entries(
+        &self,
+        selector: &Selector,
+        limit: usize,
+    ) -> Result<Vec<(VariantKey, EntryMeta)>, CacheError> {
+        self.inner.matching(selector).take(limit).collect()
+    }
+
+    /// The source keys with variants in the index whose names start with `prefix`, each once,
+    /// in order, after `after` (not included), `limit` at most. Blocking (reads the index).
+    pub fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        Ok(self.inner.index.keys(prefix, after, limit)?)
+    }
+
     /// How many variants, and bytes, a purge by `selector` would remove now. Blocking (reads
     /// the index).
     pub fn count(&self, selector: &Selector) -> Result<PurgeOutcome, CacheError> {
@@ -799,6 +822,15 @@ impl Cache {
         })?;
         expected.insert(mode.to_owned(), Some(version.to_owned()));
         Ok(Some(behind))
+    }
+
+    /// Whether a purge by `selector` is still running (or waiting to be run, or retried).
+    pub fn is_purging(&self, selector: &Selector) -> bool {
+        self.inner
+            .active
+            .load()
+            .iter()
+            .any(|job| &job.selector == selector)
     }
 
     /// No plugin provides `mode` any more: its renders are purged in the background (nginx
@@ -1131,7 +1163,7 @@ impl Inner {
     fn place(
         &self,
         variant: &VariantKey,
-        version: &str,
+        (version, source): (&str, &str),
         tmp: &Path,
         bytes: &[u8],
         ticket: WriteTicket,
@@ -1166,6 +1198,7 @@ impl Inner {
             last_served_ms: now,
             seq: log.seq,
             version: version.to_owned(),
+            source: source.to_owned(),
         };
         if let Err(e) = self.index.insert(variant, &entry) {
             // Without an entry the file would escape the bound: take it back.

@@ -47,6 +47,7 @@ fn put(cache: &Cache, path: &str, bytes: usize) -> PutOutcome {
         .put(
             &variant(path),
             "1.0.0",
+            "",
             &vec![7; bytes],
             cache.ticket(),
             || true,
@@ -126,7 +127,7 @@ fn a_render_begun_before_a_purge_that_matches_it_or_by_a_replaced_version_is_not
         cache.purge(other.clone()).unwrap();
         assert!(
             matches!(
-                cache.put(&v, "1", b"x", ticket, || true).unwrap(),
+                cache.put(&v, "1", "", b"x", ticket, || true).unwrap(),
                 PutOutcome::Stored(_)
             ),
             "a purge of {other:?} kept a render of a.jpg out"
@@ -146,18 +147,20 @@ fn a_render_begun_before_a_purge_that_matches_it_or_by_a_replaced_version_is_not
         let ticket = cache.ticket();
         cache.purge(matching.clone()).unwrap();
         assert_eq!(
-            cache.put(&v, "1", b"x", ticket, || true).unwrap(),
+            cache.put(&v, "1", "", b"x", ticket, || true).unwrap(),
             PutOutcome::Stale,
             "{matching:?}"
         );
     }
     assert_eq!(
-        cache.put(&v, "1", b"x", cache.ticket(), || false).unwrap(),
+        cache
+            .put(&v, "1", "", b"x", cache.ticket(), || false)
+            .unwrap(),
         PutOutcome::Stale
     );
     assert_eq!(
         cache
-            .put(&v, "1", &vec![0; 1 << 20], cache.ticket(), || true)
+            .put(&v, "1", "", &vec![0; 1 << 20], cache.ticket(), || true)
             .unwrap(),
         PutOutcome::NoRoom,
         "larger than the whole cache"
@@ -387,7 +390,7 @@ fn a_version_purge_does_not_bar_renders_by_the_version_in_service() {
     settled(&cache);
     let v = variant("/10/10/crop/a.jpg");
     assert!(matches!(
-        cache.put(&v, "2", b"x", ticket, || true).unwrap(),
+        cache.put(&v, "2", "", b"x", ticket, || true).unwrap(),
         PutOutcome::Stored(_)
     ));
     // While a change back to version 1 is pending, version 2's file is not served, and a
@@ -403,7 +406,9 @@ fn a_version_purge_does_not_bar_renders_by_the_version_in_service() {
         .build()
         .unwrap();
     assert!(rt.block_on(cache.get(&v)).is_none());
-    cache.put(&v, "1", b"y", cache.ticket(), || true).unwrap();
+    cache
+        .put(&v, "1", "", b"y", cache.ticket(), || true)
+        .unwrap();
     assert_eq!(&rt.block_on(cache.get(&v)).unwrap().bytes[..], b"y");
     cache.finish_purge(job).unwrap();
     assert_eq!(&rt.block_on(cache.get(&v)).unwrap().bytes[..], b"y");

@@ -3,8 +3,10 @@
 //! them, by surrogate key ([`crate::surrogate`]) or, for CloudFront, by path.
 //!
 //! A purge is kept in the database ([`queue`]) before the local purge runs, and sent by a
-//! thread of its own: it never delays the local purge, survives a restart, and is tried again
-//! (after 1 s, doubling up to 5 minutes) until its CDN accepts it. Purges waiting for one CDN
+//! thread of its own once the local purge is done ([`Held`]: were the CDN purged first, a
+//! request between the two would fetch the old render from nginx's disk and the CDN keep it
+//! again): it never delays the local purge, survives a restart, and is tried again (after
+//! 1 s, doubling up to 5 minutes) until its CDN accepts it. Purges waiting for one CDN
 //! are sent together (their tags in as few requests as its API takes).
 
 pub mod queue;
@@ -58,6 +60,8 @@ pub struct Cdns {
     settings: Vec<CdnSettings>,
     queue: queue::Queue,
     wake: Mutex<Option<mpsc::Sender<()>>>,
+    /// Purges kept but not to be sent yet: their local purge is still running.
+    held: Mutex<BTreeSet<u64>>,
     health: Mutex<Vec<Health>>,
     metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -87,6 +91,7 @@ impl Cdns {
             settings: settings.to_vec(),
             queue,
             wake: Mutex::new(None),
+            held: Mutex::default(),
             health: Mutex::new(vec![Health::default(); settings.len()]),
             metrics,
         })))
@@ -99,15 +104,30 @@ impl Cdns {
             .any(|c| matches!(c.target, CdnTarget::CloudFront { .. }))
     }
 
-    /// Keeps `request` for every CDN, durably, and wakes the sender. Blocking (one flushed
-    /// write): call it before the local purge.
-    pub fn purge(&self, request: &Request) -> sled::Result<()> {
+    /// Keeps `request` for every CDN, durably, to be sent once the returned hold is dropped.
+    /// Blocking (one flushed write): call it before the local purge, and drop the hold once
+    /// that is done. (After a crash nothing is held: the local purge's journal finishes it at
+    /// start-up, before the sender starts.)
+    pub fn purge(self: &Arc<Self>, request: &Request) -> sled::Result<Held> {
         let names: Vec<&str> = self.settings.iter().map(|c| c.name.as_str()).collect();
-        self.queue.push(&names, request, now_ms())?;
+        let id = self.queue.push(&names, request, now_ms())?;
+        if let Some(id) = id {
+            self.lock_held().insert(id);
+        }
+        Ok(Held {
+            cdns: Some(self.clone()),
+            id,
+        })
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
         if let Some(wake) = &*self.wake.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = wake.send(());
         }
-        Ok(())
     }
 
     /// Every purge waiting, by CDN, oldest first.
@@ -166,8 +186,11 @@ impl Cdns {
                 }
             };
             let waiting = entries.len() as u64;
-            let (due, later): (Vec<Entry>, Vec<Entry>) =
-                entries.into_iter().partition(|e| e.pending.next_ms <= now);
+            let held = self.lock_held().clone();
+            let (due, later): (Vec<Entry>, Vec<Entry>) = entries
+                .into_iter()
+                .filter(|e| !held.contains(&e.id))
+                .partition(|e| e.pending.next_ms <= now);
             for entry in &later {
                 next = next.min(entry.pending.next_ms);
             }
@@ -216,6 +239,32 @@ impl Cdns {
             }
         }
         next
+    }
+}
+
+/// A purge kept for the CDNs and held back while its local purge runs: sent once dropped.
+#[must_use = "the purge is sent to the CDNs once this is dropped"]
+pub struct Held {
+    cdns: Option<Arc<Cdns>>,
+    id: Option<u64>,
+}
+
+impl Held {
+    /// Nothing held (no CDN, or the purge could not be kept).
+    pub fn none() -> Held {
+        Held {
+            cdns: None,
+            id: None,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let (Some(cdns), Some(id)) = (&self.cdns, self.id) {
+            cdns.lock_held().remove(&id);
+            cdns.wake();
+        }
     }
 }
 
@@ -283,10 +332,13 @@ impl Notifier {
     }
 
     /// Keeps a purge by `selector` for every CDN: call it before the local purge (which
-    /// removes what it reads). Blocking. A failure to keep it is logged: the local purge goes
+    /// removes what it reads), and drop what it returns once the local purge is done (the
+    /// CDNs are sent it then). Blocking. A failure to keep it is logged: the local purge goes
     /// on regardless.
-    pub fn purging(&self, selector: &Selector) {
-        let Some(cdns) = &self.cdns else { return };
+    pub fn purging(&self, selector: &Selector) -> Held {
+        let Some(cdns) = &self.cdns else {
+            return Held::none();
+        };
         let paths = cdns.wants_paths();
         let variants = if paths || matches!(selector, Selector::Prefix(_)) {
             self.cache
@@ -301,12 +353,13 @@ impl Notifier {
         let sizes: Vec<ross_config::Size> =
             self.whitelist.snapshot().sizes.iter().copied().collect();
         let request = request(selector, &variants, &sizes, paths);
-        if let Err(e) = cdns.purge(&request) {
+        cdns.purge(&request).unwrap_or_else(|e| {
             tracing::error!(
                 what = %request.what, error = %e,
                 "cannot keep a purge for the CDNs: they keep serving it until it expires"
             );
-        }
+            Held::none()
+        })
     }
 }
 

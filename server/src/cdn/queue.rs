@@ -68,9 +68,10 @@ impl Queue {
     }
 
     /// Keeps `request` for each of `cdns`, durably (flushed before this returns).
-    pub fn push(&self, cdns: &[&str], request: &Request, now_ms: u64) -> sled::Result<()> {
+    /// Its id, the same for every CDN (`None`: no CDN).
+    pub fn push(&self, cdns: &[&str], request: &Request, now_ms: u64) -> sled::Result<Option<u64>> {
         if cdns.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let pending = Pending {
             request: request.clone(),
@@ -86,7 +87,8 @@ impl Queue {
             batch.insert(key(cdn, id), value.clone());
         }
         self.tree.apply_batch(batch)?;
-        self.db.flush()
+        self.db.flush()?;
+        Ok(Some(id))
     }
 
     /// Every purge waiting for `cdn`, oldest first. One that cannot be read (written by a

@@ -31,7 +31,7 @@ pub struct MemoryHits {
 impl MemoryHits {
     /// Memory hits of `state`'s cache.
     pub fn new(state: Arc<AppState>) -> MemoryHits {
-        let cache_control = cache_control(state.settings.cache.max_age);
+        let cache_control = cache_control(&state.settings.cache);
         MemoryHits {
             state,
             cache_control,

@@ -9,7 +9,7 @@ pub mod image;
 pub mod metrics;
 mod original;
 mod render;
-mod respond;
+pub(crate) mod respond;
 
 /// The methods `path` takes, for the `Allow` header of a 405. Kept beside the routes in
 /// `app.rs` and `admin_api`, which it mirrors.

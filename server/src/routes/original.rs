@@ -72,7 +72,7 @@ pub(super) async fn original(
         format.mime(),
         opened.modified.unwrap_or_else(SystemTime::now),
         CacheStatus::Miss,
-        state.settings.cache.max_age,
+        &state.settings.cache,
     );
     state
         .image_headers

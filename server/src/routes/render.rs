@@ -28,7 +28,7 @@ pub(super) async fn render(
         format,
         rendered.modified,
         rendered.cache,
-        state.settings.cache.max_age,
+        &state.settings.cache,
         vary,
     );
     state.image_headers.add_render(

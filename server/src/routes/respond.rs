@@ -1,6 +1,6 @@
 //! Image responses with the SPEC's headers, and conditional requests (304).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use poem::http::{header, HeaderValue, StatusCode};
@@ -9,6 +9,7 @@ use poem::{Body, Request, Response};
 use crate::cache::OutputFormat;
 use crate::file_headers::FileHeaders;
 use crate::pipeline::CacheStatus;
+use ross_config::CacheSettings;
 
 fn not_modified(req: &Request, headers: &FileHeaders) -> bool {
     if let Some(inm) = req
@@ -38,7 +39,7 @@ pub(super) fn image_response(
     format: OutputFormat,
     modified: SystemTime,
     cache: CacheStatus,
-    max_age: Duration,
+    policy: &CacheSettings,
     varies: bool,
 ) -> Response {
     let len = body.len() as u64;
@@ -49,7 +50,7 @@ pub(super) fn image_response(
         format.media_type(),
         modified,
         cache,
-        max_age,
+        policy,
     );
     if varies {
         response
@@ -67,10 +68,10 @@ pub(super) fn streamed_image_response(
     content_type: &str,
     modified: SystemTime,
     cache: CacheStatus,
-    max_age: Duration,
+    policy: &CacheSettings,
 ) -> Response {
     let headers = FileHeaders::new(modified, len);
-    let builder = caching_headers(&headers, cache, cache_control(max_age));
+    let builder = caching_headers(&headers, cache, cache_control(policy));
     if not_modified(req, &headers) {
         return builder.status(StatusCode::NOT_MODIFIED).finish();
     }
@@ -80,9 +81,14 @@ pub(super) fn streamed_image_response(
         .body(body)
 }
 
-/// `Cache-Control` of an image response.
-pub fn cache_control(max_age: Duration) -> HeaderValue {
-    HeaderValue::from_maybe_shared(format!("public, max-age={}", max_age.as_secs())).expect("ASCII")
+/// `Cache-Control` of an image response: `public, max-age=` `cache.max_age`, or `no-store`
+/// with `cache.development` (browsers, nginx and CDNs keep nothing of a mode in the making).
+pub fn cache_control(policy: &CacheSettings) -> HeaderValue {
+    if policy.development {
+        return HeaderValue::from_static("no-store");
+    }
+    HeaderValue::from_maybe_shared(format!("public, max-age={}", policy.max_age.as_secs()))
+        .expect("ASCII")
 }
 
 /// The headers every image response carries, 200 or 304.

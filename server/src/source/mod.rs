@@ -3,8 +3,10 @@
 //! an object whole. An original is either read whole (to render it) or opened as a reader (to
 //! send it unchanged, a buffer at a time).
 
+pub mod events;
 mod local;
 pub(crate) mod s3;
+pub mod watch;
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -23,6 +25,10 @@ pub struct SourceObject {
     pub bytes: Bytes,
     /// When the object last changed, if the backend knows.
     pub modified: Option<SystemTime>,
+    /// Which version of the object this is, if the backend knows: its ETag in S3; its
+    /// modification time (to the nanosecond) and length on local disk. Two reads of one
+    /// unchanged object give the same version; a replaced object, another.
+    pub version: Option<String>,
 }
 
 /// An original opened to be streamed.
@@ -143,10 +149,11 @@ pub trait Source: Send + Sync {
     /// has the source's deadline; so has each read of the reader, not the whole transfer.
     async fn open(&self, key: &SourceKey, max_bytes: u64) -> Result<SourceReader, SourceError>;
 
-    /// When the object at `key` last changed, without reading it (`None`: the store does not
-    /// say): a stat of a local file, a `HeadObject` in S3. Used before fetching an original
-    /// that failed to decode moments ago, to see whether it changed since.
-    async fn modified(&self, key: &SourceKey) -> Result<Option<SystemTime>, SourceError>;
+    /// The version of the object at `key` ([`SourceObject::version`]), without reading it
+    /// (`None`: the store does not say): a stat of a local file, a `HeadObject` in S3. Asked
+    /// before an original read moments ago (or one that failed to decode) is used again, to
+    /// see whether it changed since.
+    async fn version(&self, key: &SourceKey) -> Result<Option<String>, SourceError>;
 
     /// Whether the store answers, for `GET /ready`.
     async fn check(&self) -> Result<(), SourceError>;

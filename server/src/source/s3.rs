@@ -118,6 +118,7 @@ impl S3Source {
                     body: ByteStream::from_static(b""),
                     len: Some(0),
                     modified: None,
+                    version: None,
                 })
             }
             Err(e) => {
@@ -143,6 +144,7 @@ impl S3Source {
             modified: output
                 .last_modified()
                 .and_then(|t| SystemTime::try_from(*t).ok()),
+            version: output.e_tag().map(etag),
             len: announced,
             body: output.body,
         })
@@ -153,6 +155,7 @@ impl S3Source {
             body: mut chunks,
             len,
             modified,
+            version,
         } = self.start(key, max_bytes).await?;
         let mut bytes = Vec::with_capacity(len.unwrap_or(0).min(max_bytes) as usize);
         while let Some(chunk) = chunks.next().await {
@@ -176,6 +179,7 @@ impl S3Source {
         Ok(SourceObject {
             bytes: bytes.into(),
             modified,
+            version,
         })
     }
 }
@@ -232,6 +236,13 @@ struct Started {
     /// `Content-Length`, if the store sent one.
     len: Option<u64>,
     modified: Option<SystemTime>,
+    /// The ETag, unquoted.
+    version: Option<String>,
+}
+
+/// An ETag as S3 events give it: without the quotes the HTTP header has.
+pub fn etag(raw: &str) -> String {
+    raw.trim_matches('"').to_owned()
 }
 
 #[async_trait::async_trait]
@@ -265,7 +276,7 @@ impl Source for S3Source {
         })
     }
 
-    async fn modified(&self, key: &SourceKey) -> Result<Option<SystemTime>, SourceError> {
+    async fn version(&self, key: &SourceKey) -> Result<Option<String>, SourceError> {
         let head = async {
             let sent = self
                 .client
@@ -275,9 +286,7 @@ impl Source for S3Source {
                 .send()
                 .await;
             match sent {
-                Ok(output) => Ok(output
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())),
+                Ok(output) => Ok(output.e_tag().map(etag)),
                 Err(e) => {
                     let missing =
                         matches!(&e, SdkError::ServiceError(ctx) if ctx.err().is_not_found());

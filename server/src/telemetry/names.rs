@@ -109,6 +109,12 @@ names! {
     /// Gauge, label `cdn`: purges waiting for a CDN.
     CDN_PENDING = "ross_cdn_purges_pending",
         "Purges waiting to be sent to each CDN in front (made, not yet accepted)";
+    /// Counter, labels `noticed` (`watch`, `event`, `render`, `scan`) and `outcome`
+    /// (`purged`, or `current`: every cached render was of the version now there): changed
+    /// originals.
+    SOURCE_CHANGES = "ross_source_changes",
+        "Changed originals noticed (by the media folder's watcher, an S3 event, a render or \
+         the start-up scan), and whether their renders were purged";
     /// Counter: purges of a mode whose plugin changed version.
     MODE_PURGES = "ross_cache_mode_purges",
         "Cache purges of a mode whose plugin changed version";

@@ -204,6 +204,7 @@ pub struct Metrics {
     mode_renders: Family<[(&'static str, String); 2], Counter>,
     cdn_purges: Family<[(&'static str, String); 2], Counter>,
     cdn_pending: Family<[(&'static str, String); 1], Gauge>,
+    source_changes: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl Default for Metrics {
@@ -244,6 +245,7 @@ impl Metrics {
             mode_renders: Family::default(),
             cdn_purges: Family::default(),
             cdn_pending: Family::default(),
+            source_changes: Family::default(),
         };
         let registry = &mut metrics.registry;
         register(
@@ -274,7 +276,22 @@ impl Metrics {
         register(registry, names::MODE_RENDERS, metrics.mode_renders.clone());
         register(registry, names::CDN_PURGES, metrics.cdn_purges.clone());
         register(registry, names::CDN_PENDING, metrics.cdn_pending.clone());
+        register(
+            registry,
+            names::SOURCE_CHANGES,
+            metrics.source_changes.clone(),
+        );
         metrics
+    }
+
+    /// A changed original, `noticed` by what, its renders `purged` or all current.
+    pub fn source_change(&self, noticed: &'static str, purged: bool) {
+        let outcome = if purged { "purged" } else { "current" };
+        self.source_changes
+            .get_or_create(&[("noticed", noticed), ("outcome", outcome)])
+            .inc();
+        metrics::counter!(names::SOURCE_CHANGES.name, "noticed" => noticed, "outcome" => outcome)
+            .increment(1);
     }
 
     /// `n` purges sent to `cdn` (`sent`), or a try of them that failed.
@@ -640,6 +657,7 @@ mod tests {
         m.mode_render("crop", false);
         m.cdn_purges("edge", true, 3);
         m.cdn_pending("edge", 2);
+        m.source_change("watch", true);
         let text = m.encode();
         for line in [
             "ross_hits_total 1",
@@ -656,6 +674,7 @@ mod tests {
             "ross_mode_renders_total{mode=\"crop\",outcome=\"failed\"} 1",
             "ross_cdn_purges_total{cdn=\"edge\",outcome=\"sent\"} 3",
             "ross_cdn_purges_pending{cdn=\"edge\"} 2",
+            "ross_source_changes_total{noticed=\"watch\",outcome=\"purged\"} 1",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }

@@ -3,6 +3,7 @@
 //! input is a 400 naming what is wrong, and changes nothing. Handlers that touch sled run
 //! it on the blocking pool.
 
+pub mod events;
 mod info;
 mod purge;
 mod whitelist;
@@ -35,6 +36,7 @@ pub fn routes() -> impl Endpoint<Output = Response> {
         .at("/plugins", get(info::plugins))
         .at("/cluster", get(info::cluster))
         .at("/cdn", get(info::cdn))
+        .at("/source-events", post(events::receive))
         .around(|endpoint, req| async move {
             match authorise(&req) {
                 Access::Granted => Ok(endpoint.call(req).await?.into_response()),
@@ -70,28 +72,52 @@ fn authorise(req: &Request) -> Access {
     let Some(state) = req.data::<Arc<AppState>>() else {
         return Access::NoToken;
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        // The scheme is case-insensitive (RFC 9110); the token is not.
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = presented else {
+    // S3 events may come with `source.events_secret` instead of the admin token, and as a
+    // basic authentication password (SNS sends the credentials of its endpoint's URL so).
+    let events = req.uri().path().ends_with("/source-events");
+    let Some(token) = presented(req, events) else {
         return Access::NoToken;
     };
     let client = super::admin_pages::client_ip(req);
     if let Err(wait) = state.sessions.reserve(client) {
         return Access::LockedOut(wait);
     }
-    if state.admin_token.verify(token) {
+    let secret = state.settings.changes.events_secret.as_deref();
+    let by_secret = events
+        && secret
+            .is_some_and(|s| subtle::ConstantTimeEq::ct_eq(s.as_bytes(), token.as_bytes()).into());
+    if by_secret || state.admin_token.verify(&token) {
         state.sessions.succeeded(client);
         Access::Granted
     } else {
         // Logged once, by the observer, with the address as the refusal's cause.
         Access::WrongToken(format!("{client:?}"))
     }
+}
+
+/// The token `req` presents: a bearer token, or (when `basic` is allowed) the password of
+/// basic authentication. The scheme is case-insensitive (RFC 9110); the token is not.
+fn presented(req: &Request, basic: bool) -> Option<String> {
+    use base64::Engine;
+    let (scheme, value) = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.trim().to_owned());
+    }
+    if basic && scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        return text
+            .split_once(':')
+            .map(|(_, password)| password.to_owned());
+    }
+    None
 }
 
 fn locked_out(wait: std::time::Duration) -> Response {
