@@ -607,6 +607,7 @@ ross_worker_out_of_memory_total counter
 ross_cache_evicted_total counter
 ross_cache_evicted_bytes_total counter
 ross_cache_no_space_total counter
+ross_source_events_queue_errors_total counter
 ross_cache_mode_purges_total counter
 ross_log_refusals_dropped_total counter
 ross_nginx_hits_total counter

@@ -228,6 +228,49 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
     assert_eq!((stats.counts().fetches, decodes()), (2, 2));
 }
 
+/// An original replaced within the minute its pixels are kept (and no watcher to tell) is
+/// never rendered from its old pixels: the miss sees its version changed, purges the key's
+/// renders (the size cached from the old picture too) and renders from the new one.
+#[tokio::test]
+async fn a_replaced_original_is_never_rendered_from_its_old_pixels() {
+    let (_dir, media) = media_copy();
+    let server = TestServer::builder()
+        .media(&media)
+        .set("ROSS__WHITELIST__ENABLED", "false")
+        .set("ROSS__SOURCE__WATCH", "false")
+        .start()
+        .await;
+    assert_eq!(server.get("/300/300/crop/lady.jpg").await.status, 200);
+    std::fs::copy(corpus().join("photos/Storm.jpg"), media.join("lady.jpg")).unwrap();
+    let after = server.get("/72/72/crop/lady.jpg").await;
+    assert_eq!((after.status, after.header("x-cache")), (200, "MISS"));
+    let stats = &server.state.metrics;
+    assert_eq!(stats.counts().fetches, 2, "the old original was reused");
+
+    // What a server that never saw the old picture renders.
+    let (_other, fresh) = media_copy();
+    std::fs::copy(corpus().join("photos/Storm.jpg"), fresh.join("lady.jpg")).unwrap();
+    let plain = TestServer::builder()
+        .media(&fresh)
+        .set("ROSS__WHITELIST__ENABLED", "false")
+        .start()
+        .await;
+    for size in ["72/72", "300/300"] {
+        let expected = plain.get(&format!("/{size}/crop/lady.jpg")).await.image();
+        let got = server.get(&format!("/{size}/crop/lady.jpg")).await.image();
+        let error = crate::util::mae(&got, &expected);
+        assert!(
+            error < 2.0,
+            "{size}: mean error {error:.2} against the new picture"
+        );
+    }
+    let metrics = server.get("/metrics").await.text();
+    assert!(
+        metrics.contains("ross_source_changes_total{noticed=\"render\",outcome=\"purged\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// A size larger than the decode kept was made for decodes again, from the kept bytes.
 #[tokio::test]
 async fn a_larger_size_than_the_kept_decode_decodes_again() {

@@ -539,3 +539,140 @@ fn an_s3_event_for_a_replaced_object_makes_it_fresh() {
         "a repeated event purged current renders"
     );
 }
+
+/// A purge by key reaches CloudFront as an invalidation of the key's cached paths (and the
+/// original's), through `aws-sdk-cloudfront`, against the S3-compatible test server's
+/// CloudFront API.
+#[test]
+fn purges_reach_cloudfront_as_invalidations() {
+    use crate::s3_support::Moto;
+    use aws_sdk_cloudfront::types::{
+        CustomOriginConfig, DefaultCacheBehavior, DistributionConfig, Origin, OriginProtocolPolicy,
+        Origins, ViewerProtocolPolicy,
+    };
+    let moto = Moto::start(false);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cloudfront = aws_sdk_cloudfront::Client::from_conf(
+        aws_sdk_cloudfront::Config::builder()
+            .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudfront::config::Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(moto.credentials.clone())
+            .http_client(crate::s3_support::http_client())
+            .build(),
+    );
+    let origin = Origin::builder()
+        .id("ross")
+        .domain_name("images.example.com")
+        .custom_origin_config(
+            CustomOriginConfig::builder()
+                .http_port(80)
+                .https_port(443)
+                .origin_protocol_policy(OriginProtocolPolicy::HttpOnly)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let config = DistributionConfig::builder()
+        .caller_reference("ross-test")
+        .comment("ross")
+        .enabled(true)
+        .origins(
+            Origins::builder()
+                .quantity(1)
+                .items(origin)
+                .build()
+                .unwrap(),
+        )
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("ross")
+                .viewer_protocol_policy(ViewerProtocolPolicy::AllowAll)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let made = runtime
+        .block_on(
+            cloudfront
+                .create_distribution()
+                .distribution_config(config)
+                .send(),
+        )
+        .unwrap();
+    let id = made.distribution.unwrap().id;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = moto.endpoint();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__CDN__CF__KIND", "cloudfront"),
+            ("ROSS__CDN__CF__DISTRIBUTION_ID", &id),
+            ("ROSS__CDN__CF__ENDPOINT", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    for path in [
+        "/200/250/crop/photos/Dune.jpg",
+        "/100/100/resize/photos/Dune.jpg",
+        "/200/250/crop/photos/Storm.jpg",
+    ] {
+        let (status, _) =
+            crate::process::http_get(ross.port, path, Duration::from_secs(20)).unwrap();
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, body) = admin(ross.port, "POST", "/purge", r#"{"key": "photos/Dune.jpg"}"#);
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    let invalidation = loop {
+        let listed = runtime
+            .block_on(cloudfront.list_invalidations().distribution_id(&id).send())
+            .unwrap();
+        let items = listed
+            .invalidation_list
+            .and_then(|l| l.items)
+            .unwrap_or_default();
+        if let Some(first) = items.first() {
+            break first.id.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no invalidation 10 s after the purge; ross's CDN queue: {}",
+            admin(ross.port, "GET", "/cdn", "").1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got = runtime
+        .block_on(
+            cloudfront
+                .get_invalidation()
+                .distribution_id(&id)
+                .id(invalidation)
+                .send(),
+        )
+        .unwrap();
+    let mut paths = got
+        .invalidation
+        .unwrap()
+        .invalidation_batch
+        .unwrap()
+        .paths
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/100/100/resize/photos/Dune.jpg",
+            "/200/250/crop/photos/Dune.jpg",
+            "/photos/Dune.jpg"
+        ]
+    );
+    let (_, cdn) = admin(ross.port, "GET", "/cdn", "");
+    assert_eq!(cdn["cdns"][0]["pending"], serde_json::json!([]), "{cdn}");
+}

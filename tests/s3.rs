@@ -372,3 +372,128 @@ fn the_binary_reads_credentials_from_the_aws_environment() {
     let (status, _) = http_get(ross.port, "/200/250/crop/x/none.jpg", timeout).unwrap();
     assert_eq!(status, 404);
 }
+
+/// With `source.events_queue`, the bucket's events reach ross through SQS (moto sends them
+/// as S3 does): a replaced object's renders are purged and the next request renders the new
+/// one; the message is deleted once acted on.
+#[test]
+fn the_events_queue_purges_a_replaced_object() {
+    let moto = Moto::start(false);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(moto.seed(&[("x/Dune.jpg", corpus_file("photos/Dune.jpg"))]));
+    let endpoint = moto.endpoint();
+    let sqs = {
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(moto.credentials.clone())
+            .http_client(crate::s3_support::http_client())
+            .build();
+        aws_sdk_sqs::Client::from_conf(conf)
+    };
+    let queue = runtime
+        .block_on(sqs.create_queue().queue_name("ross-events").send())
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let s3 = moto.client();
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let notify = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn("arn:aws:sqs:us-east-1:123456789012:ross-events")
+                .events(Event::from("s3:ObjectCreated:*"))
+                .events(Event::from("s3:ObjectRemoved:*"))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    runtime
+        .block_on(
+            s3.put_bucket_notification_configuration()
+                .bucket(BUCKET)
+                .notification_configuration(notify)
+                .send(),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ross = Ross::start(
+        dir.path(),
+        &[
+            ("ROSS__SOURCE__KIND", "s3"),
+            ("ROSS__SOURCE__BUCKET", BUCKET),
+            ("ROSS__SOURCE__ENDPOINT", &endpoint),
+            ("ROSS__SOURCE__FORCE_PATH_STYLE", "true"),
+            ("ROSS__SOURCE__EVENTS_QUEUE", &queue),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let timeout = Duration::from_secs(20);
+    let path = "/200/250/crop/x/Dune.jpg";
+    let (status, old) = http_get(ross.port, path, timeout).unwrap();
+    assert_eq!(status, 200);
+    runtime
+        .block_on(
+            s3.put_object()
+                .bucket(BUCKET)
+                .key("x/Dune.jpg")
+                .body(corpus_file("photos/Storm.jpg").into())
+                .send(),
+        )
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let (status, body) = http_get(ross.port, path, timeout).unwrap();
+        assert_eq!(status, 200);
+        if body != old {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the replaced object's render is still served 5 s later:\n{}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "events queue: fresh after {} ms",
+        started.elapsed().as_millis()
+    );
+    let (_, metrics) = http_get(ross.port, "/metrics", timeout).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(
+        metrics.contains("ross_source_changes_total{noticed=\"queue\",outcome=\"purged\"} 1"),
+        "{metrics}"
+    );
+    // Acted on, the messages are gone from the queue (the set-up's test event too).
+    use aws_sdk_sqs::types::QueueAttributeName as Attribute;
+    let left = || {
+        let answer = runtime
+            .block_on(
+                sqs.get_queue_attributes()
+                    .queue_url(&queue)
+                    .attribute_names(Attribute::All)
+                    .send(),
+            )
+            .unwrap();
+        let attributes = answer.attributes.unwrap_or_default();
+        [
+            Attribute::ApproximateNumberOfMessages,
+            Attribute::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .map(|name| attributes.get(&name).cloned().unwrap_or_default())
+    };
+    let started = Instant::now();
+    while left() != ["0", "0"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "messages left in the queue: {:?}",
+            left()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -126,9 +126,7 @@ impl Moto {
 
     /// An SDK client with this server's credentials, for setting up fixtures.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
+        let http = http_client();
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
@@ -154,6 +152,13 @@ impl Moto {
                 .unwrap_or_else(|e| panic!("upload of {key:?}: {e:?}"));
         }
     }
+}
+
+/// The HTTP client the tests' SDK clients send with (the SDK's default one is not built).
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 impl Drop for Moto {

@@ -220,6 +220,9 @@ pub struct ChangeSettings {
     /// A secret S3 event notifications may be posted to `/admin/api/source-events` with,
     /// besides the admin token (`source.events_secret`); `None`: the admin token only.
     pub events_secret: Option<String>,
+    /// The URL of an SQS queue the source bucket sends its events to, read by ross
+    /// (`source.events_queue`); `None`: none.
+    pub events_queue: Option<String>,
 }
 
 impl fmt::Debug for ChangeSettings {
@@ -230,6 +233,7 @@ impl fmt::Debug for ChangeSettings {
                 "events_secret",
                 &self.events_secret.as_ref().map(|_| "<set>"),
             )
+            .field("events_queue", &self.events_queue)
             .finish()
     }
 }
@@ -786,6 +790,10 @@ impl Settings {
                     "\"\"".into()
                 },
             ),
+            (
+                "source.events_queue",
+                q(&self.changes.events_queue.as_deref().unwrap_or("")),
+            ),
             ("data_dir", p(&self.data_dir)),
             ("plugins.dir", p(&self.plugins.dir)),
             ("plugins.hot_reload", self.plugins.hot_reload.to_string()),
@@ -1063,7 +1071,31 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         events_secret: r
             .optional_string("source.events_secret")
             .filter(|s| !s.is_empty()),
+        events_queue: r
+            .optional_string("source.events_queue")
+            .filter(|s| !s.is_empty()),
     };
+    if let Some(queue) = &changes.events_queue {
+        let shaped = queue
+            .strip_prefix("https://")
+            .or_else(|| queue.strip_prefix("http://"))
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty());
+        if !matches!(source, SourceSettings::S3(_)) {
+            r.invalid(
+                "source.events_queue",
+                "needs source.kind = \"s3\": the queue carries the bucket's events".into(),
+            );
+        } else if !shaped {
+            r.invalid(
+                "source.events_queue",
+                format!(
+                    "expected the queue's URL, https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, \
+                     got {queue:?}"
+                ),
+            );
+        }
+    }
     if let Some(secret) = &changes.events_secret {
         if secret.chars().count() < MIN_ADMIN_TOKEN_LEN || secret.chars().any(char::is_whitespace) {
             r.invalid(

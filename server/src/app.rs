@@ -112,6 +112,11 @@ pub async fn run(
     if let Some(cdns) = state.purges.cdns() {
         cdns.spawn();
     }
+    if let (ross_config::SourceSettings::S3(s3), Some(queue)) =
+        (&state.settings.source, &state.settings.changes.events_queue)
+    {
+        crate::source::sqs::spawn(&state, s3, queue);
+    }
     let hits = routes::fast::MemoryHits::new(state.clone());
     let fast =
         move |method: &poem::http::Method,

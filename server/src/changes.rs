@@ -4,7 +4,7 @@
 //!   cache's files and memory here, is kept for every other node of a cluster, and is sent
 //!   to the CDNs in front (once for the cluster: by the node it was made on).
 //! - [`SourceChanges`]: an original replaced or removed, as the media folder's watcher, an S3
-//!   event or a render noticed it. Every cached variant records the
+//!   event (posted, or read from the events queue) or a render noticed it. Every cached variant records the
 //!   version of the original it was rendered from ([`crate::cache::EntryMeta::source`]): the
 //!   key is purged (everywhere) when one of its variants was rendered from another version,
 //!   or from an original now gone, and left alone when every one is of the version now there
@@ -71,6 +71,8 @@ pub enum Noticed {
     Watch,
     /// An S3 event posted to `POST /admin/api/source-events`.
     Event,
+    /// An S3 event read from the events queue (`source.events_queue`).
+    Queue,
     /// A miss about to reuse an original read moments ago found it replaced.
     Render,
     /// The scan of the cached keys' originals at start-up.
@@ -83,6 +85,7 @@ impl Noticed {
         match self {
             Noticed::Watch => "watch",
             Noticed::Event => "event",
+            Noticed::Queue => "queue",
             Noticed::Render => "render",
             Noticed::Scan => "scan",
         }

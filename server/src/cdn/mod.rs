@@ -110,10 +110,14 @@ impl Cdns {
     /// start-up, before the sender starts.)
     pub fn purge(self: &Arc<Self>, request: &Request) -> sled::Result<Held> {
         let names: Vec<&str> = self.settings.iter().map(|c| c.name.as_str()).collect();
+        // Kept and held under the lock the sender reads the queue under: it never sees the
+        // purge before it is held.
+        let mut held = self.lock_held();
         let id = self.queue.push(&names, request, now_ms())?;
         if let Some(id) = id {
-            self.lock_held().insert(id);
+            held.insert(id);
         }
+        drop(held);
         Ok(Held {
             cdns: Some(self.clone()),
             id,
@@ -178,6 +182,8 @@ impl Cdns {
         let now = now_ms();
         let mut next = now + 60_000;
         for (i, cdn) in self.settings.iter().enumerate() {
+            // Read under the lock purges are kept and held under (see `purge`).
+            let held = self.lock_held();
             let entries = match self.queue.of(&cdn.name) {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -185,8 +191,8 @@ impl Cdns {
                     continue;
                 }
             };
+            let held = held.clone();
             let waiting = entries.len() as u64;
-            let held = self.lock_held().clone();
             let (due, later): (Vec<Entry>, Vec<Entry>) = entries
                 .into_iter()
                 .filter(|e| !held.contains(&e.id))
@@ -221,6 +227,10 @@ impl Cdns {
                     next = now;
                 }
                 Err(error) => {
+                    // The queue first: what the admin API shows failing has its error noted.
+                    if let Err(e) = self.queue.failed(&due, &error, now, backoff_ms) {
+                        tracing::error!(cdn = %cdn.name, error = %e, "cannot note a failed purge");
+                    }
                     health[i].failures += 1;
                     health[i].failing = Some(error.clone());
                     self.metrics.cdn_purges(&cdn.name, false, 1);
@@ -231,9 +241,6 @@ impl Cdns {
                         retry_in_ms = backoff_ms(failures),
                         "the CDN did not take purges: they are tried again"
                     );
-                    if let Err(e) = self.queue.failed(&due, &error, now, backoff_ms) {
-                        tracing::error!(cdn = %cdn.name, error = %e, "cannot note a failed purge");
-                    }
                     next = next.min(now + backoff_ms(failures));
                 }
             }

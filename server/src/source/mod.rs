@@ -6,6 +6,7 @@
 pub mod events;
 mod local;
 pub(crate) mod s3;
+pub mod sqs;
 pub mod watch;
 
 use std::pin::Pin;

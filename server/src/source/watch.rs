@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
@@ -50,10 +50,12 @@ pub fn watch(
     let mut watcher = notify::recommended_watcher(tx)?;
     watcher.watch(&root, RecursiveMode::Recursive)?;
     tracing::info!(root = %root.display(), "watching the media folder for changed originals");
+    // Held weakly: the server's state (and its database lock) goes when the server stops,
+    // not when this thread next wakes.
     let looker = Looker {
         root,
         source,
-        changes,
+        changes: Arc::downgrade(&changes),
     };
     std::thread::Builder::new()
         .name("media-watch".into())
@@ -71,12 +73,15 @@ struct Looker {
     /// The media root, resolved.
     root: PathBuf,
     source: Arc<LocalSource>,
-    changes: Arc<SourceChanges>,
+    changes: Weak<SourceChanges>,
 }
 
 impl Looker {
     fn run(&self, rx: &mpsc::Receiver<notify::Result<notify::Event>>) {
-        self.check_all(Noticed::Scan);
+        match self.changes.upgrade() {
+            Some(changes) => self.check_all(&changes, Noticed::Scan),
+            None => return,
+        }
         let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
         let mut first: Option<Instant> = None;
         let mut rescan = false;
@@ -102,13 +107,16 @@ impl Looker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            let Some(changes) = self.changes.upgrade() else {
+                return;
+            };
             if rescan {
                 tracing::warn!("the media folder's watch lost events: checking every cached key");
-                self.check_all(Noticed::Watch);
+                self.check_all(&changes, Noticed::Watch);
                 rescan = false;
             }
             for path in std::mem::take(&mut paths) {
-                self.look(&path);
+                self.look(&changes, &path);
             }
             first = None;
         }
@@ -116,7 +124,7 @@ impl Looker {
 
     /// Looks at what is at `path` now: its own key, and the cached keys under it when it is
     /// a folder or gone.
-    fn look(&self, path: &Path) {
+    fn look(&self, changes: &SourceChanges, path: &Path) {
         let Ok(relative) = path.strip_prefix(&self.root) else {
             return;
         };
@@ -127,14 +135,14 @@ impl Looker {
             return; // no request can name it
         };
         let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
-        self.check(&key, Noticed::Watch);
+        self.check(changes, &key, Noticed::Watch);
         if !is_file {
-            self.check_under(&format!("{name}/"), Noticed::Watch);
+            self.check_under(changes, &format!("{name}/"), Noticed::Watch);
         }
     }
 
     /// Compares the cached renders of `key` with its original now.
-    fn check(&self, key: &SourceKey, noticed: Noticed) {
+    fn check(&self, changes: &SourceChanges, key: &SourceKey, noticed: Noticed) {
         let now = match self.source.version_now(key) {
             Ok(version) => Some(version),
             Err(SourceError::NotFound { .. }) => None,
@@ -143,17 +151,17 @@ impl Looker {
                 return;
             }
         };
-        if let Err(e) = self.changes.changed(key.as_str(), now.as_deref(), noticed) {
+        if let Err(e) = changes.changed(key.as_str(), now.as_deref(), noticed) {
             tracing::warn!(key = %key, error = ?e.detail, "cannot purge a changed original");
         }
     }
 
     /// Checks every cached key under `prefix`, a page at a time. How many were checked.
-    fn check_under(&self, prefix: &str, noticed: Noticed) -> usize {
+    fn check_under(&self, changes: &SourceChanges, prefix: &str, noticed: Noticed) -> usize {
         let mut after: Option<String> = None;
         let mut checked = 0;
         loop {
-            let keys = match self.changes.cached_keys(prefix, after.as_deref(), PAGE) {
+            let keys = match changes.cached_keys(prefix, after.as_deref(), PAGE) {
                 Ok(keys) => keys,
                 Err(e) => {
                     tracing::warn!(error = ?e.detail, "cannot read the cached keys to check them");
@@ -162,7 +170,7 @@ impl Looker {
             };
             for key in &keys {
                 if let Ok(key) = SourceKey::new(key) {
-                    self.check(&key, noticed);
+                    self.check(changes, &key, noticed);
                 }
             }
             checked += keys.len();
@@ -175,9 +183,9 @@ impl Looker {
 
     /// Checks every cached key's original: changes made while ross was stopped, or while
     /// events were lost.
-    fn check_all(&self, noticed: Noticed) {
+    fn check_all(&self, changes: &SourceChanges, noticed: Noticed) {
         let started = Instant::now();
-        let checked = self.check_under("", noticed);
+        let checked = self.check_under(changes, "", noticed);
         tracing::info!(
             checked,
             took_ms = started.elapsed().as_millis() as u64,

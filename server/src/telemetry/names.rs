@@ -109,12 +109,15 @@ names! {
     /// Gauge, label `cdn`: purges waiting for a CDN.
     CDN_PENDING = "ross_cdn_purges_pending",
         "Purges waiting to be sent to each CDN in front (made, not yet accepted)";
-    /// Counter, labels `noticed` (`watch`, `event`, `render`, `scan`) and `outcome`
+    /// Counter, labels `noticed` (`watch`, `event`, `queue`, `render`, `scan`) and `outcome`
     /// (`purged`, or `current`: every cached render was of the version now there): changed
     /// originals.
     SOURCE_CHANGES = "ross_source_changes",
-        "Changed originals noticed (by the media folder's watcher, an S3 event, a render or \
-         the start-up scan), and whether their renders were purged";
+        "Changed originals noticed (by the media folder's watcher, an S3 event posted or \
+         read from the events queue, a render or the start-up scan), and whether their renders were purged";
+    /// Counter: failed reads of the events queue (`source.events_queue`).
+    EVENTS_QUEUE_ERRORS = "ross_source_events_queue_errors",
+        "Reads of the source bucket's events queue that failed (tried again, backing off)";
     /// Counter: purges of a mode whose plugin changed version.
     MODE_PURGES = "ross_cache_mode_purges",
         "Cache purges of a mode whose plugin changed version";

@@ -104,6 +104,8 @@ counters! {
     EvictedBytes => evicted_bytes: CACHE_EVICTED_BYTES,
     /// A render served uncached because the disk was full.
     CacheNoSpace => cache_no_space: CACHE_NO_SPACE,
+    /// A read of the events queue that failed.
+    EventsQueueError => events_queue_errors: EVENTS_QUEUE_ERRORS,
     /// A purge of a mode whose plugin changed version.
     ModePurge => mode_purges: MODE_PURGES,
     /// A refusal line not written, past the line rate.
