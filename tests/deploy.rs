@@ -148,7 +148,10 @@ fn generated_sites_pass_nginx_t() {
     let base = [("ROSS__CACHE__DIR", cache), ("ROSS__SOURCE__ROOT", media)];
     for (i, extra) in [
         vec![],
-        vec![("ROSS__OUTPUT__SURROGATE_KEYS", "")],
+        vec![
+            ("ROSS__OUTPUT__SURROGATE_KEYS", ""),
+            ("ROSS__CACHE__DEVELOPMENT", "true"),
+        ],
         vec![
             ("ROSS__OUTPUT__FORMATS", "webp,jpeg"),
             ("ROSS__OUTPUT__SURROGATE_KEYS", "Cache-Tag"),
@@ -176,6 +179,13 @@ fn generated_sites_pass_nginx_t() {
         if let Err(e) = nginx_t(&nginx_dir, &site) {
             panic!("{extra:?}: nginx -t: {e}\n{site}");
         }
+        // nginx's hits say what ross's answers say.
+        let development = extra.contains(&("ROSS__CACHE__DEVELOPMENT", "true"));
+        assert_eq!(
+            site.contains("add_header Cache-Control \"no-store\" always;"),
+            development,
+            "{site}"
+        );
     }
     let dollar = crate::process::nginx_config(
         [

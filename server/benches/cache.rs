@@ -274,7 +274,7 @@ fn put_variant(cache: &Cache, path: &str, version: &str, body: &[u8]) {
     };
     let variant = ross::cache::VariantKey::new(&req, ross::cache::OutputFormat::Jpeg);
     cache
-        .put(&variant, version, body, cache.ticket(), || true)
+        .put(&variant, version, "", body, cache.ticket(), || true)
         .unwrap();
 }
 

@@ -19,7 +19,7 @@ use crate::gate::RenderGate;
 use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
 use crate::recent::{Recent, ORIGINALS_SHARE};
 use crate::render::report_timings;
-use crate::request::RenderRequest;
+use crate::request::{RenderRequest, SourceKey};
 use crate::singleflight::{FlightPanicked, SingleFlight};
 use crate::source::{Source, SourceError, SourceObject};
 use crate::telemetry::{stage, Count, Metrics};
@@ -74,6 +74,8 @@ struct Shared {
     renders: Option<Arc<crate::cluster::SharedRenders>>,
     /// Where a replaced original found by a miss is purged, if anywhere.
     changes: Option<Arc<SourceChanges>>,
+    /// Checks of kept originals' versions in progress, by key and epoch: one at a time.
+    checks: SingleFlight<String, Result<u64, AppError>>,
     /// Sources that failed to decode, by key, with the version that failed: a costly failure
     /// is paid once, not on every request for it, and a request for it costs a look at the
     /// source's version, not a fetch.
@@ -112,6 +114,7 @@ impl Pipeline {
                 workers,
                 renders: None,
                 changes: None,
+                checks: SingleFlight::default(),
                 failures: moka::sync::Cache::builder()
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
@@ -196,26 +199,28 @@ impl Pipeline {
         shared.metrics.stage(stage::CACHE_CHECK, started);
         let result = match cached {
             Some(hit) => Ok(Rendered::hit(hit)),
-            None => {
-                let deadline = tokio::time::Instant::now() + shared.limits.render_timeout;
-                // Keyed by the mode's load too: a request that arrives after a plugin was
-                // replaced never waits for a render by the old version; and by the source
-                // epoch, so one that arrives after its original was purged never waits for a
-                // render of the one before.
-                let epoch = shared.current_epoch(&variant).await;
-                let flight = format!("{variant}@{}#{epoch}", mode.id);
-                let miss = shared.clone();
-                let work = move || miss.miss(variant, mode, ticket, epoch, deadline);
-                match tokio::time::timeout_at(deadline, self.flights.run(flight, work)).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(FlightPanicked)) => Err(AppError::new(
-                        ErrorCode::RenderFailed,
-                        "The image could not be rendered.",
-                    )
-                    .detailed("the render's task panicked (logged)")),
-                    Err(_) => Err(AppError::of(ErrorCode::RenderTimeout)),
+            None => match shared.current_epoch(&variant).await {
+                Err(e) => Err(e),
+                Ok(epoch) => {
+                    let deadline = tokio::time::Instant::now() + shared.limits.render_timeout;
+                    // Keyed by the mode's load too: a request that arrives after a plugin was
+                    // replaced never waits for a render by the old version; and by the source
+                    // epoch, so one that arrives after its original was purged never waits for a
+                    // render of the one before.
+                    let flight = format!("{variant}@{}#{epoch}", mode.id);
+                    let miss = shared.clone();
+                    let work = move || miss.miss(variant, mode, ticket, epoch, deadline);
+                    match tokio::time::timeout_at(deadline, self.flights.run(flight, work)).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(FlightPanicked)) => Err(AppError::new(
+                            ErrorCode::RenderFailed,
+                            "The image could not be rendered.",
+                        )
+                        .detailed("the render's task panicked (logged)")),
+                        Err(_) => Err(AppError::of(ErrorCode::RenderTimeout)),
+                    }
                 }
-            }
+            },
         };
         match &result {
             Ok(Rendered {
@@ -242,39 +247,61 @@ impl Rendered {
 impl Shared {
     /// The source epoch a miss of `variant` renders in. When bytes or pixels of its original
     /// from moments ago would be reused, the source is asked first whether it changed since
-    /// (a stat, a `HeadObject`): a replaced (or removed) original is purged as a changed one,
-    /// which moves the epoch on, so nothing read before is used. A source that does not
-    /// answer leaves them be (the fetch, if any, will tell).
-    async fn current_epoch(&self, variant: &VariantKey) -> u64 {
+    /// (a stat, a `HeadObject`; once for all the misses of the key arriving together): a
+    /// replaced (or removed) original is purged as a changed one, which moves the epoch on,
+    /// so nothing read before is used. A source that does not answer leaves them be (the
+    /// fetch, if any, will tell); a purge that fails fails the miss.
+    async fn current_epoch(self: &Arc<Self>, variant: &VariantKey) -> Result<u64, AppError> {
         let key = variant.key.as_str();
         let epoch = self.cache.source_epoch(key);
-        let Some(changes) = &self.changes else {
-            return epoch;
-        };
-        let Some(seen) = self.recent.version(key, epoch) else {
-            return epoch;
-        };
-        if !self.workers.holds(key, epoch) && self.recent.object(key, epoch).is_none() {
-            return epoch;
+        if self.changes.is_none() {
+            return Ok(epoch);
         }
-        let now = match self.source.version(&variant.key).await {
-            Ok(Some(now)) if now == seen => return epoch,
+        let kept = self.recent.object(key, epoch);
+        if kept.is_none() && !self.workers.holds(key, epoch) {
+            return Ok(epoch);
+        }
+        // The version of what would be reused: the kept bytes', else the one noted when the
+        // pixels' original was fetched (noted again at each render from them).
+        let Some(seen) = kept
+            .and_then(|o| o.version)
+            .or_else(|| self.recent.version(key, epoch))
+        else {
+            return Ok(epoch);
+        };
+        let shared = self.clone();
+        let source_key = variant.key.clone();
+        let check = move || async move { shared.verify(source_key, epoch, seen).await };
+        self.checks
+            .run(format!("{key}#{epoch}"), check)
+            .await
+            .unwrap_or_else(|FlightPanicked| Ok(epoch))
+    }
+
+    /// [`Shared::current_epoch`]'s question to the source: the epoch to render in.
+    async fn verify(&self, key: SourceKey, epoch: u64, seen: String) -> Result<u64, AppError> {
+        let now = match self.source.version(&key).await {
+            Ok(Some(now)) if now == seen => return Ok(epoch),
             Ok(now) => now,
             Err(SourceError::NotFound { .. }) => None,
-            Err(_) => return epoch,
+            Err(_) => return Ok(epoch),
         };
-        let changes = changes.clone();
-        let owned = key.to_owned();
+        let Some(changes) = self.changes.clone() else {
+            return Ok(epoch);
+        };
+        let owned = key.as_str().to_owned();
         let purged = tokio::task::spawn_blocking(move || {
-            changes.changed(&owned, now.as_deref(), Noticed::Render)
+            changes.changed(&owned, now.as_deref(), None, Noticed::Render)
         })
         .await;
-        if !matches!(purged, Ok(Ok(true))) {
-            // Not purged (the index failed): this miss fetches anew all the same.
-            tracing::warn!(key, "a replaced original could not be purged");
-            self.recent.note_version(key, epoch, None);
+        match purged {
+            Ok(Ok(_)) => Ok(self.cache.source_epoch(key.as_str())),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(
+                AppError::new(ErrorCode::StoreFailed, "The image could not be stored.")
+                    .detailed(format_args!("the purge of a replaced original failed: {e}")),
+            ),
         }
-        self.cache.source_epoch(key)
     }
 
     /// One miss, run once for every request waiting on it, in its steps: admitted, the
@@ -331,6 +358,10 @@ impl Shared {
             .and_then(|o| o.version.clone())
             .or_else(|| self.recent.version(&key, epoch))
             .unwrap_or_default();
+        // Noted again: it vouches for the pixels as long as they are used.
+        if !source.is_empty() {
+            self.recent.note_version(&key, epoch, Some(&source));
+        }
         // Kept once it rendered: a bad file is fetched again (to see it fixed).
         if let Some(object) = original {
             self.recent.keep_object(&key, epoch, object);

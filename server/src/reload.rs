@@ -262,18 +262,7 @@ impl Reloader {
             // would fetch them again.
             if let Some(selector) = purging {
                 let held = self.purges.purging(&selector);
-                let cache = self.cache.clone();
-                let waiting = std::thread::Builder::new()
-                    .name("ross-cdn-hold".into())
-                    .spawn(move || {
-                        while cache.is_purging(&selector) {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        drop(held);
-                    });
-                if let Err(e) = waiting {
-                    tracing::warn!(error = %e, "cannot wait for a purge: the CDNs are told now");
-                }
+                held.release_when_done(self.cache.clone(), selector, crate::cdn::HOLD_LIMIT);
             }
             match result {
                 Ok(Some(Some(before))) => {

@@ -182,16 +182,19 @@ impl Cdns {
         let now = now_ms();
         let mut next = now + 60_000;
         for (i, cdn) in self.settings.iter().enumerate() {
-            // Read under the lock purges are kept and held under (see `purge`).
-            let held = self.lock_held();
-            let entries = match self.queue.of(&cdn.name) {
+            // Read under the lock purges are kept and held under (see `purge`), and only
+            // read: the lock is not kept while the CDN is asked.
+            let (entries, held) = {
+                let held = self.lock_held();
+                (self.queue.of(&cdn.name), held.clone())
+            };
+            let entries = match entries {
                 Ok(entries) => entries,
                 Err(e) => {
                     tracing::error!(cdn = %cdn.name, error = %e, "cannot read the CDN purge queue");
                     continue;
                 }
             };
-            let held = held.clone();
             let waiting = entries.len() as u64;
             let (due, later): (Vec<Entry>, Vec<Entry>) = entries
                 .into_iter()
@@ -265,6 +268,37 @@ impl Held {
         }
     }
 }
+
+impl Held {
+    /// Sends the purge once the cache's purge by `selector`, running in the background (or
+    /// to be retried), is done, or after `limit` at most (an hour: a purge that keeps failing
+    /// does not keep the CDNs from hearing of it for ever). A thread waits for it.
+    pub fn release_when_done(
+        self,
+        cache: crate::cache::Cache,
+        selector: Selector,
+        limit: Duration,
+    ) {
+        if self.id.is_none() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let waiting = std::thread::Builder::new()
+            .name("ross-cdn-hold".into())
+            .spawn(move || {
+                while cache.is_purging(&selector) && started.elapsed() < limit {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                drop(self);
+            });
+        if let Err(e) = waiting {
+            tracing::warn!(error = %e, "cannot wait for a purge: the CDNs are told now");
+        }
+    }
+}
+
+/// How long a CDN purge waits for its local purge, at most.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(3600);
 
 impl Drop for Held {
     fn drop(&mut self) {

@@ -50,10 +50,16 @@ impl LocalSource {
         &self.root
     }
 
-    /// The version of the file at `key` now ([`version_of`]). Blocking.
-    pub fn version_now(&self, key: &SourceKey) -> Result<String, SourceError> {
+    /// The version of the file at `key` now (its modification time and length), and its
+    /// modification time in milliseconds since the epoch. Blocking.
+    pub fn version_now(&self, key: &SourceKey) -> Result<(String, Option<u64>), SourceError> {
         let (_, meta) = Self::open_file(&self.root, key, u64::MAX)?;
-        Ok(version_of(&meta))
+        let modified_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        Ok((version_of(&meta), modified_ms))
     }
 
     /// Opens the regular file at `key`, refusing one larger than `max_bytes`. Blocking: one

@@ -3,7 +3,7 @@
 //! stopped, found by a check of the cached keys' originals at start-up.
 //!
 //! - **Events only say where to look.** Paths named by events are gathered until the folder
-//!   has been quiet for [`QUIET`] (at most [`LONGEST_WAIT`]: a folder written to without pause
+//!   has been quiet for 150 ms (at most 1 s after the first: a folder written to without pause
 //!   is still looked at), then each is looked at: the file's version now (modification time
 //!   and length), or gone. A file still being written is looked at again on its next event,
 //!   and a render made from half of it is purged then, its version being another.
@@ -78,10 +78,7 @@ struct Looker {
 
 impl Looker {
     fn run(&self, rx: &mpsc::Receiver<notify::Result<notify::Event>>) {
-        match self.changes.upgrade() {
-            Some(changes) => self.check_all(&changes, Noticed::Scan),
-            None => return,
-        }
+        self.check_all(Noticed::Scan);
         let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
         let mut first: Option<Instant> = None;
         let mut rescan = false;
@@ -112,7 +109,7 @@ impl Looker {
             };
             if rescan {
                 tracing::warn!("the media folder's watch lost events: checking every cached key");
-                self.check_all(&changes, Noticed::Watch);
+                self.check_all(Noticed::Watch);
                 rescan = false;
             }
             for path in std::mem::take(&mut paths) {
@@ -137,30 +134,35 @@ impl Looker {
         let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
         self.check(changes, &key, Noticed::Watch);
         if !is_file {
-            self.check_under(changes, &format!("{name}/"), Noticed::Watch);
+            self.check_under(&format!("{name}/"), Noticed::Watch);
         }
     }
 
     /// Compares the cached renders of `key` with its original now.
     fn check(&self, changes: &SourceChanges, key: &SourceKey, noticed: Noticed) {
-        let now = match self.source.version_now(key) {
-            Ok(version) => Some(version),
-            Err(SourceError::NotFound { .. }) => None,
+        let (now, modified_ms) = match self.source.version_now(key) {
+            Ok((version, modified_ms)) => (Some(version), modified_ms),
+            Err(SourceError::NotFound { .. }) => (None, None),
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "cannot look at a changed original");
                 return;
             }
         };
-        if let Err(e) = changes.changed(key.as_str(), now.as_deref(), noticed) {
+        if let Err(e) = changes.changed(key.as_str(), now.as_deref(), modified_ms, noticed) {
             tracing::warn!(key = %key, error = ?e.detail, "cannot purge a changed original");
         }
     }
 
-    /// Checks every cached key under `prefix`, a page at a time. How many were checked.
-    fn check_under(&self, changes: &SourceChanges, prefix: &str, noticed: Noticed) -> usize {
+    /// Checks every cached key under `prefix`, a page at a time (the server's state held
+    /// for one page at a time: a stop is not held up by a long check). How many were
+    /// checked.
+    fn check_under(&self, prefix: &str, noticed: Noticed) -> usize {
         let mut after: Option<String> = None;
         let mut checked = 0;
         loop {
+            let Some(changes) = self.changes.upgrade() else {
+                return checked;
+            };
             let keys = match changes.cached_keys(prefix, after.as_deref(), PAGE) {
                 Ok(keys) => keys,
                 Err(e) => {
@@ -170,7 +172,7 @@ impl Looker {
             };
             for key in &keys {
                 if let Ok(key) = SourceKey::new(key) {
-                    self.check(changes, &key, noticed);
+                    self.check(&changes, &key, noticed);
                 }
             }
             checked += keys.len();
@@ -183,9 +185,9 @@ impl Looker {
 
     /// Checks every cached key's original: changes made while ross was stopped, or while
     /// events were lost.
-    fn check_all(&self, changes: &SourceChanges, noticed: Noticed) {
+    fn check_all(&self, noticed: Noticed) {
         let started = Instant::now();
-        let checked = self.check_under(changes, "", noticed);
+        let checked = self.check_under("", noticed);
         tracing::info!(
             checked,
             took_ms = started.elapsed().as_millis() as u64,

@@ -67,7 +67,7 @@ pub async fn apply(
                 invalid += 1;
                 continue;
             }
-            if changes.changed(&event.key, event.version.as_deref(), noticed)? {
+            if changes.changed(&event.key, event.version.as_deref(), None, noticed)? {
                 purged += 1;
             }
         }

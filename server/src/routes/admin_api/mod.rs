@@ -74,7 +74,7 @@ fn authorise(req: &Request) -> Access {
     };
     // S3 events may come with `source.events_secret` instead of the admin token, and as a
     // basic authentication password (SNS sends the credentials of its endpoint's URL so).
-    let events = req.uri().path().ends_with("/source-events");
+    let events = req.original_uri().path() == "/admin/api/source-events";
     let Some(token) = presented(req, events) else {
         return Access::NoToken;
     };
