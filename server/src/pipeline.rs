@@ -275,7 +275,7 @@ impl Shared {
         self.checks
             .run(format!("{key}#{epoch}"), check)
             .await
-            .unwrap_or_else(|FlightPanicked| Ok(epoch))
+            .unwrap_or(Ok(epoch))
     }
 
     /// [`Shared::current_epoch`]'s question to the source: the epoch to render in.
