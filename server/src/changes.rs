@@ -212,16 +212,10 @@ impl SourceChanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{OutputFormat, VariantKey};
-    use crate::db::Database;
-    use crate::request::{parse, Target};
 
-    fn variant(path: &str) -> VariantKey {
-        match parse(path, 2000, 2000).unwrap() {
-            Target::Render(r) => VariantKey::new(&r, OutputFormat::Jpeg),
-            Target::Original(_) => unreachable!(),
-        }
-    }
+    use crate::db::Database;
+
+    use crate::cache::layout::test_variant as variant;
 
     fn changes(dir: &std::path::Path) -> (SourceChanges, Cache) {
         let db = Database::open(&dir.join("data")).unwrap();

@@ -126,17 +126,20 @@ impl fmt::Display for VariantKey {
     }
 }
 
+/// The JPEG variant a request path names, for tests (`/10/10/crop/a.jpg`).
+#[cfg(test)]
+pub fn test_variant(path: &str) -> VariantKey {
+    match crate::request::parse(path, 2000, 2000).unwrap() {
+        crate::request::Target::Render(r) => VariantKey::new(&r, OutputFormat::Jpeg),
+        crate::request::Target::Original(_) => unreachable!(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{parse, Target};
 
-    fn variant(path: &str) -> VariantKey {
-        match parse(path, 2000, 2000).unwrap() {
-            Target::Render(r) => VariantKey::new(&r, OutputFormat::Jpeg),
-            Target::Original(_) => unreachable!(),
-        }
-    }
+    use super::test_variant as variant;
 
     #[test]
     fn paths_and_index_keys_round_trip() {

@@ -178,16 +178,9 @@ impl PurgeLog {
 
 #[cfg(test)]
 mod tests {
-    use super::super::OutputFormat;
     use super::*;
-    use crate::request::{parse, Target};
 
-    fn variant(path: &str) -> VariantKey {
-        match parse(path, 2000, 2000).unwrap() {
-            Target::Render(r) => VariantKey::new(&r, OutputFormat::Jpeg),
-            Target::Original(_) => unreachable!(),
-        }
-    }
+    use crate::cache::layout::test_variant as variant;
 
     /// A purge is remembered up to a count: a ticket older than every purge remembered cannot
     /// be checked and is refused, never wrongly taken; a key's purge forgotten early still

@@ -1,15 +1,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::request::{parse, Target};
 use ross_config::Size;
 
-fn variant(path: &str) -> VariantKey {
-    match parse(path, 2000, 2000).unwrap() {
-        Target::Render(r) => VariantKey::new(&r, OutputFormat::Jpeg),
-        Target::Original(_) => unreachable!(),
-    }
-}
+use crate::cache::layout::test_variant as variant;
 
 struct Fixture {
     dir: tempfile::TempDir,

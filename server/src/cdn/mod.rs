@@ -470,13 +470,7 @@ pub fn request(
 mod tests {
     use super::*;
 
-    fn variant(path: &str) -> VariantKey {
-        let crate::request::Target::Render(r) = crate::request::parse(path, 2000, 2000).unwrap()
-        else {
-            panic!("{path}")
-        };
-        VariantKey::new(&r, ross_config::OutputFormat::Jpeg)
-    }
+    use crate::cache::layout::test_variant as variant;
 
     #[test]
     fn purges_become_tags_and_cloudfront_paths() {
