@@ -614,6 +614,8 @@ ross_nginx_hits_total counter
 ross_shared_hits_total counter
 ross_hit_log_dropped_total counter
 ross_hit_log_unreadable_total counter
+ross_reduced_renders_total counter
+ross_reduced_kept_total counter
 ross_decode_warnings_total counter
 ross_renders_in_flight gauge
 ross_renders_waiting gauge
@@ -626,6 +628,8 @@ ross_cache_memory_bytes gauge
 ross_cache_purges_running gauge
 ross_cache_index_disk_bytes gauge
 ross_recent_originals_bytes gauge
+ross_reduced_originals gauge
+ross_reduced_originals_disk_bytes gauge
 ross_workers_idle gauge
 ross_plugin_libraries_mapped gauge
 ross_uptime_seconds gauge

@@ -204,6 +204,7 @@ async fn several_sizes_of_one_original_share_a_fetch_and_a_decode() {
         .media(&media_again)
         .whitelist(sizes)
         .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .set("ROSS__CACHE__ORIGINALS_BYTES", "0")
         .start()
         .await;
     for (size, shared) in ["300/300", "72/72", "1024/768"].iter().zip(&bodies) {

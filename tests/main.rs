@@ -43,6 +43,9 @@ mod isolation;
 mod originals;
 /// Plugin loading failures and plugin panics.
 mod plugins;
+/// Reduced originals: later sizes from a copy, within an error bound; purges, changed
+/// originals and kills while a copy is kept.
+mod reduced;
 /// Hot reload: plugins added, replaced under load, removed and refused while serving; cache
 /// purges on a new version.
 mod reload;

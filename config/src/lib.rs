@@ -253,6 +253,10 @@ pub struct CacheSettings {
     /// Bound on the bytes of originals fetched and decoded in the last minute, kept in memory
     /// to render other sizes of them (0: none).
     pub decoded_bytes: u64,
+    /// Bound on the disk taken by reduced originals: the first decode of an original also
+    /// keeps a copy of its pixels at most as large as the whitelist shows it, so that later
+    /// sizes render from the copy without decoding the original again (0: none).
+    pub originals_bytes: u64,
     /// Bound on the files and folders deleted per second from the trash, where a purge of
     /// everything, a mode or a size moves what it matches at once (deleting them competes
     /// with hits for the disk).
@@ -772,6 +776,10 @@ impl Settings {
             ("cache.memory_bytes", self.cache.memory_bytes.to_string()),
             ("cache.decoded_bytes", self.cache.decoded_bytes.to_string()),
             (
+                "cache.originals_bytes",
+                self.cache.originals_bytes.to_string(),
+            ),
+            (
                 "cache.purge_deletes_per_second",
                 self.cache.purge_deletes_per_second.to_string(),
             ),
@@ -1061,6 +1069,7 @@ fn read_settings(r: &mut Reader<'_>) -> Settings {
         max_bytes: r.int("cache.max_bytes", 10u64 << 30, 1..=i64::MAX),
         memory_bytes: r.int("cache.memory_bytes", 64u64 << 20, 0..=1 << 40),
         decoded_bytes: r.int("cache.decoded_bytes", 256u64 << 20, 0..=1 << 40),
+        originals_bytes: r.int("cache.originals_bytes", 2u64 << 30, 0..=i64::MAX),
         purge_deletes_per_second: r.int("cache.purge_deletes_per_second", 2000u64, 1..=1_000_000),
         min_free_bytes: r.int("cache.min_free_bytes", 256u64 << 20, 0..=i64::MAX),
         shared: r.bool("cache.shared", false),

@@ -418,6 +418,7 @@ fn main() {
     let renders = metric(&page, "ross_renders_total");
     let decodes = metric(&page, "ross_stage_ms_count{stage=\"decode\"}");
     let fetches = metric(&page, "ross_source_fetches_total");
+    let from_copies = metric(&page, "ross_reduced_renders_total");
     println!(
         "  ross         {:>7.2} ms CPU/request  ({:.1} s CPU, {:.1} s wall)",
         ross_run.ms_per_request(),
@@ -425,7 +426,7 @@ fn main() {
         ross_run.wall_s
     );
     println!(
-        "    misses {renders:.0}: {decodes:.0} decoded an original, {:.0} rendered from pixels decoded before; {fetches:.0} fetches",
+        "    misses {renders:.0}: {decodes:.0} decoded an original, {:.0} did not ({from_copies:.0} of them read a reduced original back); {fetches:.0} fetches",
         renders - decodes
     );
     for stage in ["fetch", "decode", "render", "encode", "cache_write"] {
@@ -433,11 +434,12 @@ fn main() {
         let count = metric(&page, &format!("ross_stage_ms_count{{stage=\"{stage}\"}}"));
         println!("    {stage:<12} {:>8.1} s in {count:.0}", sum / 1000.0);
     }
-    let tier_files = std::fs::read_dir(work.path().join("ross/cache/.reduced"))
-        .map(|d| d.count())
-        .ok();
-    if let Some(files) = tier_files {
-        println!("    reduced originals on disk: {files} entries");
+    let copies = metric(&page, "ross_reduced_originals");
+    if copies > 0.0 {
+        println!(
+            "    reduced originals: {copies:.0}, {:.0} MiB on disk",
+            metric(&page, "ross_reduced_originals_disk_bytes") / f64::from(1 << 20)
+        );
     }
     drop(ross);
     if ross_only {

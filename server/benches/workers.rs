@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use plugin_api::TargetSize;
 use ross::render::{render_bytes, InProcessModes};
 use ross::worker::pool::{JobOutcome, Worker};
-use ross::worker::protocol::{PluginToLoad, RenderJob, WorkerSettings};
+use ross::worker::protocol::{PluginToLoad, RenderJob, Sent, WorkerSettings};
 use ross::worker::Spawner;
 use ross_config::OutputFormat;
 
@@ -38,6 +38,7 @@ fn settings(decoded_bytes: u64) -> WorkerSettings {
         memory_bytes: defaults.limits.worker_memory_bytes,
         decoded_bytes,
         output: defaults.output,
+        max_copy_bytes: 0,
         sandbox: true,
     }
 }
@@ -53,6 +54,7 @@ fn job_for(key: &str, mode: &str, (width, height): (u32, u32), page: bool) -> Re
         height,
         format: OutputFormat::Jpeg,
         sizes: if page { SIZES.to_vec() } else { Vec::new() },
+        copy: false,
     }
 }
 
@@ -83,8 +85,18 @@ async fn start(spawner: &Spawner, plugins: &[PathBuf], decoded_bytes: u64) -> Wo
 }
 
 async fn render(worker: &mut Worker, job: &RenderJob, original: Option<&[u8]>) -> JobOutcome {
+    let sent = if original.is_some() {
+        Sent::Original
+    } else {
+        Sent::Nothing
+    };
     worker
-        .render(job, original, Duration::from_secs(30))
+        .render(
+            job,
+            sent,
+            original.unwrap_or_default(),
+            Duration::from_secs(30),
+        )
         .await
         .expect("the worker lives")
         .0
@@ -223,7 +235,7 @@ fn main() {
         let timeout = Duration::from_millis(500);
         let started = Instant::now();
         let failed = stalled
-            .render(&job("stall", "stall", (300, 300)), Some(&bytes), timeout)
+            .render(&job("stall", "stall", (300, 300)), Sent::Original, &bytes, timeout)
             .await;
         let killed_after = started.elapsed();
         assert!(failed.is_err());

@@ -54,6 +54,11 @@ async fn publish_gauges(state: Arc<AppState>) {
 /// it, every second and before `/metrics`, the admin page or the API reads them.
 pub fn set_gauges(state: &AppState) {
     let cache = state.cache.stats();
+    let reduced = state
+        .cache
+        .reduced()
+        .map(|tier| tier.stats())
+        .unwrap_or_default();
     let readings = Readings {
         renders_in_flight: state.pipeline.renders_in_flight() as u64,
         renders_waiting: state.pipeline.renders_waiting() as u64,
@@ -66,6 +71,8 @@ pub fn set_gauges(state: &AppState) {
         cache_purges_running: cache.purges_running as u64,
         cache_index_disk_bytes: cache.index_disk_bytes,
         recent_originals_bytes: state.pipeline.recent_bytes(),
+        reduced_originals: reduced.copies,
+        reduced_originals_disk_bytes: reduced.disk,
         workers_idle: state.workers.idle() as u64,
         libraries_mapped: crate::plugins::libraries_mapped(),
         uptime_seconds: 0, // the registry's own

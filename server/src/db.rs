@@ -176,6 +176,8 @@ pub enum TreeName {
     Cluster,
     /// Purges waiting to be sent to the CDNs in front.
     Cdn,
+    /// The reduced originals kept on disk, by source key.
+    Reduced,
 }
 
 impl TreeName {
@@ -186,6 +188,7 @@ impl TreeName {
             TreeName::Meta => "meta",
             TreeName::Cluster => "cluster",
             TreeName::Cdn => "cdn",
+            TreeName::Reduced => "reduced",
         }
     }
 }

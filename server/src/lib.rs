@@ -28,6 +28,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod plugins;
 pub mod recent;
+pub mod reduced;
 pub mod reload;
 pub mod render;
 pub mod request;

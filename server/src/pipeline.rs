@@ -18,6 +18,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::gate::RenderGate;
 use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
 use crate::recent::{Recent, ORIGINALS_SHARE};
+use crate::reduced::{ReducedTier, StoredCopy};
 use crate::render::report_timings;
 use crate::request::{RenderRequest, SourceKey};
 use crate::singleflight::{FlightPanicked, SingleFlight};
@@ -25,7 +26,7 @@ use crate::source::{Source, SourceError, SourceObject};
 use crate::telemetry::{stage, Count, Metrics};
 use crate::whitelist::Whitelist;
 use crate::worker::pool::{Failure, JobOutcome};
-use crate::worker::protocol::{RenderJob, Stage};
+use crate::worker::protocol::{RenderJob, Sent, Stage};
 use crate::worker::WorkerPool;
 
 /// Whether a response came from the cache or from a render.
@@ -46,6 +47,24 @@ pub struct Rendered {
     pub modified: SystemTime,
     /// Hit or miss.
     pub cache: CacheStatus,
+}
+
+/// A source epoch, and the version of the original the source vouched for in it (a stat, a
+/// `HeadObject`), if it was asked: a reduced copy is used only when it is of that version.
+#[derive(Debug, Clone)]
+struct Verified {
+    epoch: u64,
+    version: Option<String>,
+}
+
+/// What a miss renders from.
+enum Found {
+    /// The pixels a worker holds.
+    Held,
+    /// The original's bytes.
+    Object(SourceObject),
+    /// A reduced copy of the original.
+    Copy(StoredCopy),
 }
 
 /// The render path: the cache, merged misses, and what a miss needs.
@@ -75,7 +94,7 @@ struct Shared {
     /// Where a replaced original found by a miss is purged, if anywhere.
     changes: Option<Arc<SourceChanges>>,
     /// Checks of kept originals' versions in progress, by key and epoch: one at a time.
-    checks: SingleFlight<String, Result<u64, AppError>>,
+    checks: SingleFlight<String, Result<Verified, AppError>>,
     /// Sources that failed to decode, by key, with the version that failed: a costly failure
     /// is paid once, not on every request for it, and a request for it costs a look at the
     /// source's version, not a fetch.
@@ -201,7 +220,8 @@ impl Pipeline {
             Some(hit) => Ok(Rendered::hit(hit)),
             None => match shared.current_epoch(&variant).await {
                 Err(e) => Err(e),
-                Ok(epoch) => {
+                Ok(verified) => {
+                    let epoch = verified.epoch;
                     let deadline = tokio::time::Instant::now() + shared.limits.render_timeout;
                     // Keyed by the mode's load too: a request that arrives after a plugin was
                     // replaced never waits for a render by the old version; and by the source
@@ -209,7 +229,7 @@ impl Pipeline {
                     // render of the one before.
                     let flight = format!("{variant}@{}#{epoch}", mode.id);
                     let miss = shared.clone();
-                    let work = move || miss.miss(variant, mode, ticket, epoch, deadline);
+                    let work = move || miss.miss(variant, mode, ticket, verified, deadline);
                     match tokio::time::timeout_at(deadline, self.flights.run(flight, work)).await {
                         Ok(Ok(result)) => result,
                         Ok(Err(FlightPanicked)) => Err(AppError::new(
@@ -245,29 +265,38 @@ impl Rendered {
 }
 
 impl Shared {
-    /// The source epoch a miss of `variant` renders in. When bytes or pixels of its original
-    /// from moments ago would be reused, the source is asked first whether it changed since
-    /// (a stat, a `HeadObject`; once for all the misses of the key arriving together): a
-    /// replaced (or removed) original is purged as a changed one, which moves the epoch on,
-    /// so nothing read before is used. A source that does not answer leaves them be (the
-    /// fetch, if any, will tell); a purge that fails fails the miss.
-    async fn current_epoch(self: &Arc<Self>, variant: &VariantKey) -> Result<u64, AppError> {
+    /// The source epoch a miss of `variant` renders in, and the version of its original the
+    /// source vouched for, if it was asked. When bytes or pixels of its original from moments
+    /// ago, or a reduced copy of it, would be reused, the source is asked first whether it
+    /// changed since (a stat, a `HeadObject`; once for all the misses of the key arriving
+    /// together): a replaced (or removed) original is purged as a changed one, which moves the
+    /// epoch on and drops its copy, so nothing read before is used. A source that does not
+    /// answer leaves the bytes and pixels be (the fetch, if any, will tell), but no copy is
+    /// used unchecked; a purge that fails fails the miss.
+    async fn current_epoch(self: &Arc<Self>, variant: &VariantKey) -> Result<Verified, AppError> {
         let key = variant.key.as_str();
         let epoch = self.cache.source_epoch(key);
+        let unchecked = Verified {
+            epoch,
+            version: None,
+        };
         if self.changes.is_none() {
-            return Ok(epoch);
+            return Ok(unchecked);
         }
         let kept = self.recent.object(key, epoch);
-        if kept.is_none() && !self.workers.holds(key, epoch) {
-            return Ok(epoch);
+        let copy = self.cache.reduced().and_then(|tier| tier.version(key));
+        if kept.is_none() && !self.workers.holds(key, epoch) && copy.is_none() {
+            return Ok(unchecked);
         }
         // The version of what would be reused: the kept bytes', else the one noted when the
-        // pixels' original was fetched (noted again at each render from them).
+        // pixels' original was fetched (noted again at each render from them), else the
+        // copy's.
         let Some(seen) = kept
             .and_then(|o| o.version)
             .or_else(|| self.recent.version(key, epoch))
+            .or(copy)
         else {
-            return Ok(epoch);
+            return Ok(unchecked);
         };
         let shared = self.clone();
         let source_key = variant.key.clone();
@@ -275,19 +304,32 @@ impl Shared {
         self.checks
             .run(format!("{key}#{epoch}"), check)
             .await
-            .unwrap_or(Ok(epoch))
+            .unwrap_or(Ok(unchecked))
     }
 
-    /// [`Shared::current_epoch`]'s question to the source: the epoch to render in.
-    async fn verify(&self, key: SourceKey, epoch: u64, seen: String) -> Result<u64, AppError> {
+    /// [`Shared::current_epoch`]'s question to the source.
+    async fn verify(&self, key: SourceKey, epoch: u64, seen: String) -> Result<Verified, AppError> {
         let now = match self.source.version(&key).await {
-            Ok(Some(now)) if now == seen => return Ok(epoch),
+            Ok(Some(now)) if now == seen => {
+                return Ok(Verified {
+                    epoch,
+                    version: Some(seen),
+                })
+            }
             Ok(now) => now,
             Err(SourceError::NotFound { .. }) => None,
-            Err(_) => return Ok(epoch),
+            Err(_) => {
+                return Ok(Verified {
+                    epoch,
+                    version: None,
+                })
+            }
         };
         let Some(changes) = self.changes.clone() else {
-            return Ok(epoch);
+            return Ok(Verified {
+                epoch,
+                version: None,
+            });
         };
         let owned = key.as_str().to_owned();
         let purged = tokio::task::spawn_blocking(move || {
@@ -295,7 +337,10 @@ impl Shared {
         })
         .await;
         match purged {
-            Ok(Ok(_)) => Ok(self.cache.source_epoch(key.as_str())),
+            Ok(Ok(_)) => Ok(Verified {
+                epoch: self.cache.source_epoch(key.as_str()),
+                version: None,
+            }),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(
                 AppError::new(ErrorCode::StoreFailed, "The image could not be stored.")
@@ -312,12 +357,13 @@ impl Shared {
         variant: VariantKey,
         mode: ModeRef,
         ticket: WriteTicket,
-        epoch: u64,
+        verified: Verified,
         deadline: tokio::time::Instant,
     ) -> Result<Rendered, AppError> {
         if let Some(quarantine) = mode.quarantine() {
             return Err(AppError::mode_quarantined(&mode.name, &quarantine.reason));
         }
+        let epoch = verified.epoch;
         // Admitted before anything is fetched: a refused request costs no source read.
         let _admission = self.gate.admit().map_err(|_| AppError::overloaded())?;
         let key = variant.key.as_str().to_owned();
@@ -331,7 +377,7 @@ impl Shared {
                 return Ok(rendered);
             }
         }
-        let (original, turn) = self.find_original(&variant, epoch, deadline).await?;
+        let (found, turn) = self.find_original(&variant, &verified, deadline).await?;
         let slot = tokio::time::timeout_at(deadline, self.gate.render_slot())
             .await
             .map_err(|_| AppError::of(ErrorCode::RenderTimeout))?;
@@ -339,11 +385,15 @@ impl Shared {
         if let Some(hit) = self.cache.get(&variant).await {
             return Ok(Rendered::hit(hit));
         }
-        let (outcome, original) = self.render(&variant, &mode, epoch, original).await;
+        let copied = match &found {
+            Found::Copy(copy) => Some(copy.version.clone()),
+            _ => None,
+        };
+        let (outcome, original) = self.render(&variant, &mode, &verified, found).await;
         drop(slot);
         drop(turn);
-        let encoded = match outcome {
-            Ok(encoded) => encoded,
+        let (encoded, copy) = match outcome {
+            Ok(done) => done,
             Err(e) => {
                 if e.code.blames_the_source() {
                     self.remember_failure(&key, original.as_ref(), &e);
@@ -352,15 +402,19 @@ impl Shared {
             }
         };
         // The version of the original it was rendered from: the one sent, or the one whose
-        // pixels the worker held.
+        // pixels the worker held, or its copy's.
         let source = original
             .as_ref()
             .and_then(|o| o.version.clone())
             .or_else(|| self.recent.version(&key, epoch))
+            .or(copied)
             .unwrap_or_default();
         // Noted again: it vouches for the pixels as long as they are used.
         if !source.is_empty() {
             self.recent.note_version(&key, epoch, Some(&source));
+        }
+        if let (Some(copy), Some(tier)) = (copy, self.cache.reduced()) {
+            self.keep_copy(tier.clone(), &key, &source, epoch, copy);
         }
         // Kept once it rendered: a bad file is fetched again (to see it fixed).
         if let Some(object) = original {
@@ -378,19 +432,45 @@ impl Shared {
         Ok(rendered)
     }
 
-    /// The original a miss renders from: `None` when a worker holds its pixels from moments
-    /// ago (nothing is fetched unless they do not serve this size), else the bytes fetched
-    /// moments ago, else a fetch (with the fetch turn it took, held until the render ends).
-    /// A remembered failure of the same original is answered instead.
+    /// Stores a reduced copy of `key`'s original (version `version`, fetched in `epoch`) in
+    /// the background: unless a purge of the original began meanwhile.
+    fn keep_copy(&self, tier: ReducedTier, key: &str, version: &str, epoch: u64, copy: Vec<u8>) {
+        let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
+        let (key, version) = (key.to_owned(), version.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let current = || cache.source_epoch(&key) == epoch;
+            match tier.put(&key, &version, &copy, current) {
+                Ok(true) => metrics.count(Count::ReducedKept),
+                Ok(false) => {}
+                Err(e) => {
+                    static SAID: OncePerMinute = OncePerMinute::new();
+                    if SAID.due() {
+                        tracing::warn!(error = %e, key, "cannot keep a reduced original");
+                    }
+                }
+            }
+        });
+    }
+
+    /// What a miss renders from: the pixels a worker holds from moments ago (nothing is
+    /// fetched unless they do not serve this size), else a reduced copy of the original's
+    /// version the source vouched for, else the bytes fetched moments ago, else a fetch (with
+    /// the fetch turn it took, held until the render ends). A remembered failure of the same
+    /// original is answered instead of a fetch.
     async fn find_original(
         &self,
         variant: &VariantKey,
-        epoch: u64,
+        verified: &Verified,
         deadline: tokio::time::Instant,
-    ) -> Result<(Option<SourceObject>, Option<OwnedSemaphorePermit>), AppError> {
+    ) -> Result<(Found, Option<OwnedSemaphorePermit>), AppError> {
         let key = variant.key.as_str();
+        let epoch = verified.epoch;
         if self.workers.holds(key, epoch) {
-            return Ok((None, None));
+            return Ok((Found::Held, None));
+        }
+        // A copy is read back in a fraction of what decoding kept bytes again costs.
+        if let Some(copy) = self.stored_copy(key, verified).await {
+            return Ok((Found::Copy(copy), None));
         }
         let (object, turn) = match self.recent.object(key, epoch) {
             Some(object) => (object, None),
@@ -409,24 +489,42 @@ impl Shared {
                 return Err(failed);
             }
         }
-        Ok((Some(object), turn))
+        Ok((Found::Object(object), turn))
     }
 
-    /// Renders `variant` on a worker of `mode`'s generation, sending the original when the
-    /// worker asks for it: the encoded image or the error, and the original as far as it
-    /// was needed (given, or fetched for the worker).
+    /// The reduced copy of `key`'s original, if the tier holds one of the version the source
+    /// vouched for. Reads the file (on the blocking pool).
+    async fn stored_copy(&self, key: &str, verified: &Verified) -> Option<StoredCopy> {
+        let tier = self.cache.reduced()?.clone();
+        let version = verified.version.clone()?;
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || tier.get(&key, &version))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Renders `variant` on a worker of `mode`'s generation from what was found, sending the
+    /// original when the worker asks for it: the encoded image and the reduced copy the worker
+    /// made of its decode, if any, or the error; and the original as far as it was needed
+    /// (given, or fetched for the worker).
     async fn render(
         &self,
         variant: &VariantKey,
         mode: &ModeRef,
-        epoch: u64,
-        original: Option<SourceObject>,
-    ) -> (Result<Vec<u8>, AppError>, Option<SourceObject>) {
+        verified: &Verified,
+        found: Found,
+    ) -> (
+        Result<(Vec<u8>, Option<Vec<u8>>), AppError>,
+        Option<SourceObject>,
+    ) {
+        let epoch = verified.epoch;
         let key = variant.key.as_str().to_owned();
         self.metrics.count(Count::Render);
         self.last_rendered.store(Some(Arc::new(key.clone())));
         let allowed = self.whitelist.snapshot();
-        let job = RenderJob {
+        let tier = self.cache.reduced();
+        let mut job = RenderJob {
             key: key.clone(),
             epoch,
             mode: mode.name.clone(),
@@ -438,24 +536,61 @@ impl Shared {
             } else {
                 Vec::new()
             },
+            // A copy serves the whitelist's sizes; with any size allowed, none is made.
+            copy: allowed.enabled && tier.is_some_and(|t| t.version(&key).is_none()),
+        };
+        let (original, copy) = match found {
+            Found::Object(object) => (Some(object), None),
+            Found::Copy(copy) => (None, Some(copy)),
+            Found::Held => (None, None),
         };
         let plan = mode.generation.plan();
         let mut lease = match self.workers.checkout(plan, &key, epoch).await {
             Ok(lease) => lease,
             Err(e) => return (Err(e), original),
         };
+        // The copy is looked for once, where the pixels were thought held and are not.
+        let mut copy_looked_for = copy.is_some();
+        let mut copy = copy.filter(|_| !lease.holds);
         let mut sent = match (&original, lease.holds) {
             (_, true) => None,
             (Some(object), false) => Some(object.clone()),
-            (None, false) => match self.original(variant, epoch).await {
-                Ok(object) => Some(object),
-                Err(e) => return (Err(e), original),
-            },
+            (None, false) if copy.is_some() => None,
+            (None, false) => {
+                copy_looked_for = true;
+                copy = self.stored_copy(&key, verified).await;
+                if copy.is_some() {
+                    None
+                } else {
+                    match self.original(variant, epoch).await {
+                        Ok(object) => Some(object),
+                        Err(e) => return (Err(e), original),
+                    }
+                }
+            }
         };
+        // The copy goes once: if it does not serve this size, the worker asks for the
+        // original.
         let outcome = loop {
-            let bytes = sent.as_ref().map(|o| &o.bytes[..]);
-            match lease.render(&job, bytes).await {
+            let (kind, blob) = match (&sent, &copy) {
+                (Some(object), _) => (Sent::Original, &object.bytes[..]),
+                (None, Some(copy)) => (Sent::Copy, &copy.bytes[..]),
+                (None, None) => (Sent::Nothing, &[][..]),
+            };
+            match lease.render(&job, kind, blob).await {
                 Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
+                    if copy.take().is_some() {
+                        // A copy too small for this size: the decode will not make a larger
+                        // one.
+                        job.copy = false;
+                    } else if !copy_looked_for {
+                        // The worker no longer holds the pixels the pool thought it did.
+                        copy_looked_for = true;
+                        copy = self.stored_copy(&key, verified).await;
+                        if copy.is_some() {
+                            continue;
+                        }
+                    }
                     match self.original(variant, epoch).await {
                         Ok(object) => sent = Some(object),
                         Err(e) => break Err(e),
@@ -469,11 +604,17 @@ impl Shared {
                     .detailed("a worker asked again for the original it was sent"));
                 }
                 Ok(JobOutcome::Rendered {
-                    encoded, timings, ..
+                    encoded,
+                    timings,
+                    copy: made,
+                    ..
                 }) => {
                     report_timings(&self.metrics, &timings);
+                    if timings.copy_us.is_some() {
+                        self.metrics.count(Count::ReducedRender);
+                    }
                     mode.note_render(&self.metrics, true);
-                    break Ok(encoded);
+                    break Ok((encoded, made));
                 }
                 Ok(JobOutcome::Failed(e)) => {
                     if e.code == ErrorCode::RenderFailed {

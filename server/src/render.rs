@@ -90,7 +90,7 @@ pub fn decode_boxes(
 }
 
 /// The box of `boxes` shown largest over `image` (covers keep the image's shape).
-fn largest_box(image: &Decoded, boxes: &[(u32, u32)]) -> Option<(u32, u32)> {
+pub(crate) fn largest_box(image: &Decoded, boxes: &[(u32, u32)]) -> Option<(u32, u32)> {
     let scale = |&(w, h): &(u32, u32)| {
         (f64::from(w) / f64::from(image.width.max(1)))
             .max(f64::from(h) / f64::from(image.height.max(1)))
@@ -143,6 +143,7 @@ pub fn render_decoded(
         encoded,
         Timings {
             decode_us: None,
+            copy_us: None,
             render_us,
             encode_us: micros(started),
         },

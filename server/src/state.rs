@@ -32,8 +32,15 @@ pub fn worker_settings(settings: &Settings) -> WorkerSettings {
         memory_bytes: settings.limits.worker_memory_bytes,
         decoded_bytes: for_pixels / settings.limits.max_concurrent_renders.max(1) as u64,
         output: settings.output.clone(),
+        max_copy_bytes: max_copy_bytes(settings),
         sandbox: true,
     }
+}
+
+/// The largest reduced original kept: an eighth of `cache.originals_bytes`, and never more
+/// than 256 MiB (a 9,000 x 9,000 RGB copy).
+fn max_copy_bytes(settings: &Settings) -> u64 {
+    (settings.cache.originals_bytes / 8).min(256 << 20)
 }
 
 /// Checks that `dir` is a readable folder holding at least one plugin file (`*.so`, not
@@ -54,9 +61,10 @@ pub fn check_plugins_dir(dir: &std::path::Path) -> Result<(), String> {
 }
 
 /// The largest answer read from a worker: an encoded image of the largest output allowed,
-/// with room for an encoder that grows noise (never more than 1 GiB).
+/// with room for an encoder that grows noise, or a reduced original (never more than 1 GiB).
 fn max_reply(settings: &Settings) -> usize {
     let bound = settings.limits.max_output_pixels.saturating_mul(8) + (1 << 20);
+    let bound = bound.max(max_copy_bytes(settings));
     usize::try_from(bound.min(1 << 30)).unwrap_or(1 << 30)
 }
 
@@ -184,10 +192,11 @@ impl AppState {
         // The database first: its lock keeps a second process off everything in data_dir.
         let db = Database::open(&settings.data_dir)?;
         let metrics = Arc::new(Metrics::new());
-        let cache = Cache::open(
+        let cache = Cache::open_keeping_originals(
             &settings.cache.dir,
             settings.cache.max_bytes,
             settings.cache.memory_bytes,
+            settings.cache.originals_bytes,
             &db,
             metrics.clone(),
         )?;

@@ -49,8 +49,9 @@ use bytes::Bytes;
 
 use crate::db::{Database, DbError, FullDisk, TreeName};
 use crate::file_headers::FileHeaders;
+use crate::reduced::ReducedTier;
 use crate::telemetry::{Count, Metrics};
-pub use disk::{no_space, OncePerMinute};
+pub use disk::{disk_use, no_space, OncePerMinute};
 pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
@@ -62,6 +63,10 @@ use trash::{TrashRun, TRASH_DIR};
 /// A folder that already holds other files and no marker is refused: reconciliation removes
 /// whatever the index does not know.
 const MARKER: &str = ".ross-cache";
+
+/// The reduced originals' folder in `cache.dir` (a dot folder: the sweep leaves it alone, and
+/// no URL reaches it).
+pub const REDUCED_DIR: &str = ".reduced";
 
 /// The background evictor starts when the cache is this full (per mille of `max_bytes`)...
 const EVICT_START_PERMILLE: u64 = 950;
@@ -96,6 +101,9 @@ pub enum CacheError {
     /// The index's trees could not be opened.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The reduced originals could not be opened.
+    #[error("cache.dir: {0}")]
+    Reduced(#[from] crate::reduced::tier::TierError),
     /// `cache.dir` holds files ross did not write.
     #[error(
         "cache.dir {path} already holds files and is not a ross cache (no {MARKER} file); \
@@ -372,6 +380,8 @@ struct Inner {
     /// Hot variants (`None` when `cache.memory_bytes` is 0).
     hot: Option<Hot>,
     reconciled: AtomicBool,
+    /// The reduced originals, when kept.
+    reduced: Option<ReducedTier>,
     counters: Counters,
     /// Where evictions are counted.
     metrics: Arc<Metrics>,
@@ -401,7 +411,22 @@ impl Cache {
         db: &Database,
         metrics: Arc<Metrics>,
     ) -> Result<Cache, CacheError> {
-        Cache::open_held(dir, max_bytes, memory_bytes, db, metrics, false)
+        Cache::open_held(dir, max_bytes, memory_bytes, None, db, metrics, false)
+    }
+
+    /// [`Cache::open`], keeping reduced originals (see [`crate::reduced`]) in
+    /// `{dir}/.reduced` within `originals_bytes` of disk, on top of `max_bytes`: 0 keeps none
+    /// (and deletes those kept before).
+    pub fn open_keeping_originals(
+        dir: &Path,
+        max_bytes: u64,
+        memory_bytes: u64,
+        originals_bytes: u64,
+        db: &Database,
+        metrics: Arc<Metrics>,
+    ) -> Result<Cache, CacheError> {
+        let originals = Some(originals_bytes);
+        Cache::open_held(dir, max_bytes, memory_bytes, originals, db, metrics, false)
     }
 
     /// [`Cache::open`], with the trash's deletion held from the start if `trash_paused`.
@@ -409,6 +434,7 @@ impl Cache {
         dir: &Path,
         max_bytes: u64,
         memory_bytes: u64,
+        originals_bytes: Option<u64>,
         db: &Database,
         metrics: Arc<Metrics>,
         trash_paused: bool,
@@ -419,6 +445,15 @@ impl Cache {
             std::fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
+        // Opened before the purges journaled as unfinished run again: they drop copies too.
+        let reduced = match originals_bytes {
+            Some(max) => {
+                let tree = db.tree(TreeName::Reduced)?;
+                let tier = ReducedTier::open(&dir.join(REDUCED_DIR), tree, max)?;
+                tier.enabled().then_some(tier)
+            }
+            None => None,
+        };
         let meta = db.tree(TreeName::Meta)?;
         let trash_dir = dir.join(TRASH_DIR);
         std::fs::create_dir_all(&trash_dir).map_err(io_error(&trash_dir))?;
@@ -549,6 +584,7 @@ impl Cache {
                     .build()
             }),
             reconciled: AtomicBool::new(false),
+            reduced,
             counters: Counters::default(),
             metrics,
             signal: Arc::default(),
@@ -885,6 +921,11 @@ impl Cache {
     /// The entry for `variant`, if indexed. Blocking.
     pub fn entry(&self, variant: &VariantKey) -> Result<Option<EntryMeta>, CacheError> {
         Ok(self.inner.index.get(variant)?)
+    }
+
+    /// The reduced originals, when kept (`cache.originals_bytes` is not 0).
+    pub fn reduced(&self) -> Option<&ReducedTier> {
+        self.inner.reduced.as_ref()
     }
 
     /// The cache folder.
@@ -1380,6 +1421,16 @@ impl Inner {
         Ok(job)
     }
 
+    /// Drops the reduced originals `selector` touches, once its source epochs moved on (a
+    /// copy being stored checks the epoch under the tier's lock: none made before the purge
+    /// is kept after it).
+    fn drop_copies(&self, selector: &Selector) -> Result<(), CacheError> {
+        if let Some(tier) = &self.reduced {
+            tier.drop_matching(selector)?;
+        }
+        Ok(())
+    }
+
     /// Ends the purge `id`'s activity: hits it matched are served again.
     fn deactivate(&self, id: u64) {
         self.active.rcu(|jobs| {
@@ -1463,6 +1514,7 @@ impl Inner {
             log.push(seq, selector.clone());
             self.seq.store(seq, Ordering::SeqCst);
         }
+        self.drop_copies(selector)?;
         let mut outcome = PurgeOutcome::default();
         let mut emptied = BTreeSet::new();
         for item in self.matching(selector) {

@@ -27,7 +27,16 @@ impl Fixture {
     /// Opens with the trash's deletion held, if `held`, from the start.
     fn open_held(&self, max_bytes: u64, held: bool) -> Cache {
         let db = Database::open_again(&self.dir.path().join("data")).unwrap();
-        Cache::open_held(&self.cache_dir(), max_bytes, 1 << 20, &db, metrics(), held).unwrap()
+        Cache::open_held(
+            &self.cache_dir(),
+            max_bytes,
+            1 << 20,
+            None,
+            &db,
+            metrics(),
+            held,
+        )
+        .unwrap()
     }
 }
 

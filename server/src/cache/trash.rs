@@ -220,6 +220,7 @@ impl Inner {
             let seq = self.next_seq(&log)?;
             log.push(seq, selector.clone());
             self.seq.store(seq, Ordering::SeqCst);
+            self.drop_copies(selector)?;
             if let Some(hot) = &self.hot {
                 match selector {
                     Selector::All => hot.invalidate_all(),

@@ -151,6 +151,17 @@ names! {
     RECENT_ORIGINALS_BYTES = "ross_recent_originals_bytes",
         "Bytes of the originals fetched in the last minute, kept to render other sizes (their \
          decoded pixels are kept by the render workers; together at most cache.decoded_bytes)";
+    /// Gauge: reduced originals kept on disk.
+    REDUCED_COPIES = "ross_reduced_originals",
+        "Reduced originals kept on disk (copies of decoded originals that later sizes render from)";
+    /// Gauge: what they take on disk.
+    REDUCED_DISK_BYTES = "ross_reduced_originals_disk_bytes",
+        "Bytes the reduced originals take on disk (at most cache.originals_bytes)";
+    /// Counter: renders from a reduced original.
+    REDUCED_RENDERS = "ross_reduced_renders",
+        "Renders made from a reduced original, without decoding the original";
+    /// Counter: reduced originals stored.
+    REDUCED_KEPT = "ross_reduced_kept", "Reduced originals stored";
     /// Gauge: render workers idle.
     WORKERS_IDLE = "ross_workers_idle", "Render workers idle now";
     /// Gauge: plugin libraries mapped into the server process.

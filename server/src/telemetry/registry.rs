@@ -118,6 +118,10 @@ counters! {
     HitLogDropped => hit_log_dropped: HIT_LOG_DROPPED,
     /// A hit log line that named no variant.
     HitLogUnreadable => hit_log_unreadable: HIT_LOG_UNREADABLE,
+    /// A render made from a reduced original.
+    ReducedRender => reduced_renders: REDUCED_RENDERS,
+    /// A reduced original stored.
+    ReducedKept => reduced_kept: REDUCED_KEPT,
 }
 
 macro_rules! gauges {
@@ -176,6 +180,10 @@ gauges! {
     cache_index_disk_bytes: CACHE_INDEX_BYTES,
     /// Bytes of the originals kept in memory.
     recent_originals_bytes: RECENT_ORIGINALS_BYTES,
+    /// Reduced originals kept on disk.
+    reduced_originals: REDUCED_COPIES,
+    /// What they take on disk.
+    reduced_originals_disk_bytes: REDUCED_DISK_BYTES,
     /// Render workers idle.
     workers_idle: WORKERS_IDLE,
     /// Plugin libraries mapped into the server process.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::protocol::{
-    self, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Stage, Timings,
+    self, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Sent, Stage, Timings,
     WireError, WorkerSettings,
 };
 use crate::error::{AppError, ErrorCode};
@@ -197,6 +197,8 @@ pub enum JobOutcome {
         timings: Timings,
         /// What the decode got past (counted by the pool).
         warnings: Vec<crate::imaging::DecodeWarning>,
+        /// The reduced original the worker made of its decode, when the job asked for one.
+        copy: Option<Vec<u8>>,
     },
     /// The worker holds no pixels that serve: send the job again with the original.
     NeedOriginal,
@@ -291,12 +293,13 @@ impl Worker {
         }
     }
 
-    /// Runs `job` with `original` (`None`: the worker may hold its pixels), killing the
-    /// worker if it has not answered within `budget`.
+    /// Runs `job` with `blob` (what `sent` says it is), killing the worker if it has not
+    /// answered within `budget`.
     pub async fn render(
         &mut self,
         job: &RenderJob,
-        original: Option<&[u8]>,
+        sent: Sent,
+        blob: &[u8],
         budget: Duration,
     ) -> Result<(JobOutcome, bool), JobFailure> {
         // The job begins in the mode's code (its decode need), then decodes.
@@ -304,14 +307,15 @@ impl Worker {
         self.jobs += 1;
         let request = Request::Render {
             job: job.clone(),
-            original: original.is_some(),
+            sent,
         };
-        let original = original.unwrap_or_default();
+        let mut copy = None;
         let exchange = tokio::time::timeout(budget, async {
-            protocol::send(&mut self.writer, &request, original).await?;
+            protocol::send(&mut self.writer, &request, blob).await?;
             loop {
                 match protocol::receive::<Reply>(&mut self.reader, self.max_reply).await? {
                     (Reply::Stage(stage), _) => self.stage = stage,
+                    (Reply::Copy, bytes) if job.copy && copy.is_none() => copy = Some(bytes),
                     answer => return Ok::<_, io::Error>(answer),
                 }
             }
@@ -330,6 +334,7 @@ impl Worker {
                     encoded,
                     timings,
                     warnings,
+                    copy,
                 };
                 Ok((outcome, kept))
             }
@@ -831,11 +836,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Runs `job` on this worker with `original` (`None` when [`Lease::holds`]).
+    /// Runs `job` on this worker with `blob`, what `sent` says it is (nothing when [`Lease::holds`]).
     pub async fn render(
         &mut self,
         job: &RenderJob,
-        original: Option<&[u8]>,
+        sent: Sent,
+        blob: &[u8],
     ) -> Result<JobOutcome, JobFailure> {
         let Some(worker) = self.worker.as_mut() else {
             return Err(JobFailure {
@@ -844,7 +850,10 @@ impl Lease {
                 detail: "the worker was lost by an earlier job".into(),
             });
         };
-        match worker.render(job, original, self.pool.render_timeout).await {
+        match worker
+            .render(job, sent, blob, self.pool.render_timeout)
+            .await
+        {
             Ok((outcome, kept)) => {
                 if kept {
                     self.pool.note_holder(&job.key, job.epoch, worker.id);
@@ -922,6 +931,7 @@ mod tests {
             memory_bytes: 1 << 30,
             decoded_bytes: 0,
             output: ross_config::Settings::default().output,
+            max_copy_bytes: 0,
             sandbox: true,
         }
     }

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use plugin_api::TargetSize;
 
 use super::protocol::{
-    read_frame, write_frame, LoadReport, ModeSpec, RenderJob, Reply, Request, Stage, WireError,
-    WorkerSettings,
+    read_frame, write_frame, write_frame_parts, LoadReport, ModeSpec, RenderJob, Reply, Request,
+    Sent, Stage, WireError, WorkerSettings,
 };
 use super::sandbox;
 use crate::error::AppError;
 use crate::plugins::ModeCode;
+use crate::reduced::copy;
 use crate::render::{decode_boxes, render_decoded, DecodedSource};
 
 /// How long decoded pixels are kept after their decode, as the server keeps originals.
@@ -158,15 +159,10 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let Request::Render {
-            job,
-            original: with_original,
-        } = request
-        else {
+        let Request::Render { job, sent } = request else {
             return Err(std::io::Error::other("Init sent twice"));
         };
-        let original = with_original.then_some(&original[..]);
-        worker.job(&job, original, &mut output)?;
+        worker.job(&job, sent, original, &mut output)?;
     }
 }
 
@@ -177,11 +173,13 @@ struct Worker {
 }
 
 impl Worker {
-    /// Renders `job` and answers it.
+    /// Renders `job` from what the server sent (`blob`, as `sent` says) or from pixels kept,
+    /// and answers it.
     fn job(
         &mut self,
         job: &RenderJob,
-        original: Option<&[u8]>,
+        sent: Sent,
+        blob: Vec<u8>,
         output: &mut impl Write,
     ) -> std::io::Result<()> {
         let Some(mode) = self.modes.get(&job.mode) else {
@@ -194,6 +192,7 @@ impl Worker {
         };
         let (need, boxes) = decode_boxes(mode, target, &job.sizes);
         let mut decode_us = None;
+        let mut copy_us = None;
         let mut kept = false;
         let pixels = match self
             .kept
@@ -201,26 +200,51 @@ impl Worker {
             .filter(|p| p.serves(need))
         {
             Some(pixels) => pixels,
-            None => {
-                let Some(original) = original else {
-                    return write_frame(output, &Reply::NeedOriginal, &[]);
-                };
-                // Sent before the decoder runs: a crash from here on is the file's (or the
-                // decoder's), not the mode's.
-                write_frame(output, &Reply::Stage(Stage::Decode), &[])?;
-                let started = Instant::now();
-                match DecodedSource::decode(original, &boxes, self.settings.max_source_pixels) {
-                    Ok(decoded) => {
-                        decode_us = Some(started.elapsed().as_micros() as u64);
-                        let decoded = Arc::new(decoded);
-                        kept = self.kept.keep(&job.key, job.epoch, decoded.clone());
-                        decoded
-                    }
-                    Err(e) => {
-                        return write_frame(output, &Reply::Failed(WireError::from(&e)), &[]);
+            None => match sent {
+                Sent::Nothing => return write_frame(output, &Reply::NeedOriginal, &[]),
+                Sent::Copy => {
+                    let started = Instant::now();
+                    match copy::decode(blob, self.settings.max_source_pixels) {
+                        Ok(pixels) if pixels.serves(need) => {
+                            copy_us = Some(started.elapsed().as_micros() as u64);
+                            let pixels = Arc::new(pixels);
+                            kept = self.kept.keep(&job.key, job.epoch, pixels.clone());
+                            pixels
+                        }
+                        // Too small for this size (or not a copy): the original, then.
+                        _ => return write_frame(output, &Reply::NeedOriginal, &[]),
                     }
                 }
-            }
+                Sent::Original => {
+                    // Sent before the decoder runs: a crash from here on is the file's (or the
+                    // decoder's), not the mode's.
+                    write_frame(output, &Reply::Stage(Stage::Decode), &[])?;
+                    let started = Instant::now();
+                    let decoded =
+                        match DecodedSource::decode(&blob, &boxes, self.settings.max_source_pixels)
+                        {
+                            Ok(decoded) => decoded,
+                            Err(e) => {
+                                return write_frame(
+                                    output,
+                                    &Reply::Failed(WireError::from(&e)),
+                                    &[],
+                                );
+                            }
+                        };
+                    drop(blob);
+                    // With a copy kept for the next sizes, this size renders from it too:
+                    // every size of an original is made from the same pixels.
+                    let decoded = match self.copy(job, decoded, &boxes, output)? {
+                        Ok(copied) => copied,
+                        Err(decoded) => decoded,
+                    };
+                    decode_us = Some(started.elapsed().as_micros() as u64);
+                    let decoded = Arc::new(decoded);
+                    kept = self.kept.keep(&job.key, job.epoch, decoded.clone());
+                    decoded
+                }
+            },
         };
         let mut stage_error = None;
         // A job begins in the mode's code (the server counts it so): a render from kept
@@ -253,6 +277,7 @@ impl Worker {
         match rendered {
             Ok((encoded, mut timings)) => {
                 timings.decode_us = decode_us;
+                timings.copy_us = copy_us;
                 let warnings = if decode_us.is_some() {
                     pixels.warnings.clone()
                 } else {
@@ -267,6 +292,29 @@ impl Worker {
             }
             Err(e) => write_frame(output, &Reply::Failed(WireError::from(&e)), &[]),
         }
+    }
+}
+
+impl Worker {
+    /// Sends the server a reduced copy of `decoded` if `job` asks for one and the sizes allow
+    /// one within `max_copy_bytes`: `Ok` with the copy's pixels, else `Err` with `decoded`.
+    fn copy(
+        &self,
+        job: &RenderJob,
+        decoded: DecodedSource,
+        boxes: &[(u32, u32)],
+        output: &mut impl Write,
+    ) -> std::io::Result<Result<DecodedSource, DecodedSource>> {
+        if !job.copy {
+            return Ok(Err(decoded));
+        }
+        let reduced = match copy::make(decoded, boxes, self.settings.max_copy_bytes) {
+            Ok(reduced) => reduced,
+            Err(decoded) => return Ok(Err(decoded)),
+        };
+        let head = copy::head(&reduced.image, reduced.good_up_to);
+        write_frame_parts(output, &Reply::Copy, &[&head, &reduced.image.pixels])?;
+        Ok(Ok(reduced))
     }
 }
 

@@ -32,6 +32,9 @@ pub struct WorkerSettings {
     pub decoded_bytes: u64,
     /// Encoder settings.
     pub output: OutputSettings,
+    /// The largest reduced original to make (0: none; see [`RenderJob::copy`]).
+    #[serde(default)]
+    pub max_copy_bytes: u64,
     /// Whether to sandbox itself: always in ross; off only for tests of the worker itself.
     pub sandbox: bool,
 }
@@ -59,10 +62,21 @@ pub enum Request {
     Render {
         /// What to render.
         job: RenderJob,
-        /// Whether the blob is the original; without it, the server expects the worker to
-        /// hold the original's pixels.
-        original: bool,
+        /// What the blob is.
+        sent: Sent,
     },
+}
+
+/// What a job's blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sent {
+    /// Nothing: the server expects the worker to hold the original's pixels.
+    Nothing,
+    /// The original.
+    Original,
+    /// A reduced original ([`crate::reduced::copy`]), made from the original's current
+    /// version; the worker asks for the original if it does not serve the job.
+    Copy,
 }
 
 /// One variant to render.
@@ -84,6 +98,10 @@ pub struct RenderJob {
     /// The whitelisted sizes (empty with the whitelist off): the original is decoded for the
     /// largest of them the mode needs, so that the next sizes reuse the decode.
     pub sizes: Vec<(u32, u32)>,
+    /// Whether the server keeps reduced originals of this key: a job that decodes the
+    /// original sends one back ([`Reply::Copy`]) before its render, if the sizes allow one.
+    #[serde(default)]
+    pub copy: bool,
 }
 
 /// A stage of a render, reported as it begins so that a worker that dies is blamed right: a
@@ -149,6 +167,9 @@ pub struct SandboxReport {
 pub struct Timings {
     /// Decoding, when the job decoded (not when it reused kept pixels).
     pub decode_us: Option<u64>,
+    /// Reading a reduced original back, when the job was sent one.
+    #[serde(default)]
+    pub copy_us: Option<u64>,
     /// The mode.
     pub render_us: u64,
     /// Encoding.
@@ -186,6 +207,9 @@ pub enum Reply {
     /// The worker holds no pixels of this original that serve the job: send it again with the
     /// original.
     NeedOriginal,
+    /// A reduced original of the job's original (the blob), made from its decode, for the
+    /// server to keep; the job goes on.
+    Copy,
     /// The job's encoded image is the blob.
     Rendered {
         /// Time per stage.
@@ -228,10 +252,27 @@ fn decode_header<T: DeserializeOwned>(header: &[u8]) -> io::Result<T> {
 
 /// Writes one frame (blocking; the worker's side).
 pub fn write_frame(out: &mut impl Write, header: &impl Serialize, blob: &[u8]) -> io::Result<()> {
+    write_frame_parts(out, header, &[blob])
+}
+
+/// Writes one frame whose blob is `parts` one after the other (blocking; the worker's side).
+pub fn write_frame_parts(
+    out: &mut impl Write,
+    header: &impl Serialize,
+    parts: &[&[u8]],
+) -> io::Result<()> {
     let header = serde_json::to_vec(header).map_err(io::Error::other)?;
-    out.write_all(&frame_head(&header, blob)?)?;
+    let blob_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(blob_len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let head_len = u32::try_from(header.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    out.write_all(&head_len.to_le_bytes())?;
+    out.write_all(&len.to_le_bytes())?;
     out.write_all(&header)?;
-    out.write_all(blob)?;
+    for part in parts {
+        out.write_all(part)?;
+    }
     out.flush()
 }
 

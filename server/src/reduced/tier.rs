@@ -1,0 +1,503 @@
+//! The reduced-originals tier on disk: one copy per source key (see [`super::copy`]), in
+//! `{cache.dir}/.reduced/` (a folder nginx never serves: its locations name a format's
+//! folder), indexed in the `reduced` tree of the database, least recently used out first
+//! within `cache.originals_bytes` as the disk counts it (allocated blocks).
+//!
+//! Each copy records the version of the original it was made from; the pipeline uses a copy
+//! only once the source has said its original is still that version (a stat, a `HeadObject`),
+//! and a purge that touches an original drops its copy ([`ReducedTier::drop_matching`]).
+//!
+//! Crash safety, write by write: a copy is written to `{id}.part`, renamed to `{id}.copy`,
+//! then recorded; dropping one removes its record, then its file. A process killed between
+//! any two steps leaves a file without a record (removed when the tier opens) or a record
+//! without a file (dropped when it opens, or when it is read); a file torn by the disk fails
+//! its checksum when read and is dropped. Files are not synced: a lost copy costs a decode.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use super::copy;
+use crate::cache::purge::Selector;
+
+/// How often a copy's last use is written to the database (its place in the order is kept
+/// in memory at every use; the database only orders the copies when the tier opens again).
+const TOUCH_EVERY_MS: u64 = 60_000;
+
+/// A copy as the database records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    /// Names its file.
+    id: u64,
+    /// Its length.
+    bytes: u64,
+    /// What it takes on disk.
+    disk: u64,
+    /// The version of the original it was made from.
+    version: String,
+    /// When it was last used (or made), milliseconds since the Unix epoch.
+    used_ms: u64,
+}
+
+/// Figures for the metrics and the admin page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// Copies held.
+    pub copies: u64,
+    /// What they take on disk.
+    pub disk: u64,
+    /// The bound.
+    pub max_bytes: u64,
+}
+
+/// A copy read back for a render: its bytes, checked, and the version it was made from.
+#[derive(Debug, Clone)]
+pub struct StoredCopy {
+    /// The copy's bytes ([`copy::decode`] reads them).
+    pub bytes: Vec<u8>,
+    /// The version of the original it was made from.
+    pub version: String,
+}
+
+/// Why the tier could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    /// The folder.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database.
+    #[error("the reduced originals' index: {0}")]
+    Db(#[from] sled::Error),
+}
+
+/// The tier: cloned handles share it.
+#[derive(Clone)]
+pub struct ReducedTier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ReducedTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReducedTier")
+            .field("dir", &self.inner.dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    tree: sled::Tree,
+    max_bytes: u64,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Every copy, most recently used first.
+    order: LruCache<String, Record>,
+    /// Their disk use.
+    disk: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ReducedTier {
+    /// Opens the tier in `dir` with its index in `tree`, bounded to `max_bytes`: records
+    /// without a file and files without a record go, and copies over the bound. With
+    /// `max_bytes` 0 the tier is emptied and keeps nothing. Blocking.
+    pub fn open(dir: &Path, tree: sled::Tree, max_bytes: u64) -> Result<ReducedTier, TierError> {
+        let io = |source| TierError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut records = Vec::new();
+        for item in tree.iter() {
+            let (key, value) = item?;
+            match (
+                String::from_utf8(key.to_vec()),
+                serde_json::from_slice::<Record>(&value),
+            ) {
+                (Ok(key), Ok(record)) => records.push((key, record)),
+                _ => {
+                    tree.remove(key)?;
+                }
+            }
+        }
+        let mut files = HashMap::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name
+                .strip_suffix(".copy")
+                .and_then(|id| u64::from_str_radix(id, 16).ok());
+            match id {
+                Some(id) => {
+                    files.insert(id, entry.path());
+                }
+                // Half-written copies, and anything else: not the tier's.
+                None => remove_file(&entry.path()),
+            }
+        }
+        records.sort_by_key(|(_, r)| r.used_ms);
+        let mut order = LruCache::unbounded();
+        let mut disk = 0;
+        let mut last_id = 0;
+        for (key, record) in records {
+            if files.remove(&record.id).is_none() {
+                tree.remove(key.as_bytes())?;
+                continue;
+            }
+            last_id = last_id.max(record.id);
+            disk += record.disk;
+            // Oldest first: the last pushed is the most recently used.
+            order.push(key, record);
+        }
+        for path in files.values() {
+            remove_file(path);
+        }
+        let tier = ReducedTier {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                tree,
+                max_bytes,
+                next_id: AtomicU64::new(last_id.max(now_ms() << 8) + 1),
+                state: Mutex::new(State { order, disk }),
+            }),
+        };
+        tier.inner.evict(&mut tier.inner.state())?;
+        Ok(tier)
+    }
+
+    /// Whether it keeps copies (`cache.originals_bytes` is not 0).
+    pub fn enabled(&self) -> bool {
+        self.inner.max_bytes > 0
+    }
+
+    /// The version of the original `key`'s copy was made from, if it holds one.
+    pub fn version(&self, key: &str) -> Option<String> {
+        self.inner
+            .state()
+            .order
+            .peek(key)
+            .map(|r| r.version.clone())
+    }
+
+    /// `key`'s copy, read and checked, if it holds one made from version `version` of the
+    /// original; a copy that cannot be read or fails its check is dropped. Counts as a use.
+    /// Blocking.
+    pub fn get(&self, key: &str, version: &str) -> Option<StoredCopy> {
+        let record = {
+            let mut state = self.inner.state();
+            let record = state.order.get_mut(key)?;
+            if record.version != version {
+                return None;
+            }
+            let now = now_ms();
+            if now.saturating_sub(record.used_ms) >= TOUCH_EVERY_MS {
+                record.used_ms = now;
+                let value = serde_json::to_vec(&*record).expect("records serialise");
+                // Only the order after a restart depends on it.
+                let _ = self.inner.tree.insert(key.as_bytes(), value);
+            }
+            record.clone()
+        };
+        let path = self.inner.path(record.id);
+        let checked = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| match copy::verify(&bytes) {
+                Ok(_) => Ok(bytes),
+                Err(e) => Err(e.to_string()),
+            });
+        match checked {
+            Ok(bytes) => Some(StoredCopy {
+                bytes,
+                version: record.version,
+            }),
+            Err(e) => {
+                tracing::warn!(key, path = %path.display(), error = %e, "dropping a reduced original that cannot be used");
+                let mut state = self.inner.state();
+                if state.order.peek(key).is_some_and(|r| r.id == record.id) {
+                    let _ = self.inner.remove(&mut state, key);
+                }
+                None
+            }
+        }
+    }
+
+    /// Keeps `bytes` (a copy) as `key`'s, made from version `version` of the original, in
+    /// place of any it held, if `still_current()` says, once the file is written, that no
+    /// purge of the original began since it was fetched (checked under the tier's lock, which
+    /// [`ReducedTier::drop_matching`] takes too). A copy larger than an eighth of the bound is
+    /// not kept. Blocking. Returns whether it was kept.
+    pub fn put(
+        &self,
+        key: &str,
+        version: &str,
+        bytes: &[u8],
+        still_current: impl FnOnce() -> bool,
+    ) -> std::io::Result<bool> {
+        if version.is_empty() || bytes.len() as u64 > self.inner.max_bytes / 8 {
+            return Ok(false);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.path(id);
+        let part = path.with_extension("part");
+        let written = std::fs::write(&part, bytes)
+            .and_then(|()| {
+                crate::crash::point("reduced.part-written");
+                std::fs::rename(&part, &path)
+            })
+            .and_then(|()| std::fs::metadata(&path));
+        let meta = match written {
+            Ok(meta) => meta,
+            Err(e) => {
+                remove_file(&part);
+                return Err(e);
+            }
+        };
+        let record = Record {
+            id,
+            bytes: bytes.len() as u64,
+            disk: crate::cache::disk_use(&meta),
+            version: version.to_owned(),
+            used_ms: now_ms(),
+        };
+        crate::crash::point("reduced.renamed");
+        let mut state = self.inner.state();
+        if !still_current() {
+            drop(state);
+            remove_file(&path);
+            return Ok(false);
+        }
+        let value = serde_json::to_vec(&record).expect("records serialise");
+        if let Err(e) = self.inner.tree.insert(key.as_bytes(), value) {
+            drop(state);
+            remove_file(&path);
+            return Err(std::io::Error::other(e));
+        }
+        state.disk += record.disk;
+        if let Some(old) = state.order.put(key.to_owned(), record) {
+            state.disk -= old.disk;
+            remove_file(&self.inner.path(old.id));
+        }
+        self.inner
+            .evict(&mut state)
+            .map_err(std::io::Error::other)?;
+        Ok(true)
+    }
+
+    /// Drops the copies of the originals `selector` touches (a key, a prefix, everything; a
+    /// purge of a mode or a size leaves them). Blocking.
+    pub fn drop_matching(&self, selector: &Selector) -> Result<u64, sled::Error> {
+        let mut state = self.inner.state();
+        let keys: Vec<String> = match selector {
+            Selector::Key(key) => state
+                .order
+                .peek(key)
+                .map(|_| key.clone())
+                .into_iter()
+                .collect(),
+            Selector::Prefix(_) | Selector::All => state
+                .order
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| selector.touches_original(k))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for key in &keys {
+            self.inner.remove(&mut state, key)?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// Copies held and what they take.
+    pub fn stats(&self) -> TierStats {
+        let state = self.inner.state();
+        TierStats {
+            copies: state.order.len() as u64,
+            disk: state.disk,
+            max_bytes: self.inner.max_bytes,
+        }
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:016x}.copy"))
+    }
+
+    /// Removes `key`'s copy: its record, then its file.
+    fn remove(&self, state: &mut State, key: &str) -> Result<(), sled::Error> {
+        self.tree.remove(key.as_bytes())?;
+        crate::crash::point("reduced.record-removed");
+        if let Some(record) = state.order.pop(key) {
+            state.disk -= record.disk;
+            remove_file(&self.path(record.id));
+        }
+        Ok(())
+    }
+
+    /// Drops the least recently used copies until the rest fit the bound.
+    fn evict(&self, state: &mut State) -> Result<(), sled::Error> {
+        while state.disk > self.max_bytes {
+            let Some((key, _)) = state.order.peek_lru().map(|(k, r)| (k.clone(), r.id)) else {
+                break;
+            };
+            self.remove(state, &key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a file, saying why it could not (a file already gone is no trouble).
+fn remove_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a reduced original")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::Decoded;
+
+    fn copy_of(n: u8, side: u32) -> Vec<u8> {
+        let image = Decoded::rgb(vec![n; (side * side * 3) as usize], side, side);
+        copy::encode(&image, Some((side, side)))
+    }
+
+    fn open(dir: &Path, db: &sled::Db, max: u64) -> ReducedTier {
+        ReducedTier::open(&dir.join("reduced"), db.open_tree("reduced").unwrap(), max).unwrap()
+    }
+
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("reduced")).unwrap().count()
+    }
+
+    #[test]
+    fn copies_are_kept_within_the_bound_least_recently_used_out_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        // 20x20 RGB: 1,240 bytes, 4 KiB on disk; room for three.
+        let tier = open(dir.path(), &db, 12 << 10);
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            assert!(tier.put(key, "v1", &copy_of(i as u8, 20), || true).unwrap());
+        }
+        assert_eq!(tier.stats().copies, 3);
+        // a used last: b is the least recently used, and goes for d.
+        assert!(tier.get("a", "v1").is_some());
+        assert!(tier.put("d", "v1", &copy_of(9, 20), || true).unwrap());
+        assert!(tier.version("b").is_none() && tier.version("a").is_some());
+        let stats = tier.stats();
+        assert_eq!(stats.copies, 3);
+        assert!(stats.disk <= 12 << 10, "{stats:?}");
+        assert_eq!(files(dir.path()), 3);
+        // The version asked for must be the copy's.
+        assert!(tier.get("a", "v2").is_none());
+        // A copy larger than an eighth of the bound is not kept.
+        assert!(!tier.put("e", "v1", &copy_of(1, 30), || true).unwrap());
+        // Nor one whose original was purged meanwhile (the file goes too).
+        assert!(!tier.put("f", "v1", &copy_of(1, 20), || false).unwrap());
+        assert_eq!(files(dir.path()), 3);
+    }
+
+    #[test]
+    fn purges_drop_the_copies_of_the_originals_they_touch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tier = open(dir.path(), &db, 1 << 30);
+        for key in ["shoes/a.jpg", "shoes/b.jpg", "hats/c.jpg"] {
+            tier.put(key, "v1", &copy_of(1, 20), || true).unwrap();
+        }
+        assert_eq!(
+            tier.drop_matching(&Selector::Mode("crop".into())).unwrap(),
+            0
+        );
+        assert_eq!(
+            tier.drop_matching(&Selector::Key("shoes/a.jpg".into()))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            tier.drop_matching(&Selector::Prefix("shoes/".into()))
+                .unwrap(),
+            1
+        );
+        assert!(tier.version("hats/c.jpg").is_some());
+        assert_eq!(tier.drop_matching(&Selector::All).unwrap(), 1);
+        assert_eq!(
+            (tier.stats().copies, tier.stats().disk, files(dir.path())),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn what_a_crash_leaves_is_cleaned_up_when_the_tier_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tier = open(dir.path(), &db, 1 << 30);
+        for key in ["a", "b", "c"] {
+            tier.put(key, "v1", &copy_of(1, 20), || true).unwrap();
+        }
+        let path = |key: &str| {
+            tier.inner
+                .path(tier.inner.state().order.peek(key).unwrap().id)
+        };
+        // a: cut short by a crash mid-write and then renamed (a torn file); b: its file gone
+        // (killed between removing the record and the file, the other way round); a stray
+        // half-written copy and a file with no record.
+        let a = path("a");
+        let bytes = std::fs::read(&a).unwrap();
+        std::fs::write(&a, &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::remove_file(path("b")).unwrap();
+        std::fs::write(dir.path().join("reduced/00000000000000ff.part"), b"half").unwrap();
+        std::fs::write(dir.path().join("reduced/00000000000000fe.copy"), &bytes).unwrap();
+        drop(tier);
+        let tier = open(dir.path(), &db, 1 << 30);
+        // b's record and both strays went when it opened; a's torn file goes when read.
+        assert_eq!(tier.stats().copies, 2);
+        assert_eq!(files(dir.path()), 2);
+        assert!(tier.get("a", "v1").is_none());
+        assert!(tier.version("a").is_none());
+        assert!(tier.get("c", "v1").is_some());
+        assert_eq!(files(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_tier_of_zero_bytes_empties_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tier = open(dir.path(), &db, 1 << 30);
+        tier.put("a", "v1", &copy_of(1, 20), || true).unwrap();
+        drop(tier);
+        let tier = open(dir.path(), &db, 0);
+        assert!(!tier.enabled());
+        assert_eq!((tier.stats().copies, files(dir.path())), (0, 0));
+        assert!(!tier.put("a", "v1", &copy_of(1, 20), || true).unwrap());
+    }
+}

@@ -1,0 +1,303 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::{http_get, Ross};
+use crate::util::{corpus, mae, TestServer};
+
+/// The sizes these tests whitelist: the default four, and a shop's two larger ones.
+const SIZES: &str = "72x72,200x250,300x300,400x500,800x1000,1024x768";
+
+/// A media folder holding `files` of the corpus, each under the key given.
+fn media_with(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, key) in files {
+        let to = dir.path().join(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(corpus().join(from), to).unwrap();
+    }
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+/// The reduced originals' files in `cache`.
+fn copies(cache: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cache.join(".reduced"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn decodes(server: &TestServer) -> u64 {
+    server
+        .state
+        .metrics
+        .stage_latency("decode")
+        .unwrap()
+        .count()
+}
+
+/// Waits for the copy made by the last render to be stored (it is written after the answer).
+async fn copies_kept(server: &TestServer, n: u64) {
+    let started = std::time::Instant::now();
+    while server.state.metrics.counts().reduced_kept < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reduced original was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The first size decodes the original and keeps a copy no larger than the largest size the
+/// whitelist shows it at; every later size renders from the copy, with no fetch and no
+/// decode, and differs from a render from the original by resampling noise only: measured on
+/// the corpus photos and JPEG variants, in every mode that scales, at every size.
+#[tokio::test]
+async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
+    let mut files: Vec<String> = Vec::new();
+    for folder in ["photos", "jpeg-variants"] {
+        for e in std::fs::read_dir(corpus().join(folder)).unwrap().flatten() {
+            files.push(format!("{folder}/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    // A photo with transparency (its copy keeps the alpha channel), and a large WebP.
+    files.push("png/tmshre_riaphotographs_alpha.png".into());
+    files.push("webp/symbolic-d.webp".into());
+    files.sort();
+    let pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.as_str(), f.as_str())).collect();
+    let (_dir, media) = media_with(&pairs);
+    // A large PNG: decoded whole, its copy is resampled to what the largest size shows.
+    let lady = image::open(corpus().join("photos/LadyBird.jpg")).unwrap();
+    lady.save(media.join("photos/LadyBird.png")).unwrap();
+    files.push("photos/LadyBird.png".into());
+    // No pixels kept by the workers, no originals kept by the server: only the copies.
+    let tiered = TestServer::builder()
+        .media(&media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .start()
+        .await;
+    let plain = TestServer::builder()
+        .media(&media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .set("ROSS__CACHE__ORIGINALS_BYTES", "0")
+        .start()
+        .await;
+    let sizes: Vec<&str> = SIZES.split(',').collect();
+    let (mut worst, mut sum, mut n) = (0.0f64, 0.0, 0);
+    for (i, file) in files.iter().enumerate() {
+        for mode in ["crop", "resize", "resizecomp"] {
+            for size in &sizes {
+                let path = format!("/{}/{mode}/{file}", size.replace('x', "/"));
+                let got = tiered.get(&path).await;
+                assert_eq!(got.status, 200, "{path}: {}", got.text());
+                // The copy is stored after the first answer: the next sizes wait for it.
+                copies_kept(&tiered, i as u64 + 1).await;
+                let expected = plain.get(&path).await.image();
+                let got = got.image();
+                assert_eq!(got.dimensions(), expected.dimensions(), "{path}");
+                let error = mae(&got, &expected);
+                worst = worst.max(error);
+                sum += error;
+                n += 1;
+                assert!(
+                    error < 1.5,
+                    "{path}: mean error {error:.2} against the original"
+                );
+            }
+        }
+    }
+    let counts = tiered.state.metrics.counts();
+    // One fetch and one decode per original; every other render read its copy back.
+    assert_eq!(counts.fetches, files.len() as u64);
+    assert_eq!(decodes(&tiered), files.len() as u64);
+    assert_eq!(counts.reduced_renders, counts.renders - files.len() as u64);
+    let mean = sum / f64::from(n);
+    println!("reduced originals: {n} renders, mean error {mean:.3}, worst {worst:.3}");
+    assert!(mean < 0.5, "mean error {mean:.3} over {n} renders");
+    assert_eq!(copies(&tiered.cache_dir()).len(), files.len());
+}
+
+/// A purge of an original drops its reduced copy with its renders: the next size decodes
+/// the original again. A purge of a mode or a size leaves it.
+#[tokio::test]
+async fn purging_an_original_drops_its_reduced_copy() {
+    let (_dir, media) = media_with(&[
+        ("photos/LadyBird.jpg", "shop/lady.jpg"),
+        ("photos/Storm.jpg", "shop/storm.jpg"),
+    ]);
+    let server = TestServer::builder()
+        .media(&media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .start()
+        .await;
+    for key in ["shop/lady.jpg", "shop/storm.jpg"] {
+        assert_eq!(
+            server.get(&format!("/300/300/crop/{key}")).await.status,
+            200
+        );
+    }
+    copies_kept(&server, 2).await;
+    assert_eq!(copies(&server.cache_dir()).len(), 2);
+    for purge in [r#"{"mode": "crop"}"#, r#"{"size": "72x72"}"#] {
+        let r = server.admin("POST", "/purge", purge).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    server.settled().await;
+    assert_eq!(copies(&server.cache_dir()).len(), 2);
+    let r = server
+        .admin("POST", "/purge", r#"{"key": "shop/lady.jpg"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    server.settled().await;
+    assert_eq!(copies(&server.cache_dir()).len(), 1);
+    let before = decodes(&server);
+    assert_eq!(server.get("/72/72/crop/shop/lady.jpg").await.status, 200);
+    assert_eq!(server.get("/72/72/crop/shop/storm.jpg").await.status, 200);
+    // lady's copy was purged: decoded again; storm's is read back.
+    assert_eq!(decodes(&server), before + 1);
+    let r = server.admin("POST", "/purge", r#"{"all": true}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    server.settled().await;
+    assert!(copies(&server.cache_dir()).is_empty());
+    let stats = server.state.cache.reduced().unwrap().stats();
+    assert_eq!((stats.copies, stats.disk), (0, 0));
+}
+
+/// An original replaced (with no watcher to tell) is never rendered from the copy of its old
+/// picture: the miss asks the source for its version first, purges what was made from the
+/// old one, copy included, and renders the new picture.
+#[tokio::test]
+async fn a_changed_original_is_never_rendered_from_a_stale_copy() {
+    let (_dir, media) = media_with(&[("photos/LadyBird.jpg", "lady.jpg")]);
+    let server = TestServer::builder()
+        .media(&media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .set("ROSS__SOURCE__WATCH", "false")
+        .start()
+        .await;
+    assert_eq!(server.get("/1024/768/crop/lady.jpg").await.status, 200);
+    copies_kept(&server, 1).await;
+    std::fs::copy(corpus().join("photos/Storm.jpg"), media.join("lady.jpg")).unwrap();
+    let after = server.get("/300/300/crop/lady.jpg").await;
+    assert_eq!((after.status, after.header("x-cache")), (200, "MISS"));
+    assert_eq!(server.state.metrics.counts().reduced_renders, 0);
+
+    let (_other, fresh) = media_with(&[("photos/Storm.jpg", "lady.jpg")]);
+    let plain = TestServer::builder()
+        .media(&fresh)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__ORIGINALS_BYTES", "0")
+        .start()
+        .await;
+    let expected = plain.get("/300/300/crop/lady.jpg").await.image();
+    let error = mae(&after.image(), &expected);
+    assert!(error < 1.5, "mean error {error:.2} against the new picture");
+    // The new picture's copy replaced the old one's, and serves the next size.
+    copies_kept(&server, 2).await;
+    assert_eq!(copies(&server.cache_dir()).len(), 1);
+    let next = server.get("/72/72/crop/lady.jpg").await.image();
+    let expected = plain.get("/72/72/crop/lady.jpg").await.image();
+    assert!(mae(&next, &expected) < 1.5);
+    assert_eq!(server.state.metrics.counts().reduced_renders, 1);
+}
+
+/// `kill -9` at every step of keeping a copy (the file half-written, written but not
+/// recorded, its record removed but not its file) leaves nothing a restarted server serves
+/// from: what the crash left is cleaned up, and every size renders as from the original.
+#[test]
+fn a_kill_while_keeping_a_copy_leaves_nothing_served_from_a_partial_one() {
+    let (_media_dir, media) = media_with(&[("photos/LadyBird.jpg", "lady.jpg")]);
+    let root = media.to_str().unwrap().to_owned();
+    let settings = [
+        ("ROSS__SOURCE__ROOT", root.as_str()),
+        ("ROSS__WHITELIST__ENABLED", "true"),
+        ("ROSS__WHITELIST__SIZES", SIZES),
+        ("ROSS__CACHE__DECODED_BYTES", "0"),
+    ];
+    // What a server without copies renders.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let mut plain = settings.to_vec();
+    plain.push(("ROSS__CACHE__ORIGINALS_BYTES", "0"));
+    let reference = Ross::start(reference_dir.path(), &plain);
+    let render = |port: u16, size: &str| {
+        let (status, body) = http_get(
+            port,
+            &format!("/{size}/crop/lady.jpg"),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{size}");
+        image::load_from_memory(&body).unwrap().to_rgb8()
+    };
+    let expected: Vec<_> = ["300/300", "72/72"]
+        .iter()
+        .map(|s| render(reference.port, s))
+        .collect();
+    reference.stop();
+    for point in [
+        "reduced.part-written",
+        "reduced.renamed",
+        "reduced.record-removed",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let mut crashing = settings.to_vec();
+        crashing.push(("ROSS_TEST_CRASH_AT", point));
+        let mut ross = Ross::start(dir.path(), &crashing);
+        let port = ross.port;
+        let first = std::thread::spawn(move || {
+            let _ = http_get(port, "/1024/768/crop/lady.jpg", Duration::from_secs(30));
+            // A purge of the key removes the copy (its record first, then its file).
+            let auth = format!("Bearer {}", crate::process::ADMIN_TOKEN);
+            let _ = crate::process::http_request(
+                port,
+                "POST",
+                "/admin/api/purge",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"key": "lady.jpg"}"#,
+                Duration::from_secs(30),
+            );
+        });
+        assert!(
+            ross.ended_within(Duration::from_secs(60)),
+            "never reached {point}"
+        );
+        first.join().unwrap();
+        drop(ross);
+        let restarted = Ross::start(dir.path(), &settings);
+        restarted.settled();
+        let left = copies(&cache);
+        assert!(
+            left.iter().all(|f| f.ends_with(".copy")),
+            "{point}: {left:?}"
+        );
+        for (size, expected) in ["300/300", "72/72"].iter().zip(&expected) {
+            let got = render(restarted.port, size);
+            let error = mae(&got, expected);
+            assert!(error < 1.5, "{point} {size}: mean error {error:.2}");
+        }
+        // Every copy on disk now is whole and recorded: one, for the one original.
+        let started = std::time::Instant::now();
+        while copies(&cache).len() != 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{point}: {:?}",
+                copies(&cache)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        restarted.stop();
+    }
+}
