@@ -50,7 +50,8 @@ pub(super) fn marker_at(bytes: &[u8], mut at: usize) -> Option<usize> {
 
 /// The smallest IDCT scale (in eighths) whose output still covers `need` on both sides.
 fn dct_eighths(src: (u32, u32), need: (u32, u32)) -> u32 {
-    (1..=8)
+    [1, 2, 4, 8]
+        .into_iter()
         .find(|k| (src.0 * k).div_ceil(8) >= need.0 && (src.1 * k).div_ceil(8) >= need.1)
         .unwrap_or(8)
 }
