@@ -106,6 +106,12 @@ pub struct Cache {
     pub memory_bytes: u64,
     /// Bytes of the originals fetched in the last minute, and their decoded pixels.
     pub recent_bytes: u64,
+    /// Reduced originals kept on disk (copies of decoded originals later sizes render from).
+    pub reduced_originals: u64,
+    /// What they take on disk, as `du` counts it.
+    pub reduced_disk_bytes: u64,
+    /// `cache.originals_bytes`: their bound (0: none are kept).
+    pub reduced_max_bytes: u64,
 }
 
 /// Plugin loading since start.

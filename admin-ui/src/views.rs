@@ -166,6 +166,12 @@ pub trait CacheText {
     /// The originals' bytes held in memory, readable.
     fn recent_bytes_text(&self) -> String;
 
+    /// What the reduced originals take on disk, readable.
+    fn reduced_disk_text(&self) -> String;
+
+    /// Their bound, readable.
+    fn reduced_max_text(&self) -> String;
+
     /// What the cache takes on disk, readable.
     fn disk_bytes_text(&self) -> String;
 
@@ -187,6 +193,14 @@ impl CacheText for CacheView {
 
     fn recent_bytes_text(&self) -> String {
         format::bytes(self.recent_bytes)
+    }
+
+    fn reduced_disk_text(&self) -> String {
+        format::bytes(self.reduced_disk_bytes)
+    }
+
+    fn reduced_max_text(&self) -> String {
+        format::bytes(self.reduced_max_bytes)
     }
 
     fn disk_bytes_text(&self) -> String {

@@ -114,6 +114,9 @@ fn cache_view(state: &AppState, counts: &Counts, gauges: &Readings) -> CacheView
         memory_entries: gauges.cache_memory_entries,
         memory_bytes: gauges.cache_memory_bytes,
         recent_bytes: gauges.recent_originals_bytes,
+        reduced_originals: gauges.reduced_originals,
+        reduced_disk_bytes: gauges.reduced_originals_disk_bytes,
+        reduced_max_bytes: state.settings.cache.originals_bytes,
     }
 }
 
