@@ -463,6 +463,9 @@ cache.memory_entries
 cache.purges_running
 cache.recent_bytes
 cache.reconciled
+cache.reduced_disk_bytes
+cache.reduced_max_bytes
+cache.reduced_originals
 errors
 errors.*
 fetches
