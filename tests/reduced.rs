@@ -107,7 +107,7 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
                 sum += error;
                 n += 1;
                 assert!(
-                    error < 1.5,
+                    error < 1.0,
                     "{path}: mean error {error:.2} against the original"
                 );
             }
@@ -120,7 +120,7 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
     assert_eq!(counts.reduced_renders, counts.renders - files.len() as u64);
     let mean = sum / f64::from(n);
     println!("reduced originals: {n} renders, mean error {mean:.3}, worst {worst:.3}");
-    assert!(mean < 0.5, "mean error {mean:.3} over {n} renders");
+    assert!(mean < 0.2, "mean error {mean:.3} over {n} renders");
     assert_eq!(copies(&tiered.cache_dir()).len(), files.len());
 }
 
@@ -254,8 +254,16 @@ fn a_kill_while_keeping_a_copy_leaves_nothing_served_from_a_partial_one() {
         crashing.push(("ROSS_TEST_CRASH_AT", point));
         let mut ross = Ross::start(dir.path(), &crashing);
         let port = ross.port;
+        let watched = cache.clone();
         let first = std::thread::spawn(move || {
             let _ = http_get(port, "/1024/768/crop/lady.jpg", Duration::from_secs(30));
+            // The copy is stored after the answer: the purge waits for it (or for the kill).
+            let started = std::time::Instant::now();
+            while !copies(&watched).iter().any(|f| f.ends_with(".copy"))
+                && started.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             // A purge of the key removes the copy (its record first, then its file).
             let auth = format!("Bearer {}", crate::process::ADMIN_TOKEN);
             let _ = crate::process::http_request(

@@ -57,6 +57,16 @@ struct Verified {
     version: Option<String>,
 }
 
+/// What a render made.
+struct Made {
+    /// The encoded image.
+    encoded: Vec<u8>,
+    /// The reduced copy the worker made of its decode, if it was asked for one.
+    copy: Option<Vec<u8>>,
+    /// The version of the original whose reduced copy it was rendered from, if it was.
+    from_copy: Option<String>,
+}
+
 /// What a miss renders from.
 enum Found {
     /// The pixels a worker holds.
@@ -99,7 +109,12 @@ struct Shared {
     /// is paid once, not on every request for it, and a request for it costs a look at the
     /// source's version, not a fetch.
     failures: moka::sync::Cache<String, (Option<String>, AppError)>,
+    /// Reduced originals being written to disk (each holds its bytes until written).
+    copy_writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reduced originals written at once, at most; each holds its copy's bytes meanwhile.
+const COPY_WRITES: usize = 2;
 
 /// How many failed sources are remembered, and for how long: long enough to absorb a burst
 /// of requests for one bad file, short enough that a fixed file is served soon.
@@ -138,6 +153,7 @@ impl Pipeline {
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
                     .build(),
+                copy_writes: Arc::new(tokio::sync::Semaphore::new(COPY_WRITES)),
             }),
             flights: SingleFlight::default(),
         }
@@ -385,14 +401,14 @@ impl Shared {
         if let Some(hit) = self.cache.get(&variant).await {
             return Ok(Rendered::hit(hit));
         }
-        let copied = match &found {
-            Found::Copy(copy) => Some(copy.version.clone()),
-            _ => None,
-        };
         let (outcome, original) = self.render(&variant, &mode, &verified, found).await;
         drop(slot);
         drop(turn);
-        let (encoded, copy) = match outcome {
+        let Made {
+            encoded,
+            copy,
+            from_copy,
+        } = match outcome {
             Ok(done) => done,
             Err(e) => {
                 if e.code.blames_the_source() {
@@ -401,13 +417,13 @@ impl Shared {
                 return Err(e);
             }
         };
-        // The version of the original it was rendered from: the one sent, or the one whose
-        // pixels the worker held, or its copy's.
+        // The version of the original it was rendered from: the one sent, or its copy's, or
+        // the one whose pixels the worker held.
         let source = original
             .as_ref()
             .and_then(|o| o.version.clone())
+            .or(from_copy)
             .or_else(|| self.recent.version(&key, epoch))
-            .or(copied)
             .unwrap_or_default();
         // Noted again: it vouches for the pixels as long as they are used.
         if !source.is_empty() {
@@ -435,9 +451,15 @@ impl Shared {
     /// Stores a reduced copy of `key`'s original (version `version`, fetched in `epoch`) in
     /// the background: unless a purge of the original began meanwhile.
     fn keep_copy(&self, tier: ReducedTier, key: &str, version: &str, epoch: u64, copy: Vec<u8>) {
+        // Copies waiting for the disk are bounded: past that, this one is let go (a later
+        // miss of the original makes another).
+        let Ok(writing) = self.copy_writes.clone().try_acquire_owned() else {
+            return;
+        };
         let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
         let (key, version) = (key.to_owned(), version.to_owned());
         tokio::task::spawn_blocking(move || {
+            let _writing = writing;
             let current = || cache.source_epoch(&key) == epoch;
             match tier.put(&key, &version, &copy, current) {
                 Ok(true) => metrics.count(Count::ReducedKept),
@@ -504,20 +526,16 @@ impl Shared {
             .flatten()
     }
 
-    /// Renders `variant` on a worker of `mode`'s generation from what was found, sending the
-    /// original when the worker asks for it: the encoded image and the reduced copy the worker
-    /// made of its decode, if any, or the error; and the original as far as it was needed
-    /// (given, or fetched for the worker).
+    /// Renders `variant` on a worker of `mode`'s generation from what was found, sending a
+    /// reduced copy or the original when the worker asks for one: what it made, or the error;
+    /// and the original as far as it was needed (given, or fetched for the worker).
     async fn render(
         &self,
         variant: &VariantKey,
         mode: &ModeRef,
         verified: &Verified,
         found: Found,
-    ) -> (
-        Result<(Vec<u8>, Option<Vec<u8>>), AppError>,
-        Option<SourceObject>,
-    ) {
+    ) -> (Result<Made, AppError>, Option<SourceObject>) {
         let epoch = verified.epoch;
         let key = variant.key.as_str().to_owned();
         self.metrics.count(Count::Render);
@@ -539,7 +557,7 @@ impl Shared {
             // A copy serves the whitelist's sizes; with any size allowed, none is made.
             copy: allowed.enabled && tier.is_some_and(|t| t.version(&key).is_none()),
         };
-        let (original, copy) = match found {
+        let (original, mut copy) = match found {
             Found::Object(object) => (Some(object), None),
             Found::Copy(copy) => (None, Some(copy)),
             Found::Held => (None, None),
@@ -549,45 +567,53 @@ impl Shared {
             Ok(lease) => lease,
             Err(e) => return (Err(e), original),
         };
-        // The copy is looked for once, where the pixels were thought held and are not.
+        // What goes with the job: nothing to a worker holding the pixels, else the copy, else
+        // the original. A copy is looked for once (where none was found, and the pixels were
+        // thought held and are not) and sent once: if it does not serve this size, the worker
+        // asks for the original.
         let mut copy_looked_for = copy.is_some();
-        let mut copy = copy.filter(|_| !lease.holds);
-        let mut sent = match (&original, lease.holds) {
-            (_, true) => None,
-            (Some(object), false) => Some(object.clone()),
-            (None, false) if copy.is_some() => None,
-            (None, false) => {
-                copy_looked_for = true;
-                copy = self.stored_copy(&key, verified).await;
-                if copy.is_some() {
-                    None
-                } else {
-                    match self.original(variant, epoch).await {
-                        Ok(object) => Some(object),
-                        Err(e) => return (Err(e), original),
-                    }
-                }
+        let mut copy_sent = false;
+        let mut sent = None;
+        if !lease.holds && copy.is_none() && original.is_none() {
+            copy_looked_for = true;
+            copy = self.stored_copy(&key, verified).await;
+        }
+        if !lease.holds && copy.is_none() {
+            match &original {
+                Some(object) => sent = Some(object.clone()),
+                None => match self.original(variant, epoch).await {
+                    Ok(object) => sent = Some(object),
+                    Err(e) => return (Err(e), original),
+                },
             }
-        };
-        // The copy goes once: if it does not serve this size, the worker asks for the
-        // original.
+        }
         let outcome = loop {
             let (kind, blob) = match (&sent, &copy) {
                 (Some(object), _) => (Sent::Original, &object.bytes[..]),
-                (None, Some(copy)) => (Sent::Copy, &copy.bytes[..]),
-                (None, None) => (Sent::Nothing, &[][..]),
+                (None, Some(copy)) if !lease.holds || copy_sent => {
+                    copy_sent = true;
+                    (Sent::Copy, &copy.bytes[..])
+                }
+                (None, _) => (Sent::Nothing, &[][..]),
             };
+            let sent_copy = kind == Sent::Copy;
             match lease.render(&job, kind, blob).await {
                 Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
-                    if copy.take().is_some() {
+                    if sent_copy {
                         // A copy too small for this size: the decode will not make a larger
                         // one.
+                        copy = None;
                         job.copy = false;
+                    } else if copy.is_some() {
+                        // The held pixels do not serve: the copy, then.
+                        copy_sent = true;
+                        continue;
                     } else if !copy_looked_for {
                         // The worker no longer holds the pixels the pool thought it did.
                         copy_looked_for = true;
                         copy = self.stored_copy(&key, verified).await;
                         if copy.is_some() {
+                            copy_sent = true;
                             continue;
                         }
                     }
@@ -614,7 +640,16 @@ impl Shared {
                         self.metrics.count(Count::ReducedRender);
                     }
                     mode.note_render(&self.metrics, true);
-                    break Ok((encoded, made));
+                    // Rendered from the copy sent, if the worker read it back.
+                    let from_copy = timings
+                        .copy_us
+                        .and(copy.as_ref())
+                        .map(|c| c.version.clone());
+                    break Ok(Made {
+                        encoded,
+                        copy: made,
+                        from_copy,
+                    });
                 }
                 Ok(JobOutcome::Failed(e)) => {
                     if e.code == ErrorCode::RenderFailed {

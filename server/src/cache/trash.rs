@@ -220,7 +220,6 @@ impl Inner {
             let seq = self.next_seq(&log)?;
             log.push(seq, selector.clone());
             self.seq.store(seq, Ordering::SeqCst);
-            self.drop_copies(selector)?;
             if let Some(hot) = &self.hot {
                 match selector {
                     Selector::All => hot.invalidate_all(),
@@ -273,6 +272,8 @@ impl Inner {
             });
             (taken, moved, folder)
         };
+        // The source epochs moved on above: the copies go now, outside the cache's locks.
+        self.drop_copies(selector)?;
         outcome?;
         // A small purge leaves nothing behind: its files go before the answer (a few ms),
         // unless the trash thread is busy (then it does it). Its entries are the thread's.

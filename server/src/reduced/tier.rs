@@ -179,7 +179,9 @@ impl ReducedTier {
                 state: Mutex::new(State { order, disk }),
             }),
         };
-        tier.inner.evict(&mut tier.inner.state())?;
+        let mut gone = Vec::new();
+        tier.inner.evict(&mut tier.inner.state(), &mut gone)?;
+        gone.iter().for_each(|path| remove_file(path));
         Ok(tier)
     }
 
@@ -198,15 +200,19 @@ impl ReducedTier {
     }
 
     /// `key`'s copy, read and checked, if it holds one made from version `version` of the
-    /// original; a copy that cannot be read or fails its check is dropped. Counts as a use.
-    /// Blocking.
+    /// original (the one the source vouches for now): a copy of another version is stale and
+    /// dropped, and so is one that fails its check. Counts as a use. Blocking.
     pub fn get(&self, key: &str, version: &str) -> Option<StoredCopy> {
         let record = {
             let mut state = self.inner.state();
-            let record = state.order.get_mut(key)?;
+            let record = state.order.peek(key)?;
             if record.version != version {
+                let stale = self.inner.remove(&mut state, key).ok().flatten();
+                drop(state);
+                stale.iter().for_each(|path| remove_file(path));
                 return None;
             }
+            let record = state.order.get_mut(key)?;
             let now = now_ms();
             if now.saturating_sub(record.used_ms) >= TOUCH_EVERY_MS {
                 record.used_ms = now;
@@ -217,26 +223,32 @@ impl ReducedTier {
             record.clone()
         };
         let path = self.inner.path(record.id);
-        let checked = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| match copy::verify(&bytes) {
-                Ok(_) => Ok(bytes),
-                Err(e) => Err(e.to_string()),
-            });
-        match checked {
-            Ok(bytes) => Some(StoredCopy {
-                bytes,
-                version: record.version,
-            }),
-            Err(e) => {
-                tracing::warn!(key, path = %path.display(), error = %e, "dropping a reduced original that cannot be used");
-                let mut state = self.inner.state();
-                if state.order.peek(key).is_some_and(|r| r.id == record.id) {
-                    let _ = self.inner.remove(&mut state, key);
+        let problem = match std::fs::read(&path) {
+            Ok(bytes) => match copy::verify(&bytes) {
+                Ok(_) => {
+                    return Some(StoredCopy {
+                        bytes,
+                        version: record.version,
+                    })
                 }
-                None
+                Err(e) => e.to_string(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => e.to_string(),
+            // Kept: the next read may well succeed (a lack of file handles, say).
+            Err(e) => {
+                tracing::warn!(key, path = %path.display(), error = %e, "cannot read a reduced original");
+                return None;
             }
+        };
+        let mut state = self.inner.state();
+        // Unless replaced meanwhile (its file removed by the replacement: no trouble).
+        if state.order.peek(key).is_some_and(|r| r.id == record.id) {
+            tracing::warn!(key, path = %path.display(), error = %problem, "dropping a reduced original that cannot be used");
+            let gone = self.inner.remove(&mut state, key).ok().flatten();
+            drop(state);
+            gone.iter().for_each(|path| remove_file(path));
         }
+        None
     }
 
     /// Keeps `bytes` (a copy) as `key`'s, made from version `version` of the original, in
@@ -267,6 +279,7 @@ impl ReducedTier {
             Ok(meta) => meta,
             Err(e) => {
                 remove_file(&part);
+                remove_file(&path);
                 return Err(e);
             }
         };
@@ -291,18 +304,21 @@ impl ReducedTier {
             return Err(std::io::Error::other(e));
         }
         state.disk += record.disk;
+        let mut gone = Vec::new();
         if let Some(old) = state.order.put(key.to_owned(), record) {
             state.disk -= old.disk;
-            remove_file(&self.inner.path(old.id));
+            gone.push(self.inner.path(old.id));
         }
-        self.inner
-            .evict(&mut state)
-            .map_err(std::io::Error::other)?;
+        let evicted = self.inner.evict(&mut state, &mut gone);
+        drop(state);
+        gone.iter().for_each(|path| remove_file(path));
+        evicted.map_err(std::io::Error::other)?;
         Ok(true)
     }
 
     /// Drops the copies of the originals `selector` touches (a key, a prefix, everything; a
-    /// purge of a mode or a size leaves them). Blocking.
+    /// purge of a mode or a size leaves them): their records under the tier's lock, their
+    /// files after it. Blocking.
     pub fn drop_matching(&self, selector: &Selector) -> Result<u64, sled::Error> {
         let mut state = self.inner.state();
         let keys: Vec<String> = match selector {
@@ -321,10 +337,20 @@ impl ReducedTier {
                 .collect(),
             _ => Vec::new(),
         };
+        let mut gone = Vec::new();
+        let mut removed = Ok(());
         for key in &keys {
-            self.inner.remove(&mut state, key)?;
+            match self.inner.remove(&mut state, key) {
+                Ok(path) => gone.extend(path),
+                Err(e) => {
+                    removed = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(keys.len() as u64)
+        drop(state);
+        gone.iter().for_each(|path| remove_file(path));
+        removed.map(|()| gone.len() as u64)
     }
 
     /// Copies held and what they take.
@@ -347,24 +373,24 @@ impl Inner {
         self.dir.join(format!("{id:016x}.copy"))
     }
 
-    /// Removes `key`'s copy: its record, then its file.
-    fn remove(&self, state: &mut State, key: &str) -> Result<(), sled::Error> {
+    /// Removes `key`'s copy's record; its file is the caller's to remove (after the lock).
+    fn remove(&self, state: &mut State, key: &str) -> Result<Option<PathBuf>, sled::Error> {
         self.tree.remove(key.as_bytes())?;
         crate::crash::point("reduced.record-removed");
-        if let Some(record) = state.order.pop(key) {
+        Ok(state.order.pop(key).map(|record| {
             state.disk -= record.disk;
-            remove_file(&self.path(record.id));
-        }
-        Ok(())
+            self.path(record.id)
+        }))
     }
 
-    /// Drops the least recently used copies until the rest fit the bound.
-    fn evict(&self, state: &mut State) -> Result<(), sled::Error> {
+    /// Drops the least recently used copies' records until the rest fit the bound, adding
+    /// their files to `gone`.
+    fn evict(&self, state: &mut State, gone: &mut Vec<PathBuf>) -> Result<(), sled::Error> {
         while state.disk > self.max_bytes {
-            let Some((key, _)) = state.order.peek_lru().map(|(k, r)| (k.clone(), r.id)) else {
+            let Some(key) = state.order.peek_lru().map(|(k, _)| k.clone()) else {
                 break;
             };
-            self.remove(state, &key)?;
+            gone.extend(self.remove(state, &key)?);
         }
         Ok(())
     }
@@ -417,13 +443,15 @@ mod tests {
         assert_eq!(stats.copies, 3);
         assert!(stats.disk <= 12 << 10, "{stats:?}");
         assert_eq!(files(dir.path()), 3);
-        // The version asked for must be the copy's.
+        // The version asked for (the one the source vouches for) must be the copy's: a copy
+        // of another is stale, and goes.
         assert!(tier.get("a", "v2").is_none());
+        assert!(tier.version("a").is_none());
         // A copy larger than an eighth of the bound is not kept.
         assert!(!tier.put("e", "v1", &copy_of(1, 30), || true).unwrap());
         // Nor one whose original was purged meanwhile (the file goes too).
         assert!(!tier.put("f", "v1", &copy_of(1, 20), || false).unwrap());
-        assert_eq!(files(dir.path()), 3);
+        assert_eq!(files(dir.path()), 2);
     }
 
     #[test]
