@@ -51,7 +51,7 @@ pub enum CopyError {
 }
 
 /// The pixels to keep as the copy of `decoded`, decoded for `boxes` (the job's need and the
-/// whitelist's sizes): as they are when they are less than twice the pixels of [`OVERSAMPLE`]
+/// whitelist's sizes): as they are when they are less than twice the pixels of 3/2
 /// times the size at which the largest box shows them (renders from the copy are then the
 /// very renders from the original), else resampled to that size (a PNG decoded whole, or a
 /// JPEG much larger than the largest size at every DCT scale). `Err(decoded)` when there is to be no
