@@ -19,9 +19,9 @@ fn media_with(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// The reduced originals' files in `cache`.
-fn copies(cache: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(cache.join(".reduced"))
+/// The reduced originals' files of the server whose `data_dir` is `data`.
+fn copies(data: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data.join("reduced"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -121,7 +121,7 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
     let mean = sum / f64::from(n);
     println!("reduced originals: {n} renders, mean error {mean:.3}, worst {worst:.3}");
     assert!(mean < 0.2, "mean error {mean:.3} over {n} renders");
-    assert_eq!(copies(&tiered.cache_dir()).len(), files.len());
+    assert_eq!(copies(&tiered.state.settings.data_dir).len(), files.len());
 }
 
 /// A purge of an original drops its reduced copy with its renders: the next size decodes
@@ -145,19 +145,19 @@ async fn purging_an_original_drops_its_reduced_copy() {
         );
     }
     copies_kept(&server, 2).await;
-    assert_eq!(copies(&server.cache_dir()).len(), 2);
+    assert_eq!(copies(&server.state.settings.data_dir).len(), 2);
     for purge in [r#"{"mode": "crop"}"#, r#"{"size": "72x72"}"#] {
         let r = server.admin("POST", "/purge", purge).await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
     server.settled().await;
-    assert_eq!(copies(&server.cache_dir()).len(), 2);
+    assert_eq!(copies(&server.state.settings.data_dir).len(), 2);
     let r = server
         .admin("POST", "/purge", r#"{"key": "shop/lady.jpg"}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     server.settled().await;
-    assert_eq!(copies(&server.cache_dir()).len(), 1);
+    assert_eq!(copies(&server.state.settings.data_dir).len(), 1);
     let before = decodes(&server);
     assert_eq!(server.get("/72/72/crop/shop/lady.jpg").await.status, 200);
     assert_eq!(server.get("/72/72/crop/shop/storm.jpg").await.status, 200);
@@ -166,7 +166,7 @@ async fn purging_an_original_drops_its_reduced_copy() {
     let r = server.admin("POST", "/purge", r#"{"all": true}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     server.settled().await;
-    assert!(copies(&server.cache_dir()).is_empty());
+    assert!(copies(&server.state.settings.data_dir).is_empty());
     let stats = server.state.cache.reduced().unwrap().stats();
     assert_eq!((stats.copies, stats.disk), (0, 0));
 }
@@ -203,7 +203,7 @@ async fn a_changed_original_is_never_rendered_from_a_stale_copy() {
     assert!(error < 1.5, "mean error {error:.2} against the new picture");
     // The new picture's copy replaced the old one's, and serves the next size.
     copies_kept(&server, 2).await;
-    assert_eq!(copies(&server.cache_dir()).len(), 1);
+    assert_eq!(copies(&server.state.settings.data_dir).len(), 1);
     let next = server.get("/72/72/crop/lady.jpg").await.image();
     let expected = plain.get("/72/72/crop/lady.jpg").await.image();
     assert!(mae(&next, &expected) < 1.5);
@@ -249,12 +249,12 @@ fn a_kill_while_keeping_a_copy_leaves_nothing_served_from_a_partial_one() {
         "reduced.record-removed",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("cache");
+        let data = dir.path().join("data");
         let mut crashing = settings.to_vec();
         crashing.push(("ROSS_TEST_CRASH_AT", point));
         let mut ross = Ross::start(dir.path(), &crashing);
         let port = ross.port;
-        let watched = cache.clone();
+        let watched = data.clone();
         let first = std::thread::spawn(move || {
             let _ = http_get(port, "/1024/768/crop/lady.jpg", Duration::from_secs(30));
             // The copy is stored after the answer: the purge waits for it (or for the kill).
@@ -286,7 +286,7 @@ fn a_kill_while_keeping_a_copy_leaves_nothing_served_from_a_partial_one() {
         drop(ross);
         let restarted = Ross::start(dir.path(), &settings);
         restarted.settled();
-        let left = copies(&cache);
+        let left = copies(&data);
         assert!(
             left.iter().all(|f| f.ends_with(".copy")),
             "{point}: {left:?}"
@@ -298,11 +298,11 @@ fn a_kill_while_keeping_a_copy_leaves_nothing_served_from_a_partial_one() {
         }
         // Every copy on disk now is whole and recorded: one, for the one original.
         let started = std::time::Instant::now();
-        while copies(&cache).len() != 1 {
+        while copies(&data).len() != 1 {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "{point}: {:?}",
-                copies(&cache)
+                copies(&data)
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -192,11 +192,16 @@ impl AppState {
         // The database first: its lock keeps a second process off everything in data_dir.
         let db = Database::open(&settings.data_dir)?;
         let metrics = Arc::new(Metrics::new());
+        let originals = settings.data_dir.join("reduced");
         let cache = Cache::open_keeping_originals(
             &settings.cache.dir,
             settings.cache.max_bytes,
             settings.cache.memory_bytes,
-            settings.cache.originals_bytes,
+            (
+                &originals,
+                settings.cache.originals_bytes,
+                settings.cache.min_free_bytes,
+            ),
             &db,
             metrics.clone(),
         )?;

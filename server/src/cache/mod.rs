@@ -51,7 +51,7 @@ use crate::db::{Database, DbError, FullDisk, TreeName};
 use crate::file_headers::FileHeaders;
 use crate::reduced::ReducedTier;
 use crate::telemetry::{Count, Metrics};
-pub use disk::{disk_use, no_space, OncePerMinute};
+pub use disk::{disk_use, free_bytes, no_space, OncePerMinute};
 pub use index::EntryMeta;
 use index::Index;
 pub use layout::{OutputFormat, VariantKey, TMP_DIR};
@@ -63,10 +63,6 @@ use trash::{TrashRun, TRASH_DIR};
 /// A folder that already holds other files and no marker is refused: reconciliation removes
 /// whatever the index does not know.
 const MARKER: &str = ".ross-cache";
-
-/// The reduced originals' folder in `cache.dir` (a dot folder: the sweep leaves it alone, and
-/// no URL reaches it).
-pub const REDUCED_DIR: &str = ".reduced";
 
 /// The background evictor starts when the cache is this full (per mille of `max_bytes`)...
 const EVICT_START_PERMILLE: u64 = 950;
@@ -414,19 +410,27 @@ impl Cache {
         Cache::open_held(dir, max_bytes, memory_bytes, None, db, metrics, false)
     }
 
-    /// [`Cache::open`], keeping reduced originals (see [`crate::reduced`]) in
-    /// `{dir}/.reduced` within `originals_bytes` of disk, on top of `max_bytes`: 0 keeps none
-    /// (and deletes those kept before).
+    /// [`Cache::open`], keeping reduced originals (see [`crate::reduced`]) in `originals`
+    /// (not in `dir`: `max_bytes` bounds what `dir` holds) within `originals_bytes` of disk,
+    /// leaving `min_free_bytes` free on its file system: 0 keeps none (and deletes those kept
+    /// before).
     pub fn open_keeping_originals(
         dir: &Path,
         max_bytes: u64,
         memory_bytes: u64,
-        originals_bytes: u64,
+        originals: (&Path, u64, u64),
         db: &Database,
         metrics: Arc<Metrics>,
     ) -> Result<Cache, CacheError> {
-        let originals = Some(originals_bytes);
-        Cache::open_held(dir, max_bytes, memory_bytes, originals, db, metrics, false)
+        Cache::open_held(
+            dir,
+            max_bytes,
+            memory_bytes,
+            Some(originals),
+            db,
+            metrics,
+            false,
+        )
     }
 
     /// [`Cache::open`], with the trash's deletion held from the start if `trash_paused`.
@@ -434,7 +438,7 @@ impl Cache {
         dir: &Path,
         max_bytes: u64,
         memory_bytes: u64,
-        originals_bytes: Option<u64>,
+        originals: Option<(&Path, u64, u64)>,
         db: &Database,
         metrics: Arc<Metrics>,
         trash_paused: bool,
@@ -446,10 +450,10 @@ impl Cache {
         }
         std::fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
         // Opened before the purges journaled as unfinished run again: they drop copies too.
-        let reduced = match originals_bytes {
-            Some(max) => {
+        let reduced = match originals {
+            Some((folder, max, min_free)) => {
                 let tree = db.tree(TreeName::Reduced)?;
-                let tier = ReducedTier::open(&dir.join(REDUCED_DIR), tree, max)?;
+                let tier = ReducedTier::open(folder, tree, max, min_free)?;
                 tier.enabled().then_some(tier)
             }
             None => None,

@@ -1,7 +1,9 @@
 //! The reduced-originals tier on disk: one copy per source key (see [`super::copy`]), in
-//! `{cache.dir}/.reduced/` (a folder nginx never serves: its locations name a format's
-//! folder), indexed in the `reduced` tree of the database, least recently used out first
-//! within `cache.originals_bytes` as the disk counts it (allocated blocks).
+//! `{data_dir}/reduced/` (not in `cache.dir`, which `cache.max_bytes` bounds and nginx
+//! serves), indexed in the `reduced` tree of the database, least recently used out first
+//! within `cache.originals_bytes` as the disk counts it (allocated blocks). A copy is not
+//! written when it would leave less than `cache.min_free_bytes` free on the folder's file
+//! system.
 //!
 //! Each copy records the version of the original it was made from; the pipeline uses a copy
 //! only once the source has said its original is still that version (a stat, a `HeadObject`),
@@ -98,6 +100,7 @@ struct Inner {
     dir: PathBuf,
     tree: sled::Tree,
     max_bytes: u64,
+    min_free_bytes: u64,
     next_id: AtomicU64,
     state: Mutex<State>,
 }
@@ -119,7 +122,12 @@ impl ReducedTier {
     /// Opens the tier in `dir` with its index in `tree`, bounded to `max_bytes`: records
     /// without a file and files without a record go, and copies over the bound. With
     /// `max_bytes` 0 the tier is emptied and keeps nothing. Blocking.
-    pub fn open(dir: &Path, tree: sled::Tree, max_bytes: u64) -> Result<ReducedTier, TierError> {
+    pub fn open(
+        dir: &Path,
+        tree: sled::Tree,
+        max_bytes: u64,
+        min_free_bytes: u64,
+    ) -> Result<ReducedTier, TierError> {
         let io = |source| TierError::Io {
             path: dir.to_owned(),
             source,
@@ -175,6 +183,7 @@ impl ReducedTier {
                 dir: dir.to_owned(),
                 tree,
                 max_bytes,
+                min_free_bytes,
                 next_id: AtomicU64::new(last_id.max(now_ms() << 8) + 1),
                 state: Mutex::new(State { order, disk }),
             }),
@@ -254,8 +263,9 @@ impl ReducedTier {
     /// Keeps `bytes` (a copy) as `key`'s, made from version `version` of the original, in
     /// place of any it held, if `still_current()` says, once the file is written, that no
     /// purge of the original began since it was fetched (checked under the tier's lock, which
-    /// [`ReducedTier::drop_matching`] takes too). A copy larger than an eighth of the bound is
-    /// not kept. Blocking. Returns whether it was kept.
+    /// [`ReducedTier::drop_matching`] takes too). A copy larger than an eighth of the bound,
+    /// or one that would leave less than `cache.min_free_bytes` free, is not kept. Blocking.
+    /// Returns whether it was kept.
     pub fn put(
         &self,
         key: &str,
@@ -264,6 +274,11 @@ impl ReducedTier {
         still_current: impl FnOnce() -> bool,
     ) -> std::io::Result<bool> {
         if version.is_empty() || bytes.len() as u64 > self.inner.max_bytes / 8 {
+            return Ok(false);
+        }
+        // The disk is shared: a copy is worth less than the room others need.
+        let free = crate::cache::free_bytes(&self.inner.dir)?;
+        if free < bytes.len() as u64 + self.inner.min_free_bytes {
             return Ok(false);
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +433,13 @@ mod tests {
     }
 
     fn open(dir: &Path, db: &sled::Db, max: u64) -> ReducedTier {
-        ReducedTier::open(&dir.join("reduced"), db.open_tree("reduced").unwrap(), max).unwrap()
+        ReducedTier::open(
+            &dir.join("reduced"),
+            db.open_tree("reduced").unwrap(),
+            max,
+            0,
+        )
+        .unwrap()
     }
 
     fn files(dir: &Path) -> usize {
