@@ -22,13 +22,13 @@ mod support;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plugin_api::TargetSize;
 use ross::render::render_bytes;
 use ross::render::InProcessModes;
-use support::{build_dir, free_port, get};
+use support::{build_dir, free_port, get, wait_for, Running};
 
 /// How long each measured run lasts.
 const RUN: Duration = Duration::from_secs(20);
@@ -40,34 +40,6 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
-}
-
-/// A process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    /// Kills the process and its group: nginx's workers are children of its master, and
-    /// killing the master alone leaves them running, holding the port.
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(port: u16, path: &str, what: &str) {
-    let started = Instant::now();
-    while get(port, path).map_or(0, |r| r.0) != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} did not answer {path}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The wrk script for distinct crops near 300x300: thread `id` of 2 takes URL numbers id,

@@ -26,10 +26,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{build_dir, free_port, get};
+use support::{build_dir, free_port, get, wait_for, Running};
 
 /// Originals in the catalog.
 const ORIGINALS: usize = 400;
@@ -191,32 +191,6 @@ fn trace() -> Vec<Vec<Ask>> {
         }
     }
     clients
-}
-
-/// A process killed with its group when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(port: u16, path: &str, what: &str) {
-    let started = Instant::now();
-    while get(port, path).map_or(0, |r| r.0) != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} did not answer {path}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Clock ticks a second, as `/proc/*/stat` counts CPU time.

@@ -7,7 +7,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The folder holding the `ross` binary and the mode plugins (`target/release`), checked.
 pub fn build_dir() -> PathBuf {
@@ -60,4 +61,32 @@ pub fn status_mib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
         / 1024
+}
+
+/// A process killed when dropped, with its group: nginx's workers are children of its
+/// master, and killing the master alone leaves them running, holding the port.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to a minute for `path` on `port` to answer 200; `what` names the server.
+pub fn wait_for(port: u16, path: &str, what: &str) {
+    let started = Instant::now();
+    while get(port, path).map_or(0, |r| r.0) != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not answer {path}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
