@@ -208,7 +208,10 @@ async fn plugins_built_before_decode_needs_still_load() {
     };
     assert_eq!(legacy.abi_version(), "0.1.0");
     let legacy_code = mode_code(&fixture_plugin("legacy_plugin"), "legacy");
-    assert_eq!(legacy_code.decode_box(target), Some((300, 200)));
+    assert_eq!(
+        legacy_code.decode_box(target),
+        Some(ross::imaging::DecodeBox::cover(300, 200))
+    );
     let trim = server.state.modes.get("trimresize").unwrap();
     assert_eq!(trim.abi_version(), plugin_api::PLUGIN_ABI_VERSION);
     assert_eq!(
@@ -301,6 +304,48 @@ async fn plugin_of_an_older_abi(fixture: &str, mode: &str, abi: &str) {
         rgba.pixels().any(|p| p.0[3] < 128),
         "no transparent pixel left"
     );
+}
+
+/// A plugin built against ABI 0.2.0 (no `fits_within`) loads and serves, and is decoded for as
+/// covering its box, whatever it does with it; `resize` (0.2.1) says it fits the source within
+/// its box: a 1680x1050 photo's 800x1000 resize needs it 800 across, not 1600.
+#[tokio::test]
+async fn a_plugin_of_abi_0_2_0_loads_and_is_decoded_for_as_covering_its_box() {
+    let dir = plugin_folder(&[fixture_plugin("abi_0_2_0_plugin"), built("resize")]);
+    let server = TestServer::builder().plugins(dir.path()).start().await;
+    assert!(
+        server.state.modes.failures().is_empty(),
+        "{:?}",
+        server.state.modes.failures()
+    );
+    let old = server
+        .state
+        .modes
+        .get("abi020")
+        .expect("the 0.2.0 plugin loads");
+    assert_eq!(old.abi_version(), "0.2.0");
+    let target = plugin_api::TargetSize {
+        width: 800,
+        height: 1000,
+    };
+    let code = mode_code(&fixture_plugin("abi_0_2_0_plugin"), "abi020");
+    assert!(!code.spec.fits_within);
+    assert_eq!(
+        code.decode_box(target),
+        Some(ross::imaging::DecodeBox::cover(800, 1000))
+    );
+    let resize = mode_code(&built("resize"), "resize");
+    assert!(resize.spec.fits_within);
+    let within = resize.decode_box(target).unwrap();
+    assert_eq!(within, ross::imaging::DecodeBox::fit(800, 1000));
+    assert_eq!(within.shown((1680, 1050)), (800, 500));
+    for mode in ["abi020", "resize"] {
+        let r = server
+            .get(&format!("/800/1000/{mode}/photos/Dune.jpg"))
+            .await;
+        assert_eq!(r.status, 200, "{mode}: {}", r.text());
+        assert_eq!(r.image().dimensions(), (800, 500), "{mode}");
+    }
 }
 
 /// trimresize asks for the full-size source: a 2400x2400 JPEG holding a 1200x1200 object on

@@ -53,10 +53,11 @@ async fn copies_kept(server: &TestServer, n: u64) {
     }
 }
 
-/// The first size decodes the original and keeps a copy no larger than the largest size the
-/// whitelist shows it at; every later size renders from the copy, with no fetch and no
-/// decode, and differs from a render from the original by resampling noise only: measured on
-/// the corpus photos and JPEG variants, in every mode that scales, at every size.
+/// Once a shop's sizes are known (asked for once, of another original), the first size of an
+/// original decodes it, for the largest of them, and keeps that decode as its copy; every
+/// later size renders from the copy, with no fetch and no decode, and is the very render from
+/// the original: measured on the corpus photos and JPEG variants, a PNG and a WebP, in every
+/// mode that scales, at every size.
 #[tokio::test]
 async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
     let mut files: Vec<String> = Vec::new();
@@ -69,7 +70,8 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
     files.push("png/tmshre_riaphotographs_alpha.png".into());
     files.push("webp/symbolic-d.webp".into());
     files.sort();
-    let pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.as_str(), f.as_str())).collect();
+    let mut pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.as_str(), f.as_str())).collect();
+    pairs.push(("photos/Dune.jpg", "warm-up.jpg"));
     let (_dir, media) = media_with(&pairs);
     // A large PNG: decoded whole, its copy is resampled to what the largest size shows.
     let lady = image::open(corpus().join("photos/LadyBird.jpg")).unwrap();
@@ -90,15 +92,28 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
         .start()
         .await;
     let sizes: Vec<&str> = SIZES.split(',').collect();
+    let modes = ["crop", "resize", "resizecomp"];
+    // Every size of every mode, asked for once: both servers now decode for all of them.
+    for server in [&tiered, &plain] {
+        for mode in modes {
+            for size in &sizes {
+                let path = format!("/{}/{mode}/warm-up.jpg", size.replace('x', "/"));
+                assert_eq!(server.get(&path).await.status, 200, "{path}");
+            }
+        }
+    }
+    let kept = tiered.state.metrics.counts().reduced_kept;
+    let before = tiered.state.metrics.counts();
+    let decoded_before = decodes(&tiered);
     let (mut worst, mut sum, mut n) = (0.0f64, 0.0, 0);
     for (i, file) in files.iter().enumerate() {
-        for mode in ["crop", "resize", "resizecomp"] {
+        for mode in modes {
             for size in &sizes {
                 let path = format!("/{}/{mode}/{file}", size.replace('x', "/"));
                 let got = tiered.get(&path).await;
                 assert_eq!(got.status, 200, "{path}: {}", got.text());
                 // The copy is stored after the first answer: the next sizes wait for it.
-                copies_kept(&tiered, i as u64 + 1).await;
+                copies_kept(&tiered, kept + i as u64 + 1).await;
                 let expected = plain.get(&path).await.image();
                 let got = got.image();
                 assert_eq!(got.dimensions(), expected.dimensions(), "{path}");
@@ -114,14 +129,66 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
         }
     }
     let counts = tiered.state.metrics.counts();
+    let originals = files.len() as u64;
     // One fetch and one decode per original; every other render read its copy back.
-    assert_eq!(counts.fetches, files.len() as u64);
-    assert_eq!(decodes(&tiered), files.len() as u64);
-    assert_eq!(counts.reduced_renders, counts.renders - files.len() as u64);
+    assert_eq!(counts.fetches - before.fetches, originals);
+    assert_eq!(decodes(&tiered) - decoded_before, originals);
+    assert_eq!(
+        counts.reduced_renders - before.reduced_renders,
+        counts.renders - before.renders - originals
+    );
     let mean = sum / f64::from(n);
     println!("reduced originals: {n} renders, mean error {mean:.3}, worst {worst:.3}");
     assert!(mean < 0.2, "mean error {mean:.3} over {n} renders");
-    assert_eq!(copies(&tiered.state.settings.data_dir).len(), files.len());
+    assert_eq!(
+        copies(&tiered.state.settings.data_dir).len(),
+        files.len() + 1
+    );
+}
+
+/// An original is decoded for the sizes asked for so far, and its copy serves them; a larger
+/// size asked for the first time decodes it again, for that size too, and its copy is
+/// replaced by the larger one, which serves every size asked for since. A resize is decoded
+/// for the box the picture fits within: LadyBird (2560x1600) at 800x1000 is shown 800 wide, and
+/// its copy is 1280x800 (the DCT scale of 1/2), not the 2560x1600 a cover of 800x1000 needs.
+#[tokio::test]
+async fn a_size_asked_for_the_first_time_replaces_the_copy_with_a_larger_one() {
+    let (_dir, media) = media_with(&[("photos/LadyBird.jpg", "lady.jpg")]);
+    let server = TestServer::builder()
+        .media(&media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+        .start()
+        .await;
+    let data = server.state.settings.data_dir.clone();
+    let copy_bytes = || {
+        let names = copies(&data);
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::metadata(data.join("reduced").join(&names[0]))
+            .unwrap()
+            .len()
+    };
+    let get = |path: &'static str| {
+        let server = &server;
+        async move {
+            let r = server.get(path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+    };
+    get("/72/72/crop/lady.jpg").await;
+    copies_kept(&server, 1).await;
+    // Decoded at 1/8 for 72x72 (320x200).
+    assert_eq!(copy_bytes(), 40 + 320 * 200 * 3);
+    get("/800/1000/resize/lady.jpg").await;
+    copies_kept(&server, 2).await;
+    assert_eq!(decodes(&server), 2);
+    assert_eq!(copy_bytes(), 40 + 1280 * 800 * 3);
+    // Every size asked for so far, and any smaller, from the copy.
+    get("/300/300/crop/lady.jpg").await;
+    get("/400/500/resize/lady.jpg").await;
+    assert_eq!(decodes(&server), 2);
+    assert_eq!(server.state.metrics.counts().reduced_renders, 2);
+    assert_eq!(server.state.metrics.counts().fetches, 2);
 }
 
 /// A purge of an original drops its reduced copy with its renders: the next size decodes

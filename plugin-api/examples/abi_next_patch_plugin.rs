@@ -15,6 +15,7 @@ root_module!(
     "0.2.9",
     decode_need: extern "C" fn(mode: RStr<'_>, target: TargetSize) -> DecodeNeed,
     takes_alpha: extern "C" fn(mode: RStr<'_>) -> bool,
+    fits_within: extern "C" fn(mode: RStr<'_>) -> bool,
     unknown_to_the_server: extern "C" fn() -> u32,
 );
 
@@ -48,6 +49,10 @@ extern "C" fn takes_alpha(_mode: RStr<'_>) -> bool {
     false
 }
 
+extern "C" fn fits_within(_mode: RStr<'_>) -> bool {
+    false
+}
+
 extern "C" fn unknown_to_the_server() -> u32 {
     std::process::abort()
 }
@@ -57,5 +62,6 @@ export!(
     render,
     decode_need,
     takes_alpha,
+    fits_within,
     unknown_to_the_server
 );

@@ -19,8 +19,8 @@ use abi_stable::{declare_root_module_statics, StableAbi};
 /// before this constant carries it); 0.1.1 appended [`PluginModule::decode_need`]; 0.1.2
 /// appended [`PluginModule::takes_alpha`]; 0.2.0 made [`PixelFormat`] and [`RenderErrorKind`]
 /// open (a `u8` with named values instead of an exhaustive enum), so that adding a value is a
-/// patch. Fixtures of each are in `examples/`.
-pub const PLUGIN_ABI_VERSION: &str = "0.2.0";
+/// patch; 0.2.1 appended [`PluginModule::fits_within`]. Fixtures of each are in `examples/`.
+pub const PLUGIN_ABI_VERSION: &str = "0.2.1";
 
 /// How pixels are laid out in a buffer. Every format is 8 bits per channel, interleaved.
 ///
@@ -277,7 +277,9 @@ pub struct TargetSize {
 
 /// What decode of the source a mode needs for a request. The host shrinks a source on load to
 /// just cover the requested box (a JPEG in the DCT, several times faster); a mode that crops
-/// into the picture by what it finds there (a trimmed border) needs more pixels than that.
+/// into the picture by what it finds there (a trimmed border) needs more pixels than that. A
+/// mode whose [`PluginModule::fits_within`] says so needs the source only as large as it fits
+/// inside the box: a landscape photo resized into 800x1000 is shown 800 wide, not 1000 high.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeNeed {
@@ -480,6 +482,10 @@ pub struct PluginModule {
     /// (ABI 0.1.2; plugins built before it are handed RGB only).
     #[sabi(missing_field(option))]
     pub takes_alpha: extern "C" fn(mode: RStr<'_>) -> bool,
+    /// Whether mode `mode` shows the source fitted inside the box of its [`DecodeNeed`] rather
+    /// than covering it (ABI 0.2.1; plugins built before it cover it).
+    #[sabi(missing_field(option))]
+    pub fits_within: extern "C" fn(mode: RStr<'_>) -> bool,
 }
 
 impl RootModule for PluginModule_Ref {

@@ -188,6 +188,14 @@ impl Plugin {
     pub fn takes_alpha(self, mode: &str) -> bool {
         self.root.takes_alpha().is_some_and(|f| f(RStr::from(mode)))
     }
+
+    /// Whether `mode` shows the source fitted inside its decode need's box rather than
+    /// covering it; false from a plugin built before ABI 0.2.1 (its decodes cover the box).
+    /// Read from plugins of line 0.2 only: one of line 0.1 may have a field of its own there.
+    pub fn fits_within(self, mode: &str) -> bool {
+        Line::of(self.version) == Some(Line::Current)
+            && self.root.fits_within().is_some_and(|f| f(RStr::from(mode)))
+    }
 }
 
 /// Whether a plugin built against ABI `version` has pixel format `format`.

@@ -46,7 +46,9 @@ pub use abi_stable;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::{module_decode_need, module_modes, module_render, module_takes_alpha};
+    pub use crate::export::{
+        module_decode_need, module_fits_within, module_modes, module_render, module_takes_alpha,
+    };
 }
 
 #[cfg(test)]

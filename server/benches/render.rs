@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use plugin_api::TargetSize;
-use ross::imaging::{decode, decode_every_scan};
+use ross::imaging::{decode, decode_every_scan, DecodeBox};
 use ross::render::InProcessModes;
 use ross::render::{render_bytes, render_decoded};
 
@@ -246,13 +246,14 @@ fn decode_floor(photos: &[PathBuf], registry: &InProcessModes) {
         width: 300,
         height: 300,
     };
-    let boxed = [(300, 300)];
+    let boxed = [DecodeBox::cover(300, 300)];
     for photo in photos {
         let bytes = std::fs::read(photo).unwrap();
         let decoded = decode(&bytes, &boxed, u64::MAX).unwrap();
         let full = decode(&bytes, &[], u64::MAX).unwrap();
         let floor = timed(|| decode_every_scan(&bytes, &boxed, u64::MAX).unwrap());
-        let eighth = timed(|| decode_every_scan(&bytes, &[(1, 1)], u64::MAX).unwrap());
+        let eighth =
+            timed(|| decode_every_scan(&bytes, &[DecodeBox::cover(1, 1)], u64::MAX).unwrap());
         let ours = timed(|| decode(&bytes, &boxed, u64::MAX).unwrap());
         let render =
             timed(|| render_bytes(&bytes, mode, target, u64::MAX, JPEG, &OUTPUT, &stats).unwrap());
@@ -287,7 +288,8 @@ fn several_sizes(photos: &[PathBuf], registry: &InProcessModes) {
             }
         });
         largest += timed(|| {
-            let decoded = decode(&bytes, &SIZES, u64::MAX).unwrap();
+            let boxes = SIZES.map(DecodeBox::from);
+            let decoded = decode(&bytes, &boxes, u64::MAX).unwrap();
             for size in SIZES {
                 let _ = render_decoded(&decoded, mode, target(size), JPEG, &OUTPUT, &mut |_| {})
                     .unwrap();
@@ -303,7 +305,7 @@ fn several_sizes(photos: &[PathBuf], registry: &InProcessModes) {
                     scale(size) <= scale(*made_for)
                 });
                 if !covers {
-                    kept = Some((decode(&bytes, &[size], u64::MAX).unwrap(), size));
+                    kept = Some((decode(&bytes, &[size.into()], u64::MAX).unwrap(), size));
                 }
                 let decoded = &kept.as_ref().unwrap().0;
                 let _ = render_decoded(decoded, mode, target(size), JPEG, &OUTPUT, &mut |_| {})

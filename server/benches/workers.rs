@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plugin_api::TargetSize;
-use ross::render::{render_bytes, InProcessModes};
+use ross::render::{render_bytes, InProcessModes, Shape};
 use ross::worker::pool::{JobOutcome, Worker};
 use ross::worker::protocol::{PluginToLoad, RenderJob, Sent, WorkerSettings};
 use ross::worker::Spawner;
@@ -53,7 +53,19 @@ fn job_for(key: &str, mode: &str, (width, height): (u32, u32), page: bool) -> Re
         width,
         height,
         format: OutputFormat::Jpeg,
-        sizes: if page { SIZES.to_vec() } else { Vec::new() },
+        // A page's sizes, asked for of the crop mode.
+        shapes: if page {
+            SIZES
+                .iter()
+                .map(|&(width, height)| Shape {
+                    mode: "crop".into(),
+                    width,
+                    height,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         copy: false,
     }
 }

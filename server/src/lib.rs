@@ -34,6 +34,7 @@ pub mod render;
 pub mod request;
 pub mod routes;
 pub mod scaffold;
+pub mod shapes;
 pub mod singleflight;
 pub mod source;
 pub mod stall;

@@ -21,6 +21,7 @@ use crate::recent::{Recent, ORIGINALS_SHARE};
 use crate::reduced::{ReducedTier, StoredCopy};
 use crate::render::report_timings;
 use crate::request::{RenderRequest, SourceKey};
+use crate::shapes::Shapes;
 use crate::singleflight::{FlightPanicked, SingleFlight};
 use crate::source::{Source, SourceError, SourceObject};
 use crate::telemetry::{stage, Count, Metrics};
@@ -93,8 +94,11 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// The source key of the latest render, for examples on the admin pages.
     last_rendered: arc_swap::ArcSwapOption<String>,
-    /// The live whitelist: a decode is made for the largest size it allows.
+    /// The live whitelist: a decode is made for the largest of the sizes asked for lately
+    /// that it allows.
     whitelist: Arc<Whitelist>,
+    /// The sizes of modes asked for lately.
+    shapes: Shapes,
     /// Originals fetched in the last seconds.
     recent: Recent,
     /// The render workers.
@@ -144,6 +148,7 @@ impl Pipeline {
                 metrics,
                 last_rendered: Default::default(),
                 whitelist,
+                shapes: Shapes::default(),
                 recent: Recent::new(settings.cache.decoded_bytes / ORIGINALS_SHARE),
                 workers,
                 renders: None,
@@ -541,6 +546,10 @@ impl Shared {
         self.metrics.count(Count::Render);
         self.last_rendered.store(Some(Arc::new(key.clone())));
         let allowed = self.whitelist.snapshot();
+        if allowed.enabled {
+            self.shapes
+                .note(&mode.name, variant.size.width, variant.size.height);
+        }
         let tier = self.cache.reduced();
         let mut job = RenderJob {
             key: key.clone(),
@@ -549,12 +558,8 @@ impl Shared {
             width: variant.size.width,
             height: variant.size.height,
             format: variant.format,
-            sizes: if allowed.enabled {
-                allowed.sizes.iter().map(|s| (s.width, s.height)).collect()
-            } else {
-                Vec::new()
-            },
-            // A copy serves the whitelist's sizes; with any size allowed, none is made.
+            shapes: self.shapes.current(&allowed),
+            // A copy serves the sizes asked for lately; with any size allowed, none is made.
             copy: allowed.enabled && tier.is_some_and(|t| t.version(&key).is_none()),
         };
         let (original, mut copy) = match found {
@@ -600,10 +605,10 @@ impl Shared {
             match lease.render(&job, kind, blob).await {
                 Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
                     if sent_copy {
-                        // A copy too small for this size: the decode will not make a larger
-                        // one.
+                        // A copy too small for this size (one asked for since it was made):
+                        // the decode for it makes a larger one, which replaces it.
                         copy = None;
-                        job.copy = false;
+                        job.copy = allowed.enabled;
                     } else if copy.is_some() {
                         // The held pixels do not serve: the copy, then.
                         copy_sent = true;

@@ -8,7 +8,9 @@ use plugin_api::{ImageView, PixelFormat, TargetSize};
 use ross_config::{OutputFormat, OutputSettings};
 
 use crate::error::{AppError, ErrorCode};
-use crate::imaging::{decode, decode_for, encode, DecodeWarning, Decoded};
+use serde::{Deserialize, Serialize};
+
+use crate::imaging::{decode, decode_for, encode, largest_box, DecodeBox, DecodeWarning, Decoded};
 use crate::plugins::ModeCode;
 use crate::telemetry::{stage, Metrics};
 use crate::worker::protocol::{Stage, Timings};
@@ -18,9 +20,9 @@ use crate::worker::protocol::{Stage, Timings};
 pub struct DecodedSource {
     /// The pixels.
     pub image: Decoded,
-    /// The largest box (upright width and height) they may be shown in; `None`: any (a
+    /// The box that shows them largest of those they were decoded for; `None`: any (a
     /// full-size decode).
-    pub good_up_to: Option<(u32, u32)>,
+    pub good_up_to: Option<DecodeBox>,
     /// What the decoder got past (reported once, with the render that decoded).
     pub warnings: Vec<DecodeWarning>,
 }
@@ -30,14 +32,14 @@ impl DecodedSource {
     /// full size.
     pub fn decode(
         source: &[u8],
-        boxes: &[(u32, u32)],
+        boxes: &[DecodeBox],
         max_pixels: u64,
     ) -> Result<DecodedSource, AppError> {
         let decoding = decode_for(source, boxes, max_pixels)?;
         // Pixels reduced for the boxes serve up to the largest of them; full-size ones, any.
         let good_up_to = decoding
             .reduced
-            .then(|| largest_box(&decoding.image, boxes))
+            .then(|| largest_box(decoding.image.size(), boxes))
             .flatten();
         Ok(DecodedSource {
             image: decoding.image,
@@ -46,19 +48,15 @@ impl DecodedSource {
         })
     }
 
-    /// Whether these pixels serve a render needing a decode that covers `need` (`None`: the
-    /// full size) as a decode for it would: they cover it, and were decoded (shrunk, trimmed)
-    /// for a box at least as large.
-    pub fn serves(&self, need: Option<(u32, u32)>) -> bool {
+    /// Whether these pixels serve a render needing a decode for `need` (`None`: the full
+    /// size) as a decode for it would: they were decoded (shrunk, trimmed) for a box that shows
+    /// them at least as large.
+    pub fn serves(&self, need: Option<DecodeBox>) -> bool {
         let (Some(limit), Some(need)) = (self.good_up_to, need) else {
             return self.good_up_to.is_none();
         };
-        // The scale at which a box is shown, against these pixels (covers keep their shape).
-        let scale = |(w, h): (u32, u32)| {
-            (f64::from(w) / f64::from(self.image.width.max(1)))
-                .max(f64::from(h) / f64::from(self.image.height.max(1)))
-        };
-        scale(need) <= scale(limit) * (1.0 + 1e-9)
+        let size = self.image.size();
+        need.scale(size) <= limit.scale(size) * (1.0 + 1e-9)
     }
 
     /// Bytes of pixels held.
@@ -67,38 +65,39 @@ impl DecodedSource {
     }
 }
 
-/// A box a decode must cover, upright width and height.
-pub type DecodeBox = (u32, u32);
+/// One size of one mode asked for lately, which the whitelist allows: an original is decoded
+/// for the largest of them, so that its next sizes reuse the decode (and its reduced copy).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Shape {
+    /// The mode.
+    pub mode: String,
+    /// The box's width.
+    pub width: u32,
+    /// The box's height.
+    pub height: u32,
+}
 
 /// The decode a render of `mode` at `target` needs (`None`: full size), and the boxes to
-/// decode for: that need, then the need of every size in `sizes` (the whitelist), so that
-/// the next sizes of the same original reuse the decode. No box at all: the full size.
-pub fn decode_boxes(
+/// decode for: that need, then the need of every shape in `shapes` whose mode `modes` has
+/// (the sizes asked for lately), so that the next sizes of the same original reuse the
+/// decode. No box at all: the full size.
+pub fn decode_boxes<'a>(
     mode: &ModeCode,
     target: TargetSize,
-    sizes: &[(u32, u32)],
+    shapes: &[Shape],
+    modes: impl Fn(&str) -> Option<&'a ModeCode>,
 ) -> (Option<DecodeBox>, Vec<DecodeBox>) {
     let need = mode.decode_box(target);
     let mut needs = vec![need];
-    needs.extend(
-        sizes
-            .iter()
-            .map(|&(width, height)| mode.decode_box(TargetSize { width, height })),
-    );
+    needs.extend(shapes.iter().filter_map(|shape| {
+        let code = modes(&shape.mode)?;
+        Some(code.decode_box(TargetSize {
+            width: shape.width,
+            height: shape.height,
+        }))
+    }));
     let boxes = needs.into_iter().collect::<Option<_>>().unwrap_or_default();
     (need, boxes)
-}
-
-/// The box of `boxes` shown largest over `image` (covers keep the image's shape).
-pub(crate) fn largest_box(image: &Decoded, boxes: &[(u32, u32)]) -> Option<(u32, u32)> {
-    let scale = |&(w, h): &(u32, u32)| {
-        (f64::from(w) / f64::from(image.width.max(1)))
-            .max(f64::from(h) / f64::from(image.height.max(1)))
-    };
-    boxes
-        .iter()
-        .copied()
-        .max_by(|a, b| scale(a).total_cmp(&scale(b)))
 }
 
 fn micros(since: Instant) -> u64 {
@@ -162,7 +161,7 @@ pub fn render_bytes(
     metrics: &Metrics,
 ) -> Result<Vec<u8>, AppError> {
     let started = Instant::now();
-    let boxes: Vec<_> = mode.decode_box(target).into_iter().collect();
+    let boxes: Vec<DecodeBox> = mode.decode_box(target).into_iter().collect();
     let decoded = decode(source, &boxes, max_pixels)?;
     metrics.stage(stage::DECODE, started);
     let (encoded, timings) = render_decoded(&decoded, mode, target, format, output, &mut |_| {})?;
@@ -204,7 +203,7 @@ pub fn report_timings(metrics: &Metrics, timings: &Timings) {
 mod tests {
     use super::*;
 
-    fn pixels(width: u32, height: u32, good_up_to: Option<(u32, u32)>) -> DecodedSource {
+    fn pixels(width: u32, height: u32, good_up_to: Option<DecodeBox>) -> DecodedSource {
         DecodedSource {
             image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
             good_up_to,
@@ -214,15 +213,24 @@ mod tests {
 
     #[test]
     fn pixels_serve_boxes_up_to_the_one_they_were_decoded_for() {
+        let cover = |w, h| Some(DecodeBox::cover(w, h));
+        let fit = |w, h| Some(DecodeBox::fit(w, h));
         // A 2400x1600 JPEG decoded at 1/4 for 300x300: 600x400, good up to 450x300.
-        let p = pixels(600, 400, Some((300, 300)));
-        assert!(p.serves(Some((300, 300))));
-        assert!(p.serves(Some((72, 72))));
-        assert!(p.serves(Some((450, 300))));
-        assert!(!p.serves(Some((301, 301))));
-        assert!(!p.serves(Some((1024, 768))));
+        let p = pixels(600, 400, cover(300, 300));
+        assert!(p.serves(cover(300, 300)));
+        assert!(p.serves(cover(72, 72)));
+        assert!(p.serves(cover(450, 300)));
+        assert!(!p.serves(cover(301, 301)));
+        assert!(!p.serves(cover(1024, 768)));
         assert!(!p.serves(None));
+        // Fitted within a box, the photo is shown 450x300 in 450x450 and in 800x300.
+        assert!(p.serves(fit(450, 450)) && p.serves(fit(800, 300)));
+        assert!(!p.serves(fit(451, 451)) && !p.serves(fit(1024, 768)));
         let whole = pixels(600, 400, None);
-        assert!(whole.serves(Some((2000, 2000))) && whole.serves(None));
+        assert!(whole.serves(cover(2000, 2000)) && whole.serves(None));
+        // Decoded for a box it is fitted within: 1/2 of a 2400x1600 for 1024x768 (1024x683).
+        let p = pixels(1200, 800, fit(1024, 768));
+        assert!(p.serves(fit(800, 1000)) && p.serves(cover(400, 500)));
+        assert!(p.serves(cover(1024, 682)) && !p.serves(cover(1024, 768)));
     }
 }

@@ -26,6 +26,11 @@ impl Mode for Resize {
     fn takes_alpha(&self) -> bool {
         true
     }
+
+    /// The source is shown fitted in the box: decoded only that large.
+    fn fits_within(&self) -> bool {
+        true
+    }
 }
 
 plugin_api::export_modes!(Resize);
@@ -47,6 +52,13 @@ mod tests {
         module.render()(RStr::from("resize"), img.view(), target)
             .into_result()
             .unwrap()
+    }
+
+    #[test]
+    fn exported_module_says_resize_fits_within_the_box() {
+        let fits_within = instantiate_root_module().fits_within().expect("ABI 0.2.1");
+        assert!(fits_within(RStr::from("resize")));
+        assert!(!fits_within(RStr::from("unknown")));
     }
 
     #[test]

@@ -22,6 +22,11 @@ impl Mode for ResizeComp {
         let fitted = ops::resize(src, w, h)?;
         ops::centre_on_white(fitted.view(), target.width, target.height)
     }
+
+    /// The source is shown fitted in the box (the rest is white): decoded only that large.
+    fn fits_within(&self) -> bool {
+        true
+    }
 }
 
 plugin_api::export_modes!(ResizeComp);
@@ -48,6 +53,12 @@ mod tests {
     fn is_white(out: &ImageBuf, x: u32, y: u32) -> bool {
         let i = (y * out.stride + x * 3) as usize;
         out.pixels[i..i + 3].iter().all(|v| *v > 240)
+    }
+
+    #[test]
+    fn exported_module_says_resizecomp_fits_within_the_box() {
+        let fits_within = instantiate_root_module().fits_within().expect("ABI 0.2.1");
+        assert!(fits_within(RStr::from("resizecomp")));
     }
 
     #[test]

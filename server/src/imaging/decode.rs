@@ -15,6 +15,7 @@ use image::metadata::Orientation;
 use image::{ColorType, ImageDecoder, ImageReader};
 
 use super::buffers::{self, Layout};
+use super::shown::DecodeBox;
 use super::sniff::{sniff, Format};
 use super::{colour, gif, jpeg, png, webp};
 
@@ -115,6 +116,11 @@ impl Decoded {
         }
     }
 
+    /// Width and height.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     /// Bytes per pixel: 3, or 4 with alpha.
     pub fn channels(&self) -> usize {
         if self.alpha {
@@ -140,13 +146,12 @@ impl Decoded {
     }
 }
 
-/// Decodes `bytes`. With boxes in `shrink_to` (upright width and height), the decoder may
-/// return a smaller image, but never one that no longer covers every one of them (JPEG's DCT
-/// scaling, WebP's scaler, PNG and GIF rows averaged in cells); with none, the image is full
-/// size.
+/// Decodes `bytes`. With boxes in `shrink_to`, the decoder may return a smaller image, but
+/// never one smaller than any of them shows it (JPEG's DCT scaling, WebP's scaler, PNG and GIF
+/// rows averaged in cells); with none, the image is full size.
 pub fn decode(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
     decode_for(bytes, shrink_to, max_pixels).map(|d| d.image)
@@ -155,7 +160,7 @@ pub fn decode(
 /// [`decode`], with whether the image was reduced and the warnings the decode got past.
 pub fn decode_for(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
 ) -> Result<Decoding, DecodeError> {
     let mut warnings = Vec::new();
@@ -176,7 +181,7 @@ pub fn decode_for(
 /// benchmarks, as libjpeg-turbo's own cost at the same scale.
 pub fn decode_every_scan(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
 ) -> Result<Decoded, DecodeError> {
     match sniff(bytes).ok_or(DecodeError::UnsupportedFormat)? {

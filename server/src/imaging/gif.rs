@@ -14,6 +14,7 @@ use image::metadata::Orientation;
 use super::buffers::Layout;
 use super::decode::{check_pixels, DecodeError, Decoded};
 use super::reduce::{factor, gif_interlaced_rows, largest_shown, Reducer};
+use super::shown::DecodeBox;
 use super::sniff::Format;
 use gif::streaming_decoder::{Block, Decoded as Event, OutputBuffer, StreamingDecoder};
 
@@ -60,7 +61,7 @@ impl Frame {
 /// and whether they were reduced.
 pub(super) fn decode(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
 ) -> Result<(Decoded, bool), DecodeError> {
     let mut decoder = StreamingDecoder::new();

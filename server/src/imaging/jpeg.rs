@@ -16,6 +16,7 @@ use super::colour;
 use super::decode::{check_pixels, DecodeError, DecodeWarning, Decoded, WarningKind};
 use super::reduce::largest_shown;
 use super::scans;
+use super::shown::DecodeBox;
 use super::sniff::Format;
 use super::turbo::{Decompressor, Trouble};
 
@@ -128,7 +129,7 @@ fn cut_short(bytes: &[u8]) -> bool {
 
 pub(super) fn decode(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
     warnings: &mut Vec<DecodeWarning>,
 ) -> Result<(Decoded, bool), DecodeError> {
@@ -139,7 +140,7 @@ pub(super) fn decode(
 /// (the benchmark's reference).
 pub(super) fn decode_every_scan(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
     warnings: &mut Vec<DecodeWarning>,
 ) -> Result<(Decoded, bool), DecodeError> {
@@ -160,7 +161,7 @@ fn warned(warnings: &mut Vec<DecodeWarning>, detail: String) {
 /// rule first (progressive files only; see [`scans`]).
 fn decode_trimmed(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
     trim: Option<scans::Policy>,
     warnings: &mut Vec<DecodeWarning>,
@@ -292,13 +293,19 @@ mod tests {
         for path in PROGRESSIVE {
             let bytes = corpus_file(path);
             for target in BOXES {
-                let full = decode_trimmed(&bytes, &[target], u64::MAX, None, &mut Vec::new())
-                    .unwrap()
-                    .0;
-                let trimmed =
-                    decode_trimmed(&bytes, &[target], u64::MAX, Some(policy), &mut Vec::new())
+                let full =
+                    decode_trimmed(&bytes, &[target.into()], u64::MAX, None, &mut Vec::new())
                         .unwrap()
                         .0;
+                let trimmed = decode_trimmed(
+                    &bytes,
+                    &[target.into()],
+                    u64::MAX,
+                    Some(policy),
+                    &mut Vec::new(),
+                )
+                .unwrap()
+                .0;
                 assert_eq!((full.width, full.height), (trimmed.width, trimmed.height));
                 let size = (full.width, full.height);
                 for out in [cover(size, target), fit(size, target)] {
@@ -324,10 +331,16 @@ mod tests {
     #[test]
     fn one_eighth_trims_exactly() {
         let bytes = corpus_file("photos/Elephants.jpg");
-        let full = decode_trimmed(&bytes, &[(200, 100)], u64::MAX, None, &mut Vec::new())
-            .unwrap()
-            .0;
-        let trimmed = decode(&bytes, &[(200, 100)], u64::MAX, &mut Vec::new())
+        let full = decode_trimmed(
+            &bytes,
+            &[(200, 100).into()],
+            u64::MAX,
+            None,
+            &mut Vec::new(),
+        )
+        .unwrap()
+        .0;
+        let trimmed = decode(&bytes, &[(200, 100).into()], u64::MAX, &mut Vec::new())
             .unwrap()
             .0;
         assert_eq!(full.width, 240);
@@ -367,10 +380,10 @@ mod tests {
     #[test]
     #[ignore]
     fn trim_policy_sweep() {
-        let time = |bytes: &[u8], target, policy| {
+        let time = |bytes: &[u8], target: (u32, u32), policy| {
             let started = std::time::Instant::now();
             for _ in 0..5 {
-                decode_trimmed(bytes, &[target], u64::MAX, policy, &mut Vec::new()).unwrap();
+                decode_trimmed(bytes, &[target.into()], u64::MAX, policy, &mut Vec::new()).unwrap();
             }
             started.elapsed().as_secs_f64() * 1000.0 / 5.0
         };

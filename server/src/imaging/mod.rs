@@ -12,6 +12,7 @@ mod jpeg;
 mod png;
 mod reduce;
 mod scans;
+mod shown;
 mod sniff;
 mod turbo;
 mod webp;
@@ -28,4 +29,5 @@ pub use decode::{
     WarningKind,
 };
 pub use encode::{encode, encode_jpeg, EncodeError};
+pub use shown::{largest as largest_box, DecodeBox};
 pub use sniff::{sniff, Format};

@@ -18,6 +18,7 @@ use super::decode::{
     WarningKind,
 };
 use super::reduce::{adam7_rows, factor, largest_shown, Reducer};
+use super::shown::DecodeBox;
 use super::sniff::Format;
 
 /// What the chunks before the image data say.
@@ -72,7 +73,7 @@ fn malformed(e: png::DecodingError, max_pixels: u64) -> DecodeError {
 /// they were reduced.
 pub(super) fn decode(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
     warnings: &mut Vec<DecodeWarning>,
 ) -> Result<(Decoded, bool), DecodeError> {

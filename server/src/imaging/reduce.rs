@@ -11,10 +11,10 @@
 //! tests, on the corpus).
 
 use image::metadata::Orientation;
-use plugin_kit::geometry::cover;
 
 use super::buffers::{self, Layout};
 use super::decode::{DecodeError, Decoded};
+use super::shown::DecodeBox;
 
 /// How much larger than the largest shown size the cells keep the image.
 pub(super) const OVERSAMPLE: u32 = 3;
@@ -35,22 +35,21 @@ pub(super) fn swaps_sides(o: Orientation) -> bool {
 }
 
 /// The largest size (in stored orientation) at which a `size` image is shown in any of
-/// `boxes` (upright widths and heights; covers keep the image's shape). `None`: no box, the
-/// image is needed whole.
+/// `boxes` (upright). `None`: no box, the image is needed whole.
 pub(super) fn largest_shown(
     size: (u32, u32),
-    boxes: &[(u32, u32)],
+    boxes: &[DecodeBox],
     orientation: Orientation,
 ) -> Option<(u32, u32)> {
     boxes
         .iter()
-        .map(|&(bw, bh)| {
+        .map(|&b| {
             let stored = if swaps_sides(orientation) {
-                (bh, bw)
+                b.transposed()
             } else {
-                (bw, bh)
+                b
             };
-            cover(size, stored)
+            stored.shown(size)
         })
         .max_by_key(|c| c.0)
 }

@@ -7,6 +7,7 @@ use lcms2::{CIExyY, CIExyYTRIPLE, Intent, PixelFormat, Profile, ToneCurve, Trans
 use plugin_kit::geometry::{cover, fit};
 
 use super::decode::{decode, decode_for, DecodeError, Decoded, WarningKind};
+use super::shown::DecodeBox;
 use super::testing::*;
 
 const LIMIT: u64 = 100_000_000;
@@ -14,7 +15,7 @@ const LIMIT: u64 = 100_000_000;
 /// The corpus photo as sRGB pixels of exactly `width` x `height`.
 fn photo(width: u32, height: u32) -> Vec<u8> {
     let bytes = corpus_file("photos/GreenMeadow.jpg");
-    let decoded = decode(&bytes, &[(width, height)], LIMIT).unwrap();
+    let decoded = decode(&bytes, &[(width, height).into()], LIMIT).unwrap();
     shown(&decoded, (width, height))
 }
 
@@ -316,7 +317,7 @@ fn what_libjpeg_decodes_with_a_warning_renders_and_a_cut_file_does_not() {
     let mut junk = plain[..dqt].to_vec();
     junk.extend_from_slice(&[0, 0, 0, 0]);
     junk.extend_from_slice(&plain[dqt..]);
-    let decoding = decode_for(&junk, &[(48, 32)], LIMIT).unwrap();
+    let decoding = decode_for(&junk, &[(48, 32).into()], LIMIT).unwrap();
     assert!(
         matches!(&decoding.warnings[..], [w] if w.kind == WarningKind::Jpeg
             && w.detail.contains("extraneous bytes")),
@@ -428,7 +429,7 @@ fn a_large_gif_screen_costs_its_cells_not_its_pixels() {
     }
     gif.extend_from_slice(&[0, 2, 2, 0x4C, 0x01, 0, 0x3B]);
     let started = std::time::Instant::now();
-    let decoding = decode_for(&gif, &[(300, 300)], LIMIT).unwrap();
+    let decoding = decode_for(&gif, &[(300, 300).into()], LIMIT).unwrap();
     let took = started.elapsed();
     let image = decoding.image;
     assert!(decoding.reduced);
@@ -489,7 +490,7 @@ fn worst_reduction_error(sources: Vec<(String, Vec<u8>)>) -> ((f64, String), usi
     for (name, bytes) in sources {
         let full = decode(&bytes, &[], LIMIT).unwrap();
         for target in boxes {
-            let reduced = decode_for(&bytes, &[target], LIMIT).unwrap();
+            let reduced = decode_for(&bytes, &[target.into()], LIMIT).unwrap();
             if !reduced.reduced {
                 continue;
             }
@@ -573,7 +574,7 @@ fn interlaced_pngs_decode_as_their_plain_twins_whole_and_reduced() {
         (37, 23, vec![]),
         (5, 3, vec![]),
         (1, 1, vec![]),
-        (960, 720, vec![(100, 100)]),
+        (960, 720, vec![DecodeBox::cover(100, 100)]),
     ] {
         let rgb = photo(w, h);
         for (name, layout, samples) in png_layouts(&rgb, w) {

@@ -15,6 +15,7 @@ use super::decode::{
     Decoded,
 };
 use super::reduce::{factor, largest_shown};
+use super::shown::DecodeBox;
 use super::sniff::Format;
 
 /// What the RIFF chunks besides the image data say.
@@ -56,7 +57,7 @@ fn malformed(reason: impl ToString) -> DecodeError {
 /// they were reduced.
 pub(super) fn decode(
     bytes: &[u8],
-    shrink_to: &[(u32, u32)],
+    shrink_to: &[DecodeBox],
     max_pixels: u64,
     warnings: &mut Vec<DecodeWarning>,
 ) -> Result<(Decoded, bool), DecodeError> {

@@ -8,6 +8,7 @@ use plugin_api::{ImageBuf, ImageView, TargetSize};
 
 use super::loader::{self, PluginLoadError};
 use super::registry::PluginRenderError;
+use crate::imaging::DecodeBox;
 use crate::worker::protocol::ModeSpec;
 use plugin_api::host::Plugin;
 
@@ -47,6 +48,7 @@ impl ModeCode {
                         description: info.description.to_string(),
                         abi_version: lib.module.abi_version().to_owned(),
                         takes_alpha: lib.module.takes_alpha(&name),
+                        fits_within: lib.module.fits_within(&name),
                     },
                     name,
                     module: lib.module,
@@ -83,14 +85,19 @@ impl ModeCode {
         Ok(modes)
     }
 
-    /// The box the decoded source must cover for a render at `target` (never less than
-    /// `target`), or `None` for the full size. Plugins built before ABI 0.1.1 do not say:
-    /// `target`.
-    pub fn decode_box(&self, target: TargetSize) -> Option<(u32, u32)> {
+    /// The box the decoded source is shown in by a render at `target` (never smaller than
+    /// `target`): fitted within it for a mode that says so (ABI 0.2.1), else covering it; or
+    /// `None` for the full size. Plugins built before ABI 0.1.1 do not say: covering `target`.
+    pub fn decode_box(&self, target: TargetSize) -> Option<DecodeBox> {
         let Some(need) = self.module.decode_need(&self.name, target) else {
-            return Some((target.width, target.height));
+            return Some(DecodeBox::cover(target.width, target.height));
         };
-        (!need.full_size).then(|| (need.width.max(target.width), need.height.max(target.height)))
+        let (width, height) = (need.width.max(target.width), need.height.max(target.height));
+        (!need.full_size).then_some(DecodeBox {
+            width,
+            height,
+            fit: self.spec.fits_within,
+        })
     }
 
     /// Whether this mode takes RGBA sources and keeps their transparency (plugins built

@@ -1,9 +1,10 @@
-//! A reduced copy's bytes: the pixels of a decoded original, reduced for the largest size the
-//! whitelist shows it at ([`make`]), with the box they serve, in a file the server stores
-//! without reading and a worker reads back instead of decoding the original again.
+//! A reduced copy's bytes: the pixels of a decoded original, reduced for the largest size it
+//! is asked for ([`make`]), with the box they serve, in a file the server stores without
+//! reading and a worker reads back instead of decoding the original again.
 //!
 //! The layout (little-endian): [`MAGIC`], width and height (`u32`), channels (`u8`, 3 or 4),
-//! codec (`u8`, 0: raw pixels), two reserved bytes, the box served (`u32` width and height;
+//! codec (`u8`, 0: raw pixels), flags (`u8`, 1: the box served is one the image is fitted
+//! within, else one it covers), a reserved byte (0), the box served (`u32` width and height;
 //! both 0: any box, the pixels are full size), the payload's length (`u64`), a CRC-32 of all
 //! of that and the payload (`u32`), then the payload. A file cut short or damaged anywhere
 //! fails its check and is never used: a server killed while writing one, or a disk that tore
@@ -15,17 +16,8 @@
 //! to read back; QOI, 46% of the bytes for 6.9 ms, most of what a JPEG decode of the original
 //! costs. The tier's bound is what pays for raw pixels.
 
-use plugin_api::{ImageView, PixelFormat};
-use plugin_kit::geometry::cover;
-
-use crate::imaging::Decoded;
-use crate::render::{largest_box, DecodedSource};
-
-/// How much larger than the largest size shown a resampled copy is kept, per side (3/2): the
-/// mode's own resampler then does the last reduction, as from the original. At 1x, renders
-/// from the copy differed from renders from the original by up to 3.07 levels of mean error
-/// (Wood.jpg at 200x250: two resamplings where there was one).
-const OVERSAMPLE: (u32, u32) = (3, 2);
+use crate::imaging::{DecodeBox, Decoded};
+use crate::render::DecodedSource;
 
 /// The first bytes of every copy (the last one is the layout's version).
 pub const MAGIC: &[u8; 8] = b"ROSSRPX\x01";
@@ -39,6 +31,9 @@ const CRC_AT: usize = 36;
 /// Raw pixels, row by row.
 const RAW: u8 = 0;
 
+/// The box served is one the image is fitted within (else covers).
+const FITTED: u8 = 1;
+
 /// Why bytes are not a usable copy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CopyError {
@@ -50,83 +45,37 @@ pub enum CopyError {
     TooLarge(u64),
 }
 
-/// The pixels to keep as the copy of `decoded`, decoded for `boxes` (the job's need and the
-/// whitelist's sizes): as they are when they are less than twice the pixels of 3/2
-/// times the size at which the largest box shows them (renders from the copy are then the
-/// very renders from the original), else resampled to that size (a PNG decoded whole, or a
-/// JPEG much larger than the largest size at every DCT scale). `Err(decoded)` when there is to be no
-/// copy: no box (a full-size need, which nothing smaller serves), or a copy over `max_bytes`.
+/// The copy of `decoded`, decoded for `boxes` (the job's need and the sizes asked for lately):
+/// the pixels as they are, so that every render from the copy is the very render from the
+/// original decoded for the same sizes. They are already reduced: a JPEG at the DCT scale,
+/// a WebP by libwebp's scaler, a PNG or GIF into cells, each to no less than the largest box
+/// shows it. (Resampling them further was measured: it saves few bytes on JPEG, and a copy
+/// whose sides are rounded to whole pixels is a slightly different shape, which moves a small
+/// crop by a fraction of a pixel: up to 14 levels of mean error on a 72x72 crop of a detailed
+/// photo.) `Err(decoded)` when there is to be no copy: no box (a full-size need, which nothing
+/// smaller serves), or a copy over `max_bytes`.
 pub fn make(
     decoded: DecodedSource,
-    boxes: &[(u32, u32)],
+    boxes: &[DecodeBox],
     max_bytes: u64,
 ) -> Result<DecodedSource, DecodedSource> {
-    let image = &decoded.image;
-    let Some(largest) = largest_box(image, boxes) else {
-        return Err(decoded);
-    };
-    let over = |n: u32| n.saturating_mul(OVERSAMPLE.0).div_ceil(OVERSAMPLE.1);
-    let (width, height) = cover(
-        (image.width, image.height),
-        (over(largest.0), over(largest.1)),
-    );
-    let pixels = |w: u32, h: u32| u64::from(w) * u64::from(h);
-    let resample = pixels(width, height) * 2 <= pixels(image.width, image.height);
-    let (kept_w, kept_h) = if resample {
-        (width, height)
-    } else {
-        (image.width, image.height)
-    };
-    if HEADER as u64 + pixels(kept_w, kept_h) * image.channels() as u64 > max_bytes {
+    if boxes.is_empty() || HEADER as u64 + decoded.image.pixels.len() as u64 > max_bytes {
         return Err(decoded);
     }
-    if !resample {
-        return Ok(decoded);
-    }
-    let format = if image.alpha {
-        PixelFormat::Rgba8
-    } else {
-        PixelFormat::Rgb8
-    };
-    let Ok(view) = ImageView::new(&image.pixels, image.width, image.height, format) else {
-        return Err(decoded);
-    };
-    let Ok(resized) = plugin_kit::ops::resize(view, width, height) else {
-        return Err(decoded);
-    };
-    let row = width as usize * image.channels();
-    let pixels = if resized.stride as usize == row {
-        resized.pixels.into_vec()
-    } else {
-        resized
-            .pixels
-            .chunks(resized.stride as usize)
-            .flat_map(|r| &r[..row])
-            .copied()
-            .collect()
-    };
-    Ok(DecodedSource {
-        image: Decoded {
-            pixels,
-            width,
-            height,
-            alpha: image.alpha,
-        },
-        good_up_to: Some(largest),
-        warnings: decoded.warnings,
-    })
+    Ok(decoded)
 }
 
 /// The header of a copy of `image`, serving boxes up to `good_up_to` (`None`: any); the
 /// pixels follow it.
-pub fn head(image: &Decoded, good_up_to: Option<(u32, u32)>) -> [u8; HEADER] {
-    let (good_w, good_h) = good_up_to.unwrap_or((0, 0));
+pub fn head(image: &Decoded, good_up_to: Option<DecodeBox>) -> [u8; HEADER] {
+    let (good_w, good_h, fit) = good_up_to.map_or((0, 0, false), |b| (b.width, b.height, b.fit));
     let mut out = [0u8; HEADER];
     out[..8].copy_from_slice(MAGIC);
     out[8..12].copy_from_slice(&image.width.to_le_bytes());
     out[12..16].copy_from_slice(&image.height.to_le_bytes());
     out[16] = image.channels() as u8;
     out[17] = RAW;
+    out[18] = if fit { FITTED } else { 0 };
     out[20..24].copy_from_slice(&good_w.to_le_bytes());
     out[24..28].copy_from_slice(&good_h.to_le_bytes());
     out[28..CRC_AT].copy_from_slice(&(image.pixels.len() as u64).to_le_bytes());
@@ -138,7 +87,7 @@ pub fn head(image: &Decoded, good_up_to: Option<(u32, u32)>) -> [u8; HEADER] {
 }
 
 /// The bytes of a copy of `image` (see [`head`]).
-pub fn encode(image: &Decoded, good_up_to: Option<(u32, u32)>) -> Vec<u8> {
+pub fn encode(image: &Decoded, good_up_to: Option<DecodeBox>) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + image.pixels.len());
     out.extend_from_slice(&head(image, good_up_to));
     out.extend_from_slice(&image.pixels);
@@ -155,7 +104,7 @@ pub struct CopyHeader {
     /// RGBA (else RGB).
     pub alpha: bool,
     /// The largest box served; `None`: any.
-    pub good_up_to: Option<(u32, u32)>,
+    pub good_up_to: Option<DecodeBox>,
 }
 
 /// Reads the header of `bytes`.
@@ -166,7 +115,9 @@ pub fn header(bytes: &[u8]) -> Result<CopyHeader, CopyError> {
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let (width, height) = (u32_at(8), u32_at(12));
     let channels = bytes[16];
-    if bytes[17] != RAW || !(channels == 3 || channels == 4) || width == 0 || height == 0 {
+    let known = bytes[18] & !FITTED == 0 && bytes[19] == 0;
+    if bytes[17] != RAW || !known || !(channels == 3 || channels == 4) || width == 0 || height == 0
+    {
         return Err(CopyError::Damaged("an unknown layout"));
     }
     let payload = u64::from_le_bytes(bytes[28..36].try_into().expect("8 bytes"));
@@ -179,7 +130,11 @@ pub fn header(bytes: &[u8]) -> Result<CopyHeader, CopyError> {
         width,
         height,
         alpha: channels == 4,
-        good_up_to: (good != (0, 0)).then_some(good),
+        good_up_to: (good != (0, 0)).then_some(DecodeBox {
+            width: good.0,
+            height: good.1,
+            fit: bytes[18] & FITTED != 0,
+        }),
     })
 }
 
@@ -220,7 +175,7 @@ pub fn decode(mut bytes: Vec<u8>, max_pixels: u64) -> Result<DecodedSource, Copy
 mod tests {
     use super::*;
 
-    fn source(width: u32, height: u32, good_up_to: Option<(u32, u32)>) -> DecodedSource {
+    fn source(width: u32, height: u32, good_up_to: Option<DecodeBox>) -> DecodedSource {
         let pixels = (0..width * height * 3).map(|i| (i % 251) as u8).collect();
         DecodedSource {
             image: Decoded::rgb(pixels, width, height),
@@ -231,15 +186,22 @@ mod tests {
 
     #[test]
     fn a_copy_reads_back_as_written() {
-        let original = source(40, 30, Some((20, 20)));
+        let original = source(40, 30, Some(DecodeBox::cover(20, 20)));
         let bytes = encode(&original.image, original.good_up_to);
         assert_eq!(bytes.len(), HEADER + 40 * 30 * 3);
         let read = decode(bytes, u64::MAX).unwrap();
         assert_eq!(read.image.pixels, original.image.pixels);
         assert_eq!((read.image.width, read.image.height), (40, 30));
-        assert_eq!(read.good_up_to, Some((20, 20)));
+        assert_eq!(read.good_up_to, Some(DecodeBox::cover(20, 20)));
         let whole = decode(encode(&original.image, None), u64::MAX).unwrap();
         assert_eq!(whole.good_up_to, None);
+        let within = Some(DecodeBox::fit(20, 20));
+        assert_eq!(
+            decode(encode(&original.image, within), u64::MAX)
+                .unwrap()
+                .good_up_to,
+            within
+        );
     }
 
     #[test]
@@ -263,26 +225,27 @@ mod tests {
     }
 
     #[test]
-    fn copies_are_reduced_to_what_the_largest_box_shows() {
+    fn copies_are_the_decode_itself_within_the_bound() {
         let size = |d: &DecodedSource| (d.image.width, d.image.height, d.good_up_to);
-        // A 4500x3000 full-size decode (a PNG, say) for boxes up to 800x1000 (cover:
-        // 1500x1000): kept at 3/2 of that, 2250x1500.
+        let within = DecodeBox::fit(800, 1000);
+        let served = Some(within);
+        // A JPEG decoded at the DCT scale for the boxes: kept as decoded, serving what the
+        // decode served.
+        let copy = make(source(1500, 1000, served), &[within], u64::MAX).unwrap();
+        assert_eq!(size(&copy), (1500, 1000, served));
+        // A small original decoded whole serves any box.
         let copy = make(
-            source(4500, 3000, None),
-            &[(300, 300), (800, 1000)],
+            source(820, 560, None),
+            &[DecodeBox::cover(800, 500)],
             u64::MAX,
         )
         .unwrap();
-        assert_eq!(size(&copy), (2250, 1500, Some((800, 1000))));
-        // Less than twice as many pixels as needed (a JPEG decoded at the DCT scale that
-        // covers the box): kept as decoded, serving what the decode served.
-        let copy = make(source(1900, 1267, None), &[(800, 1000)], u64::MAX).unwrap();
-        assert_eq!(size(&copy), (1900, 1267, None));
-        let copy = make(source(820, 560, Some((800, 500))), &[(800, 500)], u64::MAX).unwrap();
-        assert_eq!(size(&copy), (820, 560, Some((800, 500))));
+        assert_eq!(size(&copy), (820, 560, None));
         // A full-size need, or a copy over the bound: none.
         assert!(make(source(820, 560, None), &[], u64::MAX).is_err());
-        let over = make(source(4500, 3000, None), &[(800, 1000)], 2250 * 1500 * 3);
-        assert_eq!(over.map_err(|d| d.image.width).unwrap_err(), 4500);
+        let bound = (HEADER + 1500 * 1000 * 3) as u64;
+        assert!(make(source(1500, 1000, served), &[within], bound).is_ok());
+        let over = make(source(1500, 1000, served), &[within], bound - 1);
+        assert_eq!(over.map_err(|d| d.image.width).unwrap_err(), 1500);
     }
 }

@@ -425,11 +425,11 @@ fn remove_file(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imaging::Decoded;
+    use crate::imaging::{DecodeBox, Decoded};
 
     fn copy_of(n: u8, side: u32) -> Vec<u8> {
         let image = Decoded::rgb(vec![n; (side * side * 3) as usize], side, side);
-        copy::encode(&image, Some((side, side)))
+        copy::encode(&image, Some(DecodeBox::cover(side, side)))
     }
 
     fn open(dir: &Path, db: &sled::Db, max: u64) -> ReducedTier {

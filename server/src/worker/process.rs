@@ -20,6 +20,7 @@ use super::protocol::{
 };
 use super::sandbox;
 use crate::error::AppError;
+use crate::imaging::DecodeBox;
 use crate::plugins::ModeCode;
 use crate::reduced::copy;
 use crate::render::{decode_boxes, render_decoded, DecodedSource};
@@ -190,7 +191,7 @@ impl Worker {
             width: job.width,
             height: job.height,
         };
-        let (need, boxes) = decode_boxes(mode, target, &job.sizes);
+        let (need, boxes) = decode_boxes(mode, target, &job.shapes, |m| self.modes.get(m));
         let mut decode_us = None;
         let mut copy_us = None;
         let mut kept = false;
@@ -302,7 +303,7 @@ impl Worker {
         &self,
         job: &RenderJob,
         decoded: DecodedSource,
-        boxes: &[(u32, u32)],
+        boxes: &[DecodeBox],
         output: &mut impl Write,
     ) -> std::io::Result<Result<DecodedSource, DecodedSource>> {
         if !job.copy {
@@ -405,6 +406,7 @@ mod tests {
     use crate::imaging::Decoded;
 
     fn pixels(width: u32, height: u32, good_up_to: Option<(u32, u32)>) -> Arc<DecodedSource> {
+        let good_up_to = good_up_to.map(DecodeBox::from);
         Arc::new(DecodedSource {
             image: Decoded::rgb(vec![0; (width * height * 3) as usize], width, height),
             good_up_to,
@@ -416,7 +418,10 @@ mod tests {
     fn larger_decodes_replace_smaller_ones_not_the_reverse() {
         let mut kept = Kept::new(1 << 24);
         kept.keep("a.jpg", 0, pixels(600, 400, Some((300, 300))));
-        assert!(kept.get("a.jpg", 0).unwrap().serves(Some((200, 200))));
+        assert!(kept
+            .get("a.jpg", 0)
+            .unwrap()
+            .serves(Some(DecodeBox::cover(200, 200))));
         kept.keep("a.jpg", 0, pixels(1200, 800, Some((1024, 768))));
         assert_eq!(kept.get("a.jpg", 0).unwrap().image.width, 1200);
         kept.keep("a.jpg", 0, pixels(300, 200, Some((72, 72))));

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::plugins::PluginLoadError;
+use crate::render::Shape;
 
 /// The largest header either side reads.
 pub const MAX_HEADER: u32 = 1 << 20;
@@ -95,9 +96,10 @@ pub struct RenderJob {
     pub height: u32,
     /// Output format.
     pub format: OutputFormat,
-    /// The whitelisted sizes (empty with the whitelist off): the original is decoded for the
-    /// largest of them the mode needs, so that the next sizes reuse the decode.
-    pub sizes: Vec<(u32, u32)>,
+    /// The sizes of modes asked for lately that the whitelist allows (none with the whitelist
+    /// off): the original is decoded for the largest of them, so that the next sizes reuse the
+    /// decode.
+    pub shapes: Vec<Shape>,
     /// Whether the server keeps reduced originals of this key: a job that decodes the
     /// original sends one back ([`Reply::Copy`]) before its render, if the sizes allow one.
     #[serde(default)]
@@ -149,6 +151,9 @@ pub struct ModeSpec {
     pub abi_version: String,
     /// Whether it keeps transparency.
     pub takes_alpha: bool,
+    /// Whether it shows the source fitted within its decode box rather than covering it.
+    #[serde(default)]
+    pub fits_within: bool,
 }
 
 /// Which sandbox layers a worker put itself in.
