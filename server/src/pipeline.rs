@@ -74,8 +74,10 @@ enum Found {
     Held,
     /// The original's bytes.
     Object(SourceObject),
-    /// A reduced copy of the original.
-    Copy(StoredCopy),
+    /// A reduced copy of the original's vouched version is stored: it is read once the render
+    /// slot is held, so that the server holds the copies of the misses rendering, not of
+    /// those waiting for a slot.
+    Stored,
 }
 
 /// The render path: the cache, merged misses, and what a miss needs.
@@ -481,8 +483,8 @@ impl Shared {
 
     /// What a miss renders from: the pixels a worker holds from moments ago (nothing is
     /// fetched unless they do not serve this size), else a reduced copy of the original's
-    /// version the source vouched for, else the bytes fetched moments ago, else a fetch (with
-    /// the fetch turn it took, held until the render ends). A remembered failure of the same
+    /// version the source vouched for (read later, in the render slot), else the bytes fetched
+    /// moments ago, else a fetch (with the fetch turn it took, held until the render ends). A remembered failure of the same
     /// original is answered instead of a fetch.
     async fn find_original(
         &self,
@@ -496,8 +498,9 @@ impl Shared {
             return Ok((Found::Held, None));
         }
         // A copy is read back in a fraction of what decoding kept bytes again costs.
-        if let Some(copy) = self.stored_copy(key, verified).await {
-            return Ok((Found::Copy(copy), None));
+        let tier = self.cache.reduced();
+        if verified.version.is_some() && tier.and_then(|t| t.version(key)) == verified.version {
+            return Ok((Found::Stored, None));
         }
         let (object, turn) = match self.recent.object(key, epoch) {
             Some(object) => (object, None),
@@ -562,21 +565,21 @@ impl Shared {
             // A copy serves the sizes asked for lately; with any size allowed, none is made.
             copy: allowed.enabled && tier.is_some_and(|t| t.version(&key).is_none()),
         };
-        let (original, mut copy) = match found {
-            Found::Object(object) => (Some(object), None),
-            Found::Copy(copy) => (None, Some(copy)),
-            Found::Held => (None, None),
+        let original = match found {
+            Found::Object(object) => Some(object),
+            // A copy is looked for below (also where the pixels are found not held).
+            Found::Stored | Found::Held => None,
         };
+        let mut copy: Option<StoredCopy> = None;
         let plan = mode.generation.plan();
         let mut lease = match self.workers.checkout(plan, &key, epoch).await {
             Ok(lease) => lease,
             Err(e) => return (Err(e), original),
         };
-        // What goes with the job: nothing to a worker holding the pixels, else the copy, else
-        // the original. A copy is looked for once (where none was found, and the pixels were
-        // thought held and are not) and sent once: if it does not serve this size, the worker
-        // asks for the original.
-        let mut copy_looked_for = copy.is_some();
+        // What goes with the job: nothing to a worker holding the pixels, else the copy (read
+        // now, the render slot held), else the original. A copy is looked for once and sent
+        // once: if it does not serve this size, the worker asks for the original.
+        let mut copy_looked_for = false;
         let mut copy_sent = false;
         let mut sent = None;
         if !lease.holds && copy.is_none() && original.is_none() {
