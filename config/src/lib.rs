@@ -254,8 +254,8 @@ pub struct CacheSettings {
     /// to render other sizes of them (0: none).
     pub decoded_bytes: u64,
     /// Bound on the disk taken by reduced originals: the first decode of an original also
-    /// keeps a copy of its pixels, reduced for the largest size the whitelist shows it at, so
-    /// that later sizes render from the copy without decoding the original again (0: none).
+    /// keeps a copy of its pixels, reduced for the largest size asked for, so that later
+    /// sizes render from the copy without decoding the original again (0: none).
     pub originals_bytes: u64,
     /// Bound on the files and folders deleted per second from the trash, where a purge of
     /// everything, a mode or a size moves what it matches at once (deleting them competes
