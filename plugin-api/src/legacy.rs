@@ -189,7 +189,7 @@ const _: () = {
     same!(DecodeNeed, crate::DecodeNeed, full_size, width, height);
     same!(ModeInfo, crate::ModeInfo, name, version, description);
     // Today's root module has entry points appended (0.2.1: `fits_within`): the prefix (the
-    // offsets) is compared, and a new field is read only from plugins of 0.2.0 on
+    // offsets) is compared, and a new field is read only from plugins of line 0.2
     // (`host::Plugin`), since a plugin of 0.1 may have a field of its own in that place.
     assert!(size_of::<PluginModule>() <= size_of::<crate::PluginModule>());
     assert!(align_of::<PluginModule>() == align_of::<crate::PluginModule>());

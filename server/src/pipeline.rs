@@ -497,10 +497,19 @@ impl Shared {
         if self.workers.holds(key, epoch) {
             return Ok((Found::Held, None));
         }
-        // A copy is read back in a fraction of what decoding kept bytes again costs.
-        let tier = self.cache.reduced();
-        if verified.version.is_some() && tier.and_then(|t| t.version(key)) == verified.version {
-            return Ok((Found::Stored, None));
+        // A copy is read back in a fraction of what decoding kept bytes again costs; one of
+        // another version than the source vouched for is stale, and dropped (so that this
+        // miss's decode makes the copy anew).
+        if let (Some(tier), Some(vouched)) = (self.cache.reduced(), &verified.version) {
+            match tier.version(key) {
+                Some(stored) if &stored == vouched => return Ok((Found::Stored, None)),
+                Some(_) => {
+                    let (tier, key, vouched) = (tier.clone(), key.to_owned(), vouched.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || tier.drop_stale(&key, &vouched)).await;
+                }
+                None => {}
+            }
         }
         let (object, turn) = match self.recent.object(key, epoch) {
             Some(object) => (object, None),

@@ -1,6 +1,7 @@
-//! The CPU work of one variant: decode the original (for the largest box the whitelist may ask
-//! of it next), run the mode, encode. It runs in render workers (`crate::worker`), and
-//! in-process in the benchmarks, which measure exactly what a worker does per render.
+//! The CPU work of one variant: decode the original (for the largest of the sizes asked for
+//! lately, so that the next ones reuse the decode), run the mode, encode. It runs in render
+//! workers (`crate::worker`), and in-process in the benchmarks, which measure exactly what a
+//! worker does per render.
 
 use std::time::Instant;
 
@@ -78,25 +79,23 @@ pub struct Shape {
 }
 
 /// The decode a render of `mode` at `target` needs (`None`: full size), and the boxes to
-/// decode for: that need, then the need of every shape in `shapes` whose mode `modes` has
-/// (the sizes asked for lately), so that the next sizes of the same original reuse the
-/// decode. No box at all: the full size.
-pub fn decode_boxes<'a>(
+/// decode for: that need, then the box of every shape in `shapes` (the sizes asked for lately)
+/// that `shape_box` gives, so that the next sizes of the same original reuse the decode. A
+/// full-size need of the render decodes the whole original (no box at all); one of another
+/// shape is left to its own requests (nothing smaller than the whole serves it, and it must not
+/// make every other decode whole).
+pub fn decode_boxes(
     mode: &ModeCode,
     target: TargetSize,
     shapes: &[Shape],
-    modes: impl Fn(&str) -> Option<&'a ModeCode>,
+    mut shape_box: impl FnMut(&Shape) -> Option<DecodeBox>,
 ) -> (Option<DecodeBox>, Vec<DecodeBox>) {
     let need = mode.decode_box(target);
-    let mut needs = vec![need];
-    needs.extend(shapes.iter().filter_map(|shape| {
-        let code = modes(&shape.mode)?;
-        Some(code.decode_box(TargetSize {
-            width: shape.width,
-            height: shape.height,
-        }))
-    }));
-    let boxes = needs.into_iter().collect::<Option<_>>().unwrap_or_default();
+    let Some(own) = need else {
+        return (None, Vec::new());
+    };
+    let mut boxes = vec![own];
+    boxes.extend(shapes.iter().filter_map(&mut shape_box));
     (need, boxes)
 }
 

@@ -20,7 +20,14 @@ use crate::imaging::{DecodeBox, Decoded};
 use crate::render::DecodedSource;
 
 /// The first bytes of every copy (the last one is the layout's version).
-pub const MAGIC: &[u8; 8] = b"ROSSRPX\x01";
+///
+/// Version 2 added the flags byte (a box fitted within): a build that knows only version 1
+/// refuses these copies (and decodes the original) rather than take a fitted box for a
+/// covered one. Copies of version 1 are read as covering their box.
+pub const MAGIC: &[u8; 8] = b"ROSSRPX\x02";
+
+/// The first bytes of a copy of version 1 (no flags).
+const MAGIC_V1: &[u8; 8] = b"ROSSRPX\x01";
 
 /// Bytes before the payload.
 pub const HEADER: usize = 40;
@@ -109,13 +116,14 @@ pub struct CopyHeader {
 
 /// Reads the header of `bytes`.
 pub fn header(bytes: &[u8]) -> Result<CopyHeader, CopyError> {
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+    if bytes.len() < HEADER || !(&bytes[..8] == MAGIC || &bytes[..8] == MAGIC_V1) {
         return Err(CopyError::Damaged("no copy header"));
     }
+    let flags = if &bytes[..8] == MAGIC { FITTED } else { 0 };
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let (width, height) = (u32_at(8), u32_at(12));
     let channels = bytes[16];
-    let known = bytes[18] & !FITTED == 0 && bytes[19] == 0;
+    let known = bytes[18] & !flags == 0 && bytes[19] == 0;
     if bytes[17] != RAW || !known || !(channels == 3 || channels == 4) || width == 0 || height == 0
     {
         return Err(CopyError::Damaged("an unknown layout"));
@@ -202,6 +210,26 @@ mod tests {
                 .good_up_to,
             within
         );
+    }
+
+    #[test]
+    fn copies_of_version_1_read_as_covering_their_box() {
+        let original = source(40, 30, None);
+        let v1 = |flags: u8| {
+            let mut bytes = encode(&original.image, Some(DecodeBox::cover(20, 20)));
+            bytes[..8].copy_from_slice(MAGIC_V1);
+            bytes[18] = flags;
+            // The checksum covers the header.
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&bytes[..CRC_AT]);
+            crc.update(&bytes[HEADER..]);
+            bytes[CRC_AT..HEADER].copy_from_slice(&crc.finalize().to_le_bytes());
+            bytes
+        };
+        let read = decode(v1(0), u64::MAX).unwrap();
+        assert_eq!(read.good_up_to, Some(DecodeBox::cover(20, 20)));
+        // Version 1 had no flags: one set is not a copy it wrote.
+        assert!(decode(v1(FITTED), u64::MAX).is_err());
     }
 
     #[test]

@@ -216,9 +216,8 @@ impl ReducedTier {
             let mut state = self.inner.state();
             let record = state.order.peek(key)?;
             if record.version != version {
-                let stale = self.inner.remove(&mut state, key).ok().flatten();
                 drop(state);
-                stale.iter().for_each(|path| remove_file(path));
+                self.drop_stale(key, version);
                 return None;
             }
             let record = state.order.get_mut(key)?;
@@ -258,6 +257,18 @@ impl ReducedTier {
             gone.iter().for_each(|path| remove_file(path));
         }
         None
+    }
+
+    /// Drops `key`'s copy if it was made from another version of the original than `version`
+    /// (the one the source vouches for now). Blocking.
+    pub fn drop_stale(&self, key: &str, version: &str) {
+        let mut state = self.inner.state();
+        if state.order.peek(key).is_none_or(|r| r.version == version) {
+            return;
+        }
+        let stale = self.inner.remove(&mut state, key).ok().flatten();
+        drop(state);
+        stale.iter().for_each(|path| remove_file(path));
     }
 
     /// Keeps `bytes` (a copy) as `key`'s, made from version `version` of the original, in
@@ -468,11 +479,17 @@ mod tests {
         // of another is stale, and goes.
         assert!(tier.get("a", "v2").is_none());
         assert!(tier.version("a").is_none());
+        // Dropped without a read too, once the source vouches for another version.
+        tier.drop_stale("c", "v1");
+        assert_eq!(tier.version("c").as_deref(), Some("v1"));
+        tier.drop_stale("c", "v2");
+        assert!(tier.version("c").is_none());
+        assert_eq!(files(dir.path()), 1);
         // A copy larger than an eighth of the bound is not kept.
         assert!(!tier.put("e", "v1", &copy_of(1, 30), || true).unwrap());
         // Nor one whose original was purged meanwhile (the file goes too).
         assert!(!tier.put("f", "v1", &copy_of(1, 20), || false).unwrap());
-        assert_eq!(files(dir.path()), 2);
+        assert_eq!(files(dir.path()), 1);
     }
 
     #[test]

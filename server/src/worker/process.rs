@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::imaging::DecodeBox;
 use crate::plugins::ModeCode;
 use crate::reduced::copy;
-use crate::render::{decode_boxes, render_decoded, DecodedSource};
+use crate::render::{decode_boxes, render_decoded, DecodedSource, Shape};
 
 /// How long decoded pixels are kept after their decode, as the server keeps originals.
 const KEPT_FOR: Duration = crate::recent::KEPT_FOR;
@@ -150,6 +150,7 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
     }
     let mut worker = Worker {
         modes,
+        shape_boxes: HashMap::new(),
         kept: Kept::new(settings.decoded_bytes),
         settings,
     };
@@ -169,9 +170,14 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
 
 struct Worker {
     modes: HashMap<String, ModeCode>,
+    /// The decode box of each shape asked for, by its mode's code.
+    shape_boxes: HashMap<Shape, Option<DecodeBox>>,
     kept: Kept,
     settings: WorkerSettings,
 }
+
+/// Shapes whose decode box a worker remembers (the server sends at most 4,096 at once).
+const MAX_SHAPE_BOXES: usize = 8192;
 
 impl Worker {
     /// Renders `job` from what the server sent (`blob`, as `sent` says) or from pixels kept,
@@ -191,7 +197,22 @@ impl Worker {
             width: job.width,
             height: job.height,
         };
-        let (need, boxes) = decode_boxes(mode, target, &job.shapes, |m| self.modes.get(m));
+        let (modes, shape_boxes) = (&self.modes, &mut self.shape_boxes);
+        let (need, boxes) = decode_boxes(mode, target, &job.shapes, |shape| {
+            // Each plugin is asked once per shape in this worker's life (its code is fixed).
+            if let Some(known) = shape_boxes.get(shape) {
+                return *known;
+            }
+            let code = modes.get(&shape.mode)?;
+            let found = code.decode_box(TargetSize {
+                width: shape.width,
+                height: shape.height,
+            });
+            if shape_boxes.len() < MAX_SHAPE_BOXES {
+                shape_boxes.insert(shape.clone(), found);
+            }
+            found
+        });
         let mut decode_us = None;
         let mut copy_us = None;
         let mut kept = false;
