@@ -192,11 +192,7 @@ async fn plugin_panic_is_a_500_for_that_request_only() {
 async fn plugins_built_before_decode_needs_still_load() {
     let dir = plugin_folder(&[fixture_plugin("legacy_plugin"), built("trimresize")]);
     let server = TestServer::builder().plugins(dir.path()).start().await;
-    assert!(
-        server.state.modes.failures().is_empty(),
-        "{:?}",
-        server.state.modes.failures()
-    );
+    assert_no_failures(&server);
     let legacy = server
         .state
         .modes
@@ -248,6 +244,12 @@ async fn plugins_built_against_older_abis_load_and_get_what_they_asked_for() {
     }
 }
 
+/// Every plugin in the folder loaded.
+fn assert_no_failures(server: &TestServer) {
+    let failures = server.state.modes.failures();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
 async fn plugin_of_an_older_abi(fixture: &str, mode: &str, abi: &str) {
     let dir = plugin_folder(&[fixture_plugin(fixture), built("crop")]);
     let server = TestServer::builder()
@@ -255,11 +257,7 @@ async fn plugin_of_an_older_abi(fixture: &str, mode: &str, abi: &str) {
         .set("ROSS__OUTPUT__FORMATS", "webp,jpeg")
         .start()
         .await;
-    assert!(
-        server.state.modes.failures().is_empty(),
-        "{:?}",
-        server.state.modes.failures()
-    );
+    assert_no_failures(&server);
     let old = server
         .state
         .modes
@@ -313,11 +311,7 @@ async fn plugin_of_an_older_abi(fixture: &str, mode: &str, abi: &str) {
 async fn a_plugin_of_abi_0_2_0_loads_and_is_decoded_for_as_covering_its_box() {
     let dir = plugin_folder(&[fixture_plugin("abi_0_2_0_plugin"), built("resize")]);
     let server = TestServer::builder().plugins(dir.path()).start().await;
-    assert!(
-        server.state.modes.failures().is_empty(),
-        "{:?}",
-        server.state.modes.failures()
-    );
+    assert_no_failures(&server);
     let old = server
         .state
         .modes

@@ -19,6 +19,15 @@ fn media_with(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A server of `media` with [`SIZES`] whitelisted and no decoded pixels kept in the workers:
+/// what it renders again comes from the copies (or the originals).
+fn copies_only(media: &Path) -> crate::util::TestServerBuilder {
+    TestServer::builder()
+        .media(media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__DECODED_BYTES", "0")
+}
+
 /// The reduced originals' files of the server whose `data_dir` is `data`.
 fn copies(data: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(data.join("reduced"))
@@ -79,16 +88,8 @@ async fn later_sizes_render_from_the_reduced_original_within_the_error_bound() {
     lady.save(media.join("photos/LadyBird.png")).unwrap();
     files.push("photos/LadyBird.png".into());
     // No pixels kept by the workers, no originals kept by the server: only the copies.
-    let tiered = TestServer::builder()
-        .media(&media)
-        .whitelist(SIZES)
-        .set("ROSS__CACHE__DECODED_BYTES", "0")
-        .start()
-        .await;
-    let plain = TestServer::builder()
-        .media(&media)
-        .whitelist(SIZES)
-        .set("ROSS__CACHE__DECODED_BYTES", "0")
+    let tiered = copies_only(&media).start().await;
+    let plain = copies_only(&media)
         .set("ROSS__CACHE__ORIGINALS_BYTES", "0")
         .start()
         .await;
@@ -155,12 +156,7 @@ async fn a_size_asked_for_the_first_time_replaces_the_copy_with_a_larger_one() {
         ("photos/LadyBird.jpg", "lady.jpg"),
         ("photos/Storm.jpg", "storm.jpg"),
     ]);
-    let server = TestServer::builder()
-        .media(&media)
-        .whitelist(SIZES)
-        .set("ROSS__CACHE__DECODED_BYTES", "0")
-        .start()
-        .await;
+    let server = copies_only(&media).start().await;
     let data = server.state.settings.data_dir.clone();
     let sizes_of_copies = || {
         let mut sizes: Vec<u64> = copies(&data)
@@ -218,12 +214,7 @@ async fn purging_an_original_drops_its_reduced_copy() {
         ("photos/LadyBird.jpg", "shop/lady.jpg"),
         ("photos/Storm.jpg", "shop/storm.jpg"),
     ]);
-    let server = TestServer::builder()
-        .media(&media)
-        .whitelist(SIZES)
-        .set("ROSS__CACHE__DECODED_BYTES", "0")
-        .start()
-        .await;
+    let server = copies_only(&media).start().await;
     for key in ["shop/lady.jpg", "shop/storm.jpg"] {
         assert_eq!(
             server.get(&format!("/300/300/crop/{key}")).await.status,
@@ -263,10 +254,7 @@ async fn purging_an_original_drops_its_reduced_copy() {
 #[tokio::test]
 async fn a_changed_original_is_never_rendered_from_a_stale_copy() {
     let (_dir, media) = media_with(&[("photos/LadyBird.jpg", "lady.jpg")]);
-    let server = TestServer::builder()
-        .media(&media)
-        .whitelist(SIZES)
-        .set("ROSS__CACHE__DECODED_BYTES", "0")
+    let server = copies_only(&media)
         .set("ROSS__SOURCE__WATCH", "false")
         .start()
         .await;
