@@ -284,6 +284,76 @@ async fn a_changed_original_is_never_rendered_from_a_stale_copy() {
     assert_eq!(server.state.metrics.counts().reduced_renders, 1);
 }
 
+/// A copy damaged on disk (a flipped bit, a file cut short) is found so by the worker that
+/// reads it, before any of its pixels are used: the render comes from the original, the
+/// damaged copy is dropped, and the decode's copy takes its place.
+#[tokio::test]
+async fn a_damaged_copy_is_found_by_its_reader_and_replaced() {
+    let (_dir, media) = media_with(&[("photos/LadyBird.jpg", "lady.jpg")]);
+    let server = copies_only(&media).start().await;
+    let data = server.state.settings.data_dir.clone();
+    let (_plain_dir, plain_media) = media_with(&[("photos/LadyBird.jpg", "lady.jpg")]);
+    let plain = TestServer::builder()
+        .media(&plain_media)
+        .whitelist(SIZES)
+        .set("ROSS__CACHE__ORIGINALS_BYTES", "0")
+        .start()
+        .await;
+    // Both know the sizes asked for: both decode for the same box.
+    for shop in [&server, &plain] {
+        assert_eq!(shop.get("/1024/768/crop/lady.jpg").await.status, 200);
+    }
+    copies_kept(&server, 1).await;
+    type Harm = fn(&mut Vec<u8>);
+    let damages: [(&str, Harm); 2] = [
+        ("a flipped bit", |bytes| {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+        }),
+        ("cut short", |bytes| bytes.truncate(bytes.len() - 1000)),
+    ];
+    for (n, (damage, harm)) in damages.iter().enumerate() {
+        let names = copies(&data);
+        assert_eq!(names.len(), 1, "{names:?}");
+        let path = data.join("reduced").join(&names[0]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        harm(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let decoded = decodes(&server);
+        let size = ["300/300", "72/72"][n];
+        let got = server.get(&format!("/{size}/crop/lady.jpg")).await;
+        assert_eq!(got.status, 200, "{damage}: {}", got.text());
+        let expected = plain.get(&format!("/{size}/crop/lady.jpg")).await;
+        assert!(
+            got.body == expected.body,
+            "{damage}: not the render from the original"
+        );
+        assert_eq!(decodes(&server), decoded + 1, "{damage}");
+        // The damaged copy went, and the decode's copy replaced it.
+        copies_kept(&server, 2 + n as u64).await;
+        let now = copies(&data);
+        assert!(now.len() == 1 && now != names, "{damage}: {now:?}");
+    }
+    // Read for a mode that makes no copy (it needs the whole original): dropped all the same.
+    let path = data.join("reduced").join(&copies(&data)[0]);
+    std::fs::write(&path, b"ROSSRPX").unwrap();
+    let got = server.get("/300/300/trimresize/lady.jpg").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    // Dropped in the background, after the answer.
+    let started = std::time::Instant::now();
+    while !copies(&data).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            copies(&data)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = server.state.cache.reduced().unwrap().stats();
+    assert_eq!((stats.copies, stats.disk), (0, 0));
+    assert_eq!(server.state.metrics.counts().reduced_renders, 0);
+}
+
 /// `kill -9` at every step of keeping a copy (the file half-written, written but not
 /// recorded, its record removed but not its file) leaves nothing a restarted server serves
 /// from: what the crash left is cleaned up, and every size renders as from the original.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use plugin_api::TargetSize;
 use ross::render::{render_bytes, InProcessModes, Shape};
-use ross::worker::pool::{JobOutcome, Worker};
+use ross::worker::pool::{JobFiles, JobOutcome, Worker};
 use ross::worker::protocol::{PluginToLoad, RenderJob, Sent, WorkerSettings};
 use ross::worker::Spawner;
 use ross_config::OutputFormat;
@@ -107,6 +107,7 @@ async fn render(worker: &mut Worker, job: &RenderJob, original: Option<&[u8]>) -
             job,
             sent,
             original.unwrap_or_default(),
+            JobFiles::default(),
             Duration::from_secs(30),
         )
         .await
@@ -221,7 +222,7 @@ fn main() {
                     let original = (s == 0).then_some(&bytes[..]);
                     match render(&mut kept, &page_job(&key, *size), original).await {
                         JobOutcome::Rendered { .. } => {}
-                        JobOutcome::NeedOriginal => {
+                        JobOutcome::NeedOriginal { .. } => {
                             render(&mut kept, &page_job(&key, *size), Some(&bytes)).await;
                         }
                         JobOutcome::Failed(e) => panic!("{e:?}"),
@@ -247,7 +248,13 @@ fn main() {
         let timeout = Duration::from_millis(500);
         let started = Instant::now();
         let failed = stalled
-            .render(&job("stall", "stall", (300, 300)), Sent::Original, &bytes, timeout)
+            .render(
+                &job("stall", "stall", (300, 300)),
+                Sent::Original,
+                &bytes,
+                JobFiles::default(),
+                timeout,
+            )
             .await;
         let killed_after = started.elapsed();
         assert!(failed.is_err());

@@ -3,6 +3,7 @@
 //! its CPU work (decode, render, encode) runs in a render worker process while the miss holds
 //! a render slot, and identical concurrent misses share one run through [`SingleFlight`].
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -18,7 +19,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::gate::RenderGate;
 use crate::plugins::{LoadedMode, ModeRef, ModeRegistry};
 use crate::recent::{Recent, ORIGINALS_SHARE};
-use crate::reduced::{ReducedTier, StoredCopy};
+use crate::reduced::{NewCopy, ReducedTier, StoredCopy};
 use crate::render::report_timings;
 use crate::request::{RenderRequest, SourceKey};
 use crate::shapes::Shapes;
@@ -26,7 +27,7 @@ use crate::singleflight::{FlightPanicked, SingleFlight};
 use crate::source::{Source, SourceError, SourceObject};
 use crate::telemetry::{stage, Count, Metrics};
 use crate::whitelist::Whitelist;
-use crate::worker::pool::{Failure, JobOutcome};
+use crate::worker::pool::{Failure, JobFiles, JobOutcome};
 use crate::worker::protocol::{RenderJob, Sent, Stage};
 use crate::worker::WorkerPool;
 
@@ -62,8 +63,8 @@ struct Verified {
 struct Made {
     /// The encoded image.
     encoded: Vec<u8>,
-    /// The reduced copy the worker made of its decode, if it was asked for one.
-    copy: Option<Vec<u8>>,
+    /// The reduced copy the worker wrote of its decode, and its length, if it was asked for one.
+    copy: Option<(Writing, u64)>,
     /// The version of the original whose reduced copy it was rendered from, if it was.
     from_copy: Option<String>,
 }
@@ -74,10 +75,15 @@ enum Found {
     Held,
     /// The original's bytes.
     Object(SourceObject),
-    /// A reduced copy of the original's vouched version is stored: it is read once the render
-    /// slot is held, so that the server holds the copies of the misses rendering, not of
-    /// those waiting for a slot.
+    /// A reduced copy of the original's vouched version is stored: it is opened once the
+    /// render slot is held, for the worker to read.
     Stored,
+}
+
+/// A reduced copy's file being written by a worker, and its turn among those.
+struct Writing {
+    new: NewCopy,
+    _turn: OwnedSemaphorePermit,
 }
 
 /// The render path: the cache, merged misses, and what a miss needs.
@@ -115,12 +121,13 @@ struct Shared {
     /// is paid once, not on every request for it, and a request for it costs a look at the
     /// source's version, not a fetch.
     failures: moka::sync::Cache<String, (Option<String>, AppError)>,
-    /// Reduced originals being written to disk (each holds its bytes until written).
+    /// Reduced copies' files being written, and waiting to be kept.
     copy_writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// Reduced originals written at once, at most; each holds its copy's bytes meanwhile.
-const COPY_WRITES: usize = 2;
+/// Reduced copies' files written at once, at most: each may take up to the largest copy's
+/// room on the disk before the tier counts it.
+const COPY_WRITES: usize = 4;
 
 /// How many failed sources are remembered, and for how long: long enough to absorb a burst
 /// of requests for one bad file, short enough that a fixed file is served soon.
@@ -436,8 +443,8 @@ impl Shared {
         if !source.is_empty() {
             self.recent.note_version(&key, epoch, Some(&source));
         }
-        if let (Some(copy), Some(tier)) = (copy, self.cache.reduced()) {
-            self.keep_copy(tier.clone(), &key, &source, epoch, copy);
+        if let (Some((written, len)), Some(tier)) = (copy, self.cache.reduced()) {
+            self.keep_copy(tier.clone(), written, &key, &source, epoch, len);
         }
         // Kept once it rendered: a bad file is fetched again (to see it fixed).
         if let Some(object) = original {
@@ -455,20 +462,24 @@ impl Shared {
         Ok(rendered)
     }
 
-    /// Stores a reduced copy of `key`'s original (version `version`, fetched in `epoch`) in
-    /// the background: unless a purge of the original began meanwhile.
-    fn keep_copy(&self, tier: ReducedTier, key: &str, version: &str, epoch: u64, copy: Vec<u8>) {
-        // Copies waiting for the disk are bounded: past that, this one is let go (a later
-        // miss of the original makes another).
-        let Ok(writing) = self.copy_writes.clone().try_acquire_owned() else {
-            return;
-        };
+    /// Keeps the reduced copy of `key`'s original (version `version`, fetched in `epoch`) a
+    /// worker wrote (`len` bytes), in the background: unless a purge of the original began
+    /// meanwhile.
+    fn keep_copy(
+        &self,
+        tier: ReducedTier,
+        written: Writing,
+        key: &str,
+        version: &str,
+        epoch: u64,
+        len: u64,
+    ) {
         let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
         let (key, version) = (key.to_owned(), version.to_owned());
         tokio::task::spawn_blocking(move || {
-            let _writing = writing;
+            let Writing { new, _turn } = written;
             let current = || cache.source_epoch(&key) == epoch;
-            match tier.put(&key, &version, &copy, current) {
+            match tier.keep(new, &key, &version, len, current) {
                 Ok(true) => metrics.count(Count::ReducedKept),
                 Ok(false) => {}
                 Err(e) => {
@@ -479,6 +490,25 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// A file for a worker to write a reduced copy into, unless as many are being written as
+    /// allowed, or the tier has no room.
+    async fn new_copy(&self, tier: &ReducedTier) -> Option<Writing> {
+        let turn = self.copy_writes.clone().try_acquire_owned().ok()?;
+        let tier = tier.clone();
+        let created = tokio::task::spawn_blocking(move || tier.create()).await;
+        match created {
+            Ok(Ok(Some(new))) => Some(Writing { new, _turn: turn }),
+            Ok(Ok(None)) | Err(_) => None,
+            Ok(Err(e)) => {
+                static SAID: OncePerMinute = OncePerMinute::new();
+                if SAID.due() {
+                    tracing::warn!(error = %e, "cannot create a reduced original's file");
+                }
+                None
+            }
+        }
     }
 
     /// What a miss renders from: the pixels a worker holds from moments ago (nothing is
@@ -531,16 +561,25 @@ impl Shared {
         Ok((Found::Object(object), turn))
     }
 
-    /// The reduced copy of `key`'s original, if the tier holds one of the version the source
-    /// vouched for. Reads the file (on the blocking pool).
+    /// The reduced copy of `key`'s original, opened, if the tier holds one of the version the
+    /// source vouched for (on the blocking pool).
     async fn stored_copy(&self, key: &str, verified: &Verified) -> Option<StoredCopy> {
         let tier = self.cache.reduced()?.clone();
         let version = verified.version.clone()?;
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || tier.get(&key, &version))
+        tokio::task::spawn_blocking(move || tier.open_copy(&key, &version))
             .await
             .ok()
             .flatten()
+    }
+
+    /// Drops `key`'s reduced copy `copy`, which a worker found unusable (`why`), in the
+    /// background.
+    fn drop_unusable(&self, key: &str, copy: &StoredCopy, why: String) {
+        if let Some(tier) = self.cache.reduced() {
+            let (tier, key, id) = (tier.clone(), key.to_owned(), copy.id);
+            tokio::task::spawn_blocking(move || tier.drop_unusable(&key, id, &why));
+        }
     }
 
     /// Renders `variant` on a worker of `mode`'s generation from what was found, sending a
@@ -563,6 +602,8 @@ impl Shared {
                 .note(&mode.name, variant.size.width, variant.size.height);
         }
         let tier = self.cache.reduced();
+        // A copy serves the sizes asked for lately; with any size allowed, none is made.
+        let mut wants_copy = allowed.enabled && tier.is_some_and(|t| t.version(&key).is_none());
         let mut job = RenderJob {
             key: key.clone(),
             epoch,
@@ -571,8 +612,7 @@ impl Shared {
             height: variant.size.height,
             format: variant.format,
             shapes: self.shapes.current(&allowed),
-            // A copy serves the sizes asked for lately; with any size allowed, none is made.
-            copy: allowed.enabled && tier.is_some_and(|t| t.version(&key).is_none()),
+            copy: false,
         };
         let original = match found {
             Found::Object(object) => Some(object),
@@ -580,12 +620,14 @@ impl Shared {
             Found::Stored | Found::Held => None,
         };
         let mut copy: Option<StoredCopy> = None;
+        // The file for the copy of this job's decode, once the original is sent.
+        let mut writing: Option<Writing> = None;
         let plan = mode.generation.plan();
         let mut lease = match self.workers.checkout(plan, &key, epoch).await {
             Ok(lease) => lease,
             Err(e) => return (Err(e), original),
         };
-        // What goes with the job: nothing to a worker holding the pixels, else the copy (read
+        // What goes with the job: nothing to a worker holding the pixels, else the copy (opened
         // now, the render slot held), else the original. A copy is looked for once and sent
         // once: if it does not serve this size, the worker asks for the original.
         let mut copy_looked_for = false;
@@ -607,20 +649,38 @@ impl Shared {
         let outcome = loop {
             let (kind, blob) = match (&sent, &copy) {
                 (Some(object), _) => (Sent::Original, &object.bytes[..]),
-                (None, Some(copy)) if !lease.holds || copy_sent => {
+                (None, Some(_)) if !lease.holds || copy_sent => {
                     copy_sent = true;
-                    (Sent::Copy, &copy.bytes[..])
+                    (Sent::Copy, &[][..])
                 }
                 (None, _) => (Sent::Nothing, &[][..]),
             };
             let sent_copy = kind == Sent::Copy;
-            match lease.render(&job, kind, blob).await {
-                Ok(JobOutcome::NeedOriginal) if sent.is_none() => {
+            // A file for the copy of the decode goes with the original.
+            if kind == Sent::Original && wants_copy && writing.is_none() {
+                if let Some(tier) = tier {
+                    writing = self.new_copy(tier).await;
+                }
+            }
+            job.copy = kind == Sent::Original && writing.is_some();
+            let files = JobFiles {
+                copy_to_read: copy.as_ref().filter(|_| sent_copy).map(|c| c.file.as_fd()),
+                copy_to_write: writing
+                    .as_ref()
+                    .filter(|_| job.copy)
+                    .map(|w| w.new.file.as_fd()),
+            };
+            match lease.render(&job, kind, blob, files).await {
+                Ok(JobOutcome::NeedOriginal { unusable }) if sent.is_none() => {
                     if sent_copy {
-                        // A copy too small for this size (one asked for since it was made):
-                        // the decode for it makes a larger one, which replaces it.
+                        // A copy too small for this size (one asked for since it was made), or
+                        // not a copy at all (dropped): the decode for it makes a larger one,
+                        // which replaces it.
+                        if let (Some(why), Some(stored)) = (unusable, &copy) {
+                            self.drop_unusable(&key, stored, why);
+                        }
                         copy = None;
-                        job.copy = allowed.enabled;
+                        wants_copy = allowed.enabled;
                     } else if copy.is_some() {
                         // The held pixels do not serve: the copy, then.
                         copy_sent = true;
@@ -639,7 +699,7 @@ impl Shared {
                         Err(e) => break Err(e),
                     }
                 }
-                Ok(JobOutcome::NeedOriginal) => {
+                Ok(JobOutcome::NeedOriginal { .. }) => {
                     break Err(AppError::new(
                         ErrorCode::RenderFailed,
                         "The image could not be rendered.",
@@ -664,7 +724,7 @@ impl Shared {
                         .map(|c| c.version.clone());
                     break Ok(Made {
                         encoded,
-                        copy: made,
+                        copy: writing.take().zip(made),
                         from_copy,
                     });
                 }
@@ -691,6 +751,10 @@ impl Shared {
                 }
             }
         };
+        // A file the worker wrote no copy into goes (off the runtime: it is a file removal).
+        if let Some(unused) = writing {
+            tokio::task::spawn_blocking(move || drop(unused));
+        }
         (outcome, sent.or(original))
     }
 

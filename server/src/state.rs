@@ -61,10 +61,10 @@ pub fn check_plugins_dir(dir: &std::path::Path) -> Result<(), String> {
 }
 
 /// The largest answer read from a worker: an encoded image of the largest output allowed,
-/// with room for an encoder that grows noise, or a reduced original (never more than 1 GiB).
+/// with room for an encoder that grows noise (never more than 1 GiB). Reduced copies are not
+/// answers: the worker writes them to a file.
 fn max_reply(settings: &Settings) -> usize {
     let bound = settings.limits.max_output_pixels.saturating_mul(8) + (1 << 20);
-    let bound = bound.max(max_copy_bytes(settings));
     usize::try_from(bound.min(1 << 30)).unwrap_or(1 << 30)
 }
 

@@ -23,6 +23,7 @@ mod testing;
 mod tests;
 
 pub use avif::{decode_avif, encode_avif_with, AvifEncoder, Rows};
+pub(crate) use buffers::with_capacity as pixel_buffer;
 pub use colour::MAX_PROFILE_BYTES;
 pub use decode::{
     decode, decode_every_scan, decode_for, DecodeError, DecodeWarning, Decoded, Decoding,

@@ -1,19 +1,25 @@
 //! The reduced-originals tier on disk: one copy per source key (see [`super::copy`]), in
 //! `{data_dir}/reduced/` (not in `cache.dir`, which `cache.max_bytes` bounds and nginx
 //! serves), indexed in the `reduced` tree of the database, least recently used out first
-//! within `cache.originals_bytes` as the disk counts it (allocated blocks). A copy is not
-//! written when it would leave less than `cache.min_free_bytes` free on the folder's file
-//! system.
+//! within `cache.originals_bytes` as the disk counts it (allocated blocks). No copy is begun
+//! with less than `cache.min_free_bytes` free on the folder's file system, and none is kept
+//! that left less.
+//!
+//! The server never holds a copy's bytes: it opens the files, and the worker that decodes an
+//! original writes its copy into the file it is handed, as a worker that renders from a copy
+//! reads and checks the file it is handed ([`super::direct`]: past the page cache).
 //!
 //! Each copy records the version of the original it was made from; the pipeline uses a copy
 //! only once the source has said its original is still that version (a stat, a `HeadObject`),
 //! and a purge that touches an original drops its copy ([`ReducedTier::drop_matching`]).
 //!
-//! Crash safety, write by write: a copy is written to `{id}.part`, renamed to `{id}.copy`,
-//! then recorded; dropping one removes its record, then its file. A process killed between
-//! any two steps leaves a file without a record (removed when the tier opens) or a record
-//! without a file (dropped when it opens, or when it is read); a file torn by the disk fails
-//! its checksum when read and is dropped. Files are not synced: a lost copy costs a decode.
+//! Crash safety, write by write: a copy is written to `{id}.part` (by a worker), cut to its
+//! length, renamed to `{id}.copy`, then recorded; dropping one removes its record, then its
+//! file. A process killed between any two steps leaves a file without a record (removed when
+//! the tier opens) or a record without a file (dropped when it opens, or when it is opened
+//! for a read); a file torn by the disk, or written short by a worker killed mid-write, is
+//! never renamed or fails its checksum when a worker reads it, and is dropped. Files are not
+//! synced: a lost copy costs a decode.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use super::copy;
+use super::direct;
 use crate::cache::purge::Selector;
 
 /// How often a copy's last use is written to the database (its place in the order is kept
@@ -56,13 +62,34 @@ pub struct TierStats {
     pub max_bytes: u64,
 }
 
-/// A copy read back for a render: its bytes, checked, and the version it was made from.
-#[derive(Debug, Clone)]
+/// A copy opened for a worker to read back (and check) for a render.
+#[derive(Debug)]
 pub struct StoredCopy {
-    /// The copy's bytes ([`copy::decode`] reads them).
-    pub bytes: Vec<u8>,
+    /// The file, read-only (bypassing the page cache where the file system allows it).
+    pub file: std::fs::File,
+    /// Which copy it is, for [`ReducedTier::drop_unusable`].
+    pub id: u64,
     /// The version of the original it was made from.
     pub version: String,
+}
+
+/// A new copy's file (`{id}.part`), for a worker to write and [`ReducedTier::keep`] to keep;
+/// removed if it is dropped unkept.
+#[derive(Debug)]
+pub struct NewCopy {
+    /// The file, write-only (bypassing the page cache where the file system allows it).
+    pub file: std::fs::File,
+    id: u64,
+    /// Until kept.
+    part: Option<PathBuf>,
+}
+
+impl Drop for NewCopy {
+    fn drop(&mut self) {
+        if let Some(part) = &self.part {
+            remove_file(part);
+        }
+    }
 }
 
 /// Why the tier could not be opened.
@@ -208,10 +235,11 @@ impl ReducedTier {
             .map(|r| r.version.clone())
     }
 
-    /// `key`'s copy, read and checked, if it holds one made from version `version` of the
-    /// original (the one the source vouches for now): a copy of another version is stale and
-    /// dropped, and so is one that fails its check. Counts as a use. Blocking.
-    pub fn get(&self, key: &str, version: &str) -> Option<StoredCopy> {
+    /// `key`'s copy, opened for a worker to read (and check), if the tier holds one made from
+    /// version `version` of the original (the one the source vouches for now): a copy of
+    /// another version is stale and dropped, and so is a record whose file is gone. Counts as
+    /// a use. Blocking.
+    pub fn open_copy(&self, key: &str, version: &str) -> Option<StoredCopy> {
         let record = {
             let mut state = self.inner.state();
             let record = state.order.peek(key)?;
@@ -231,32 +259,35 @@ impl ReducedTier {
             record.clone()
         };
         let path = self.inner.path(record.id);
-        let problem = match std::fs::read(&path) {
-            Ok(bytes) => match copy::verify(&bytes) {
-                Ok(_) => {
-                    return Some(StoredCopy {
-                        bytes,
-                        version: record.version,
-                    })
-                }
-                Err(e) => e.to_string(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => e.to_string(),
-            // Kept: the next read may well succeed (a lack of file handles, say).
-            Err(e) => {
-                tracing::warn!(key, path = %path.display(), error = %e, "cannot read a reduced original");
-                return None;
+        match direct::open_read(&path) {
+            Ok(file) => Some(StoredCopy {
+                file,
+                id: record.id,
+                version: record.version,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.drop_unusable(key, record.id, &e.to_string());
+                None
             }
-        };
+            // Kept: the next open may well succeed (a lack of file handles, say).
+            Err(e) => {
+                tracing::warn!(key, path = %path.display(), error = %e, "cannot open a reduced original");
+                None
+            }
+        }
+    }
+
+    /// Drops `key`'s copy `id` (the one [`ReducedTier::open_copy`] gave) because `problem` makes
+    /// it unusable: gone, cut short, damaged. Blocking.
+    pub fn drop_unusable(&self, key: &str, id: u64, problem: &str) {
         let mut state = self.inner.state();
         // Unless replaced meanwhile (its file removed by the replacement: no trouble).
-        if state.order.peek(key).is_some_and(|r| r.id == record.id) {
-            tracing::warn!(key, path = %path.display(), error = %problem, "dropping a reduced original that cannot be used");
+        if state.order.peek(key).is_some_and(|r| r.id == id) {
+            tracing::warn!(key, path = %self.inner.path(id).display(), error = problem, "dropping a reduced original that cannot be used");
             let gone = self.inner.remove(&mut state, key).ok().flatten();
             drop(state);
             gone.iter().for_each(|path| remove_file(path));
         }
-        None
     }
 
     /// Drops `key`'s copy if it was made from another version of the original than `version`
@@ -271,12 +302,24 @@ impl ReducedTier {
         stale.iter().for_each(|path| remove_file(path));
     }
 
-    /// Keeps `bytes` (a copy) as `key`'s, made from version `version` of the original, in
-    /// place of any it held, if `still_current()` says, once the file is written, that no
-    /// purge of the original began since it was fetched (checked under the tier's lock, which
-    /// [`ReducedTier::drop_matching`] takes too). A copy larger than an eighth of the bound,
-    /// or one that would leave less than `cache.min_free_bytes` free, is not kept. Blocking.
-    /// Returns whether it was kept.
+    /// A new copy's file for a worker to write, unless the tier keeps nothing or the disk
+    /// has less than `cache.min_free_bytes` free. Blocking.
+    pub fn create(&self) -> std::io::Result<Option<NewCopy>> {
+        if !self.enabled() || crate::cache::free_bytes(&self.inner.dir)? < self.inner.min_free_bytes
+        {
+            return Ok(None);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let part = self.inner.path(id).with_extension("part");
+        let file = direct::create(&part)?;
+        Ok(Some(NewCopy {
+            file,
+            id,
+            part: Some(part),
+        }))
+    }
+
+    /// Keeps `bytes` (a copy) as `key`'s, as [`ReducedTier::keep`] does. Blocking.
     pub fn put(
         &self,
         key: &str,
@@ -284,34 +327,55 @@ impl ReducedTier {
         bytes: &[u8],
         still_current: impl FnOnce() -> bool,
     ) -> std::io::Result<bool> {
-        if version.is_empty() || bytes.len() as u64 > self.inner.max_bytes / 8 {
+        let Some(new) = self.create()? else {
+            return Ok(false);
+        };
+        let len = direct::Aligned::new().write(&new.file, &[bytes])?;
+        self.keep(new, key, version, len, still_current)
+    }
+
+    /// Keeps the copy written to `new` (its first `len` bytes) as `key`'s, made from version
+    /// `version` of the original, in place of any it held, if `still_current()` says, once
+    /// the file is in place, that no purge of the original began since it was fetched
+    /// (checked under the tier's lock, which [`ReducedTier::drop_matching`] takes too). A
+    /// copy larger than an eighth of the bound, or one that left less than
+    /// `cache.min_free_bytes` free, is not kept (its file goes). Blocking. Returns whether it
+    /// was kept.
+    pub fn keep(
+        &self,
+        mut new: NewCopy,
+        key: &str,
+        version: &str,
+        len: u64,
+        still_current: impl FnOnce() -> bool,
+    ) -> std::io::Result<bool> {
+        if version.is_empty() || len > self.inner.max_bytes / 8 {
             return Ok(false);
         }
         // The disk is shared: a copy is worth less than the room others need.
-        let free = crate::cache::free_bytes(&self.inner.dir)?;
-        if free < bytes.len() as u64 + self.inner.min_free_bytes {
+        if crate::cache::free_bytes(&self.inner.dir)? < self.inner.min_free_bytes {
             return Ok(false);
         }
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = new.id;
         let path = self.inner.path(id);
-        let part = path.with_extension("part");
-        let written = std::fs::write(&part, bytes)
-            .and_then(|()| {
-                crate::crash::point("reduced.part-written");
-                std::fs::rename(&part, &path)
-            })
-            .and_then(|()| std::fs::metadata(&path));
-        let meta = match written {
+        let Some(part) = new.part.clone() else {
+            return Ok(false);
+        };
+        // The worker wrote whole blocks: cut to the copy's length, then in place.
+        new.file.set_len(len)?;
+        crate::crash::point("reduced.part-written");
+        std::fs::rename(&part, &path)?;
+        new.part = None;
+        let meta = match std::fs::metadata(&path) {
             Ok(meta) => meta,
             Err(e) => {
-                remove_file(&part);
                 remove_file(&path);
                 return Err(e);
             }
         };
         let record = Record {
             id,
-            bytes: bytes.len() as u64,
+            bytes: len,
             disk: crate::cache::disk_use(&meta),
             version: version.to_owned(),
             used_ms: now_ms(),
@@ -437,6 +501,7 @@ fn remove_file(path: &Path) {
 mod tests {
     use super::*;
     use crate::imaging::{DecodeBox, Decoded};
+    use crate::reduced::copy;
 
     fn copy_of(n: u8, side: u32) -> Vec<u8> {
         let image = Decoded::rgb(vec![n; (side * side * 3) as usize], side, side);
@@ -451,6 +516,23 @@ mod tests {
             0,
         )
         .unwrap()
+    }
+
+    /// Reads `key`'s copy back as a worker does, dropping it if it is unusable as the
+    /// pipeline does when the worker says so.
+    fn read(tier: &ReducedTier, key: &str, version: &str) -> Option<Vec<u8>> {
+        let stored = tier.open_copy(key, version)?;
+        let read = direct::Aligned::new().read(&stored.file, 1 << 30, |bytes| {
+            copy::verify(bytes).map(|_| bytes.to_vec())
+        });
+        let checked = read.map_err(|e| e.to_string());
+        match checked.and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(bytes) => Some(bytes),
+            Err(problem) => {
+                tier.drop_unusable(key, stored.id, &problem);
+                None
+            }
+        }
     }
 
     fn files(dir: &Path) -> usize {
@@ -468,7 +550,7 @@ mod tests {
         }
         assert_eq!(tier.stats().copies, 3);
         // a used last: b is the least recently used, and goes for d.
-        assert!(tier.get("a", "v1").is_some());
+        assert!(read(&tier, "a", "v1").is_some());
         assert!(tier.put("d", "v1", &copy_of(9, 20), || true).unwrap());
         assert!(tier.version("b").is_none() && tier.version("a").is_some());
         let stats = tier.stats();
@@ -477,7 +559,7 @@ mod tests {
         assert_eq!(files(dir.path()), 3);
         // The version asked for (the one the source vouches for) must be the copy's: a copy
         // of another is stale, and goes.
-        assert!(tier.get("a", "v2").is_none());
+        assert!(read(&tier, "a", "v2").is_none());
         assert!(tier.version("a").is_none());
         // Dropped without a read too, once the source vouches for another version.
         tier.drop_stale("c", "v1");
@@ -548,9 +630,9 @@ mod tests {
         // b's record and both strays went when it opened; a's torn file goes when read.
         assert_eq!(tier.stats().copies, 2);
         assert_eq!(files(dir.path()), 2);
-        assert!(tier.get("a", "v1").is_none());
+        assert!(read(&tier, "a", "v1").is_none());
         assert!(tier.version("a").is_none());
-        assert!(tier.get("c", "v1").is_some());
+        assert!(read(&tier, "c", "v1").is_some());
         assert_eq!(files(dir.path()), 1);
     }
 

@@ -64,6 +64,13 @@ pub fn watch(
     Ok(MediaWatch { _watcher: watcher })
 }
 
+/// Whether `event` says only that a file was opened: inotify's watch includes opens (the
+/// watcher crate asks for them), and every fetch of an original is one.
+fn opened_only(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, EventKind};
+    matches!(event.kind, EventKind::Access(AccessKind::Open(_))) && !event.need_rescan()
+}
+
 /// The media folder's watch: dropped, it stops (and its thread ends).
 pub struct MediaWatch {
     _watcher: notify::RecommendedWatcher,
@@ -88,6 +95,13 @@ impl Looker {
                 None => Duration::from_secs(3600),
             };
             match rx.recv_timeout(wait) {
+                // Opened (by ross's own fetches, mostly): nothing changed; what was gathered
+                // is looked at once due all the same.
+                Ok(Ok(event)) if opened_only(&event) => {
+                    if first.is_none_or(|at| at.elapsed() < LONGEST_WAIT) {
+                        continue;
+                    }
+                }
                 Ok(Ok(event)) => {
                     rescan |= event.need_rescan();
                     paths.extend(event.paths);

@@ -4,8 +4,10 @@
 //! - **Starting.** Every worker is started from one thread that lives as long as the server
 //!   ([`Spawner`]), so the kernel's parent-death signal, which follows the starting thread,
 //!   kills workers only when the server goes. A worker gets a Unix socket as its standard
-//!   input, an empty environment (no credentials) and a pipe as its standard error, whose
-//!   lines are logged and whose last lines tell an allocation failure from other aborts.
+//!   input, a Unix datagram socket at descriptor 3 for the files of its jobs (reduced copies to
+//!   read and to write), an empty environment (no credentials) and a pipe as its standard
+//!   error, whose lines are logged and whose last lines tell an allocation failure from other
+//!   aborts.
 //! - **Jobs.** A job has [`WorkerPool::render_timeout`] from when the worker gets it; past
 //!   that the worker is killed (`SIGKILL`) and replaced. A worker that dies, or answers
 //!   something that is not the protocol, fails only the job it was doing.
@@ -16,7 +18,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,8 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::protocol::{
-    self, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Sent, Stage, Timings,
-    WireError, WorkerSettings,
+    self, FileRole, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Sent,
+    Stage, Timings, WireError, WorkerSettings, FILE_CHANNEL,
 };
 use crate::error::{AppError, ErrorCode};
 use crate::telemetry::{Count, Metrics};
@@ -68,7 +71,10 @@ pub fn this_executable_is_ross() {
 /// always the same build as its server.
 const THIS_EXECUTABLE: &str = "/proc/self/exe";
 
-type SpawnOrder = oneshot::Sender<io::Result<(Child, UnixStream)>>;
+/// A started worker: its process, its socket and its file channel (the server's ends).
+type Spawned = (Child, UnixStream, UnixDatagram);
+
+type SpawnOrder = oneshot::Sender<io::Result<Spawned>>;
 
 /// Starts worker processes, all from one long-lived thread.
 pub struct Spawner {
@@ -109,7 +115,7 @@ impl Spawner {
         }))
     }
 
-    async fn spawn(&self) -> io::Result<(Child, UnixStream)> {
+    async fn spawn(&self) -> io::Result<Spawned> {
         let (tx, rx) = oneshot::channel();
         self.orders
             .lock()
@@ -122,14 +128,35 @@ impl Spawner {
 }
 
 /// One `ross worker` process, started on the spawning thread.
-fn spawn(program: &std::path::Path) -> io::Result<(Child, UnixStream)> {
+#[allow(unsafe_code)]
+fn spawn(program: &std::path::Path) -> io::Result<Spawned> {
     use std::os::unix::process::CommandExt;
     let (ours, theirs) = UnixStream::pair()?;
+    let (files, their_files) = UnixDatagram::pair()?;
+    let their_files_fd = their_files.as_raw_fd();
     // Room for an original in one write, and for an encoded image in one answer: fewer
     // wake-ups of either side per job (the kernel caps these at net.core.wmem_max).
     socket2::SockRef::from(&ours).set_send_buffer_size(SOCKET_BUFFER)?;
     socket2::SockRef::from(&theirs).set_send_buffer_size(SOCKET_BUFFER)?;
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    // SAFETY: the closure runs in the child between fork and exec, and calls only dup2 and
+    // fcntl, which are async-signal-safe, on descriptors it owns there.
+    unsafe {
+        command.pre_exec(move || {
+            // The file channel at its descriptor, open across exec (dup2 clears close-on-exec,
+            // except onto itself).
+            let placed = if their_files_fd == FILE_CHANNEL {
+                libc::fcntl(FILE_CHANNEL, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(their_files_fd, FILE_CHANNEL)
+            };
+            if placed < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let child = command
         .arg0("ross")
         .arg("worker")
         .arg("--server")
@@ -140,7 +167,8 @@ fn spawn(program: &std::path::Path) -> io::Result<(Child, UnixStream)> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    Ok((child, ours))
+    drop(their_files);
+    Ok((child, ours, files))
 }
 
 /// How a worker ended.
@@ -197,13 +225,28 @@ pub enum JobOutcome {
         timings: Timings,
         /// What the decode got past (counted by the pool).
         warnings: Vec<crate::imaging::DecodeWarning>,
-        /// The reduced original the worker made of its decode, when the job asked for one.
-        copy: Option<Vec<u8>>,
+        /// The length of the reduced copy the worker wrote to the file the job came with,
+        /// if it wrote one.
+        copy: Option<u64>,
     },
     /// The worker holds no pixels that serve: send the job again with the original.
-    NeedOriginal,
+    NeedOriginal {
+        /// Why the reduced copy sent is not a copy at all (to be dropped); `None` for one
+        /// that is only too small.
+        unusable: Option<String>,
+    },
     /// The job failed (a bad file, a mode's error); the worker lives on.
     Failed(AppError),
+}
+
+/// The files a job comes with, for the worker to read or write (by descriptor: the server
+/// opens them, the sandboxed worker cannot).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFiles<'a> {
+    /// The reduced copy sent ([`Sent::Copy`]).
+    pub copy_to_read: Option<BorrowedFd<'a>>,
+    /// The file for a reduced copy of the decode ([`RenderJob::copy`]).
+    pub copy_to_write: Option<BorrowedFd<'a>>,
 }
 
 /// The server's handle on one worker process. Dropping it kills the process.
@@ -215,6 +258,8 @@ pub struct Worker {
     /// Answers, buffered: a frame's head, header and blob in as few reads as arrived.
     reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
     writer: tokio::net::unix::OwnedWriteHalf,
+    /// Its file channel: descriptors are sent on it without waiting.
+    files: UnixDatagram,
     stderr: Option<tokio::task::JoinHandle<Vec<String>>>,
     stage: Stage,
     max_reply: usize,
@@ -233,7 +278,7 @@ impl Worker {
         plugins: &[PluginToLoad],
         max_reply: usize,
     ) -> Result<(Worker, Vec<LoadReport>, SandboxReport), String> {
-        let (mut child, socket) = spawner
+        let (mut child, socket, files) = spawner
             .spawn()
             .await
             .map_err(|e| format!("cannot start a worker: {e}"))?;
@@ -261,6 +306,7 @@ impl Worker {
             child: Some(child),
             reader: tokio::io::BufReader::with_capacity(64 << 10, reader),
             writer,
+            files,
             stderr,
             stage: Stage::Render,
             max_reply,
@@ -293,13 +339,14 @@ impl Worker {
         }
     }
 
-    /// Runs `job` with `blob` (what `sent` says it is), killing the worker if it has not
-    /// answered within `budget`.
+    /// Runs `job` with `blob` (what `sent` says it is) and `files`, killing the worker if it
+    /// has not answered within `budget`.
     pub async fn render(
         &mut self,
         job: &RenderJob,
         sent: Sent,
         blob: &[u8],
+        files: JobFiles<'_>,
         budget: Duration,
     ) -> Result<(JobOutcome, bool), JobFailure> {
         // The job begins in the mode's code (its decode need), then decodes.
@@ -309,13 +356,26 @@ impl Worker {
             job: job.clone(),
             sent,
         };
+        // The files first, in the order the worker takes them; a worker whose channel is full
+        // has not taken earlier ones: it breaks the protocol.
+        let passed = [
+            (FileRole::ReadCopy, files.copy_to_read),
+            (FileRole::WriteCopy, files.copy_to_write),
+        ]
+        .into_iter()
+        .filter_map(|(role, file)| file.map(|f| (role, f)))
+        .try_for_each(|(role, file)| protocol::send_file(&self.files, role, file));
+        if let Err(e) = passed {
+            self.kill();
+            return Err(self.failure(Failure::Crashed, format!("did not take its files: {e}")));
+        }
         let mut copy = None;
         let exchange = tokio::time::timeout(budget, async {
             protocol::send(&mut self.writer, &request, blob).await?;
             loop {
                 match protocol::receive::<Reply>(&mut self.reader, self.max_reply).await? {
                     (Reply::Stage(stage), _) => self.stage = stage,
-                    (Reply::Copy, bytes) if job.copy && copy.is_none() => copy = Some(bytes),
+                    (Reply::Copy { bytes }, _) if job.copy && copy.is_none() => copy = Some(bytes),
                     answer => return Ok::<_, io::Error>(answer),
                 }
             }
@@ -338,7 +398,9 @@ impl Worker {
                 };
                 Ok((outcome, kept))
             }
-            Ok(Ok((Reply::NeedOriginal, _))) => Ok((JobOutcome::NeedOriginal, false)),
+            Ok(Ok((Reply::NeedOriginal { unusable }, _))) => {
+                Ok((JobOutcome::NeedOriginal { unusable }, false))
+            }
             Ok(Ok((Reply::Failed(error), _))) => {
                 Ok((JobOutcome::Failed(AppError::from_wire(error)), false))
             }
@@ -836,12 +898,14 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Runs `job` on this worker with `blob`, what `sent` says it is (nothing when [`Lease::holds`]).
+    /// Runs `job` on this worker with `blob`, what `sent` says it is (nothing when
+    /// [`Lease::holds`]), and `files`.
     pub async fn render(
         &mut self,
         job: &RenderJob,
         sent: Sent,
         blob: &[u8],
+        files: JobFiles<'_>,
     ) -> Result<JobOutcome, JobFailure> {
         let Some(worker) = self.worker.as_mut() else {
             return Err(JobFailure {
@@ -851,7 +915,7 @@ impl Lease {
             });
         };
         match worker
-            .render(job, sent, blob, self.pool.render_timeout)
+            .render(job, sent, blob, files, self.pool.render_timeout)
             .await
         {
             Ok((outcome, kept)) => {

@@ -1,13 +1,16 @@
 //! The render worker's side: `ross worker`, started by the server with a Unix socket as its
-//! standard input. It loads the plugin copies it is told to, test-renders their modes, enters
-//! its sandbox, says what it loaded, then renders one job at a time until the socket closes.
-//! It keeps the pixels of the originals it decoded in the last minute (its share of
-//! `cache.decoded_bytes`), so the next sizes of an original sent to it skip the decode.
+//! standard input and a second one, for files, at descriptor 3. It loads the plugin copies it
+//! is told to, test-renders their modes, enters its sandbox, says what it loaded, then renders
+//! one job at a time until the socket closes. It keeps the pixels of the originals it decoded
+//! in the last minute (its share of `cache.decoded_bytes`), so the next sizes of an original
+//! sent to it skip the decode, and it reads and writes reduced copies in the files the server
+//! hands it.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,14 +18,14 @@ use std::time::{Duration, Instant};
 use plugin_api::TargetSize;
 
 use super::protocol::{
-    read_frame, write_frame, write_frame_parts, LoadReport, ModeSpec, RenderJob, Reply, Request,
-    Sent, Stage, WireError, WorkerSettings,
+    read_frame, receive_file, write_frame, FileRole, LoadReport, ModeSpec, RenderJob, Reply,
+    Request, Sent, Stage, WireError, WorkerSettings, FILE_CHANNEL,
 };
 use super::sandbox;
 use crate::error::AppError;
 use crate::imaging::DecodeBox;
 use crate::plugins::ModeCode;
-use crate::reduced::copy;
+use crate::reduced::{copy, direct};
 use crate::render::{decode_boxes, render_decoded, DecodedSource, Shape};
 
 /// How long decoded pixels are kept after their decode, as the server keeps originals.
@@ -45,13 +48,39 @@ pub fn main(server: u32) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(socket) {
+    let files = match file_channel() {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!(
+                "ross worker: descriptor {FILE_CHANNEL} is not the server's file channel: {e}"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match serve(socket, files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ross worker: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The server's file channel, at descriptor [`FILE_CHANNEL`].
+#[allow(unsafe_code)]
+fn file_channel() -> std::io::Result<UnixDatagram> {
+    // SAFETY: fcntl(F_GETFD) on a descriptor number only reads its flags.
+    if unsafe { libc::fcntl(FILE_CHANNEL, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (above), and the server started this process with its end
+    // of the file channel there: nothing else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(FILE_CHANNEL) };
+    let stat = rustix::fs::fstat(&owned)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(std::io::Error::other("not a socket"));
+    }
+    Ok(UnixDatagram::from(owned))
 }
 
 /// Asks the kernel to kill this process when the server's thread that started it ends (the
@@ -96,7 +125,7 @@ fn keep_freed_memory() {
 /// hard limit) plus room; the worker reads no more.
 const MAX_ORIGINAL: usize = 1 << 30;
 
-fn serve(socket: UnixStream) -> std::io::Result<()> {
+fn serve(socket: UnixStream, files: UnixDatagram) -> std::io::Result<()> {
     // Jobs, buffered: a job's head and header in one read (an original larger than the
     // buffer is read straight into its own room).
     let mut input = std::io::BufReader::with_capacity(64 << 10, socket.try_clone()?);
@@ -110,8 +139,11 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
         .iter()
         .map(|p| ModeCode::open(&p.copy, &p.file))
         .collect();
+    // A copy is written in whole blocks: the largest one allowed, rounded up.
+    let copy_file_bytes =
+        settings.max_copy_bytes.div_ceil(direct::ALIGN as u64) * direct::ALIGN as u64;
     let sandbox = if settings.sandbox {
-        sandbox::enter(settings.memory_bytes)
+        sandbox::enter(settings.memory_bytes, copy_file_bytes)
     } else {
         Ok(Default::default())
     };
@@ -150,6 +182,8 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
     }
     let mut worker = Worker {
         modes,
+        files,
+        io: direct::Aligned::new(),
         shape_boxes: HashMap::new(),
         kept: Kept::new(settings.decoded_bytes),
         settings,
@@ -170,6 +204,10 @@ fn serve(socket: UnixStream) -> std::io::Result<()> {
 
 struct Worker {
     modes: HashMap<String, ModeCode>,
+    /// The file channel: the reduced copies to read and to write come on it.
+    files: UnixDatagram,
+    /// The aligned buffer copies are read and written through.
+    io: direct::Aligned,
     /// The decode box of each shape asked for, by its mode's code.
     shape_boxes: HashMap<Shape, Option<DecodeBox>>,
     kept: Kept,
@@ -189,6 +227,15 @@ impl Worker {
         blob: Vec<u8>,
         output: &mut impl Write,
     ) -> std::io::Result<()> {
+        // Taken first, whatever the job's fate: the channel stays in step with the jobs.
+        let to_read = match sent {
+            Sent::Copy => Some(File::from(receive_file(&self.files, FileRole::ReadCopy)?)),
+            _ => None,
+        };
+        let to_write = match job.copy {
+            true => Some(File::from(receive_file(&self.files, FileRole::WriteCopy)?)),
+            false => None,
+        };
         let Some(mode) = self.modes.get(&job.mode) else {
             let error = AppError::unknown_mode(&job.mode);
             return write_frame(output, &Reply::Failed(WireError::from(&error)), &[]);
@@ -223,18 +270,36 @@ impl Worker {
         {
             Some(pixels) => pixels,
             None => match sent {
-                Sent::Nothing => return write_frame(output, &Reply::NeedOriginal, &[]),
+                Sent::Nothing => return need_original(output, None),
                 Sent::Copy => {
+                    let Some(file) = &to_read else {
+                        return Err(std::io::Error::other("a copy was sent without its file"));
+                    };
                     let started = Instant::now();
-                    match copy::decode(blob, self.settings.max_source_pixels) {
-                        Ok(pixels) if pixels.serves(need) => {
+                    let max_pixels = self.settings.max_source_pixels;
+                    let longest = copy::HEADER as u64 + max_pixels.saturating_mul(4);
+                    let read = self
+                        .io
+                        .read(file, longest, |bytes| copy::decode(bytes, max_pixels));
+                    match read {
+                        Ok(Ok(pixels)) if pixels.serves(need) => {
                             copy_us = Some(started.elapsed().as_micros() as u64);
                             let pixels = Arc::new(pixels);
                             kept = self.kept.keep(&job.key, job.epoch, pixels.clone());
                             pixels
                         }
-                        // Too small for this size (or not a copy): the original, then.
-                        _ => return write_frame(output, &Reply::NeedOriginal, &[]),
+                        // Too small for this size: the original, then (its decode makes a
+                        // larger copy). Out of memory: the copy may be fine.
+                        Ok(Ok(_) | Err(copy::CopyError::OutOfMemory(_))) => {
+                            return need_original(output, None)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                            return need_original(output, None)
+                        }
+                        // Not a copy (cut short, damaged, over the limits), or a file the disk
+                        // cannot read: the server drops it.
+                        Ok(Err(e)) => return need_original(output, Some(e.to_string())),
+                        Err(e) => return need_original(output, Some(e.to_string())),
                     }
                 }
                 Sent::Original => {
@@ -257,7 +322,9 @@ impl Worker {
                     drop(blob);
                     // With a copy kept for the next sizes, this size renders from it too:
                     // every size of an original is made from the same pixels.
-                    let decoded = match self.copy(job, decoded, &boxes, output)? {
+                    let max_copy = self.settings.max_copy_bytes;
+                    let written = to_write.as_ref().map(|file| (file, &mut self.io));
+                    let decoded = match write_copy(decoded, &boxes, max_copy, written, output)? {
                         Ok(copied) => copied,
                         Err(decoded) => decoded,
                     };
@@ -317,27 +384,35 @@ impl Worker {
     }
 }
 
-impl Worker {
-    /// Sends the server a reduced copy of `decoded` if `job` asks for one and the sizes allow
-    /// one within `max_copy_bytes`: `Ok` with the copy's pixels, else `Err` with `decoded`.
-    fn copy(
-        &self,
-        job: &RenderJob,
-        decoded: DecodedSource,
-        boxes: &[DecodeBox],
-        output: &mut impl Write,
-    ) -> std::io::Result<Result<DecodedSource, DecodedSource>> {
-        if !job.copy {
-            return Ok(Err(decoded));
-        }
-        let reduced = match copy::make(decoded, boxes, self.settings.max_copy_bytes) {
-            Ok(reduced) => reduced,
-            Err(decoded) => return Ok(Err(decoded)),
-        };
-        let head = copy::head(&reduced.image, reduced.good_up_to);
-        write_frame_parts(output, &Reply::Copy, &[&head, &reduced.image.pixels])?;
-        Ok(Ok(reduced))
+/// Answers that the job needs the original, and why the copy sent is unusable, if it is.
+fn need_original(output: &mut impl Write, unusable: Option<String>) -> std::io::Result<()> {
+    write_frame(output, &Reply::NeedOriginal { unusable }, &[])
+}
+
+/// Writes a reduced copy of `decoded` to `file` (through the buffer with it), if the job came
+/// with one and the sizes allow a copy within `max_bytes`, and tells the server: `Ok` with the
+/// copy's pixels, else `Err` with `decoded`. A copy that cannot be written is said on standard
+/// error (the server logs it), and the job goes on.
+fn write_copy(
+    decoded: DecodedSource,
+    boxes: &[DecodeBox],
+    max_bytes: u64,
+    file: Option<(&File, &mut direct::Aligned)>,
+    output: &mut impl Write,
+) -> std::io::Result<Result<DecodedSource, DecodedSource>> {
+    let Some((file, io)) = file else {
+        return Ok(Err(decoded));
+    };
+    let reduced = match copy::make(decoded, boxes, max_bytes) {
+        Ok(reduced) => reduced,
+        Err(decoded) => return Ok(Err(decoded)),
+    };
+    let head = copy::head(&reduced.image, reduced.good_up_to);
+    match io.write(file, &[&head, &reduced.image.pixels]) {
+        Ok(bytes) => write_frame(output, &Reply::Copy { bytes }, &[])?,
+        Err(e) => eprintln!("ross worker: cannot write a reduced copy: {e}"),
     }
+    Ok(Ok(reduced))
 }
 
 /// Decoded originals kept for reuse: a few, least recently used out first, each for

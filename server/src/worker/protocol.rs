@@ -6,8 +6,14 @@
 //! and rare enough that JSON costs nothing measurable; blobs are never JSON. Both sides bound
 //! what they read: a worker that a crafted file took over can make the server read at most
 //! [`MAX_HEADER`] bytes of header and the caller's blob limit.
+//!
+//! Files go on a second socket, the worker's descriptor [`FILE_CHANNEL`] (a Unix datagram
+//! socket pair): one descriptor per datagram ([`send_file`]), with a byte that says what it is
+//! for, sent before the job that uses it. A reduced copy's bytes never pass through the
+//! server: it opens the file and the worker reads or writes it.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use ross_config::{OutputFormat, OutputSettings};
@@ -75,8 +81,10 @@ pub enum Sent {
     Nothing,
     /// The original.
     Original,
-    /// A reduced original ([`crate::reduced::copy`]), made from the original's current
-    /// version; the worker asks for the original if it does not serve the job.
+    /// Nothing in the blob: a reduced original ([`crate::reduced::copy`]), made from the
+    /// original's current version, whose file (read-only) comes on the file channel
+    /// ([`FileRole::ReadCopy`]); the worker asks for the original if it does not serve the
+    /// job, saying why if it is not a usable copy.
     Copy,
 }
 
@@ -100,8 +108,10 @@ pub struct RenderJob {
     /// off): the original is decoded for the largest of them, so that the next sizes reuse the
     /// decode.
     pub shapes: Vec<Shape>,
-    /// Whether the server keeps reduced originals of this key: a job that decodes the
-    /// original sends one back ([`Reply::Copy`]) before its render, if the sizes allow one.
+    /// Whether a file for a reduced copy of the original comes on the file channel
+    /// ([`FileRole::WriteCopy`], after the copy to read, if one is sent): a job that decodes
+    /// the original writes its copy there and says so ([`Reply::Copy`]) before its render, if
+    /// the sizes allow one. Only with [`Sent::Original`].
     #[serde(default)]
     pub copy: bool,
 }
@@ -211,10 +221,18 @@ pub enum Reply {
     Stage(Stage),
     /// The worker holds no pixels of this original that serve the job: send it again with the
     /// original.
-    NeedOriginal,
-    /// A reduced original of the job's original (the blob), made from its decode, for the
-    /// server to keep; the job goes on.
-    Copy,
+    NeedOriginal {
+        /// Why the reduced copy sent is not a copy at all (cut short, damaged, over the
+        /// limits): the server drops it. `None` for one that is only too small for the job.
+        #[serde(default)]
+        unusable: Option<String>,
+    },
+    /// A reduced copy of the job's original, made from its decode, was written to the file
+    /// the job came with: its length; the job goes on.
+    Copy {
+        /// The copy's length (the file holds it in whole blocks, padded).
+        bytes: u64,
+    },
     /// The job's encoded image is the blob.
     Rendered {
         /// Time per stage.
@@ -257,27 +275,10 @@ fn decode_header<T: DeserializeOwned>(header: &[u8]) -> io::Result<T> {
 
 /// Writes one frame (blocking; the worker's side).
 pub fn write_frame(out: &mut impl Write, header: &impl Serialize, blob: &[u8]) -> io::Result<()> {
-    write_frame_parts(out, header, &[blob])
-}
-
-/// Writes one frame whose blob is `parts` one after the other (blocking; the worker's side).
-pub fn write_frame_parts(
-    out: &mut impl Write,
-    header: &impl Serialize,
-    parts: &[&[u8]],
-) -> io::Result<()> {
     let header = serde_json::to_vec(header).map_err(io::Error::other)?;
-    let blob_len: usize = parts.iter().map(|p| p.len()).sum();
-    let len = u32::try_from(blob_len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    let head_len = u32::try_from(header.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    out.write_all(&head_len.to_le_bytes())?;
-    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&frame_head(&header, blob)?)?;
     out.write_all(&header)?;
-    for part in parts {
-        out.write_all(part)?;
-    }
+    out.write_all(blob)?;
     out.flush()
 }
 
@@ -341,6 +342,82 @@ pub async fn receive<T: DeserializeOwned>(
     Ok((decode_header(&header)?, blob))
 }
 
+/// The worker's descriptor for the file channel.
+pub const FILE_CHANNEL: std::os::fd::RawFd = 3;
+
+/// What a descriptor on the file channel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// A reduced copy to read ([`Sent::Copy`]).
+    ReadCopy,
+    /// A new file to write a reduced copy into ([`RenderJob::copy`]).
+    WriteCopy,
+}
+
+impl FileRole {
+    fn byte(self) -> u8 {
+        match self {
+            FileRole::ReadCopy => b'r',
+            FileRole::WriteCopy => b'w',
+        }
+    }
+}
+
+/// Sends `file` for `role` on the file channel `channel` without waiting (the server's side):
+/// a worker that does not take its descriptors fills the channel, and the send fails.
+pub fn send_file(channel: impl AsFd, role: FileRole, file: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let files = [file];
+    control.push(SendAncillaryMessage::ScmRights(&files));
+    let sent = sendmsg(
+        channel,
+        &[io::IoSlice::new(&[role.byte()])],
+        &mut control,
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+    )?;
+    if sent != 1 {
+        return Err(io::Error::other("the file channel took part of a datagram"));
+    }
+    Ok(())
+}
+
+/// Receives the descriptor for `role` from the file channel `channel` (the worker's side,
+/// waiting); anything else breaks the protocol.
+pub fn receive_file(channel: impl AsFd, role: FileRole) -> io::Result<OwnedFd> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = recvmsg(
+        &channel,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut files: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            files.extend(fds);
+        }
+    }
+    if got.bytes == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    match (byte[0] == role.byte(), files.len()) {
+        (true, 1) => Ok(files.pop().expect("one")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the file channel sent {:?} with {} descriptors for {role:?}",
+                byte[0] as char,
+                files.len()
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,11 +425,32 @@ mod tests {
     #[test]
     fn frames_round_trip_and_oversized_ones_are_refused() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, &Reply::NeedOriginal, b"blob").unwrap();
+        write_frame(&mut wire, &Reply::NeedOriginal { unusable: None }, b"blob").unwrap();
         let (reply, blob): (Reply, Vec<u8>) = read_frame(&mut wire.as_slice(), 16).unwrap();
-        assert!(matches!(reply, Reply::NeedOriginal));
+        assert!(matches!(reply, Reply::NeedOriginal { unusable: None }));
         assert_eq!(blob, b"blob");
         let refused = read_frame::<Reply>(&mut wire.as_slice(), 3).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn files_go_on_their_channel_one_per_datagram_with_their_role() {
+        use std::io::{Read, Seek};
+        use std::os::unix::net::UnixDatagram;
+        let (server, worker) = UnixDatagram::pair().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"copy").unwrap();
+        send_file(&server, FileRole::ReadCopy, file.as_fd()).unwrap();
+        send_file(&server, FileRole::WriteCopy, file.as_fd()).unwrap();
+        let mut got = std::fs::File::from(receive_file(&worker, FileRole::ReadCopy).unwrap());
+        got.rewind().unwrap();
+        let mut text = String::new();
+        got.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "copy");
+        // Asked for the wrong role: the protocol is broken.
+        let wrong = receive_file(&worker, FileRole::ReadCopy).unwrap_err();
+        assert_eq!(wrong.kind(), io::ErrorKind::InvalidData);
+        drop(worker);
+        assert!(send_file(&server, FileRole::ReadCopy, file.as_fd()).is_err());
     }
 }

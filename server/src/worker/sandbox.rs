@@ -2,7 +2,9 @@
 //! any image. Four layers, each on its own enough to stop one kind of escape:
 //!
 //! 1. **Resource limits** (`setrlimit`, soft and hard): address space `limits.worker_memory_bytes`
-//!    (a render that wants more fails its own request), no core files, no file growth, few
+//!    (a render that wants more fails its own request), no core files, no file written past
+//!    the largest reduced copy (the only files a worker writes are the copies' files the
+//!    server opens and hands it; a write past the limit fails, `SIGXFSZ` is ignored), few
 //!    descriptors.
 //! 2. **No capabilities, no new privileges**: every capability dropped (effective, permitted,
 //!    inheritable, ambient and the bounding set: a worker of a server run as root is not
@@ -14,7 +16,8 @@
 //!    seccomp filter still denies every call that opens a file or a socket.
 //! 4. **seccomp-bpf** (required): an allowlist of the system calls decoding, rendering and
 //!    encoding need on descriptors the worker already holds (read, write, memory, futexes,
-//!    time, its own signals, threads). Every other call fails with `EPERM`: no `open`, no
+//!    time, its own signals, threads; descriptors the server sends on its socket). Every other
+//!    call fails with `EPERM`: no `open`, no
 //!    `socket`, no `execve`, no `fork` (a `clone` without `CLONE_THREAD`), no `ptrace`, no
 //!    `kill` of another process (nor `fcntl`'s `F_SETOWN`/`O_ASYNC`, which would have the
 //!    kernel signal one), no raising of the limits above. A worker that cannot install the
@@ -34,12 +37,14 @@ use super::protocol::SandboxReport;
 /// Descriptors a worker may hold: its socket, stdio, and a few a library may open.
 const MAX_FILES: u64 = 64;
 
-/// Enters the sandbox: limits, no new privileges, Landlock, seccomp, in that order (the
-/// filter last, since it forbids the calls the others make).
-pub fn enter(memory_bytes: u64) -> Result<SandboxReport, String> {
+/// Enters the sandbox: limits (files written up to `file_bytes`), no new privileges,
+/// Landlock, seccomp, in that order (the filter last, since it forbids the calls the others
+/// make).
+pub fn enter(memory_bytes: u64, file_bytes: u64) -> Result<SandboxReport, String> {
     limit(libc::RLIMIT_AS, memory_bytes, "address space")?;
     limit(libc::RLIMIT_CORE, 0, "core files")?;
-    limit(libc::RLIMIT_FSIZE, 0, "file size")?;
+    limit(libc::RLIMIT_FSIZE, file_bytes, "file size")?;
+    ignore_file_size_signal();
     limit(libc::RLIMIT_NOFILE, MAX_FILES, "open files")?;
     drop_capabilities()?;
     no_new_privileges()?;
@@ -50,6 +55,13 @@ pub fn enter(memory_bytes: u64) -> Result<SandboxReport, String> {
         landlock_abi,
         note,
     })
+}
+
+/// A write past `RLIMIT_FSIZE` fails with `EFBIG` instead of killing the worker.
+#[allow(unsafe_code)]
+fn ignore_file_size_signal() {
+    // SAFETY: sets a standard signal's disposition to "ignore"; no handler runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Sets `resource` to `value`, soft and hard, or to the hard limit the worker inherited if
@@ -190,9 +202,11 @@ fn allowed() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
     };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for call in [
-        // I/O on descriptors already open (the socket, stderr).
+        // I/O on descriptors already open or sent (the sockets, stderr, reduced copies).
         libc::SYS_read,
         libc::SYS_write,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
         libc::SYS_readv,
         libc::SYS_writev,
         libc::SYS_recvfrom,
