@@ -19,6 +19,16 @@ fn pixel_type(format: PixelFormat) -> Result<PixelType, RenderError> {
     }
 }
 
+thread_local! {
+    /// One resizer per thread, kept from render to render: its buffer for the pass between
+    /// the horizontal and the vertical one (megabytes for a large output) is allocated and
+    /// zeroed once, not on every render. The results are the same.
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+}
+
+/// The largest buffers a thread's resizer keeps between renders.
+const KEEP_BUFFERS_UP_TO: usize = 64 << 20;
+
 /// Tightly packed copy of the pixels, borrowed when they already are packed.
 fn packed<'a>(src: &ImageView<'a>) -> std::borrow::Cow<'a, [u8]> {
     if src.is_packed() {
@@ -61,8 +71,15 @@ pub fn resize_region(
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
         .crop(region.left, region.top, region.width, region.height);
-    Resizer::new()
-        .resize(&from, &mut to, &options)
+    RESIZER
+        .with_borrow_mut(|resizer| {
+            let resized = resizer.resize(&from, &mut to, &options);
+            // A resample of a very large source leaves a large buffer: not kept.
+            if resizer.size_of_internal_buffers() > KEEP_BUFFERS_UP_TO {
+                resizer.reset_internal_buffers();
+            }
+            resized
+        })
         .map_err(|e| RenderError::failed(format!("resize failed: {e}")))?;
     ImageBuf::from_vec(to.into_vec(), width, height, src.format)
 }

@@ -111,7 +111,7 @@ pub(crate) fn upright_layout(
         pixels
     };
     Ok(Decoded {
-        pixels,
+        pixels: pixels.into(),
         width,
         height,
         alpha: true,
@@ -151,7 +151,7 @@ pub(crate) fn orient(image: Decoded, orientation: Orientation) -> Result<Decoded
         }
     }
     Ok(Decoded {
-        pixels: out,
+        pixels: out.into(),
         width: out_w as u32,
         height: out_h as u32,
         alpha: image.alpha,

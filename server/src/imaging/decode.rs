@@ -92,11 +92,73 @@ pub struct Decoding {
     pub warnings: Vec<DecodeWarning>,
 }
 
+/// Pixel bytes: a buffer, and where in it the pixels begin. That is 0, except for a reduced
+/// copy read back into the buffer its file was read into (past its header and the gap that
+/// aligned the read): its pixels are used where they were read, not moved.
+#[derive(Clone, Default)]
+pub struct Pixels {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Pixels {
+    /// The bytes of `buf` from `start` on.
+    pub fn within(buf: Vec<u8>, start: usize) -> Pixels {
+        assert!(start <= buf.len(), "the pixels are within the buffer");
+        Pixels { buf, start }
+    }
+
+    /// The bytes, as a buffer of their own (moved to its start if they are not there).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+}
+
+impl From<Vec<u8>> for Pixels {
+    fn from(buf: Vec<u8>) -> Pixels {
+        Pixels { buf, start: 0 }
+    }
+}
+
+impl std::ops::Deref for Pixels {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl std::ops::DerefMut for Pixels {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
+impl PartialEq for Pixels {
+    fn eq(&self, other: &Pixels) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Pixels {}
+
+impl PartialEq<Vec<u8>> for Pixels {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == other[..]
+    }
+}
+
+impl std::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pixels({} bytes)", self.len())
+    }
+}
+
 /// Upright, tightly packed pixels: RGB8, or RGBA8 when the source has transparency.
 #[derive(Debug, Clone)]
 pub struct Decoded {
     /// `width * height * 3` bytes (RGB), or `* 4` (RGBA, straight alpha) when `alpha`.
-    pub pixels: Vec<u8>,
+    pub pixels: Pixels,
     /// Pixels across.
     pub width: u32,
     /// Pixels down.
@@ -109,7 +171,7 @@ impl Decoded {
     /// Opaque RGB pixels.
     pub fn rgb(pixels: Vec<u8>, width: u32, height: u32) -> Decoded {
         Decoded {
-            pixels,
+            pixels: pixels.into(),
             width,
             height,
             alpha: false,

@@ -23,10 +23,9 @@ mod testing;
 mod tests;
 
 pub use avif::{decode_avif, encode_avif_with, AvifEncoder, Rows};
-pub(crate) use buffers::with_capacity as pixel_buffer;
 pub use colour::MAX_PROFILE_BYTES;
 pub use decode::{
-    decode, decode_every_scan, decode_for, DecodeError, DecodeWarning, Decoded, Decoding,
+    decode, decode_every_scan, decode_for, DecodeError, DecodeWarning, Decoded, Decoding, Pixels,
     WarningKind,
 };
 pub use encode::{encode, encode_jpeg, EncodeError};

@@ -16,7 +16,7 @@
 //! to read back; QOI, 46% of the bytes for 6.9 ms, most of what a JPEG decode of the original
 //! costs. The tier's bound is what pays for raw pixels.
 
-use crate::imaging::{DecodeBox, Decoded};
+use crate::imaging::{DecodeBox, Decoded, Pixels};
 use crate::render::DecodedSource;
 
 /// The first bytes of every copy (the last one is the layout's version).
@@ -50,9 +50,6 @@ pub enum CopyError {
     /// More pixels than `limits.max_source_pixels` allows.
     #[error("the copy's {0} pixels are over the limit")]
     TooLarge(u64),
-    /// No memory for its pixels (the worker's address space limit): the copy may be fine.
-    #[error("no memory for the copy's {0} bytes of pixels")]
-    OutOfMemory(usize),
 }
 
 /// The copy of `decoded`, decoded for `boxes` (the job's need and the sizes asked for lately):
@@ -162,20 +159,17 @@ pub fn verify(bytes: &[u8]) -> Result<CopyHeader, CopyError> {
     Ok(header)
 }
 
-/// The pixels of the copy `bytes`, checked whole; at most `max_pixels` of them.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DecodedSource, CopyError> {
-    let header = verify(bytes)?;
+/// The pixels of the copy `buf[at..]`, checked whole; at most `max_pixels` of them. They stay
+/// where they are in `buf`.
+pub fn decode(buf: Vec<u8>, at: usize, max_pixels: u64) -> Result<DecodedSource, CopyError> {
+    let header = verify(buf.get(at..).unwrap_or_default())?;
     let pixels = u64::from(header.width) * u64::from(header.height);
     if pixels > max_pixels {
         return Err(CopyError::TooLarge(pixels));
     }
-    let payload = &bytes[HEADER..];
-    let mut out = crate::imaging::pixel_buffer(payload.len())
-        .map_err(|_| CopyError::OutOfMemory(payload.len()))?;
-    out.extend_from_slice(payload);
     Ok(DecodedSource {
         image: Decoded {
-            pixels: out,
+            pixels: Pixels::within(buf, at + HEADER),
             width: header.width,
             height: header.height,
             alpha: header.alpha,
@@ -203,15 +197,20 @@ mod tests {
         let original = source(40, 30, Some(DecodeBox::cover(20, 20)));
         let bytes = encode(&original.image, original.good_up_to);
         assert_eq!(bytes.len(), HEADER + 40 * 30 * 3);
-        let read = decode(&bytes, u64::MAX).unwrap();
+        let read = decode(bytes, 0, u64::MAX).unwrap();
         assert_eq!(read.image.pixels, original.image.pixels);
         assert_eq!((read.image.width, read.image.height), (40, 30));
         assert_eq!(read.good_up_to, Some(DecodeBox::cover(20, 20)));
-        let whole = decode(&encode(&original.image, None), u64::MAX).unwrap();
+        let whole = decode(encode(&original.image, None), 0, u64::MAX).unwrap();
         assert_eq!(whole.good_up_to, None);
+        // Read into a buffer at an offset (where an aligned read put it): used there.
+        let mut placed = vec![9u8; 100];
+        placed.extend_from_slice(&encode(&original.image, None));
+        let read = decode(placed, 100, u64::MAX).unwrap();
+        assert_eq!(read.image.pixels, original.image.pixels);
         let within = Some(DecodeBox::fit(20, 20));
         assert_eq!(
-            decode(&encode(&original.image, within), u64::MAX)
+            decode(encode(&original.image, within), 0, u64::MAX)
                 .unwrap()
                 .good_up_to,
             within
@@ -232,25 +231,28 @@ mod tests {
             bytes[CRC_AT..HEADER].copy_from_slice(&crc.finalize().to_le_bytes());
             bytes
         };
-        let read = decode(&v1(0), u64::MAX).unwrap();
+        let read = decode(v1(0), 0, u64::MAX).unwrap();
         assert_eq!(read.good_up_to, Some(DecodeBox::cover(20, 20)));
         // Version 1 had no flags: one set is not a copy it wrote.
-        assert!(decode(&v1(FITTED), u64::MAX).is_err());
+        assert!(decode(v1(FITTED), 0, u64::MAX).is_err());
     }
 
     #[test]
     fn a_copy_cut_short_or_damaged_anywhere_is_refused() {
         let bytes = encode(&source(40, 30, None).image, None);
         for cut in [0, 8, HEADER - 1, HEADER, bytes.len() - 1] {
-            assert!(decode(&bytes[..cut], u64::MAX).is_err(), "cut at {cut}");
+            assert!(
+                decode(bytes[..cut].to_vec(), 0, u64::MAX).is_err(),
+                "cut at {cut}"
+            );
         }
         for at in [9, 20, 30, CRC_AT, HEADER, bytes.len() / 2, bytes.len() - 1] {
             let mut torn = bytes.clone();
             torn[at] ^= 0x40;
-            assert!(decode(&torn, u64::MAX).is_err(), "flipped at {at}");
+            assert!(decode(torn, 0, u64::MAX).is_err(), "flipped at {at}");
         }
         assert_eq!(
-            decode(&bytes, 1000).unwrap_err(),
+            decode(bytes, 0, 1000).unwrap_err(),
             CopyError::TooLarge(40 * 30)
         );
     }

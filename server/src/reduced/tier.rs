@@ -522,9 +522,8 @@ mod tests {
     /// pipeline does when the worker says so.
     fn read(tier: &ReducedTier, key: &str, version: &str) -> Option<Vec<u8>> {
         let stored = tier.open_copy(key, version)?;
-        let read = direct::Aligned::new().read(&stored.file, 1 << 30, |bytes| {
-            copy::verify(bytes).map(|_| bytes.to_vec())
-        });
+        let read = direct::read(&stored.file, 1 << 30)
+            .map(|(bytes, at)| copy::verify(&bytes[at..]).map(|_| bytes[at..].to_vec()));
         let checked = read.map_err(|e| e.to_string());
         match checked.and_then(|r| r.map_err(|e| e.to_string())) {
             Ok(bytes) => Some(bytes),

@@ -278,9 +278,8 @@ impl Worker {
                     let started = Instant::now();
                     let max_pixels = self.settings.max_source_pixels;
                     let longest = copy::HEADER as u64 + max_pixels.saturating_mul(4);
-                    let read = self
-                        .io
-                        .read(file, longest, |bytes| copy::decode(bytes, max_pixels));
+                    let read = direct::read(file, longest)
+                        .map(|(buf, at)| copy::decode(buf, at, max_pixels));
                     match read {
                         Ok(Ok(pixels)) if pixels.serves(need) => {
                             copy_us = Some(started.elapsed().as_micros() as u64);
@@ -290,9 +289,7 @@ impl Worker {
                         }
                         // Too small for this size: the original, then (its decode makes a
                         // larger copy). Out of memory: the copy may be fine.
-                        Ok(Ok(_) | Err(copy::CopyError::OutOfMemory(_))) => {
-                            return need_original(output, None)
-                        }
+                        Ok(Ok(_)) => return need_original(output, None),
                         Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
                             return need_original(output, None)
                         }
