@@ -2,7 +2,7 @@
 //! white canvases and pasting. They work on any [`PixelFormat`].
 
 use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{Filter, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::geometry::Region;
 use plugin_api::{ImageBuf, ImageView, PixelFormat, RenderError, RenderErrorKind};
@@ -24,6 +24,26 @@ thread_local! {
     /// the horizontal and the vertical one (megabytes for a large output) is allocated and
     /// zeroed once, not on every render. The results are the same.
     static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+}
+
+/// Lanczos3, as `FilterType::Lanczos3` computes it but with one sine a tap instead of two:
+/// sinc(x)·sinc(x/3) = 3·s²·(3 − 4·s²) / (π·x)² with s = sin(πx/3), since
+/// sin(πx) = 3s − 4s³. The weights differ from fast_image_resize's by at most 1e-15, far below
+/// the fixed-point step they are rounded to, so the renders are the same (a test compares
+/// them); the sines were 3% of a render worker's time.
+fn lanczos3() -> FilterType {
+    fn weight(x: f64) -> f64 {
+        if x == 0.0 {
+            return 1.0;
+        }
+        if !(-3.0..3.0).contains(&x) {
+            return 0.0;
+        }
+        let s = (std::f64::consts::PI * x / 3.0).sin();
+        let px = std::f64::consts::PI * x;
+        3.0 * s * s * (3.0 - 4.0 * s * s) / (px * px)
+    }
+    FilterType::Custom(Filter::new("Lanczos3", weight, 3.0).expect("a positive support"))
 }
 
 /// The largest buffers a thread's resizer keeps between renders.
@@ -69,7 +89,7 @@ pub fn resize_region(
         .map_err(|e| RenderError::invalid_input(format!("source buffer: {e}")))?;
     let mut to = Image::new(width, height, pt);
     let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .resize_alg(ResizeAlg::Convolution(lanczos3()))
         .crop(region.left, region.top, region.width, region.height);
     RESIZER
         .with_borrow_mut(|resizer| {
@@ -134,6 +154,46 @@ pub fn centre_on_white(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Noise-like pixels: every weight's rounding matters.
+    fn busy(w: u32, h: u32) -> Vec<u8> {
+        let mut state = 0x2545_f491_u32;
+        (0..w * h * 3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lanczos3_with_one_sine_resamples_as_the_library_s_own() {
+        let (w, h) = (613, 409);
+        let px = busy(w, h);
+        let from = ImageRef::new(w, h, &px, PixelType::U8x3).unwrap();
+        for (tw, th, crop) in [
+            (72, 72, (100.5, 0.0, 409.0, 409.0)),
+            (200, 250, (80.25, 0.0, 327.2, 409.0)),
+            (300, 200, (0.0, 0.0, 613.0, 409.0)),
+            (1000, 667, (0.0, 0.0, 613.0, 409.0)),
+            (517, 401, (3.0, 1.5, 600.0, 400.0)),
+        ] {
+            let resized = |filter: FilterType| {
+                let mut to = Image::new(tw, th, PixelType::U8x3);
+                let options = ResizeOptions::new()
+                    .resize_alg(ResizeAlg::Convolution(filter))
+                    .crop(crop.0, crop.1, crop.2, crop.3);
+                Resizer::new().resize(&from, &mut to, &options).unwrap();
+                to.into_vec()
+            };
+            assert!(
+                resized(lanczos3()) == resized(FilterType::Lanczos3),
+                "{tw}x{th} from {crop:?}"
+            );
+        }
+    }
 
     fn gradient(w: u32, h: u32) -> ImageBuf {
         let mut px = Vec::new();
