@@ -47,7 +47,7 @@ fn lanczos3() -> FilterType {
 }
 
 /// The largest buffers a thread's resizer keeps between renders.
-const KEEP_BUFFERS_UP_TO: usize = 64 << 20;
+const KEEP_BUFFERS_UP_TO: usize = 16 << 20;
 
 /// Tightly packed copy of the pixels, borrowed when they already are packed.
 fn packed<'a>(src: &ImageView<'a>) -> std::borrow::Cow<'a, [u8]> {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use plugin_api::TargetSize;
 use ross::render::render_bytes;
 use ross::render::InProcessModes;
-use support::{build_dir, free_port, get, wait_for, Running};
+use support::{build_dir, free_port, get, start_thumbor, wait_for, Running};
 
 /// How long each measured run lasts.
 const RUN: Duration = Duration::from_secs(20);
@@ -163,38 +163,8 @@ fn main() {
     );
 
     // thumbor 7.8 on the same photos.
-    let thumbor_port = free_port();
-    let conf = work.path().join("thumbor.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "LOADER = 'thumbor.loaders.file_loader'\n\
-             FILE_LOADER_ROOT_PATH = '{}'\n\
-             STORAGE = 'thumbor.storages.no_storage'\n\
-             RESULT_STORAGE = None\n\
-             ENGINE_THREADPOOL_SIZE = 2\n\
-             QUALITY = 90\n\
-             MAX_AGE = 604800\n",
-            corpus.join("photos").display()
-        ),
-    )
-    .unwrap();
-    let _thumbor = Running(
-        Command::new(&thumbor)
-            .arg("-p")
-            .arg(thumbor_port.to_string())
-            .arg("-i")
-            .arg("127.0.0.1")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-l")
-            .arg("error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(thumbor_port, "/healthcheck", "thumbor");
+    let (_thumbor, thumbor_port) =
+        start_thumbor(&thumbor, work.path(), &corpus.join("photos"), None);
     // Both warmed up on URLs outside the measured ones (sizes under 270).
     for photo in &photos {
         assert_eq!(

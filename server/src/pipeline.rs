@@ -125,9 +125,10 @@ struct Shared {
     copy_writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// Reduced copies' files written at once, at most: each may take up to the largest copy's
-/// room on the disk before the tier counts it.
-const COPY_WRITES: usize = 4;
+/// Reduced copies' files being kept (after their render) at once, at most, besides one per
+/// render slot: each may take up to the largest copy's room on the disk before the tier
+/// counts it.
+const COPY_WRITES_KEPT: usize = 2;
 
 /// How many failed sources are remembered, and for how long: long enough to absorb a burst
 /// of requests for one bad file, short enough that a fixed file is served soon.
@@ -167,7 +168,9 @@ impl Pipeline {
                     .max_capacity(FAILURES_KEPT)
                     .time_to_live(FAILURE_TTL)
                     .build(),
-                copy_writes: Arc::new(tokio::sync::Semaphore::new(COPY_WRITES)),
+                copy_writes: Arc::new(tokio::sync::Semaphore::new(
+                    settings.limits.max_concurrent_renders.max(1) + COPY_WRITES_KEPT,
+                )),
             }),
             flights: SingleFlight::default(),
         }
@@ -722,9 +725,14 @@ impl Shared {
                         .copy_us
                         .and(copy.as_ref())
                         .map(|c| c.version.clone());
+                    // A file with no copy in it stays for the removal below.
+                    let copy = match made {
+                        Some(len) => writing.take().map(|written| (written, len)),
+                        None => None,
+                    };
                     break Ok(Made {
                         encoded,
-                        copy: writing.take().zip(made),
+                        copy,
                         from_copy,
                     });
                 }

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,4 +89,58 @@ pub fn wait_for(port: u16, path: &str, what: &str) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts thumbor (`program`, 7.8 from `target/bench-env`) on a free port with its file loader
+/// on `media`, nothing stored, results kept in `results` (`None`: not kept), two engine threads,
+/// quality 90, logging errors only; returns it once it answers, and its port. Its settings
+/// file goes in `dir`.
+pub fn start_thumbor(
+    program: &Path,
+    dir: &Path,
+    media: &Path,
+    results: Option<&Path>,
+) -> (Running, u16) {
+    let port = free_port();
+    let conf = dir.join("thumbor.conf");
+    let result_storage = match results {
+        Some(results) => format!(
+            "RESULT_STORAGE = 'thumbor.result_storages.file_storage'\n\
+             RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = '{}'\n\
+             RESULT_STORAGE_STORES_UNSAFE = True\n",
+            results.display()
+        ),
+        None => "RESULT_STORAGE = None\n".to_owned(),
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "LOADER = 'thumbor.loaders.file_loader'\n\
+             FILE_LOADER_ROOT_PATH = '{}'\n\
+             STORAGE = 'thumbor.storages.no_storage'\n\
+             {result_storage}\
+             ENGINE_THREADPOOL_SIZE = 2\n\
+             QUALITY = 90\n\
+             MAX_AGE = 604800\n",
+            media.display()
+        ),
+    )
+    .unwrap();
+    let thumbor = Running(
+        Command::new(program)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-i")
+            .arg("127.0.0.1")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-l")
+            .arg("error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port, "/healthcheck", "thumbor");
+    (thumbor, port)
 }

@@ -34,12 +34,26 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 /// Creates `path` (which must not exist) to write, bypassing the page cache where the file
 /// system allows it; only its owner may read it.
 pub fn create(path: &Path) -> io::Result<File> {
-    open(
-        path,
-        OpenOptions::new().write(true).create_new(true).mode(0o600),
-    )
+    // Created first, then made direct: an open with `O_CREAT | O_DIRECT` that the file system
+    // refuses would leave the file made all the same.
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let direct =
+        fcntl_getfl(file.as_fd()).and_then(|f| fcntl_setfl(file.as_fd(), f | OFlags::DIRECT));
+    match direct {
+        Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(file),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e.into())
+        }
+    }
 }
 
+/// Opens `path` with `options`, bypassing the page cache where the file system allows it.
 fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     let direct = options.clone().custom_flags(libc::O_DIRECT).open(path);
     match direct {

@@ -4,8 +4,8 @@
 //! - **Starting.** Every worker is started from one thread that lives as long as the server
 //!   ([`Spawner`]), so the kernel's parent-death signal, which follows the starting thread,
 //!   kills workers only when the server goes. A worker gets a Unix socket as its standard
-//!   input, a Unix datagram socket at descriptor 3 for the files of its jobs (reduced copies to
-//!   read and to write), an empty environment (no credentials) and a pipe as its standard
+//!   input (whose first message hands it a Unix datagram socket for the files of its jobs:
+//!   reduced copies to read and to write), an empty environment (no credentials) and a pipe as its standard
 //!   error, whose lines are logged and whose last lines tell an allocation failure from other
 //!   aborts.
 //! - **Jobs.** A job has [`WorkerPool::render_timeout`] from when the worker gets it; past
@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use super::protocol::{
     self, FileRole, LoadReport, PluginToLoad, RenderJob, Reply, Request, SandboxReport, Sent,
-    Stage, Timings, WireError, WorkerSettings, FILE_CHANNEL,
+    Stage, Timings, WireError, WorkerSettings,
 };
 use crate::error::{AppError, ErrorCode};
 use crate::telemetry::{Count, Metrics};
@@ -128,35 +128,15 @@ impl Spawner {
 }
 
 /// One `ross worker` process, started on the spawning thread.
-#[allow(unsafe_code)]
 fn spawn(program: &std::path::Path) -> io::Result<Spawned> {
     use std::os::unix::process::CommandExt;
     let (ours, theirs) = UnixStream::pair()?;
     let (files, their_files) = UnixDatagram::pair()?;
-    let their_files_fd = their_files.as_raw_fd();
     // Room for an original in one write, and for an encoded image in one answer: fewer
     // wake-ups of either side per job (the kernel caps these at net.core.wmem_max).
     socket2::SockRef::from(&ours).set_send_buffer_size(SOCKET_BUFFER)?;
     socket2::SockRef::from(&theirs).set_send_buffer_size(SOCKET_BUFFER)?;
-    let mut command = Command::new(program);
-    // SAFETY: the closure runs in the child between fork and exec, and calls only dup2 and
-    // fcntl, which are async-signal-safe, on descriptors it owns there.
-    unsafe {
-        command.pre_exec(move || {
-            // The file channel at its descriptor, open across exec (dup2 clears close-on-exec,
-            // except onto itself).
-            let placed = if their_files_fd == FILE_CHANNEL {
-                libc::fcntl(FILE_CHANNEL, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(their_files_fd, FILE_CHANNEL)
-            };
-            if placed < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-    let child = command
+    let child = Command::new(program)
         .arg0("ross")
         .arg("worker")
         .arg("--server")
@@ -167,7 +147,8 @@ fn spawn(program: &std::path::Path) -> io::Result<Spawned> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    drop(their_files);
+    // The first thing on its socket: its end of the file channel.
+    protocol::send_file(&ours, FileRole::Channel, their_files.as_fd())?;
     Ok((child, ours, files))
 }
 

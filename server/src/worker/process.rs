@@ -1,5 +1,5 @@
 //! The render worker's side: `ross worker`, started by the server with a Unix socket as its
-//! standard input and a second one, for files, at descriptor 3. It loads the plugin copies it
+//! standard input, on which it first gets a second one, for files. It loads the plugin copies it
 //! is told to, test-renders their modes, enters its sandbox, says what it loaded, then renders
 //! one job at a time until the socket closes. It keeps the pixels of the originals it decoded
 //! in the last minute (its share of `cache.decoded_bytes`), so the next sizes of an original
@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use plugin_api::TargetSize;
 
 use super::protocol::{
     read_frame, receive_file, write_frame, FileRole, LoadReport, ModeSpec, RenderJob, Reply,
-    Request, Sent, Stage, WireError, WorkerSettings, FILE_CHANNEL,
+    Request, Sent, Stage, WireError, WorkerSettings,
 };
 use super::sandbox;
 use crate::error::AppError;
@@ -48,12 +48,10 @@ pub fn main(server: u32) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let files = match file_channel() {
-        Ok(files) => files,
+    let files = match receive_file(&socket, FileRole::Channel) {
+        Ok(files) => UnixDatagram::from(files),
         Err(e) => {
-            eprintln!(
-                "ross worker: descriptor {FILE_CHANNEL} is not the server's file channel: {e}"
-            );
+            eprintln!("ross worker: the server did not send its file channel first: {e}");
             return ExitCode::from(2);
         }
     };
@@ -64,23 +62,6 @@ pub fn main(server: u32) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The server's file channel, at descriptor [`FILE_CHANNEL`].
-#[allow(unsafe_code)]
-fn file_channel() -> std::io::Result<UnixDatagram> {
-    // SAFETY: fcntl(F_GETFD) on a descriptor number only reads its flags.
-    if unsafe { libc::fcntl(FILE_CHANNEL, libc::F_GETFD) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor is open (above), and the server started this process with its end
-    // of the file channel there: nothing else in this process owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(FILE_CHANNEL) };
-    let stat = rustix::fs::fstat(&owned)?;
-    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
-        return Err(std::io::Error::other("not a socket"));
-    }
-    Ok(UnixDatagram::from(owned))
 }
 
 /// Asks the kernel to kill this process when the server's thread that started it ends (the

@@ -7,9 +7,10 @@
 //! what they read: a worker that a crafted file took over can make the server read at most
 //! [`MAX_HEADER`] bytes of header and the caller's blob limit.
 //!
-//! Files go on a second socket, the worker's descriptor [`FILE_CHANNEL`] (a Unix datagram
-//! socket pair): one descriptor per datagram ([`send_file`]), with a byte that says what it is
-//! for, sent before the job that uses it. A reduced copy's bytes never pass through the
+//! Files go on a second socket, a Unix datagram socket pair whose worker end is the first
+//! thing the server sends on the worker's socket ([`FileRole::Channel`]): one descriptor per
+//! datagram ([`send_file`]), with a byte that says what it is for, sent before the job that
+//! uses it. A reduced copy's bytes never pass through the
 //! server: it opens the file and the worker reads or writes it.
 
 use std::io::{self, Read, Write};
@@ -342,12 +343,11 @@ pub async fn receive<T: DeserializeOwned>(
     Ok((decode_header(&header)?, blob))
 }
 
-/// The worker's descriptor for the file channel.
-pub const FILE_CHANNEL: std::os::fd::RawFd = 3;
-
 /// What a descriptor on the file channel is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileRole {
+    /// The worker's end of the file channel, sent once on its socket before anything else.
+    Channel,
     /// A reduced copy to read ([`Sent::Copy`]).
     ReadCopy,
     /// A new file to write a reduced copy into ([`RenderJob::copy`]).
@@ -357,14 +357,16 @@ pub enum FileRole {
 impl FileRole {
     fn byte(self) -> u8 {
         match self {
+            FileRole::Channel => b'c',
             FileRole::ReadCopy => b'r',
             FileRole::WriteCopy => b'w',
         }
     }
 }
 
-/// Sends `file` for `role` on the file channel `channel` without waiting (the server's side):
-/// a worker that does not take its descriptors fills the channel, and the send fails.
+/// Sends `file` for `role` on the file channel `channel` (or the channel itself on the worker's
+/// socket) without waiting (the server's side): a worker that does not take its descriptors
+/// fills the channel, and the send fails.
 pub fn send_file(channel: impl AsFd, role: FileRole, file: BorrowedFd<'_>) -> io::Result<()> {
     use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -384,7 +386,8 @@ pub fn send_file(channel: impl AsFd, role: FileRole, file: BorrowedFd<'_>) -> io
 }
 
 /// Receives the descriptor for `role` from the file channel `channel` (the worker's side,
-/// waiting); anything else breaks the protocol.
+/// waiting; on the worker's socket, one byte of the stream, for the channel itself); anything
+/// else breaks the protocol.
 pub fn receive_file(channel: impl AsFd, role: FileRole) -> io::Result<OwnedFd> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
