@@ -28,7 +28,8 @@ const KEEP_UP_TO: usize = 64 << 20;
 
 /// Opens `path` to read, bypassing the page cache where the file system allows it.
 pub fn open_read(path: &Path) -> io::Result<File> {
-    open(path, OpenOptions::new().read(true))
+    let file = File::open(path)?;
+    made_direct(file)
 }
 
 /// Creates `path` (which must not exist) to write, bypassing the page cache where the file
@@ -41,25 +42,30 @@ pub fn create(path: &Path) -> io::Result<File> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
-    let direct =
-        fcntl_getfl(file.as_fd()).and_then(|f| fcntl_setfl(file.as_fd(), f | OFlags::DIRECT));
-    match direct {
+    made_direct(file).inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })
+}
+
+/// `file`, bypassing the page cache if its file system allows it (else as it is).
+fn made_direct(file: File) -> io::Result<File> {
+    match set_direct(&file, true) {
         Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(file),
-        Err(e) => {
-            let _ = std::fs::remove_file(path);
-            Err(e.into())
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
-/// Opens `path` with `options`, bypassing the page cache where the file system allows it.
-fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    let direct = options.clone().custom_flags(libc::O_DIRECT).open(path);
-    match direct {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => options.open(path),
-        other => other,
-    }
+/// Sets or takes off `O_DIRECT` on `file`'s open file (`EINVAL`: its file system has no
+/// direct I/O).
+fn set_direct(file: &File, on: bool) -> rustix::io::Result<()> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let flags = fcntl_getfl(file.as_fd())?;
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags.difference(OFlags::DIRECT)
+    };
+    fcntl_setfl(file.as_fd(), flags)
 }
 
 /// An aligned buffer, reused.
@@ -111,7 +117,7 @@ impl Aligned {
             match file.write_all_at(out, 0) {
                 // A file system that takes the open but not the alignment: buffered.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    without_direct(file)?;
+                    set_direct(file, false)?;
                     file.write_all_at(&out[..len], 0)
                 }
                 other => other,
@@ -152,7 +158,7 @@ pub fn read(file: &File, max: u64) -> io::Result<(Vec<u8>, usize)> {
             Ok((filled, _)) => filled.len(),
             // A file system that takes the open but not the alignment: buffered.
             Err(e) if e == rustix::io::Errno::INVAL && direct => {
-                without_direct(file)?;
+                set_direct(file, false)?;
                 direct = false;
                 continue;
             }
@@ -168,14 +174,6 @@ pub fn read(file: &File, max: u64) -> io::Result<(Vec<u8>, usize)> {
         unsafe { buf.set_len(buf.len() + n) };
     }
     Ok((buf, at))
-}
-
-/// Takes `O_DIRECT` off `file`'s open file.
-fn without_direct(file: &File) -> io::Result<()> {
-    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
-    let flags = fcntl_getfl(file.as_fd())?;
-    fcntl_setfl(file.as_fd(), flags.difference(OFlags::DIRECT))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -319,21 +319,6 @@ impl ReducedTier {
         }))
     }
 
-    /// Keeps `bytes` (a copy) as `key`'s, as [`ReducedTier::keep`] does. Blocking.
-    pub fn put(
-        &self,
-        key: &str,
-        version: &str,
-        bytes: &[u8],
-        still_current: impl FnOnce() -> bool,
-    ) -> std::io::Result<bool> {
-        let Some(new) = self.create()? else {
-            return Ok(false);
-        };
-        let len = direct::Aligned::new().write(&new.file, &[bytes])?;
-        self.keep(new, key, version, len, still_current)
-    }
-
     /// Keeps the copy written to `new` (its first `len` bytes) as `key`'s, made from version
     /// `version` of the original, in place of any it held, if `still_current()` says, once
     /// the file is in place, that no purge of the original began since it was fetched
@@ -494,6 +479,24 @@ fn remove_file(path: &Path) {
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove a reduced original")
         }
+    }
+}
+
+#[cfg(test)]
+impl ReducedTier {
+    /// Keeps `bytes` (a copy) as `key`'s, written as a worker writes it, then kept.
+    fn put(
+        &self,
+        key: &str,
+        version: &str,
+        bytes: &[u8],
+        still_current: impl FnOnce() -> bool,
+    ) -> std::io::Result<bool> {
+        let Some(new) = self.create()? else {
+            return Ok(false);
+        };
+        let len = direct::Aligned::new().write(&new.file, &[bytes])?;
+        self.keep(new, key, version, len, still_current)
     }
 }
 
